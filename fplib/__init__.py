@@ -1,0 +1,1 @@
+"""fplib: neural audio fingerprinting."""

@@ -1,0 +1,212 @@
+"""Plots, inline audio and the augmentation explorer: the only module that imports matplotlib,
+IPython or ipywidgets. Figures carry axis labels in units (s, Hz, dB)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import Audio, display
+
+from fplib import audio
+from fplib.augment import STEPS, Augmenter, Draws
+from fplib.data import IRBank, NoiseBank, item_rng, read_with_context, torch_generator
+from fplib.features import FrontEnd, LogMel, hz_to_mel
+
+STEP_TITLES = {"clean": "clean", "offset": "+ time offset", "ir": "+ room impulse response",
+               "noise": "+ background noise", "bandlimit": "+ band-limiting", "time_mask": "+ time mask",
+               "spec_mask": "+ spectrogram masks"}
+
+
+def player(wav: np.ndarray | torch.Tensor, sr: int = audio.SR) -> Audio:
+    """An inline audio player that does not normalise (so relative levels and SNR stay audible)."""
+    wav = np.clip(np.asarray(torch.as_tensor(wav).detach().cpu(), dtype=np.float32), -1.0, 1.0)
+    return Audio(wav, rate=sr, normalize=False)
+
+
+def _logmel_axes(ax: plt.Axes, spec: np.ndarray, fe: FrontEnd, title: str) -> None:
+    """Draw one log-mel ``[n_mels, n_frames]`` with time in s and frequency in Hz."""
+    duration = fe.win_s
+    im = ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=fe.floor_db, vmax=0.0,
+                   extent=(0.0, duration, 0, fe.n_mels))
+    ticks_hz = [f for f in (300, 500, 1000, 2000, 3000, 4000) if fe.f_min <= f <= fe.f_max]
+    mels = hz_to_mel(np.array(ticks_hz, dtype=float))
+    lo, hi = hz_to_mel(fe.f_min), hz_to_mel(fe.f_max)
+    ax.set_yticks((mels - lo) / (hi - lo) * fe.n_mels, [str(f) for f in ticks_hz])
+    ax.set_ylabel("frequency (Hz)")
+    ax.set_xlabel("time (s)")
+    ax.set_title(title, fontsize=9)
+    plt.colorbar(im, ax=ax, label="dB")
+
+
+def _wave_axes(ax: plt.Axes, wav: np.ndarray, sr: int, title: str) -> None:
+    t = np.arange(wav.shape[0]) / sr
+    ax.plot(t, wav, lw=0.5)
+    ax.set_xlim(0, t[-1] if len(t) else 1)
+    ax.set_ylim(-1, 1)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("amplitude")
+    ax.set_title(title, fontsize=9)
+
+
+def plot_pair(clean: np.ndarray, degraded: np.ndarray, fe: FrontEnd = FrontEnd(),
+              feats: tuple[np.ndarray, np.ndarray] | None = None, title: str = "") -> plt.Figure:
+    """Waveform and log-mel of a clean window next to its degraded replica (2 x 2 panels)."""
+    if feats is None:
+        lm = LogMel(fe)
+        with torch.no_grad():
+            feats = tuple(lm(torch.as_tensor(w, dtype=torch.float32)[None])[0, 0].numpy() for w in (clean, degraded))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 5.5), constrained_layout=True)
+    for col, (wav, spec, name) in enumerate(zip((clean, degraded), feats, ("clean", "degraded"))):
+        _wave_axes(axes[0, col], np.asarray(wav), fe.sr, f"{name}: waveform")
+        _logmel_axes(axes[1, col], np.asarray(spec), fe, f"{name}: log-mel")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_steps(steps: dict[str, torch.Tensor], fe: FrontEnd = FrontEnd(), masked: np.ndarray | None = None,
+               index: int = 0, title: str = "") -> plt.Figure:
+    """One row per augmentation step (waveform | log-mel) for example ``index`` of a batch from
+    :meth:`Augmenter.degrade` with ``return_steps=True``; ``masked`` adds the final masked log-mel."""
+    names = ["clean", *STEPS]
+    rows = len(names) + (masked is not None)
+    fig, axes = plt.subplots(rows, 2, figsize=(11, 2.2 * rows), constrained_layout=True)
+    lm = LogMel(fe)
+    for r, name in enumerate(names):
+        wav = steps[name][index].detach().cpu().float()
+        with torch.no_grad():
+            spec = lm(wav[None])[0, 0].numpy()
+        _wave_axes(axes[r, 0], wav.numpy(), fe.sr, STEP_TITLES[name])
+        _logmel_axes(axes[r, 1], spec, fe, STEP_TITLES[name])
+    if masked is not None:
+        axes[-1, 0].axis("off")
+        _logmel_axes(axes[-1, 1], masked, fe, STEP_TITLES["spec_mask"])
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_impulse_responses(bank: IRBank, sr: int = audio.SR, n: int = 6) -> plt.Figure:
+    """Energy decay (dB) of the first ``n`` impulse responses of a bank."""
+    fig, ax = plt.subplots(figsize=(8, 3.5), constrained_layout=True)
+    for f, ir in list(zip(bank.files, bank.irs))[:n]:
+        edc = np.cumsum(ir[::-1] ** 2)[::-1]
+        ax.plot(np.arange(len(ir)) / sr, 10 * np.log10(edc / edc[0] + 1e-12), label=Path(f).stem, lw=1)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("energy decay (dB)")
+    ax.set_ylim(-60, 1)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("room impulse responses: Schroeder energy decay")
+    return fig
+
+
+def plot_spectra(waves: Sequence[np.ndarray], labels: Sequence[str], sr: int = audio.SR) -> plt.Figure:
+    """Average power spectra (Welch) of a few signals, in dB."""
+    from scipy.signal import welch
+
+    fig, ax = plt.subplots(figsize=(8, 3.5), constrained_layout=True)
+    for w, lab in zip(waves, labels):
+        f, p = welch(w, fs=sr, nperseg=1024)
+        ax.plot(f, 10 * np.log10(p + 1e-12), lw=1, label=lab)
+    ax.set_xlabel("frequency (Hz)")
+    ax.set_ylabel("power (dB)")
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def _example(song: str | Path, second: int, irs: IRBank, noises: NoiseBank, augmenter: Augmenter, seed: int,
+             ir_index: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Draws]:
+    """One display example: the segment (with context), a noise excerpt, an IR and drawn decisions."""
+    fe = augmenter.fe
+    duration = audio.info(song).duration
+    seg = read_with_context(song, float(second), fe.win_s, augmenter.context / fe.sr, duration, fe.sr)
+    rng = item_rng(seed, "display", str(song), second)
+    noise = torch.from_numpy(noises.sample(rng, fe.win_len))[None]
+    ir = torch.from_numpy(irs.irs[ir_index] if ir_index is not None else irs.sample(rng))[None]
+    return torch.from_numpy(seg)[None], noise, ir, augmenter.draw(1, torch_generator(rng))
+
+
+def show_steps(song: str | Path, second: int, irs: IRBank, noises: NoiseBank, augmenter: Augmenter,
+               seed: int = 0) -> None:
+    """Every augmentation step forced on for one second of a song: one row per step (waveform |
+    log-mel), then an audio player per step."""
+    import dataclasses
+
+    fe = augmenter.fe
+    forced = Augmenter(dataclasses.replace(augmenter.cfg, offset_p=1.0, ir_p=1.0, noise_p=1.0, bandlimit_p=1.0,
+                                           time_mask_p=1.0, freq_mask_p=1.0, spec_time_mask_p=1.0), fe)
+    seg, noise, ir, d = _example(song, second, irs, noises, forced, seed)
+    d.fmask_width = d.fmask_width.clamp_min(16)
+    d.fmask_start = d.fmask_start.clamp_max(fe.n_mels - d.fmask_width)
+    _, deg, steps = forced.degrade(seg, noise, ir, d, return_steps=True)
+    with torch.no_grad():
+        masked = forced.spec_mask(forced.features(deg), d)[0, 0].numpy()
+    title = (f"{Path(song).name}, second {second}: offset {int(d.offset) / fe.sr * 1000:.0f} ms, "
+             f"SNR {float(d.snr_db):.1f} dB, band {float(d.highpass_hz):.0f}-{float(d.lowpass_hz):.0f} Hz")
+    plt.show(plot_steps(steps, fe, masked, title=title))
+    for name in ("clean", *STEPS):
+        print(STEP_TITLES[name])
+        display(player(steps[name][0], fe.sr))
+
+
+def explorer(songs: Sequence[Path], irs: IRBank, noises: NoiseBank, augmenter: Augmenter, seed: int = 0) -> None:
+    """Interactive augmentation explorer: song, second, SNR, impulse response, each step on or off.
+
+    Displays the figure and audio for the default settings as plain output first (what a headless
+    run such as papermill keeps), then the widgets, which re-render in JupyterLab.
+    """
+    import ipywidgets as W
+
+    fe = augmenter.fe
+    durations = {str(s): audio.info(s).duration for s in songs}
+    song_w = W.Dropdown(options=[(Path(s).name, str(s)) for s in songs], description="song")
+    sec_w = W.IntSlider(value=1, min=0, max=max(0, int(durations[str(songs[0])]) - 1), description="second (s)")
+    snr_w = W.FloatSlider(value=5.0, min=-5.0, max=30.0, step=0.5, description="SNR (dB)")
+    ir_w = W.Dropdown(options=[(Path(f).stem, i) for i, f in enumerate(irs.files)], description="room")
+    offset_w = W.IntSlider(value=0, min=-int(augmenter.cfg.offset_max_s * 1000),
+                           max=int(augmenter.cfg.offset_max_s * 1000), step=10, description="offset (ms)")
+    on_w = {s: W.Checkbox(value=s in ("ir", "noise"), description=STEP_TITLES[s].lstrip("+ "))
+            for s in (*STEPS[1:], "spec_mask")}
+
+    def render(song: str, second: int, snr: float, ir_index: int, offset_ms: int, **on: bool) -> None:
+        second = min(second, max(0, int(durations[song]) - 1))
+        seg, noise, ir, d = _example(song, second, irs, noises, augmenter, seed, ir_index)
+        d.offset = torch.tensor([int(offset_ms * fe.sr / 1000)])
+        d.snr_db = torch.tensor([float(snr)])
+        d.ir_on, d.noise_on = torch.tensor([on["ir"]]), torch.tensor([on["noise"]])
+        d.band_on, d.tmask_on = torch.tensor([on["bandlimit"]]), torch.tensor([on["time_mask"]])
+        d.fmask_on = d.smask_on = torch.tensor([on["spec_mask"]])
+        if on["spec_mask"]:  # make the masks visible whatever was drawn
+            d.fmask_width = d.fmask_width.clamp_min(16)
+            d.smask_width = d.smask_width.clamp_min(1)
+            d.smask_start = d.smask_start.clamp_max(fe.n_frames - d.smask_width)
+            d.fmask_start = d.fmask_start.clamp_max(fe.n_mels - d.fmask_width)
+        clean, deg = augmenter.degrade(seg, noise, ir, d)
+        with torch.no_grad():
+            fc = augmenter.features(clean)
+            fd = augmenter.spec_mask(augmenter.features(deg), d)
+        room = Path(irs.files[ir_index]).stem
+        fig = plot_pair(clean[0].numpy(), deg[0].numpy(), fe, (fc[0, 0].numpy(), fd[0, 0].numpy()),
+                        title=f"{Path(song).name}, second {second}, SNR {snr:.1f} dB, room {room}")
+        plt.show(fig)
+        print("clean:")
+        display(player(clean[0], fe.sr))
+        print("degraded:")
+        display(player(deg[0], fe.sr))
+
+    controls = dict(song=song_w, second=sec_w, snr=snr_w, ir_index=ir_w, offset_ms=offset_w, **on_w)
+    render(**{k: w.value for k, w in controls.items()})  # the static view (kept by headless runs)
+
+    def on_song(change: dict) -> None:
+        sec_w.max = max(0, int(durations[change["new"]]) - 1)
+
+    song_w.observe(on_song, names="value")
+    out = W.interactive_output(render, controls)
+    ui = W.VBox([W.HBox([song_w, sec_w]), W.HBox([snr_w, ir_w, offset_w]), W.HBox(list(on_w.values()))])
+    display(W.HTML("<b>Interactive explorer</b> (re-renders in JupyterLab; the figure above is the static view)"),
+            ui, out)
+
