@@ -34,7 +34,7 @@ class AugmentConfig:
     snr_db: tuple[float, float] = (0.0, 10.0)  # dB, range for "uniform"
     snr_buckets: tuple[tuple[float, float, float], ...] = ((0.5, 0.0, 5.0), (0.3, 5.0, 10.0), (0.2, 10.0, 15.0))
     ir_p: float = 1.0  # probability of convolving with a room impulse response
-    ir_max_s: float = 0.5  # s, IRs are cut this long after their direct-path peak (NAFP: 0.075)
+    ir_max_s: float = 0.5  # s, IRs are cut this long after their direct path (NAFP: 0.075)
     offset_p: float = 0.25  # probability of shifting the degraded view in time
     offset_max_s: float = 0.2  # s, maximum shift either way
     time_mask_p: float = 0.1  # probability of zeroing a short span of the waveform
@@ -263,14 +263,23 @@ def add_noise(
     return x + gain[:, None] * noise
 
 
-def convolve_ir(x: torch.Tensor, ir: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
-    """Reverberate ``x [B, T]`` with ``ir [B, L]``; same length, aligned on each IR's direct-path peak.
+def ir_onset(ir: torch.Tensor) -> torch.Tensor:
+    """Index of the direct path of each IR ``[B, L]``: the first tap within 6 dB of the peak (the
+    peak itself can be a pair of coinciding reflections arriving later)."""
+    mag = ir.abs()
+    loud = mag >= 0.5 * mag.amax(dim=1, keepdim=True)
+    return loud.float().argmax(dim=1)
 
-    The IR is cut ``max_len`` samples after its peak, and the output is scaled to the input's RMS
+
+def convolve_ir(x: torch.Tensor, ir: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+    """Reverberate ``x [B, T]`` with ``ir [B, L]``; same length, aligned on each IR's direct path
+    (:func:`ir_onset`).
+
+    The IR is cut ``max_len`` samples after its onset, and the output is scaled to the input's RMS
     (a room changes the timbre, not the level). FFT convolution, batched.
     """
     B, T = x.shape
-    peak = ir.abs().argmax(dim=1)  # [B]
+    peak = ir_onset(ir)  # [B]
     L = ir.shape[1]
     if max_len is not None:
         keep = torch.arange(L, device=ir.device)[None, :] <= (peak + max_len)[:, None]

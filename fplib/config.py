@@ -28,7 +28,7 @@ def check_type(name: str, value: Any, annotation: Any) -> Any:
     """
     if isinstance(annotation, str):
         raise TypeError(f"{name}: unresolved annotation {annotation!r}")
-    origin = typing.get_origin(annotation)
+    origin = typing.get_origin(annotation) or (annotation if annotation in (list, tuple, dict) else None)
     args = typing.get_args(annotation)
     if annotation is Any:
         return value

@@ -19,16 +19,19 @@ import numpy as np
 import torch
 
 from fplib import audio
+from fplib.augment import ir_onset
 
 
 def item_rng(seed: int, *keys: int | str) -> np.random.Generator:
     """A numpy generator for one item, from the run seed and any ints/strings naming the item."""
-    words = [seed & 0xFFFFFFFF]
-    for k in keys:
+    words: list[int] = []
+    for k in (seed, *keys):
         if isinstance(k, str):
-            words.extend(int.from_bytes(hashlib.sha256(k.encode()).digest()[i : i + 4], "little") for i in (0, 4))
-        else:
-            words.append(int(k) & 0xFFFFFFFF)
+            digest = hashlib.sha256(k.encode()).digest()
+            words.extend(int.from_bytes(digest[i : i + 4], "little") for i in (0, 4))
+        else:  # any size and sign, as 32-bit words
+            k = int(k) % 2**64
+            words.extend((k & 0xFFFFFFFF, k >> 32))
     return np.random.default_rng(np.random.SeedSequence(words))
 
 
@@ -109,7 +112,7 @@ class NoiseBank:
 
 
 class IRBank:
-    """Room impulse responses decoded once, cut ``max_s`` after their peak, peak-normalised."""
+    """Room impulse responses decoded once, cut ``max_s`` after their direct path, peak-normalised."""
 
     def __init__(self, files: list[Path], sr: int = audio.SR, max_s: float = 0.5, skipped: Skipped | None = None):
         self.files: list[Path] = []
@@ -122,8 +125,8 @@ class IRBank:
                     raise
                 skipped.add(e)
                 continue
-            peak = int(np.argmax(np.abs(ir)))
-            ir = ir[: peak + int(round(max_s * sr)) + 1]
+            onset = int(ir_onset(torch.from_numpy(ir)[None])[0])
+            ir = ir[: onset + int(round(max_s * sr)) + 1]
             self.irs.append((ir / np.abs(ir).max()).astype(np.float32))
             self.files.append(Path(f))
         if not self.irs:

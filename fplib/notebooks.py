@@ -24,6 +24,10 @@ from fplib.config import ParameterError, check_type
 TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
 
 
+class NotebookFailed(RuntimeError):
+    pass
+
+
 def notebooks_dir() -> Path:
     return storage.project_root() / "notebooks"
 
@@ -93,9 +97,20 @@ def run(profile: str = "demo", only: list[str] | None = None, run_name: str | No
         out.parent.mkdir(parents=True, exist_ok=True)
         print(f"== {nb.stem} -> {out}", flush=True)
         t0 = time.time()
-        with storage.atomic_path(out) as tmp:
-            pm.execute_notebook(str(nb), str(tmp), parameters=params, cwd=str(nb.parent), log_output=log_output,
-                                progress_bar=False, kernel_name="python3")
+        failed = out.with_suffix(".failed.ipynb")
+        failed.unlink(missing_ok=True)
+        try:
+            with storage.atomic_path(out) as tmp:
+                try:
+                    pm.execute_notebook(str(nb), str(tmp), parameters=params, cwd=str(nb.parent),
+                                        log_output=log_output, progress_bar=False, kernel_name="python3")
+                except Exception:
+                    if tmp.exists():
+                        tmp.replace(failed)  # keep the executed notebook, error and all, for inspection
+                    raise
+        except pm.PapermillExecutionError as e:
+            raise NotebookFailed(f"{nb.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
+                                 f"executed notebook with the error: {failed}") from None
         print(f"   done in {time.time() - t0:.1f} s", flush=True)
         executed.append(out)
     return executed
@@ -106,11 +121,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="demo", help="parameter profile: a folder under params/ (default: demo)")
     ap.add_argument("--only", nargs="*", help="run only these notebooks (prefixes such as 01 02)")
     ap.add_argument("--run-name", help="override every notebook's run_name")
+    ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                    help="override a parameter in every notebook that has it (VALUE is YAML: 3, 0.5, true, [0, 10])")
     ap.add_argument("--quiet", action="store_true", help="do not echo the notebooks' output")
     args = ap.parse_args(argv)
     try:
-        run(args.profile, args.only, args.run_name, log_output=not args.quiet)
-    except (ParameterError, FileNotFoundError, ValueError) as e:
+        extra = {}
+        for item in args.set:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise ParameterError(f"--set expects NAME=VALUE, got {item!r}")
+            extra[name] = yaml.safe_load(value)
+        known = set().union(*(parameters_cell(nb) for nb in list_notebooks()))
+        if set(extra) - known:
+            raise ParameterError(f"--set: unknown parameter(s) {sorted(set(extra) - known)}")
+        run(args.profile, args.only, args.run_name, extra=extra, log_output=not args.quiet)
+    except (ParameterError, FileNotFoundError, ValueError, NotebookFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -21,6 +21,12 @@ STEP_TITLES = {"clean": "clean", "offset": "+ time offset", "ir": "+ room impuls
                "spec_mask": "+ spectrogram masks"}
 
 
+def show(fig: plt.Figure) -> None:
+    """Display a figure once (inline or headless) and free it."""
+    display(fig)
+    plt.close(fig)
+
+
 def player(wav: np.ndarray | torch.Tensor, sr: int = audio.SR) -> Audio:
     """An inline audio player that does not normalise (so relative levels and SNR stay audible)."""
     wav = np.clip(np.asarray(torch.as_tensor(wav).detach().cpu(), dtype=np.float32), -1.0, 1.0)
@@ -147,7 +153,7 @@ def show_steps(song: str | Path, second: int, irs: IRBank, noises: NoiseBank, au
         masked = forced.spec_mask(forced.features(deg), d)[0, 0].numpy()
     title = (f"{Path(song).name}, second {second}: offset {int(d.offset) / fe.sr * 1000:.0f} ms, "
              f"SNR {float(d.snr_db):.1f} dB, band {float(d.highpass_hz):.0f}-{float(d.lowpass_hz):.0f} Hz")
-    plt.show(plot_steps(steps, fe, masked, title=title))
+    show(plot_steps(steps, fe, masked, title=title))
     for name in ("clean", *STEPS):
         print(STEP_TITLES[name])
         display(player(steps[name][0], fe.sr))
@@ -192,7 +198,7 @@ def explorer(songs: Sequence[Path], irs: IRBank, noises: NoiseBank, augmenter: A
         room = Path(irs.files[ir_index]).stem
         fig = plot_pair(clean[0].numpy(), deg[0].numpy(), fe, (fc[0, 0].numpy(), fd[0, 0].numpy()),
                         title=f"{Path(song).name}, second {second}, SNR {snr:.1f} dB, room {room}")
-        plt.show(fig)
+        show(fig)
         print("clean:")
         display(player(clean[0], fe.sr))
         print("degraded:")

@@ -5,8 +5,17 @@ from torch.utils.data import DataLoader
 
 from fplib import audio
 from fplib.augment import Augmenter
-from fplib.data import (IRBank, NoiseBank, SegmentDataset, Skipped, collate_segments, item_rng, read_with_context,
-                        split_files, worker_init_fn)
+from fplib.data import (
+    IRBank,
+    NoiseBank,
+    SegmentDataset,
+    Skipped,
+    collate_segments,
+    item_rng,
+    read_with_context,
+    split_files,
+    worker_init_fn,
+)
 from tests.helpers import make_folders, tone, write
 
 
