@@ -1,7 +1,9 @@
 """Command-line entry points, keeping the names, flags and defaults of the SEED scripts.
 
 ``generate_training_dataset -i SONGS [-n 5] [-tr 0.8] [-ir IRS] [-bn NOISES] [-o OUT]``
-(installed as a console script; also ``python -m fplib.cli generate_training_dataset ...``).
+``trainer [-ep 200] [-bs 32] [-m NAME] [--optim Adam|Lamb] [-o OUT] {static,dynamic,dynamic_online} ...``
+(installed as console scripts; also ``python -m fplib.cli <command> ...``, which is what
+``torchrun --nproc_per_node N -m fplib.cli trainer ...`` runs on several GPUs or machines).
 """
 
 from __future__ import annotations
@@ -57,7 +59,118 @@ def generate_training_dataset_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-COMMANDS = {"generate_training_dataset": generate_training_dataset_main}
+def _trainer_parser() -> argparse.ArgumentParser:
+    from fplib.models import model_names
+
+    ap = argparse.ArgumentParser(prog="trainer", description="Contrastive training of the neural fingerprinter.")
+    ap.add_argument("-ep", "--epochs", type=int, default=200, help="maximum epochs; early stopping may end sooner "
+                    "(default: 200)")
+    ap.add_argument("-bs", "--batch_size", type=int, default=32, help="global batch of pairs (default: 32)")
+    ap.add_argument("-m", "--model_name", default="fingerprinter",
+                    help="name of the saved model: OUT/NAME.pt (best) and the run folder OUT/NAME/ "
+                         "(default: fingerprinter)")
+    ap.add_argument("--optim", default="Adam", choices=["Adam", "Lamb", "adam", "lamb"], help="optimiser "
+                    "(default: Adam)")
+    ap.add_argument("-o", "--output_path", default=".", help="where the model is saved (default: current folder)")
+    ap.add_argument("--arch", default="nafp", choices=model_names(), help="architecture (default: nafp)")
+    ap.add_argument("--lr", type=float, default=1e-4, help="learning rate at --lr_ref_batch (default: 1e-4)")
+    ap.add_argument("--lr_ref_batch", type=int, default=120, help="the lr scales by batch_size / this (default: 120)")
+    ap.add_argument("--patience", type=int, default=20, help="early-stopping patience in epochs (default: 20)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default: 2)")
+    ap.add_argument("--items_per_song", type=int, default=8, help="dynamic modes: segments per song per epoch")
+    ap.add_argument("--f_min", type=float, default=300.0, help="lowest mel frequency in Hz (default: 300)")
+    ap.add_argument("--augment", default="{}", help='dynamic modes: JSON overrides of AugmentConfig, e.g. '
+                    '\'{"snr_db": [0, 10]}\'')
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: auto)")
+    ap.add_argument("--resume", action="store_true", help="continue the run in OUT/NAME/ where it stopped")
+    modes = ap.add_subparsers(dest="mode", required=True, metavar="{static,dynamic,dynamic_online}")
+    st = modes.add_parser("static", help="train on pairs written by generate_training_dataset")
+    st.add_argument("-tp", "--train_path", required=True, help="folder of training pairs (Dataset_N/train_set)")
+    st.add_argument("-vp", "--val_path", required=True, help="folder of validation pairs (Dataset_N/val_set)")
+    dy = modes.add_parser("dynamic", help="online augmentation from already split folders")
+    dy.add_argument("-tp", "--train_path", required=True, help="training songs")
+    dy.add_argument("-tr", "--train_ir", default=None, help="training impulse responses")
+    dy.add_argument("-tb", "--train_bn", default=None, help="training background noises")
+    dy.add_argument("-vp", "--val_path", required=True, help="validation songs")
+    dy.add_argument("-vr", "--val_ir", default=None, help="validation impulse responses")
+    dy.add_argument("-vb", "--val_bn", default=None, help="validation background noises")
+    do = modes.add_parser("dynamic_online", help="split folders into OUT/online_data/, then train as dynamic")
+    do.add_argument("-p", "--path", required=True, help="songs")
+    do.add_argument("-ir", "--impulse_responses", required=True, help="impulse responses")
+    do.add_argument("-bn", "--background_noises", required=True, help="background noises")
+    do.add_argument("-tr", "--train_ratio", type=float, default=0.8, help="share for training (default: 0.8)")
+    return ap
+
+
+def trainer_main(argv: list[str] | None = None) -> int:
+    import json
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    from fplib import train as T
+    from fplib.augment import AugmentConfig
+    from fplib.config import from_dict
+    from fplib.data import Skipped
+    from fplib.features import FrontEnd
+
+    args = _trainer_parser().parse_args(argv)
+    try:
+        cfg = T.TrainConfig(model=args.arch, epochs=args.epochs, batch_size=args.batch_size, optim=args.optim,
+                            lr=args.lr, lr_ref_batch=args.lr_ref_batch, patience=args.patience, seed=args.seed,
+                            num_workers=args.workers if args.mode != "static" else 0,
+                            items_per_song=args.items_per_song)
+        fe = FrontEnd(f_min=args.f_min)
+        aug = from_dict(AugmentConfig, json.loads(args.augment))
+        out = Path(args.output_path)
+        run_dir = out / args.model_name
+        T.setup_distributed(args.device)
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        skipped = Skipped()
+        if args.mode == "static":
+            source = T.static_source(args.train_path, args.val_path, fe)
+        else:
+            if args.mode == "dynamic_online":
+                if rank == 0:
+                    T.split_online_data(args.path, args.impulse_responses, args.background_noises, out,
+                                        args.train_ratio, args.seed)
+                if dist.is_initialized():
+                    dist.barrier()
+                d = out / "online_data"
+                folders = [d / "train" / "train_set", d / "train" / "train_impulse_responses",
+                           d / "train" / "train_background_noises", d / "val" / "val_set",
+                           d / "val" / "val_impulse_responses", d / "val" / "val_background_noises"]
+            else:
+                folders = [args.train_path, args.train_ir, args.train_bn, args.val_path, args.val_ir, args.val_bn]
+            source = T.online_source(*folders, cfg, aug, fe, skipped)
+        if rank == 0 and skipped.items:
+            print(skipped.report(), file=sys.stderr)
+        T.train(cfg, source, run_dir, fe, resume=args.resume, device=args.device,
+                run_params={k: v for k, v in vars(args).items()})
+        if rank == 0 and (run_dir / "best.pt").exists():
+            import shutil
+
+            from fplib.storage import atomic_path
+
+            with atomic_path(out / f"{args.model_name}.pt") as tmp:
+                shutil.copyfile(run_dir / "best.pt", tmp)
+            print(f"best model: {out / f'{args.model_name}.pt'} (run folder {run_dir})")
+    except (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, ParameterError, audio.AudioError,
+            T.TrainingDiverged) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; continue with the same command plus --resume (run folder {args.output_path}/"
+              f"{args.model_name})", file=sys.stderr)
+        return 130
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+COMMANDS = {"generate_training_dataset": generate_training_dataset_main, "trainer": trainer_main}
 
 
 def main(argv: list[str] | None = None) -> int:

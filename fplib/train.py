@@ -1,0 +1,467 @@
+"""Contrastive training of a fingerprinter (FACTS.md 5), in SEED's modes.
+
+* ``static``: (clean, degraded) log-mel pairs written by notebook 01 / ``generate_training_dataset``.
+* ``dynamic``: online augmentation from folders of songs, impulse responses and noises (already
+  split into train and validation); only the needed segment of each song is decoded per item, and
+  the degradations run batched on the training device.
+
+One call of :func:`train` runs (or resumes) a run in ``out_dir``: ``best.pt`` (best validation
+retrieval), ``last.pt`` (end of the last finished epoch), ``metrics.jsonl`` (one line per epoch) and
+``config.json``. Checkpoints hold everything needed to use or resume them and are loaded with
+``torch.load(weights_only=True)`` (no arbitrary pickle). Every random draw derives from the seed and
+the epoch, so a resumed run reproduces the curve of an uninterrupted one.
+
+Several GPUs or machines: run the same entry point under ``torchrun``. ``batch_size`` is the global
+batch: each of the W ranks takes ``batch_size / W`` pairs, and NT-Xent gathers the embeddings of all
+ranks, so every anchor sees the negatives of the whole global batch, exactly as one process would.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm.auto import tqdm
+
+from fplib import audio, storage
+from fplib.augment import AugmentConfig, Augmenter
+from fplib.config import to_dict
+from fplib.data import IRBank, NoiseBank, SegmentDataset, Skipped, collate_segments, item_rng, worker_init_fn
+from fplib.features import FrontEnd
+from fplib.losses import nt_xent
+from fplib.models import build_model
+from fplib.optim import make_optimizer, warmup_cosine
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "nafp"  # registered architecture (fplib.models.model_names())
+    model_settings: dict = field(default_factory=dict)  # overrides of the architecture's settings
+    epochs: int = 200  # maximum epochs (early stopping may end sooner)
+    batch_size: int = 32  # global batch of pairs (split across ranks under torchrun)
+    optim: str = "Adam"  # Adam or Lamb
+    lr: float = 1e-4  # learning rate at lr_ref_batch pairs per batch
+    lr_ref_batch: int = 120  # the lr is scaled by batch_size / lr_ref_batch (NAFP: 1e-4 at 120)
+    weight_decay: float = 0.0  # on weights only (not biases or norms)
+    warmup_frac: float = 0.05  # share of all steps spent warming the lr up
+    temperature: float = 0.05  # NT-Xent temperature
+    patience: int = 20  # epochs without a better validation hit rate before stopping
+    seed: int = 0
+    num_workers: int = 0  # DataLoader worker processes
+    items_per_song: int = 8  # dynamic mode: segments drawn per training song per epoch
+    val_items_per_song: int = 4  # dynamic mode: fixed segments per validation song
+    amp: bool = True  # mixed precision on GPU (ignored on CPU)
+    grad_clip: float = 0.0  # max gradient norm (0 = off)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ValueError(f"need epochs >= 1 and batch_size >= 2, got {self.epochs} and {self.batch_size}")
+        if self.optim.lower() not in ("adam", "lamb"):
+            raise ValueError(f"optim must be Adam or Lamb, got {self.optim!r}")
+
+    def scaled_lr(self) -> float:
+        return self.lr * self.batch_size / self.lr_ref_batch
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+class PairFiles(Dataset):
+    """The ``.npy`` pairs of a ``train_set`` / ``val_set`` folder: item = ``float32 [2, F, T]``."""
+
+    def __init__(self, folder: str | os.PathLike, fe: FrontEnd):
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: folder of pairs not found (notebook 01_generate_dataset writes it)")
+        self.files = sorted(folder.glob("*.npy"))
+        self.files = [f for f in self.files if not f.name.startswith(".")]
+        if not self.files:
+            raise ValueError(f"{folder}: no .npy pairs in it")
+        first = storage.load_array(self.files[0])
+        if first.shape != (2, fe.n_mels, fe.n_frames):
+            raise ValueError(f"{self.files[0]}: pair of shape {first.shape}, expected (2, {fe.n_mels}, {fe.n_frames})")
+        meta = folder.parent / "generation.json"
+        if meta.exists():  # refuse pairs made with another front end
+            made = storage.read_json(meta)["settings"].get("frontend")
+            if made and made != fe.to_dict():
+                raise ValueError(f"{folder}: pairs were made with front end {made}, training expects {fe.to_dict()}")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(storage.load_array(self.files[i]))
+
+
+@dataclass
+class StaticSource:
+    """Pairs precomputed on disk."""
+
+    train: PairFiles
+    val: PairFiles
+
+    def batches(self, loader_batch: dict | torch.Tensor, device: torch.device, g: torch.Generator
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = loader_batch.to(device, non_blocking=True)
+        return x[:, :1], x[:, 1:]
+
+    collate = None
+
+    def val_pairs(self, device: torch.device, batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i in range(0, len(self.val), batch):
+            x = torch.stack([self.val[j] for j in range(i, min(i + batch, len(self.val)))]).to(device)
+            yield x[:, :1], x[:, 1:]
+
+
+@dataclass
+class OnlineSource:
+    """Segments read on the fly, degraded on the training device."""
+
+    train: SegmentDataset
+    val: SegmentDataset
+    augmenter: Augmenter
+    seed: int
+
+    collate = staticmethod(collate_segments)
+
+    def batches(self, b: dict, device: torch.device, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        seg = b["seg"].to(device, non_blocking=True)
+        noise = b["noise"].to(device, non_blocking=True) if "noise" in b else None
+        ir = b["ir"].to(device, non_blocking=True) if "ir" in b else None
+        with torch.no_grad():
+            return self.augmenter.pairs(seg, noise, ir, g)
+
+    def val_pairs(self, device: torch.device, batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.val.set_epoch(0)  # the same validation segments and degradations every epoch
+        loader = DataLoader(self.val, batch_size=batch, shuffle=False, collate_fn=collate_segments)
+        for k, b in enumerate(loader):
+            yield self.batches(b, device, torch.Generator().manual_seed(self.seed * 1000003 + k))
+
+
+def static_source(train_dir: str | os.PathLike, val_dir: str | os.PathLike, fe: FrontEnd) -> StaticSource:
+    return StaticSource(PairFiles(train_dir, fe), PairFiles(val_dir, fe))
+
+
+def online_source(train_songs: str | os.PathLike, train_irs: str | os.PathLike | None,
+                  train_noises: str | os.PathLike | None, val_songs: str | os.PathLike,
+                  val_irs: str | os.PathLike | None, val_noises: str | os.PathLike | None,
+                  cfg: TrainConfig, aug: AugmentConfig, fe: FrontEnd, skipped: Skipped) -> OnlineSource:
+    """Check every folder before any work starts (missing or empty folders are errors), then build
+    the datasets; unreadable files are skipped and recorded in ``skipped``."""
+    folders = {"training songs": train_songs, "validation songs": val_songs, "training impulse responses": train_irs,
+               "training noises": train_noises, "validation impulse responses": val_irs,
+               "validation noises": val_noises}
+    files = {}
+    for what, folder in folders.items():
+        if folder is None:
+            continue
+        try:
+            files[what] = audio.list_audio(folder)
+        except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+            raise type(e)(f"{what}: {e}") from None
+    augmenter = Augmenter(aug, fe)
+
+    def banks(irs_key: str, noises_key: str) -> tuple[IRBank | None, NoiseBank | None]:
+        return (IRBank(files[irs_key], fe.sr, aug.ir_max_s, skipped) if irs_key in files else None,
+                NoiseBank(files[noises_key], fe.sr, skipped) if noises_key in files else None)
+
+    tr_irs, tr_noises = banks("training impulse responses", "training noises")
+    va_irs, va_noises = banks("validation impulse responses", "validation noises")
+    train = SegmentDataset(files["training songs"], tr_noises, tr_irs, augmenter.context, seed=cfg.seed,
+                           items_per_song=cfg.items_per_song, win_s=fe.win_s, sr=fe.sr, skipped=skipped)
+    val = SegmentDataset(files["validation songs"], va_noises, va_irs, augmenter.context, seed=cfg.seed + 1,
+                         items_per_song=cfg.val_items_per_song, win_s=fe.win_s, sr=fe.sr, skipped=skipped)
+    return OnlineSource(train, val, augmenter, cfg.seed)
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """Atomic ``torch.save`` of a dict of tensors and plain Python values."""
+    with storage.atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint safely (``weights_only``: tensors and plain values only, no code)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a loadable fplib checkpoint ({type(e).__name__}: {e})") from None
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, FrontEnd]:
+    """A trained fingerprinter and its front end, from a checkpoint, in eval mode."""
+    ck = load_checkpoint(path, device)
+    fe = FrontEnd(**ck["frontend"])
+    model, _ = build_model(ck["model_name"], fe, **ck["model_settings"])
+    model.load_state_dict(ck["model"])
+    return model.to(device).eval(), fe
+
+
+# -- the loop -----------------------------------------------------------------------------------
+
+def _dist_info() -> tuple[int, int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+    return 0, 1, 0
+
+
+def setup_distributed(device: str = "auto") -> torch.device:
+    """Initialise torch.distributed when launched by torchrun (NCCL on GPUs, Gloo on CPU); pick the device."""
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    _, _, local = _dist_info()
+    if use_cuda:
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu" if device == "auto" else device)
+
+
+def evaluate(model: torch.nn.Module, source, device: torch.device, batch: int, temperature: float
+             ) -> dict[str, float]:
+    """Validation: NT-Xent loss (mean over batches) and top-1 hit rate of each degraded window
+    among all clean validation windows (inner product of the fingerprints)."""
+    model.eval()
+    za, zb, losses = [], [], []
+    with torch.no_grad():
+        for xa, xb in source.val_pairs(device, batch):
+            a, b = model(xa).float(), model(xb).float()
+            if a.shape[0] > 1:
+                losses.append(float(nt_xent(a, b, temperature, gather=False)) * a.shape[0])
+            za.append(a)
+            zb.append(b)
+    za, zb = torch.cat(za), torch.cat(zb)
+    sims = zb @ za.T
+    top1 = float((sims.argmax(dim=1) == torch.arange(len(za), device=sims.device)).float().mean())
+    model.train()
+    return {"val_loss": sum(losses) / max(1, len(za)), "val_top1": top1, "val_pairs": len(za)}
+
+
+def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | os.PathLike, fe: FrontEnd,
+          resume: bool = False, device: str = "auto", progress: bool = True, stop_after: int | None = None,
+          run_params: dict | None = None) -> list[dict]:
+    """Train (or with ``resume`` continue) a run in ``out_dir``; returns the per-epoch metrics.
+
+    ``stop_after`` ends this call after that many epochs (the run can be resumed later). A NaN or
+    infinite loss raises :class:`TrainingDiverged` and leaves the last good checkpoint in place.
+    """
+    out_dir = Path(out_dir)
+    dev = setup_distributed(device)
+    rank, world, _ = _dist_info()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} ranks")
+    local_batch = cfg.batch_size // world
+    if len(source.train) < cfg.batch_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the training data ({len(source.train)} items)")
+    steps_per_epoch = len(source.train) // cfg.batch_size
+    total_steps = cfg.epochs * steps_per_epoch
+
+    torch.manual_seed(cfg.seed)
+    model, settings = build_model(cfg.model, fe, **cfg.model_settings)
+    model.to(dev)
+    optimizer = make_optimizer(cfg.optim, model, cfg.scaled_lr(), cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(total_steps, int(cfg.warmup_frac * total_steps)))
+    use_amp = cfg.amp and dev.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    history: list[dict] = []
+    start_epoch, best, stale = 0, -1.0, 0
+    last_path, best_path, log_path = out_dir / "last.pt", out_dir / "best.pt", out_dir / "metrics.jsonl"
+    if resume and last_path.exists():
+        ck = load_checkpoint(last_path, dev)
+        if ck["model_name"] != cfg.model or ck["frontend"] != fe.to_dict():
+            raise ValueError(f"{last_path}: made for model {ck['model_name']} / front end {ck['frontend']}, "
+                             f"not {cfg.model} / {fe.to_dict()}")
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        torch.set_rng_state(ck["rng_cpu"].cpu())
+        start_epoch, best, stale = ck["epoch"] + 1, ck["best_val_top1"], ck["stale_epochs"]
+        history = [h for h in storage.read_jsonl(log_path) if h["epoch"] <= ck["epoch"]]
+        if rank == 0:
+            _rewrite_jsonl(log_path, history)
+    elif rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if log_path.exists() or last_path.exists():
+            if not resume:
+                raise FileExistsError(f"{out_dir}: holds a training run; resume it or choose another folder")
+        storage.write_json(out_dir / "config.json", {"train": to_dict(cfg), "frontend": fe.to_dict(),
+                                                     "model_settings": settings, "params": run_params or {}})
+
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    if world > 1:
+        ddp.train()
+    model.train()
+    epochs_run = 0
+    for epoch in range(start_epoch, cfg.epochs):
+        if stop_after is not None and epochs_run >= stop_after:
+            break
+        if stale >= cfg.patience:
+            break
+        t0 = time.time()
+        if hasattr(source.train, "set_epoch"):
+            source.train.set_epoch(epoch)
+        sampler = DistributedSampler(source.train, world, rank, shuffle=True, seed=cfg.seed, drop_last=True) \
+            if world > 1 else None
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        order = torch.Generator().manual_seed(int(item_rng(cfg.seed, "order", epoch).integers(2**62)))
+        loader = DataLoader(source.train, batch_size=local_batch, shuffle=sampler is None, sampler=sampler,
+                            generator=order if sampler is None else None, drop_last=True,
+                            num_workers=cfg.num_workers, collate_fn=source.collate,
+                            worker_init_fn=worker_init_fn if cfg.num_workers else None,
+                            pin_memory=dev.type == "cuda", persistent_workers=False)
+        losses, wait, n_pairs = [], 0.0, 0
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or rank > 0,
+                   leave=False)
+        t_fetch = time.time()
+        for step, b in enumerate(loader):
+            if step >= steps_per_epoch:
+                break
+            g = torch.Generator().manual_seed(int(item_rng(cfg.seed, "augment", epoch, step, rank).integers(2**62)))
+            xa, xb = source.batches(b, dev, g)
+            wait += time.time() - t_fetch
+            with torch.autocast("cuda", dtype=amp_dtype) if use_amp else nullcontext():
+                z = ddp(torch.cat([xa, xb]))
+            za, zb = z.float().chunk(2)
+            loss = nt_xent(za, zb, cfg.temperature)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped. The last good "
+                    f"checkpoint is {last_path if last_path.exists() else '(none yet)'}; lower the learning rate "
+                    f"(now {cfg.scaled_lr():.3g}) or enable grad_clip")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            losses.append(loss.item())
+            n_pairs += xa.shape[0] * world
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            bar.update(1)
+            t_fetch = time.time()
+        bar.close()
+        train_s = time.time() - t0
+        val = evaluate(model, source, dev, max(local_batch, 2), cfg.temperature) if rank == 0 else {}
+        improved = rank == 0 and val["val_top1"] > best
+        if rank == 0:
+            best, stale = (val["val_top1"], 0) if improved else (best, stale + 1)
+        if world > 1:  # every rank must agree on early stopping, and hold the same weights
+            flags = torch.tensor([best, float(stale)], device=dev)
+            dist.broadcast(flags, 0)
+            best, stale = float(flags[0]), int(flags[1])
+            checksum = _weights_checksum(model).to(dev)
+            sums = [torch.zeros_like(checksum) for _ in range(world)]
+            dist.all_gather(sums, checksum)
+            if any(not torch.equal(s, sums[0]) for s in sums):
+                raise RuntimeError(f"ranks hold different weights after epoch {epoch + 1}: {[float(s) for s in sums]}")
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), **val,
+                  "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 2),
+                  "pairs_per_s": round(n_pairs / max(train_s, 1e-9), 1),
+                  "data_wait_frac": round(wait / max(train_s, 1e-9), 3), "best": bool(improved)}
+        if world > 1:
+            record["weights_checksum"] = float(checksum)
+        history.append(record)
+        if rank == 0:
+            state = {"model": model.state_dict(), "model_name": cfg.model, "model_settings": settings,
+                     "frontend": fe.to_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                     "rng_cpu": torch.get_rng_state(), "best_val_top1": best, "stale_epochs": stale,
+                     "train_config": to_dict(cfg), "params": run_params or {}, "metrics": record}
+            save_checkpoint(last_path, state)
+            if improved:
+                save_checkpoint(best_path, state)
+            storage.append_jsonl(log_path, record)
+            if progress:
+                print(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}, val loss {val['val_loss']:.4f}, "
+                      f"val top-1 {val['val_top1']:.3f}{' (best)' if improved else ''}, "
+                      f"{record['pairs_per_s']:.0f} pairs/s", flush=True)
+        epochs_run += 1
+    if world > 1:
+        dist.barrier()
+    return history
+
+
+def _weights_checksum(model: torch.nn.Module) -> torch.Tensor:
+    return torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+
+
+def _rewrite_jsonl(path: Path, records: list[dict]) -> None:
+    with storage.atomic_path(path) as tmp:
+        for r in records:
+            storage.append_jsonl(tmp, r)
+
+
+def read_metrics(out_dir: str | os.PathLike) -> list[dict]:
+    """The per-epoch metrics of a run (``metrics.jsonl``)."""
+    path = Path(out_dir) / "metrics.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no training metrics (has the run started?)")
+    return storage.read_jsonl(path)
+
+
+
+def split_online_data(songs: str | os.PathLike, irs: str | os.PathLike, noises: str | os.PathLike,
+                      out: str | os.PathLike, train_ratio: float = 0.8, seed: int = 0) -> dict[str, Path]:
+    """SEED's ``dynamic_online`` split: ``out/online_data/{train,val}/{train,val}_{set,impulse_responses,
+    background_noises}``. Files are linked, not copied (symbolic links, or hard links where symbolic
+    links are not allowed, copies only as a last resort), so gigabytes of audio are not duplicated.
+    The split is seeded; an existing split with the same files is reused, a different one is an error."""
+    from fplib.data import split_files
+
+    root = Path(out) / "online_data"
+    kinds = {"set": songs, "impulse_responses": irs, "background_noises": noises}
+    plan: dict[str, list[tuple[Path, Path]]] = {}
+    for k, (kind, folder) in enumerate(kinds.items()):
+        files = audio.list_audio(folder)
+        for split, chosen in zip(("train", "val"), split_files(files, train_ratio, seed + k)):
+            dest = root / split / f"{split}_{kind}"
+            plan[str(dest)] = [(f, dest / "__".join(f.relative_to(folder).parts)) for f in chosen]
+    manifest = {d: sorted(str(src) for src, _ in pairs) for d, pairs in plan.items()}
+    meta_path = root / "split.json"
+    if meta_path.exists():
+        if storage.read_json(meta_path) != manifest:
+            raise FileExistsError(f"{root}: holds a different split; remove it or choose another output path")
+    else:
+        for pairs in plan.values():
+            for src, dst in pairs:
+                _link(src.resolve(), dst)
+        storage.write_json(meta_path, manifest)
+    return {d.rsplit("/", 1)[-1]: Path(d) for d in plan}
+
+
+def _link(src: Path, dst: Path) -> None:
+    import shutil
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink() or dst.exists():
+        dst.unlink()
+    try:
+        dst.symlink_to(src)
+    except OSError:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)

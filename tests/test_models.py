@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from fplib.features import FrontEnd
+from fplib.models import NAFP, DivideAndEncode, build_model, model_names, n_parameters, register
+
+
+def test_nafp_matches_the_published_parameter_count_shape_and_norm():
+    model, settings = build_model("nafp")
+    assert n_parameters(model) == 16_939_008
+    assert settings["width"] == 1.0 and settings["emb_dim"] == 128
+    with torch.no_grad():
+        z = model(torch.randn(3, 1, 256, 32))
+    assert z.shape == (3, 128) and z.dtype == torch.float32
+    torch.testing.assert_close(z.norm(dim=1), torch.ones(3))
+
+
+def test_encoder_reduces_to_1024_numbers():
+    model, _ = build_model("nafp")
+    with torch.no_grad():
+        h = model.encoder(torch.randn(1, 1, 256, 32))
+    assert h.shape == (1, 1024, 1, 1)
+
+
+def test_small_variant_and_registry():
+    small, s = build_model("nafp_small")
+    assert s["width"] == 0.25 and n_parameters(small) < n_parameters(build_model("nafp")[0]) / 8
+    assert {"nafp", "nafp_small"} <= set(model_names())
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("resnet")
+    register("test_tiny", lambda fe=FrontEnd(), **kw: NAFP(fe=fe), )
+    assert "test_tiny" in model_names()
+
+
+def test_divide_and_encode_equals_separate_groups():
+    """The grouped convolution computes exactly what 128 separate 8 -> 32 -> 1 modules would."""
+    torch.manual_seed(0)
+    head = DivideAndEncode(1024, 128, 32)
+    x = torch.randn(5, 1024)
+    w1 = head.fc1.weight.view(128, 32, 8)
+    b1 = head.fc1.bias.view(128, 32)
+    w2 = head.fc2.weight.view(128, 1, 32)
+    b2 = head.fc2.bias.view(128)
+    ref = torch.stack([
+        (torch.nn.functional.elu(x[:, 8 * g : 8 * g + 8] @ w1[g].T + b1[g]) @ w2[g].T)[:, 0] + b2[g]
+        for g in range(128)], dim=1)
+    torch.testing.assert_close(head(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_gradients_flow_and_batch_independent():
+    model, _ = build_model("nafp_small")
+    x = torch.randn(4, 1, 256, 32)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[:2], model(x[:2]), atol=1e-5, rtol=1e-4)
+    model.train()
+    model(x).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
