@@ -262,3 +262,14 @@ def load_pair_dataset(set_dir: str | os.PathLike) -> tuple[np.ndarray, list[str]
         raise ValueError(f"{set_dir}: contains no .npy pairs")
     return np.stack([storage.load_array(f) for f in files]), [f.stem for f in files]
 
+
+
+def find_dataset(folder: str | os.PathLike) -> Path:
+    """The complete ``Dataset_<N>`` under ``folder`` (as notebook 01 writes it into ``<run>/dataset``)."""
+    found = sorted(p for p in Path(folder).glob("Dataset_*") if (p / "generation.json").exists()
+                   and storage.read_json(p / "generation.json").get("complete"))
+    if not found:
+        raise FileNotFoundError(f"{folder}: no complete Dataset_<N> in it; run notebook 01_generate_dataset first")
+    if len(found) > 1:
+        raise ValueError(f"{folder}: several datasets ({[p.name for p in found]}); keep one")
+    return found[0]

@@ -1227,3 +1227,11 @@ def make_demo_corpus(
         files.append({"path": f"{folder}/{name}", "type": folder, **meta})
     storage.write_json(manifest, {"version": SYNTH_VERSION, "spec": spec_dict, "files": files})
     return dirs
+
+
+def demo_corpus(root: str | os.PathLike) -> dict[str, Path]:
+    """The folders of a demo corpus that :func:`make_demo_corpus` finished writing under ``root``."""
+    root = Path(root)
+    if not (root / MANIFEST).exists():
+        raise FileNotFoundError(f"{root}: no demo corpus ({MANIFEST} missing); run notebook 01_generate_dataset first")
+    return {kind: root / kind for kind in ("music", "noise", "rir")}

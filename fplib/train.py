@@ -286,6 +286,11 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
     start_epoch, best, stale = 0, -1.0, 0
     last_path, best_path, log_path = out_dir / "last.pt", out_dir / "best.pt", out_dir / "metrics.jsonl"
     if resume and last_path.exists():
+        before = storage.read_json(out_dir / "config.json") if (out_dir / "config.json").exists() else {}
+        if before.get("train", to_dict(cfg)) != to_dict(cfg) or before.get("frontend", fe.to_dict()) != fe.to_dict():
+            changed = sorted(k for k, v in to_dict(cfg).items() if before.get("train", {}).get(k) != v)
+            raise ValueError(f"{out_dir}: holds a run with other settings (changed: {changed or ['front end']}); "
+                             f"use another folder to start a new run")
         ck = load_checkpoint(last_path, dev)
         if ck["model_name"] != cfg.model or ck["frontend"] != fe.to_dict():
             raise ValueError(f"{last_path}: made for model {ck['model_name']} / front end {ck['frontend']}, "
@@ -412,6 +417,27 @@ def _rewrite_jsonl(path: Path, records: list[dict]) -> None:
     with storage.atomic_path(path) as tmp:
         for r in records:
             storage.append_jsonl(tmp, r)
+
+
+def nearest_neighbours(model: torch.nn.Module, source, device: str | torch.device = "cpu", n: int = 4, k: int = 3,
+                       batch: int = 64) -> dict[str, torch.Tensor]:
+    """For the first ``n`` degraded validation windows, the ``k`` nearest clean validation windows.
+
+    Returns ``queries [n, 1, F, T]``, ``neighbours [n, k, 1, F, T]`` (log-mels), ``scores [n, k]``
+    (inner products) and ``index [n, k]`` (row i's true match is clean window i).
+    """
+    model.eval()
+    clean, degraded, za, zb = [], [], [], []
+    with torch.no_grad():
+        for xa, xb in source.val_pairs(torch.device(device), batch):
+            clean.append(xa.cpu())
+            degraded.append(xb.cpu())
+            za.append(model(xa).float().cpu())
+            zb.append(model(xb).float().cpu())
+    clean, degraded, za, zb = map(torch.cat, (clean, degraded, za, zb))
+    n = min(n, len(zb))
+    scores, index = (zb[:n] @ za.T).topk(min(k, len(za)), dim=1)
+    return {"queries": degraded[:n], "neighbours": clean[index], "scores": scores, "index": index}
 
 
 def read_metrics(out_dir: str | os.PathLike) -> list[dict]:

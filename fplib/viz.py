@@ -216,3 +216,40 @@ def explorer(songs: Sequence[Path], irs: IRBank, noises: NoiseBank, augmenter: A
     display(W.HTML("<b>Interactive explorer</b> (re-renders in JupyterLab; the figure above is the static view)"),
             ui, out)
 
+
+
+def plot_training(history: Sequence[dict], title: str = "") -> plt.Figure:
+    """Loss (train and validation) and validation top-1 hit rate against the epoch."""
+    ep = [h["epoch"] + 1 for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.5), constrained_layout=True)
+    a.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
+    a.plot(ep, [h["val_loss"] for h in history], "s-", label="validation")
+    a.set_xlabel("epoch")
+    a.set_ylabel("NT-Xent loss")
+    a.legend()
+    b.plot(ep, [100 * h["val_top1"] for h in history], "o-", color="C2")
+    best = [h for h in history if h.get("best")]
+    if best:
+        b.plot([best[-1]["epoch"] + 1], [100 * best[-1]["val_top1"]], "*", ms=14, color="C3", label="best (kept)")
+        b.legend()
+    b.set_xlabel("epoch")
+    b.set_ylabel("validation top-1 hit rate (%)")
+    b.set_ylim(0, 100)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_neighbours(nn: dict, fe: FrontEnd = FrontEnd()) -> plt.Figure:
+    """Each degraded validation query (left) next to its nearest clean windows, with their scores;
+    a green title marks the true match."""
+    n, k = nn["scores"].shape
+    fig, axes = plt.subplots(n, k + 1, figsize=(3.2 * (k + 1), 2.6 * n), constrained_layout=True, squeeze=False)
+    for i in range(n):
+        _logmel_axes(axes[i, 0], nn["queries"][i, 0].numpy(), fe, f"query {i} (degraded)")
+        for j in range(k):
+            ok = int(nn["index"][i, j]) == i
+            _logmel_axes(axes[i, j + 1], nn["neighbours"][i, j, 0].numpy(), fe,
+                         f"#{j + 1}: window {int(nn['index'][i, j])}, score {float(nn['scores'][i, j]):.2f}")
+            axes[i, j + 1].title.set_color("green" if ok else "black")
+    return fig
