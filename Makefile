@@ -39,6 +39,7 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_augment.py
+	$(PY) benchmarks/bench_train.py
 
 clean-outputs:
 	rm -rf outputs/demo
