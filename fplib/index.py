@@ -1,0 +1,194 @@
+"""The faiss index over a catalogue's fingerprints (SEED's ``create_faiss_indexes.py``, FACTS.md 6).
+
+``build(catalogue, name, out_dir)`` writes ``<name>.index`` (faiss), ``<name>.json`` (SEED's mapping
+``{first vector id of a song: song name}``) and ``<name>.meta.json`` (factory string, metric, nprobe,
+the catalogue state it was built from). Fixed from SEED: the metric is inner product throughout
+(fingerprints are unit vectors, so it is their cosine similarity); training uses a bounded random
+sample; faiss's polysemous training (85 % of IVF-PQ training time, unused here) is off; nprobe is
+really set and read back; files are written atomically; an index that does not match its catalogue
+is refused. Songs can be added and removed without rebuilding (``add_songs`` / ``remove_songs``).
+
+Beyond one machine, faiss's own tools apply: ``faiss.IndexShards`` to search shards in parallel,
+and ``merge`` (IVF ``merge_from``) to combine indexes built separately with the same trained quantiser.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from fplib import storage
+from fplib.catalogue import Catalogue, Song
+
+# faiss warns below this many training points per centroid; fewer vectors than this per list
+# means the catalogue is too small for the requested nlist, which is then reduced.
+MIN_POINTS_PER_CENTROID = 39
+
+
+def factory_string(m: int = 32, nlist: int = 256) -> str:
+    """SEED's IVF-PQ: ``nlist`` inverted lists, ``m`` sub-quantisers of 8 bits."""
+    return f"IVF{nlist},PQ{m}"
+
+
+def _fit_factory(factory: str, n: int) -> tuple[str, list[str]]:
+    """Shrink IVF lists / PQ codebooks that ``n`` vectors cannot train; returns the string and notes."""
+    notes = []
+    parts = factory.split(",")
+    for i, p in enumerate(parts):
+        if p.startswith("IVF") and p[3:].isdigit():
+            nlist = int(p[3:])
+            fit = max(1, min(nlist, n // MIN_POINTS_PER_CENTROID))
+            if fit < nlist:
+                parts[i] = f"IVF{fit}"
+                notes.append(f"nlist {nlist} -> {fit}: {n} vectors train at most {fit} lists")
+        if p.startswith("PQ") and n < 256:
+            parts[i] = "Flat"
+            notes.append(f"{p} -> Flat: {n} vectors cannot train 256-entry PQ codebooks")
+    return ",".join(parts), notes
+
+
+def set_nprobe(index: faiss.Index, nprobe: int) -> None:
+    """Set (and verify) how many inverted lists a search visits (at most all of them); a no-op for
+    non-IVF indexes."""
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return
+    want = max(1, min(int(nprobe), ivf.nlist))  # more probes than lists is the same as all lists
+    ivf.nprobe = want
+    if ivf.nprobe != want:
+        raise RuntimeError(f"nprobe was not set (asked {want}, index has {ivf.nprobe})")
+
+
+def get_nprobe(index: faiss.Index) -> int | None:
+    try:
+        return int(faiss.extract_index_ivf(index).nprobe)
+    except RuntimeError:
+        return None
+
+
+def new_index(factory: str, d: int) -> faiss.Index:
+    """An empty inner-product index for ``factory``; adds an id map where the index has no ids."""
+    index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+    try:
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+        if isinstance(ivf, faiss.IndexIVFPQ):
+            ivf.do_polysemous_training = False
+    except RuntimeError:
+        index = faiss.IndexIDMap2(index)
+    return index
+
+
+def train_index(index: faiss.Index, vectors: np.ndarray, max_train: int, seed: int = 0) -> None:
+    if index.is_trained:
+        return
+    rng = np.random.default_rng(seed)
+    sample = vectors if len(vectors) <= max_train else vectors[rng.choice(len(vectors), max_train, replace=False)]
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+
+
+def build(catalogue: Catalogue, name: str, out_dir: str | os.PathLike, m: int = 32, d: int = 128, nlist: int = 256,
+          factory: str | None = None, nprobe: int = 40, max_train: int = 100_000, seed: int = 0) -> Path:
+    """Build ``<out_dir>/<name>.index`` (+ ``.json`` mapping, ``.meta.json``) from every song of
+    ``catalogue``; returns the index path."""
+    ids, vectors = catalogue.all_vectors()
+    if len(ids) == 0:
+        raise ValueError(f"{catalogue.folder}: the catalogue is empty; extract fingerprints first")
+    if vectors.shape[1] != d:
+        raise ValueError(f"fingerprints are {vectors.shape[1]}-d, not -d {d}")
+    wanted = factory or factory_string(m, nlist)
+    fitted, notes = _fit_factory(wanted, len(ids))
+    for note in notes:
+        print(f"note: {note}")
+    index = new_index(fitted, d)
+    train_index(index, vectors, max_train, seed)
+    index.add_with_ids(vectors, ids)
+    set_nprobe(index, nprobe)
+    path = Path(out_dir) / f"{name}.index"
+    _save(index, path, catalogue, {"factory": fitted, "requested_factory": wanted, "notes": notes})
+    return path
+
+
+def _save(index: faiss.Index, path: Path, catalogue: Catalogue, extra: dict | None = None) -> None:
+    meta_path = path.with_suffix(".meta.json")
+    meta = storage.read_json(meta_path) if meta_path.exists() and extra is None else {}
+    meta.update(extra or {})
+    meta.update({"metric": "inner_product", "d": index.d, "ntotal": int(index.ntotal), "nprobe": get_nprobe(index),
+                 "catalogue": str(catalogue.folder.resolve()), "catalogue_state": catalogue.state(),
+                 "bytes_per_vector": bytes_per_vector(index)})
+    with storage.atomic_path(path) as tmp:
+        faiss.write_index(index, str(tmp))
+    storage.write_json(path.with_suffix(".json"), {str(s.first_vector): s.name for s in catalogue.songs()})
+    storage.write_json(meta_path, meta)
+
+
+def load(path: str | os.PathLike, catalogue: Catalogue, nprobe: int | None = None) -> faiss.Index:
+    """Read an index and check that it matches ``catalogue``; set ``nprobe`` (default: as saved)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no index (notebook 05 or create_faiss_indexes builds it)")
+    meta = storage.read_json(path.with_suffix(".meta.json"))
+    index = faiss.read_index(str(path))
+    n_cat = sum(s.n_vectors for s in catalogue.songs())
+    if meta.get("catalogue_state") != catalogue.state() or index.ntotal != n_cat:
+        raise ValueError(f"{path}: built from another state of the catalogue ({index.ntotal} vectors, catalogue "
+                         f"{catalogue.folder} has {n_cat}); rebuild it or add/remove songs through fplib.index")
+    if index.ntotal == 0:
+        raise ValueError(f"{path}: the index is empty")
+    set_nprobe(index, nprobe if nprobe is not None else (meta.get("nprobe") or 1))
+    return index
+
+
+def add_songs(path: str | os.PathLike, catalogue: Catalogue, songs: list[Song]) -> faiss.Index:
+    """Add songs already in ``catalogue`` (e.g. by ``catalogue.extract``) to the index at ``path``.
+
+    The index is checked against the catalogue without those songs, updated, and saved atomically
+    with its mapping and metadata."""
+    path = Path(path)
+    new_ids = {s.id for s in songs}
+    index = faiss.read_index(str(path))
+    meta = storage.read_json(path.with_suffix(".meta.json"))
+    expected = sum(s.n_vectors for s in catalogue.songs() if s.id not in new_ids)
+    if index.ntotal != expected:
+        raise ValueError(f"{path}: holds {index.ntotal} vectors, the catalogue without the new songs {expected}")
+    ids, vectors = catalogue.all_vectors(songs)
+    if len(ids):
+        index.add_with_ids(vectors, ids)
+    set_nprobe(index, meta.get("nprobe") or 1)
+    _save(index, path, catalogue, None)
+    return index
+
+
+def remove_songs(path: str | os.PathLike, catalogue: Catalogue, song_ids: list[int]) -> faiss.Index:
+    """Remove songs from the index at ``path`` and from ``catalogue``, keeping both consistent."""
+    path = Path(path)
+    index = load(path, catalogue)
+    for sid in song_ids:
+        s = catalogue.song(sid)
+        removed = index.remove_ids(faiss.IDSelectorRange(s.first_vector, s.first_vector + s.n_vectors))
+        if removed != s.n_vectors:
+            raise RuntimeError(f"{path}: removed {removed} vectors of song {sid}, expected {s.n_vectors}")
+        catalogue.remove(sid)
+    _save(index, path, catalogue, None)
+    return index
+
+
+def merge(paths: list[str | os.PathLike]) -> faiss.Index:
+    """Merge IVF indexes built separately from one trained quantiser (faiss ``merge_from``)."""
+    first = faiss.read_index(str(paths[0]))
+    for p in paths[1:]:
+        other = faiss.read_index(str(p))
+        first.merge_from(other, 0)
+    return first
+
+
+def bytes_per_vector(index: faiss.Index) -> float:
+    """Bytes a stored vector costs: its code, plus its id in an inverted list."""
+    try:
+        ivf = faiss.extract_index_ivf(index)
+        return float(ivf.code_size + 8)
+    except RuntimeError:
+        return float(index.d * 4 + 8)

@@ -1,0 +1,170 @@
+"""Recognition: a query (file or array, 1 s or longer) -> the best songs with their offsets, a score,
+and a decision "in the database" or not.
+
+Sequence matching (NAFP's method, FACTS.md 7): every query window i is searched in the index; each
+neighbour id, minus i, proposes a start window in some song; every proposed (song, start) is
+re-scored on the uncompressed fingerprints as the mean inner product between query window i and
+database window start + i over all i (a window that falls outside the song counts 0). The best
+candidate names the song and the offset (start x hop). Unlike SEED's version, hits are only counted
+at the same alignment, so dense regions or two neighbouring songs cannot add up. Majority vote (the
+song most frequent among all neighbours) stays available for comparison.
+
+The score of the best candidate is compared with a threshold calibrated on queries that are not in
+the database (:func:`calibrate_threshold`, for a stated false-positive rate); silent queries are
+rejected before any search.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fplib import audio
+from fplib import index as fpindex
+from fplib.catalogue import Catalogue, fingerprint
+from fplib.features import n_windows
+
+
+@dataclass(frozen=True)
+class Match:
+    song_id: int
+    name: str
+    offset_s: float  # where the query starts in the song
+    score: float  # mean inner product over the query's windows (sequence) or share of votes (vote)
+
+
+@dataclass
+class Result:
+    in_database: bool
+    matches: list[Match]  # best first
+    reason: str = ""
+    timings_ms: dict[str, float] = field(default_factory=dict)  # front end + model, search
+
+    @property
+    def best(self) -> Match | None:
+        return self.matches[0] if self.matches else None
+
+
+class Recognizer:
+    """Holds the model, the index and the catalogue's uncompressed fingerprints in memory."""
+
+    def __init__(self, model: torch.nn.Module, catalogue: Catalogue, index_path: str | os.PathLike,
+                 nprobe: int | None = None, k: int = 20, threshold: float | None = None,
+                 device: str | torch.device = "cpu"):
+        self.model, self.catalogue, self.fe = model.to(device).eval(), catalogue, catalogue.fe
+        self.index = fpindex.load(index_path, catalogue, nprobe)
+        self.k, self.device = k, device
+        self.threshold = threshold
+        self.songs = catalogue.songs()
+        if not self.songs:
+            raise ValueError(f"{catalogue.folder}: the catalogue is empty")
+        self.starts = np.array([s.first_vector for s in self.songs], dtype=np.int64)
+        self.vectors = {s.id: catalogue.vectors(s) for s in self.songs}
+
+    def _song_of(self, ids: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.starts, ids, side="right") - 1
+
+    def fingerprint(self, query: str | os.PathLike | np.ndarray) -> np.ndarray:
+        if isinstance(query, str | os.PathLike):
+            wav = audio.load(query, self.fe.sr, min_duration=self.fe.win_s, allow_silent=True)
+            name = str(query)
+        else:
+            wav = np.asarray(query, dtype=np.float32)
+            name = "query"
+            if wav.ndim != 1 or not np.isfinite(wav).all():
+                raise ValueError("a query array must be 1-D, finite float audio at the front end's rate")
+        if n_windows(len(wav), self.fe) == 0:
+            raise ValueError(f"{name}: too short: {len(wav) / self.fe.sr:.2f} s, at least {self.fe.win_s} s needed")
+        return wav
+
+    def recognize(self, query: str | os.PathLike | np.ndarray, method: str = "sequence", top: int = 3) -> Result:
+        """Identify a query (a file, or ``float32 [T]`` at the front end's rate)."""
+        if method not in ("sequence", "vote"):
+            raise ValueError(f"method must be 'sequence' or 'vote', got {method!r}")
+        wav = self.fingerprint(query)
+        if audio.peak_dbfs(wav) < audio.SILENCE_DBFS:
+            return Result(False, [], reason="silent query")
+        t0 = time.perf_counter()
+        q = fingerprint(wav, self.model, self.fe, device=self.device)
+        t1 = time.perf_counter()
+        scores, ids = self.index.search(q, self.k)
+        matches = self._sequence(q, ids) if method == "sequence" else self._vote(ids)
+        t2 = time.perf_counter()
+        timings = {"frontend_model_ms": 1000 * (t1 - t0), "search_ms": 1000 * (t2 - t1)}
+        matches = matches[:top]
+        ok = bool(matches) and (self.threshold is None or matches[0].score >= self.threshold)
+        return Result(ok, matches, "" if ok else "score below the threshold", timings)
+
+    def _candidates(self, ids: np.ndarray) -> list[tuple[int, int]]:
+        m, k = ids.shape
+        valid = ids >= 0
+        song_idx = self._song_of(np.where(valid, ids, 0))
+        start = np.where(valid, ids - self.starts[song_idx], 0) - np.arange(m)[:, None]
+        pairs = Counter(zip(song_idx[valid].tolist(), start[valid].tolist()))
+        return [p for p, _ in pairs.most_common(200)]
+
+    def _sequence(self, q: np.ndarray, ids: np.ndarray) -> list[Match]:
+        m = len(q)
+        best: dict[int, tuple[float, int]] = {}
+        for si, start in self._candidates(ids):
+            song = self.songs[si]
+            v = self.vectors[song.id]
+            lo, hi = max(0, -start), min(m, len(v) - start)
+            if hi <= lo:
+                continue
+            score = float(np.einsum("ij,ij->", q[lo:hi], v[start + lo : start + hi])) / m
+            if score > best.get(si, (-np.inf, 0))[0]:
+                best[si] = (score, start)
+        ranked = sorted(best.items(), key=lambda kv: -kv[1][0])
+        return [Match(self.songs[si].id, self.songs[si].name, start * self.fe.hop_s, score)
+                for si, (score, start) in ranked]
+
+    def _vote(self, ids: np.ndarray) -> list[Match]:
+        m = ids.shape[0]
+        valid = ids >= 0
+        song_idx = self._song_of(np.where(valid, ids, 0))
+        start = np.where(valid, ids - self.starts[song_idx], 0) - np.arange(m)[:, None]
+        votes = Counter(song_idx[valid].tolist())
+        out = []
+        for si, n in votes.most_common():
+            offsets = Counter(start[valid & (song_idx == si)].tolist())
+            out.append(Match(self.songs[si].id, self.songs[si].name, offsets.most_common(1)[0][0] * self.fe.hop_s,
+                             n / valid.sum()))
+        return out
+
+
+def calibrate_threshold(out_of_db_scores: np.ndarray | list[float], fpr: float) -> float:
+    """The score threshold that accepts at most a share ``fpr`` of out-of-database queries."""
+    scores = np.asarray(out_of_db_scores, dtype=np.float64)
+    if scores.size == 0:
+        raise ValueError("need out-of-database scores to calibrate a threshold")
+    if not 0.0 <= fpr < 1.0:
+        raise ValueError(f"fpr must be in [0, 1), got {fpr}")
+    return float(np.nextafter(np.quantile(scores, 1.0 - fpr, method="higher"), np.inf))
+
+
+def recognizer_from_files(checkpoint: str | os.PathLike, catalogue_dir: str | os.PathLike,
+                          index_path: str | os.PathLike, **kw) -> Recognizer:
+    """Convenience: load the model, open the catalogue (checking they belong together) and the index."""
+    from fplib.catalogue import model_description
+    from fplib.train import load_model
+
+    model, fe = load_model(checkpoint)
+    cat = Catalogue(catalogue_dir)
+    if cat.fe != fe:
+        raise ValueError(f"{checkpoint}: its front end {fe.to_dict()} differs from the catalogue's "
+                         f"{cat.fe.to_dict()}")
+    if cat.model and cat.model.get("sha256") != model_description(checkpoint)["sha256"]:
+        raise ValueError(f"{catalogue_dir}: fingerprints were made by another model ({cat.model.get('checkpoint')})")
+    threshold_file = Path(index_path).with_suffix(".threshold.json")
+    if "threshold" not in kw and threshold_file.exists():
+        from fplib import storage
+
+        kw["threshold"] = storage.read_json(threshold_file)["threshold"]
+    return Recognizer(model, cat, index_path, **kw)

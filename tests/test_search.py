@@ -1,0 +1,172 @@
+import faiss
+import numpy as np
+import pytest
+import torch
+
+from fplib import audio, index
+from fplib.catalogue import Catalogue, extract, fingerprint
+from fplib.features import FrontEnd, n_windows
+from fplib.models import build_model
+from fplib.search import Recognizer, calibrate_threshold
+from tests.helpers import make_folders, tone, write
+
+FE = FrontEnd()
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model("nafp_small", FE, width=0.125)[0].eval()
+
+
+@pytest.fixture(scope="module")
+def songs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("songs")
+    d = make_folders(root, n_songs=4, seconds=8.0)
+    (d["songs"] / "broken.mp3").write_text("not audio")
+    write(d["songs"] / "short.wav", tone(0.7), 8000)
+    return d["songs"]
+
+
+def _catalogue(tmp_path, songs, model):
+    cat = Catalogue(tmp_path / "cat", FE, {"sha256": "test"})
+    res = extract(audio.list_audio(songs), cat, model, progress=False, root=songs)
+    return cat, res
+
+
+def test_extract_resumes_and_reports(tmp_path, songs, model):
+    cat, res = _catalogue(tmp_path, songs, model)
+    assert len(res.added) == 4 and sorted(p.rsplit("/", 1)[1] for p, _ in res.skipped) == ["broken.mp3", "short.wav"]
+    for s in cat.songs():
+        assert s.n_vectors == n_windows(int(round(s.duration * FE.sr)), FE) == 15
+        v = cat.vectors(s)
+        assert v.shape == (15, 128) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    assert [s.first_vector for s in cat.songs()] == [0, 15, 30, 45]
+    again = extract(audio.list_audio(songs), cat, model, progress=False)
+    assert not again.added and len(again.already) == 4  # same audio is never added twice
+    cat.close()
+    with pytest.raises(ValueError, match="front end"):
+        Catalogue(tmp_path / "cat", FrontEnd(f_min=0.0))
+    with pytest.raises(ValueError, match="cannot be mixed"):
+        Catalogue(tmp_path / "cat", FE, {"sha256": "other"})
+    with pytest.raises(FileNotFoundError, match="04_extract_fingerprints"):
+        Catalogue(tmp_path / "nothing")
+
+
+def test_recognize_finds_song_and_offset(tmp_path, songs, model):
+    cat, _ = _catalogue(tmp_path, songs, model)
+    path = index.build(cat, "demo", tmp_path / "idx")
+    rec = Recognizer(model, cat, path, nprobe=8)
+    # an untrained model's fingerprints all look alike, so votes are counted on the nearest neighbour only
+    voter = Recognizer(model, cat, path, nprobe=8, k=1)
+    for s in cat.songs():
+        wav = audio.load(s.path, FE.sr)
+        for start in (0.0, 2.5):
+            q = wav[int(start * FE.sr) : int((start + 3) * FE.sr)]
+            for method, r in (("sequence", rec.recognize(q)), ("vote", voter.recognize(q, method="vote"))):
+                assert r.in_database and r.best.song_id == s.id and r.best.offset_s == start, (method, s.name)
+            assert r.timings_ms["frontend_model_ms"] > 0
+    best = rec.recognize(audio.load(cat.songs()[0].path, FE.sr)[:16000])
+    assert best.best.score == pytest.approx(1.0, abs=1e-4)  # identical windows: cosine 1
+    silent = rec.recognize(np.zeros(24000, np.float32))
+    assert not silent.in_database and silent.reason == "silent query"
+    with pytest.raises(ValueError, match="too short"):
+        rec.recognize(np.zeros(4000, np.float32) + 0.1)
+    with pytest.raises(audio.AudioError, match="not a decodable"):
+        rec.recognize(songs / "broken.mp3")
+    rec.threshold = 2.0  # nothing reaches it
+    assert not rec.recognize(audio.load(cat.songs()[0].path, FE.sr)[:16000]).in_database
+
+
+def test_index_files_metric_and_settings(tmp_path, songs, model):
+    cat, _ = _catalogue(tmp_path, songs, model)
+    path = index.build(cat, "demo", tmp_path / "idx", nprobe=3)
+    assert path.exists() and path.with_suffix(".json").exists()
+    mapping = index.storage.read_json(path.with_suffix(".json"))
+    assert mapping == {"0": "song_0", "15": "song_1", "30": "song_2", "45": "song_3"}  # SEED's format
+    idx = index.load(path, cat)
+    assert idx.metric_type == faiss.METRIC_INNER_PRODUCT and idx.ntotal == 60
+    assert index.get_nprobe(idx) == 1  # 60 vectors train a single list
+    meta = index.storage.read_json(path.with_suffix(".meta.json"))
+    assert meta["factory"] == "IVF1,Flat" and meta["notes"]
+
+
+def _synthetic_catalogue(tmp_path, n_songs=20, per_song=500, seed=0):
+    rng = np.random.default_rng(seed)
+    cat = Catalogue(tmp_path / "syn", FE, {"sha256": "synthetic"})
+    for i in range(n_songs):
+        v = rng.standard_normal((per_song, 128)).astype(np.float32)
+        cat.add(f"song{i}.wav", v / np.linalg.norm(v, axis=1, keepdims=True), per_song / 2, f"c{i}", f"song{i}")
+    return cat
+
+
+def test_ivfpq_defaults_polysemous_off_nprobe_really_set(tmp_path):
+    cat = _synthetic_catalogue(tmp_path)
+    path = index.build(cat, "big", tmp_path / "idx", nlist=64, m=32, nprobe=16)
+    idx = index.load(path, cat)
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(idx))
+    assert isinstance(ivf, faiss.IndexIVFPQ) and ivf.nlist == 64 and ivf.pq.M == 32
+    assert not ivf.do_polysemous_training
+    assert ivf.nprobe == 16 and index.load(path, cat, nprobe=5) and index.get_nprobe(index.load(path, cat, 5)) == 5
+    assert index.bytes_per_vector(idx) == 40  # 32-byte PQ code + 8-byte id (FACTS.md 6)
+    _, v = cat.all_vectors()
+    _, found = idx.search(v[:200], 1)
+    assert (found[:, 0] == np.arange(200)).mean() > 0.9  # a stored vector finds itself
+
+
+def test_add_and_remove_songs_without_rebuilding(tmp_path):
+    cat = _synthetic_catalogue(tmp_path, n_songs=10)
+    path = index.build(cat, "big", tmp_path / "idx", nlist=16, nprobe=16)
+    rng = np.random.default_rng(9)
+    v = rng.standard_normal((300, 128)).astype(np.float32)
+    new = cat.add("new.wav", v / np.linalg.norm(v, axis=1, keepdims=True), 150, "new", "new song")
+    with pytest.raises(ValueError, match="another state of the catalogue"):
+        index.load(path, cat)  # the catalogue changed behind the index's back
+    idx = index.add_songs(path, cat, [new])
+    assert idx.ntotal == 10 * 500 + 300
+    _, found = index.load(path, cat).search(cat.vectors(new)[:50], 1)
+    assert (found[:, 0] >= new.first_vector).mean() > 0.9
+    assert index.storage.read_json(path.with_suffix(".json"))[str(new.first_vector)] == "new song"
+    gone = cat.songs()[3]
+    idx = index.remove_songs(path, cat, [gone.id])
+    assert idx.ntotal == 10 * 500 + 300 - 500 and gone.id not in {s.id for s in cat.songs()}
+    _, found = index.load(path, cat).search(v[:5] / np.linalg.norm(v[:5], axis=1, keepdims=True), 3)
+    ids = index.load(path, cat).search(np.zeros((1, 128), np.float32), 10)[1]
+    assert not ((ids >= gone.first_vector) & (ids < gone.first_vector + 500)).any()
+    assert str(gone.first_vector) not in index.storage.read_json(path.with_suffix(".json"))
+
+
+def test_merge_shards_built_from_one_quantiser(tmp_path):
+    cat = _synthetic_catalogue(tmp_path, n_songs=8, per_song=400)
+    ids, v = cat.all_vectors()
+    base = index.new_index("IVF16,PQ16", 128)
+    index.train_index(base, v, 10_000)
+    paths = []
+    for k, (lo, hi) in enumerate(((0, 1600), (1600, 3200))):
+        shard = faiss.clone_index(base)
+        shard.add_with_ids(v[lo:hi], ids[lo:hi])
+        paths.append(tmp_path / f"shard{k}.index")
+        faiss.write_index(shard, str(paths[-1]))
+    assert index.merge(paths).ntotal == 3200
+
+
+def test_threshold_calibration():
+    scores = np.linspace(0, 1, 101)
+    t = calibrate_threshold(scores, 0.05)
+    assert np.mean(scores >= t) <= 0.05 and np.mean(scores >= t) >= 0.03
+    assert np.mean(scores >= calibrate_threshold(scores, 0.0)) == 0.0
+    with pytest.raises(ValueError):
+        calibrate_threshold([], 0.01)
+
+
+def test_empty_catalogue_is_an_error(tmp_path):
+    cat = Catalogue(tmp_path / "empty", FE, {})
+    with pytest.raises(ValueError, match="empty"):
+        index.build(cat, "x", tmp_path)
+
+
+def test_fingerprint_is_batched_consistently(model):
+    wav = tone(5.0)
+    a = fingerprint(wav, model, FE, batch=2)
+    b = fingerprint(wav, model, FE, batch=256)
+    np.testing.assert_allclose(a, b, atol=1e-5)
