@@ -4,7 +4,7 @@
 [conv 1x3 (stride 2 along time) -> ELU -> LayerNorm -> conv 3x1 (stride 2 along frequency) -> ELU ->
 LayerNorm] with 128, 128, 256, 256, 512, 512, 1024, 1024 channels turn a ``[B, 1, 256, 32]`` log-mel
 into 1024 numbers; the "divide and encode" head splits them into 128 groups of 8, maps each group
-8 -> 32 (ELU) -> 1, and L2-normalises the 128 outputs. The head is one grouped 1x1 convolution, not
+8 -> 32 (ELU) -> 1, and L2-normalises the 128 outputs. The head is two batched matrix products, not
 128 small modules in a Python loop. LayerNorm normalises over (channels, frequency, time) with an
 element-wise affine, as NAFP's ``layer_norm2d``: 16,939,008 parameters.
 
@@ -15,6 +15,7 @@ and the training code does not change.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -59,17 +60,24 @@ class _Block(nn.Module):
 
 class DivideAndEncode(nn.Module):
     """``[B, D]`` -> ``[B, emb_dim]``: D split into emb_dim groups, each group -> hidden (ELU) -> 1,
-    computed for all groups at once with grouped 1x1 convolutions."""
+    all groups at once as two batched matrix products (one weight tensor per layer, not emb_dim
+    separate modules; on CPU this is also faster than a grouped convolution)."""
 
     def __init__(self, d_in: int, emb_dim: int, hidden: int):
         super().__init__()
         if d_in % emb_dim:
             raise ValueError(f"encoder output {d_in} is not divisible into {emb_dim} groups")
-        self.fc1 = nn.Conv1d(d_in, emb_dim * hidden, 1, groups=emb_dim)
-        self.fc2 = nn.Conv1d(emb_dim * hidden, emb_dim, 1, groups=emb_dim)
+        self.groups, self.size = emb_dim, d_in // emb_dim
+        # initialised like nn.Linear(size, hidden) and nn.Linear(hidden, 1) in every group
+        b1, b2 = 1 / math.sqrt(self.size), 1 / math.sqrt(hidden)
+        self.w1 = nn.Parameter(torch.empty(emb_dim, self.size, hidden).uniform_(-b1, b1))
+        self.b1 = nn.Parameter(torch.empty(emb_dim, hidden).uniform_(-b1, b1))
+        self.w2 = nn.Parameter(torch.empty(emb_dim, hidden).uniform_(-b2, b2))
+        self.b2 = nn.Parameter(torch.empty(emb_dim).uniform_(-b2, b2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.elu(self.fc1(x[:, :, None])))[:, :, 0]
+        h = F.elu(torch.einsum("bgi,gio->bgo", x.view(-1, self.groups, self.size), self.w1) + self.b1)
+        return torch.einsum("bgo,go->bg", h, self.w2) + self.b2
 
 
 class NAFP(nn.Module):

@@ -33,16 +33,12 @@ def test_small_variant_and_registry():
 
 
 def test_divide_and_encode_equals_separate_groups():
-    """The grouped convolution computes exactly what 128 separate 8 -> 32 -> 1 modules would."""
+    """The batched head computes exactly what 128 separate 8 -> 32 -> 1 modules would."""
     torch.manual_seed(0)
     head = DivideAndEncode(1024, 128, 32)
     x = torch.randn(5, 1024)
-    w1 = head.fc1.weight.view(128, 32, 8)
-    b1 = head.fc1.bias.view(128, 32)
-    w2 = head.fc2.weight.view(128, 1, 32)
-    b2 = head.fc2.bias.view(128)
     ref = torch.stack([
-        (torch.nn.functional.elu(x[:, 8 * g : 8 * g + 8] @ w1[g].T + b1[g]) @ w2[g].T)[:, 0] + b2[g]
+        torch.nn.functional.elu(x[:, 8 * g : 8 * g + 8] @ head.w1[g] + head.b1[g]) @ head.w2[g] + head.b2[g]
         for g in range(128)], dim=1)
     torch.testing.assert_close(head(x), ref, atol=1e-5, rtol=1e-5)
 
