@@ -170,7 +170,69 @@ def trainer_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-COMMANDS = {"generate_training_dataset": generate_training_dataset_main, "trainer": trainer_main}
+def create_faiss_indexes_main(argv: list[str] | None = None) -> int:
+    from pathlib import Path
+
+    from fplib import index
+    from fplib.catalogue import Catalogue
+
+    ap = argparse.ArgumentParser(prog="create_faiss_indexes", description="Build a faiss index over a catalogue "
+                                 "of fingerprints: NAME.index, NAME.json ({first vector id: song}), NAME.meta.json.")
+    ap.add_argument("-i", required=True, help="the fingerprints: a catalogue folder (notebook 04 / fplib.catalogue)")
+    ap.add_argument("-n", required=True, help="name of the index files")
+    ap.add_argument("-m", type=int, default=32, help="PQ sub-quantisers (default: 32)")
+    ap.add_argument("-d", type=int, default=128, help="fingerprint dimension (default: 128)")
+    ap.add_argument("-nlist", type=int, default=256, help="IVF lists (default: 256)")
+    ap.add_argument("--factory", default=None, help="any faiss index-factory string instead, e.g. IVF1024,PQ64")
+    ap.add_argument("--nprobe", type=int, default=40, help="IVF lists visited per search (default: 40)")
+    ap.add_argument("-o", "--output_path", default=".", help="folder for the index files (default: current folder)")
+    args = ap.parse_args(argv)
+    try:
+        cat = Catalogue(args.i)
+        path = index.build(cat, args.n, Path(args.output_path), m=args.m, d=args.d, nlist=args.nlist,
+                           factory=args.factory, nprobe=args.nprobe)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{path} and {path.with_suffix('.json')}")
+    return 0
+
+
+def recognize_main(argv: list[str] | None = None) -> int:
+    from fplib import search
+
+    ap = argparse.ArgumentParser(prog="recognize", description="Identify recordings: song, offset and score, "
+                                 "or 'not in the database'.")
+    ap.add_argument("queries", nargs="+", help="audio files (1 s or longer)")
+    ap.add_argument("--model", required=True, help="checkpoint (best.pt)")
+    ap.add_argument("--catalogue", required=True, help="catalogue folder")
+    ap.add_argument("--index", required=True, help="NAME.index (its NAME.threshold.json is used if present)")
+    ap.add_argument("--method", default="sequence", choices=["sequence", "vote"])
+    ap.add_argument("--nprobe", type=int, default=None)
+    ap.add_argument("--top", type=int, default=3)
+    args = ap.parse_args(argv)
+    try:
+        rec = search.recognizer_from_files(args.model, args.catalogue, args.index, nprobe=args.nprobe)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    failed = 0
+    for q in args.queries:
+        try:
+            r = rec.recognize(q, method=args.method, top=args.top)
+        except (audio.AudioError, ValueError) as e:
+            print(f"{q}: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        if not r.in_database:
+            print(f"{q}: not in the database ({r.reason})")
+        for m in r.matches if r.in_database else []:
+            print(f"{q}: {m.name} at {m.offset_s:.1f} s (score {m.score:.3f})")
+    return 1 if failed else 0
+
+
+COMMANDS = {"generate_training_dataset": generate_training_dataset_main, "trainer": trainer_main,
+            "create_faiss_indexes": create_faiss_indexes_main, "recognize": recognize_main}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,7 +55,7 @@ class Recognizer:
     """Holds the model, the index and the catalogue's uncompressed fingerprints in memory."""
 
     def __init__(self, model: torch.nn.Module, catalogue: Catalogue, index_path: str | os.PathLike,
-                 nprobe: int | None = None, k: int = 20, threshold: float | None = None,
+                 nprobe: int | None = None, k: int = 20, threshold: float | Threshold | None = None,
                  device: str | torch.device = "cpu"):
         self.model, self.catalogue, self.fe = model.to(device).eval(), catalogue, catalogue.fe
         self.index = fpindex.load(index_path, catalogue, nprobe)
@@ -66,6 +66,10 @@ class Recognizer:
             raise ValueError(f"{catalogue.folder}: the catalogue is empty")
         self.starts = np.array([s.first_vector for s in self.songs], dtype=np.int64)
         self.vectors = {s.id: catalogue.vectors(s) for s in self.songs}
+
+    def threshold_for(self, n_windows: int) -> float:
+        t = self.threshold
+        return float("-inf") if t is None else (t(n_windows) if isinstance(t, Threshold) else float(t))
 
     def _song_of(self, ids: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.starts, ids, side="right") - 1
@@ -98,7 +102,7 @@ class Recognizer:
         t2 = time.perf_counter()
         timings = {"frontend_model_ms": 1000 * (t1 - t0), "search_ms": 1000 * (t2 - t1)}
         matches = matches[:top]
-        ok = bool(matches) and (self.threshold is None or matches[0].score >= self.threshold)
+        ok = bool(matches) and (self.threshold is None or matches[0].score >= self.threshold_for(len(q)))
         return Result(ok, matches, "" if ok else "score below the threshold", timings)
 
     def _candidates(self, ids: np.ndarray) -> list[tuple[int, int]]:
@@ -139,6 +143,29 @@ class Recognizer:
         return out
 
 
+@dataclass(frozen=True)
+class Threshold:
+    """Score thresholds by query length: the score of a short query varies more, so each calibrated
+    length (in fingerprint windows) gets its own; other lengths interpolate between them."""
+
+    windows: tuple[int, ...]
+    values: tuple[float, ...]
+
+    def __call__(self, n_windows: int) -> float:
+        return float(np.interp(n_windows, self.windows, self.values))
+
+    def to_dict(self) -> dict:
+        return {"windows": list(self.windows), "values": list(self.values)}
+
+
+def calibrate(scores_by_windows: dict[int, list[float]], fpr: float) -> Threshold:
+    """A :class:`Threshold` accepting at most a share ``fpr`` of the out-of-database queries of each length."""
+    keys = sorted(k for k, v in scores_by_windows.items() if len(v))
+    if not keys:
+        raise ValueError("need out-of-database scores to calibrate a threshold")
+    return Threshold(tuple(keys), tuple(calibrate_threshold(scores_by_windows[k], fpr) for k in keys))
+
+
 def calibrate_threshold(out_of_db_scores: np.ndarray | list[float], fpr: float) -> float:
     """The score threshold that accepts at most a share ``fpr`` of out-of-database queries."""
     scores = np.asarray(out_of_db_scores, dtype=np.float64)
@@ -166,5 +193,6 @@ def recognizer_from_files(checkpoint: str | os.PathLike, catalogue_dir: str | os
     if "threshold" not in kw and threshold_file.exists():
         from fplib import storage
 
-        kw["threshold"] = storage.read_json(threshold_file)["threshold"]
+        t = storage.read_json(threshold_file)["threshold"]
+        kw["threshold"] = Threshold(tuple(t["windows"]), tuple(t["values"])) if isinstance(t, dict) else t
     return Recognizer(model, cat, index_path, **kw)

@@ -221,6 +221,13 @@ def _dist_info() -> tuple[int, int, int]:
     return 0, 1, 0
 
 
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> the GPU if there is one, else the CPU; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def setup_distributed(device: str = "auto") -> torch.device:
     """Initialise torch.distributed when launched by torchrun (NCCL on GPUs, Gloo on CPU); pick the device."""
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")

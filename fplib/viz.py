@@ -253,3 +253,48 @@ def plot_neighbours(nn: dict, fe: FrontEnd = FrontEnd()) -> plt.Figure:
                          f"#{j + 1}: window {int(nn['index'][i, j])}, score {float(nn['scores'][i, j]):.2f}")
             axes[i, j + 1].title.set_color("green" if ok else "black")
     return fig
+
+
+def plot_similarity(a: np.ndarray, b: np.ndarray, hop_s: float, title: str = "") -> plt.Figure:
+    """Inner products between fingerprints ``a [N, D]`` (rows) and ``b [M, D]`` (columns)."""
+    fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)
+    im = ax.imshow(a @ b.T, origin="lower", aspect="auto", cmap="viridis", vmin=-0.2, vmax=1.0,
+                   extent=(0, len(b) * hop_s, 0, len(a) * hop_s))
+    ax.set_xlabel("time in the second sequence (s)")
+    ax.set_ylabel("time in the song (s)")
+    plt.colorbar(im, ax=ax, label="inner product")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
+def plot_hit_rates(table: Sequence[dict], key: str = "top1") -> plt.Figure:
+    """Hit rate against query length, one line per SNR, one panel per system."""
+    systems = sorted({r["system"] for r in table}, key=lambda s: s != "neural")
+    fig, axes = plt.subplots(1, len(systems), figsize=(5.5 * len(systems), 3.8), constrained_layout=True,
+                             squeeze=False, sharey=True)
+    for ax, system in zip(axes[0], systems):
+        rows = [r for r in table if r["system"] == system and r[key] is not None]
+        for snr in sorted({r["snr_db"] for r in rows}):
+            pts = sorted((r["length_s"], 100 * r[key]) for r in rows if r["snr_db"] == snr)
+            ax.plot(*zip(*pts), "o-", label=f"{snr:g} dB SNR")
+        ax.set_xlabel("query length (s)")
+        ax.set_title(system)
+        ax.set_ylim(0, 102)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(f"{key} hit rate (%)")
+    axes[0, -1].legend(fontsize=8)
+    return fig
+
+
+def format_table(table: Sequence[dict]) -> str:
+    """The evaluation table as aligned text: one row per system, length and SNR."""
+    head = f"{'system':10s}{'length':>8s}{'SNR':>6s}{'n':>5s}{'top-1':>8s}{'top-3':>8s}{'song':>8s}{'FP':>8s}{'ms':>8s}"
+    lines = [head]
+    for r in table:
+        def pct(v):
+            return f"{100 * v:7.1f}%" if v is not None else f"{'-':>8s}"
+
+        lines.append(f"{r['system']:10s}{r['length_s']:7g}s{r['snr_db']:6g}{r['n']:5d}{pct(r['top1'])}"
+                     f"{pct(r['top3'])}{pct(r['song'])}{pct(r['fp_rate'])}{r['ms_per_query']:8.1f}")
+    return "\n".join(lines)

@@ -186,7 +186,7 @@ def test_gathered_nt_xent_equals_the_global_batch():
     ref.backward()
     out = mp.Manager().dict()
     mp.spawn(_loss_worker, args=(2, _free_port(), za, zb, out), nprocs=2, join=True)
-    assert np.mean([out[r][0] for r in range(2)]) == pytest.approx(float(ref), rel=1e-5)
+    assert np.mean([out[r][0] for r in range(2)]) == pytest.approx(ref.item(), rel=1e-5)
     # each rank's gradient (which DDP then averages over the 2 ranks) is the global one, scaled by 2
     ga = torch.cat([out[r][1] for r in range(2)]) / 2
     gb = torch.cat([out[r][2] for r in range(2)]) / 2

@@ -1,0 +1,211 @@
+"""Evaluation (FACTS.md 8): degraded queries of several lengths and SNRs, cut at random positions
+(not on the 0.5-s grid) from songs held out of training, run through the neural recogniser and the
+landmark baseline on the same database; out-of-database queries measure false positives.
+
+A query: ``length_s`` seconds of a song from ``start_s``, convolved with a room impulse response
+(aligned on its direct path, full length), plus background noise at ``snr_db`` dB; all from test
+folders and seeds, so every run draws the same queries. The query list is written out
+(:func:`save_queries`) so runs can be compared.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fplib import audio, storage
+from fplib.augment import add_noise, bandlimit, convolve_ir
+from fplib.data import IRBank, NoiseBank, item_rng
+
+
+@dataclass(frozen=True)
+class Query:
+    id: int
+    in_database: bool
+    song: str  # file
+    name: str  # catalogue name of the song ("" for out-of-database songs)
+    start_s: float
+    length_s: float
+    snr_db: float
+    ir: int  # index into the IR bank
+    seed: int
+    bandlimit: bool = False
+
+
+class HeldOutError(ValueError):
+    pass
+
+
+def check_held_out(query_songs: list[str], training_songs: list[str]) -> None:
+    """Refuse query songs that were used in training (compared as resolved file paths, so links made
+    by the online split count as their targets)."""
+    trained = {str(Path(s).resolve()) for s in training_songs}
+    clash = sorted({str(Path(s).resolve()) for s in query_songs} & trained)
+    if clash:
+        raise HeldOutError(f"{len(clash)} query song(s) were in the training split, e.g. {clash[:3]}; "
+                           f"evaluate on held-out songs only")
+
+
+def training_songs(run_dir: str | os.PathLike) -> list[str]:
+    """Every song a run trained on: the online split's ``train_set`` and the static dataset's
+    training songs (notebooks 01-03)."""
+    run_dir = Path(run_dir)
+    songs: list[str] = []
+    split = run_dir / "online_data" / "split.json"
+    if split.exists():
+        for folder, files in storage.read_json(split).items():
+            if folder.endswith("train_set"):
+                songs += files
+    for meta in run_dir.glob("dataset/Dataset_*/generation.json"):
+        root = Path(storage.read_json(meta)["settings"]["input_folder"])
+        train = meta.parent / "train_data.json"
+        if train.exists():
+            songs += [str(root / s) for s in storage.read_json(train)]
+    return songs
+
+
+def split_test_songs(files: list[Path], n_in: int) -> tuple[list[Path], list[Path]]:
+    """The first ``n_in`` test songs go into the database, the rest stay out of it."""
+    files = sorted(files)
+    if not 0 < n_in < len(files):
+        raise ValueError(f"need 0 < n_in < {len(files)} test songs, got {n_in}")
+    return files[:n_in], files[n_in:]
+
+
+def plan_queries(in_db: dict[str, str], out_db: list[str], n_irs: int, lengths: list[float], snrs: list[float],
+                 per_cell: int, seed: int, bandlimit_share: float = 0.0) -> list[Query]:
+    """``per_cell`` queries per (length, SNR) from the in-database songs ``{file: catalogue name}``, and
+    as many per length from out-of-database songs (at the same SNRs, round robin)."""
+    queries: list[Query] = []
+    files = sorted(in_db)
+    durations = {f: audio.info(f).duration for f in files + list(out_db)}
+    k = 0
+    for length in lengths:
+        for snr in snrs:
+            for j in range(per_cell):
+                for kind, pool in (("in", files), ("out", sorted(out_db))):
+                    if not pool:
+                        continue
+                    rng = item_rng(seed, "query", kind, length, snr, j)
+                    song = pool[int(rng.integers(len(pool)))]
+                    room = durations[song] - length
+                    if room <= 0:
+                        continue
+                    queries.append(Query(k, kind == "in", song, in_db.get(song, ""),
+                                         round(float(rng.uniform(0.0, room)), 4), length, snr,
+                                         int(rng.integers(n_irs)), int(rng.integers(2**31)),
+                                         bool(rng.random() < bandlimit_share)))
+                    k += 1
+    return queries
+
+
+def render(q: Query, irs: IRBank, noises: NoiseBank, sr: int = audio.SR) -> np.ndarray:
+    """The degraded query audio, ``float32 [length * sr]``."""
+    wav = audio.load(q.song, sr, offset=q.start_s, duration=q.length_s, allow_silent=True)
+    rng = np.random.default_rng(q.seed)
+    x = torch.from_numpy(wav)[None]
+    x = convolve_ir(x, torch.from_numpy(irs.irs[q.ir])[None])
+    x = add_noise(x, torch.from_numpy(noises.sample(rng, x.shape[1]).copy())[None], torch.tensor([q.snr_db]))
+    if q.bandlimit:
+        x = bandlimit(x, sr, torch.tensor([float(rng.uniform(2000, 3000))]),
+                      torch.tensor([float(rng.uniform(500, 1000))]), torch.tensor([4]))
+    x = x / x.abs().max().clamp_min(1.0)
+    return x[0].numpy().astype(np.float32)
+
+
+def save_queries(path: str | os.PathLike, queries: list[Query]) -> None:
+    storage.write_json(path, [asdict(q) for q in queries])
+
+
+def load_queries(path: str | os.PathLike) -> list[Query]:
+    return [Query(**q) for q in storage.read_json(path)]
+
+
+def run(queries: list[Query], irs: IRBank, noises: NoiseBank, neural=None, landmark=None, method: str = "sequence",
+        progress: bool = True) -> list[dict]:
+    """Every query through the neural recogniser and/or the landmark baseline: one row per query and system."""
+    from tqdm.auto import tqdm
+
+    rows = []
+    for q in tqdm(queries, desc="queries", unit="query", disable=not progress):
+        wav = render(q, irs, noises)
+        if neural is not None:
+            r = neural.recognize(wav, method=method, top=3)
+            rows.append({"system": "neural", "query": q.id, "predicted": [m.name for m in r.matches],
+                         "offsets": [m.offset_s for m in r.matches], "score": r.best.score if r.best else None,
+                         "accepted": r.in_database, **r.timings_ms})
+        if landmark is not None:
+            t0 = time.perf_counter()
+            ms = landmark.match(wav)
+            dt = 1000 * (time.perf_counter() - t0)
+            rows.append({"system": "audfprint", "query": q.id, "predicted": [m.name for m in ms],
+                         "offsets": [m.offset_s for m in ms], "score": ms[0].count if ms else None,
+                         "accepted": bool(ms), "total_ms": dt})
+    return rows
+
+
+def score(queries: list[Query], rows: list[dict], tolerance_s: float = 0.5) -> list[dict]:
+    """Per system, length and SNR: top-1 hit (right song, offset within ``tolerance_s``), top-3,
+    song-only accuracy (all over in-database queries, a rejected query counting as a miss), and the
+    false-positive rate (accepted out-of-database queries)."""
+    by_id = {q.id: q for q in queries}
+    cells: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        q = by_id[r["query"]]
+        key = (r["system"], q.length_s, q.snr_db)
+        c = cells[key]
+        if q.in_database:
+            hits = [name == q.name and abs(off - q.start_s) <= tolerance_s
+                    for name, off in zip(r["predicted"], r["offsets"])]
+            c["top1"].append(bool(r["accepted"] and hits[:1] == [True]))
+            c["top3"].append(bool(r["accepted"] and any(hits[:3])))
+            c["song"].append(bool(r["accepted"] and r["predicted"][:1] == [q.name]))
+        else:
+            c["fp"].append(bool(r["accepted"]))
+        c["ms"].append(r.get("total_ms", r.get("frontend_model_ms", 0) + r.get("search_ms", 0)))
+    table = []
+    for (system, length, snr), c in sorted(cells.items()):
+        table.append({"system": system, "length_s": length, "snr_db": snr, "n": len(c["top1"]),
+                      "top1": _mean(c["top1"]), "top3": _mean(c["top3"]), "song": _mean(c["song"]),
+                      "fp_rate": _mean(c["fp"]), "n_out": len(c["fp"]), "ms_per_query": _mean(c["ms"])})
+    return table
+
+
+def _mean(x: list) -> float | None:
+    return float(np.mean(x)) if len(x) else None
+
+
+def summary(table: list[dict], key: str = "top1") -> dict[str, dict[str, float]]:
+    """``{system: {"<length>s": mean of key over SNRs}}`` for a compact comparison."""
+    out: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for r in table:
+        if r[key] is not None:
+            out[r["system"]][f"{r['length_s']:g}s"].append(r[key])
+    return {s: {k: float(np.mean(v)) for k, v in d.items()} for s, d in out.items()}
+
+
+def calibration_scores(recognizer, queries: list[Query], irs: IRBank, noises: NoiseBank, lengths: list[float],
+                       noise_only_per_length: int, seed: int, progress: bool = True) -> dict[int, list[float]]:
+    """Best-candidate scores of out-of-database queries and of noise-only queries, by query length in
+    windows (the recogniser's threshold must be off: ``recognizer.threshold = None``)."""
+    from fplib.features import n_windows
+
+    fe = recognizer.fe
+    by_id = {q.id: q for q in queries}
+    scores: dict[int, list[float]] = defaultdict(list)
+    for r in run(queries, irs, noises, neural=recognizer, progress=progress):
+        if r["score"] is not None:
+            scores[n_windows(int(round(by_id[r["query"]].length_s * fe.sr)), fe)].append(r["score"])
+    for length in lengths:
+        for j in range(noise_only_per_length):
+            wav = noises.sample(item_rng(seed, "noise-only", length, j), int(round(length * fe.sr)))
+            r = recognizer.recognize(wav.copy())
+            if r.best is not None:
+                scores[n_windows(len(wav), fe)].append(r.best.score)
+    return dict(scores)

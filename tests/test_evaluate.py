@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+import torch
+
+from fplib import audio, cli, evaluate, index, storage
+from fplib.catalogue import Catalogue, extract, model_description
+from fplib.data import IRBank, NoiseBank
+from fplib.features import FrontEnd
+from fplib.landmark import Landmark
+from fplib.models import build_model
+from fplib.search import Recognizer, calibrate
+from fplib.train import save_checkpoint
+from tests.helpers import make_folders
+
+FE = FrontEnd()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    d = make_folders(root, n_songs=5, seconds=12.0)
+    songs = audio.list_audio(d["songs"])
+    torch.manual_seed(0)
+    model, settings = build_model("nafp_small", FE, width=0.125)
+    ckpt = root / "model.pt"
+    save_checkpoint(ckpt, {"model": model.state_dict(), "model_name": "nafp_small", "model_settings": settings,
+                           "frontend": FE.to_dict()})
+    cat = Catalogue(root / "cat", FE, model_description(ckpt))
+    extract(songs[:3], cat, model.eval(), progress=False)
+    path = index.build(cat, "t", root / "idx")
+    irs, noises = IRBank(audio.list_audio(d["rir"])), NoiseBank(audio.list_audio(d["noise"]))
+    return dict(root=root, songs=songs, cat=cat, path=path, model=model.eval(), irs=irs, noises=noises, ckpt=ckpt)
+
+
+def test_queries_are_seeded_off_grid_and_written_out(setup, tmp_path):
+    in_db = {str(s.path): s.name for s in setup["cat"].songs()}
+    out = [str(p) for p in setup["songs"][3:]]
+    qs = evaluate.plan_queries(in_db, out, len(setup["irs"]), [1, 3], [0, 10], 3, seed=0)
+    assert len(qs) == 2 * 2 * 3 * 2 and sum(q.in_database for q in qs) == 12
+    assert qs == evaluate.plan_queries(in_db, out, len(setup["irs"]), [1, 3], [0, 10], 3, seed=0)
+    assert any(abs(q.start_s * 2 - round(q.start_s * 2)) > 1e-3 for q in qs), "positions are not on the 0.5-s grid"
+    assert all(q.start_s + q.length_s <= 12.0 for q in qs)
+    evaluate.save_queries(tmp_path / "q.json", qs)
+    assert evaluate.load_queries(tmp_path / "q.json") == qs
+    wav = evaluate.render(qs[0], setup["irs"], setup["noises"])
+    assert wav.shape == (int(qs[0].length_s * 8000),) and np.isfinite(wav).all() and np.abs(wav).max() <= 1
+    np.testing.assert_array_equal(wav, evaluate.render(qs[0], setup["irs"], setup["noises"]))
+
+
+def test_identical_embeddings_score_100_percent(setup):
+    """Clean, grid-aligned queries of songs in the database: every system query is a hit."""
+    cat = setup["cat"]
+    rec = Recognizer(setup["model"], cat, setup["path"])
+    rows, qs = [], []
+    for i, s in enumerate(cat.songs()):
+        q = evaluate.Query(i, True, s.path, s.name, 2.0, 3.0, 99.0, 0, 0)
+        wav = audio.load(s.path, offset=2.0, duration=3.0)
+        r = rec.recognize(wav)
+        rows.append({"system": "neural", "query": i, "predicted": [m.name for m in r.matches],
+                     "offsets": [m.offset_s for m in r.matches], "accepted": r.in_database, "total_ms": 1.0})
+        qs.append(q)
+    table = evaluate.score(qs, rows)
+    assert table[0]["top1"] == 1.0 and table[0]["song"] == 1.0 and table[0]["fp_rate"] is None
+    rows[0]["offsets"][0] += 0.6  # an offset more than 0.5 s off is not a top-1 hit, but the song is right
+    table = evaluate.score(qs, rows)
+    assert table[0]["top1"] == pytest.approx(2 / 3) and table[0]["song"] == 1.0
+
+
+def test_held_out_is_enforced(setup, tmp_path):
+    songs = [str(p) for p in setup["songs"]]
+    evaluate.check_held_out(songs[3:], songs[:3])
+    link = tmp_path / "linked.flac"
+    link.symlink_to(songs[0])
+    with pytest.raises(evaluate.HeldOutError, match="training split"):
+        evaluate.check_held_out([songs[4], str(link)], songs[:3])
+
+
+def test_per_length_threshold_and_calibration(setup):
+    rec = Recognizer(setup["model"], setup["cat"], setup["path"])
+    out = [str(p) for p in setup["songs"][3:]]
+    qs = evaluate.plan_queries({}, out, len(setup["irs"]), [1, 3], [5], 4, seed=1)
+    scores = evaluate.calibration_scores(rec, qs, setup["irs"], setup["noises"], [1, 3], 2, seed=2, progress=False)
+    assert set(scores) == {1, 5} and all(len(v) >= 4 for v in scores.values())
+    t = calibrate(scores, 0.0)
+    assert t(1) > max(scores[1]) and t(5) > max(scores[5]) and min(t(1), t(5)) <= t(3) <= max(t(1), t(5))
+    rec.threshold = t
+    assert not any(rec.recognize(evaluate.render(q, setup["irs"], setup["noises"])).in_database for q in qs)
+
+
+def test_landmark_baseline_finds_clean_excerpts(setup):
+    lm = Landmark()
+    for s in setup["cat"].songs():
+        lm.add(s.name, audio.load(s.path))
+    s = setup["cat"].songs()[1]
+    m = lm.match(audio.load(s.path, offset=3.3, duration=6.0))
+    assert m and m[0].name == s.name and abs(m[0].offset_s - 3.3) < 0.1
+    assert lm.bytes_per_second(36.0) > 0
+
+
+def test_cli_index_and_recognize(setup, tmp_path, capsys):
+    assert cli.create_faiss_indexes_main(["-i", str(setup["cat"].folder), "-n", "cli", "-o", str(tmp_path)]) == 0
+    assert (tmp_path / "cli.index").exists() and (tmp_path / "cli.json").exists()
+    s = setup["cat"].songs()[0]
+    storage.write_json(tmp_path / "q.json", {})
+    rc = cli.recognize_main([s.path, str(tmp_path / "q.json"), "--model", str(setup["ckpt"]), "--catalogue",
+                             str(setup["cat"].folder), "--index", str(tmp_path / "cli.index")])
+    out, err = capsys.readouterr()
+    assert rc == 1 and f"{s.name} at 0.0 s" in out and "q.json: error" in err
+    assert cli.create_faiss_indexes_main(["-i", str(tmp_path / "none"), "-n", "x"]) == 2
+    other = Catalogue(tmp_path / "other", FE, {"sha256": "another model"})
+    extract(setup["songs"][:1], other, setup["model"], progress=False)
+    index.build(other, "o", tmp_path)
+    assert cli.recognize_main([s.path, "--model", str(setup["ckpt"]), "--catalogue", str(other.folder),
+                               "--index", str(tmp_path / "o.index")]) == 2
+    assert "made by another model" in capsys.readouterr().err
