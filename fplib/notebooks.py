@@ -135,7 +135,17 @@ def main(argv: list[str] | None = None) -> int:
         known = set().union(*(parameters_cell(nb) for nb in list_notebooks()))
         if set(extra) - known:
             raise ParameterError(f"--set: unknown parameter(s) {sorted(set(extra) - known)}")
-        run(args.profile, args.only, args.run_name, extra=extra, log_output=not args.quiet)
+        executed = run(args.profile, args.only, args.run_name, extra=extra, log_output=not args.quiet)
+        results = executed[-1].parent.parent / "05_build_index_and_evaluate" / "metrics.json" if executed else None
+        if results is not None and results.exists() and executed[-1].stem.startswith("05"):
+            from fplib.viz import format_table
+
+            metrics = storage.read_json(results)
+            print(f"\n== results ({results})\n{format_table(metrics['table'])}")
+            for key in ("top1", "fp_rate"):
+                print(f"{key} by query length: " + "; ".join(
+                    f"{system} " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in by_len.items())
+                    for system, by_len in metrics["summary"][key].items()))
     except (ParameterError, FileNotFoundError, ValueError, NotebookFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
