@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # pip on these machines warns about every missing local index folder; keep the log readable
-PIPQUIET := grep -v "is ignored: it is neither a file nor a directory" || true
+PIPQUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: help venv demo test lab bench clean-outputs
 

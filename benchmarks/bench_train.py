@@ -20,6 +20,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +33,10 @@ from fplib import audio, synth
 from fplib.augment import Augmenter
 from fplib.data import IRBank, NoiseBank, SegmentDataset, collate_segments, worker_init_fn
 from fplib.losses import nt_xent
-from fplib.models import NAFP, build_model
+from fplib.models import build_model
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reference import LoopNAFP  # noqa: E402
 
 NAFP_GFLOPS_PER_WINDOW = 0.607
 
@@ -64,25 +68,6 @@ def train_pairs_per_s(name: str, batch: int, repeat: int, device: torch.device) 
             torch.cuda.synchronize()
 
     return batch / timed(step, repeat)
-
-
-class LoopHead(nn.Module):
-    """The original scripts' head: 128 separate 8 -> 32 -> 1 modules, called one by one."""
-
-    def __init__(self, d_in: int = 1024, emb: int = 128, hidden: int = 32):
-        super().__init__()
-        self.size = d_in // emb
-        self.groups = nn.ModuleList(
-            nn.Sequential(nn.Linear(self.size, hidden), nn.ELU(), nn.Linear(hidden, 1)) for _ in range(emb))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([g(x[:, i * self.size : (i + 1) * self.size]) for i, g in enumerate(self.groups)], dim=1)
-
-
-class LoopNAFP(NAFP):
-    def __init__(self):
-        super().__init__()
-        self.head = LoopHead()
 
 
 def infer_windows_per_s(model: nn.Module, batch: int, repeat: int, device: torch.device) -> float:
@@ -150,8 +135,7 @@ def main() -> None:
 
     batch = 256
     full, _ = build_model("nafp")
-    loop = LoopNAFP()
-    loop.encoder.load_state_dict(full.encoder.state_dict())
+    loop = LoopNAFP(full)
     fig["infer_windows_per_s_full"] = infer_windows_per_s(full, batch, rep, device)
     fig["infer_windows_per_s_loop_head"] = infer_windows_per_s(loop, batch, rep, device)
     fig["matmul_gflops"] = matmul_gflops(device)

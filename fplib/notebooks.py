@@ -21,6 +21,8 @@ import yaml
 from fplib import storage
 from fplib.config import ParameterError, check_type
 
+# A cell running longer than this fails the run instead of hanging it (the demo's longest takes ~1 min).
+CELL_TIMEOUT_S = 1800
 TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
 
 
@@ -103,7 +105,8 @@ def run(profile: str = "demo", only: list[str] | None = None, run_name: str | No
             with storage.atomic_path(out) as tmp:
                 try:
                     pm.execute_notebook(str(nb), str(tmp), parameters=params, cwd=str(nb.parent),
-                                        log_output=log_output, progress_bar=False, kernel_name="python3")
+                                        log_output=log_output, progress_bar=False, kernel_name="python3",
+                                        execution_timeout=CELL_TIMEOUT_S)
                 except Exception:
                     if tmp.exists():
                         tmp.replace(failed)  # keep the executed notebook, error and all, for inspection

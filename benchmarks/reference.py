@@ -1,0 +1,52 @@
+"""The original scripts' way of doing things, kept only as a reference for the benchmarks."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import torch
+from torch import nn
+
+from fplib.features import FrontEnd
+from fplib.models import NAFP
+
+
+class LoopHead(nn.Module):
+    """Divide and encode as 128 separate 8 -> 32 -> 1 modules, called one by one."""
+
+    def __init__(self, d_in: int = 1024, emb: int = 128, hidden: int = 32):
+        super().__init__()
+        self.size = d_in // emb
+        self.groups = nn.ModuleList(
+            nn.Sequential(nn.Linear(self.size, hidden), nn.ELU(), nn.Linear(hidden, 1)) for _ in range(emb))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([g(x[:, i * self.size : (i + 1) * self.size]) for i, g in enumerate(self.groups)], dim=1)
+
+
+class LoopNAFP(NAFP):
+    """NAFP with the looped head; ``copy_from`` takes the encoder weights of a fplib model."""
+
+    def __init__(self, copy_from: NAFP | None = None):
+        super().__init__()
+        self.head = LoopHead()
+        if copy_from is not None:
+            self.encoder.load_state_dict(copy_from.encoder.state_dict())
+
+
+def librosa_logmel(window: np.ndarray, fe: FrontEnd = FrontEnd()) -> np.ndarray:
+    """One window's log-mel, the way the original scripts computed it (librosa, per window)."""
+    mel = librosa.feature.melspectrogram(y=window, sr=fe.sr, n_fft=fe.n_fft, hop_length=fe.stft_hop,
+                                         n_mels=fe.n_mels, fmin=fe.f_min, fmax=fe.f_max, htk=True, norm=None,
+                                         center=True, pad_mode="constant")
+    return librosa.power_to_db(mel, ref=np.max, top_db=-fe.floor_db).astype(np.float32)
+
+
+def fingerprint_one_by_one(wav: np.ndarray, model: nn.Module, fe: FrontEnd = FrontEnd()) -> np.ndarray:
+    """Features and model one window at a time."""
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(wav) - fe.win_len + 1, fe.hop_len):
+            x = torch.from_numpy(librosa_logmel(wav[start : start + fe.win_len], fe))[None, None]
+            out.append(model(x)[0].numpy())
+    return np.stack(out)
