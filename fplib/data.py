@@ -22,10 +22,12 @@ from fplib import audio
 from fplib.augment import ir_onset
 
 
-def item_rng(seed: int, *keys: int | str) -> np.random.Generator:
-    """A numpy generator for one item, from the run seed and any ints/strings naming the item."""
+def item_rng(seed: int, *keys: int | float | str) -> np.random.Generator:
+    """A numpy generator for one item, from the run seed and any ints/floats/strings naming the item."""
     words: list[int] = []
     for k in (seed, *keys):
+        if isinstance(k, float) and not k.is_integer():
+            k = repr(k)  # 2.5 and 2 must not share a stream
         if isinstance(k, str):
             digest = hashlib.sha256(k.encode()).digest()
             words.extend(int.from_bytes(digest[i : i + 4], "little") for i in (0, 4))
