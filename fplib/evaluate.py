@@ -169,11 +169,15 @@ def score(queries: list[Query], rows: list[dict], tolerance_s: float = 0.5) -> l
         else:
             c["fp"].append(bool(r["accepted"]))
         c["ms"].append(r.get("total_ms", r.get("frontend_model_ms", 0) + r.get("search_ms", 0)))
+        if "frontend_model_ms" in r:
+            c["frontend_model_ms"].append(r["frontend_model_ms"])
+            c["search_ms"].append(r["search_ms"])
     table = []
     for (system, length, snr), c in sorted(cells.items()):
         table.append({"system": system, "length_s": length, "snr_db": snr, "n": len(c["top1"]),
                       "top1": _mean(c["top1"]), "top3": _mean(c["top3"]), "song": _mean(c["song"]),
-                      "fp_rate": _mean(c["fp"]), "n_out": len(c["fp"]), "ms_per_query": _mean(c["ms"])})
+                      "fp_rate": _mean(c["fp"]), "n_out": len(c["fp"]), "ms_per_query": _mean(c["ms"]),
+                      "frontend_model_ms": _mean(c["frontend_model_ms"]), "search_ms": _mean(c["search_ms"])})
     return table
 
 
