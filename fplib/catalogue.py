@@ -76,6 +76,13 @@ class Catalogue:
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "vectors").mkdir(exist_ok=True)
         self.db = sqlite3.connect(self.folder / "catalogue.sqlite")
+        try:
+            self._open(exists, fe, model)
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _open(self, exists: bool, fe: FrontEnd | None, model: dict | None) -> None:
         self.db.executescript(SCHEMA)
         if not exists:
             with self.db:
@@ -154,11 +161,22 @@ class Catalogue:
 
     def remove(self, song_id: int) -> Song:
         """Remove a song (its vector ids are not reused)."""
-        song = self.song(song_id)
+        return self.remove_many([song_id])[0]
+
+    def remove_many(self, song_ids: list[int]) -> list[Song]:
+        """Remove songs in one transaction (all or none); then delete their vector files."""
+        songs = [self.song(i) for i in song_ids]
         with self.db:
-            self.db.execute("DELETE FROM songs WHERE id = ?", (song_id,))
-        (self.folder / "vectors" / f"{song_id}.npy").unlink(missing_ok=True)
-        return song
+            self.db.executemany("DELETE FROM songs WHERE id = ?", [(i,) for i in song_ids])
+        for i in song_ids:
+            (self.folder / "vectors" / f"{i}.npy").unlink(missing_ok=True)
+        return songs
+
+    def __enter__(self) -> Catalogue:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def find_checksum(self, checksum: str) -> Song | None:
         r = self.db.execute("SELECT id FROM songs WHERE checksum = ?", (checksum,)).fetchone()

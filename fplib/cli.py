@@ -188,9 +188,9 @@ def create_faiss_indexes_main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--output_path", default=".", help="folder for the index files (default: current folder)")
     args = ap.parse_args(argv)
     try:
-        cat = Catalogue(args.i)
-        path = index.build(cat, args.n, Path(args.output_path), m=args.m, d=args.d, nlist=args.nlist,
-                           factory=args.factory, nprobe=args.nprobe)
+        with Catalogue(args.i) as cat:
+            path = index.build(cat, args.n, Path(args.output_path), m=args.m, d=args.d, nlist=args.nlist,
+                               factory=args.factory, nprobe=args.nprobe)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -213,7 +213,7 @@ def recognize_main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         rec = search.recognizer_from_files(args.model, args.catalogue, args.index, nprobe=args.nprobe)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     failed = 0

@@ -10,6 +10,7 @@ folders and seeds, so every run draws the same queries. The query list is writte
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import defaultdict
@@ -81,7 +82,7 @@ def split_test_songs(files: list[Path], n_in: int) -> tuple[list[Path], list[Pat
 def plan_queries(in_db: dict[str, str], out_db: list[str], n_irs: int, lengths: list[float], snrs: list[float],
                  per_cell: int, seed: int, bandlimit_share: float = 0.0) -> list[Query]:
     """``per_cell`` queries per (length, SNR) from the in-database songs ``{file: catalogue name}``, and
-    as many per length from out-of-database songs (at the same SNRs, round robin)."""
+    as many from the out-of-database songs. Songs shorter than a query length are not drawn for it."""
     queries: list[Query] = []
     files = sorted(in_db)
     durations = {f: audio.info(f).duration for f in files + list(out_db)}
@@ -93,12 +94,15 @@ def plan_queries(in_db: dict[str, str], out_db: list[str], n_irs: int, lengths: 
                     if not pool:
                         continue
                     rng = item_rng(seed, "query", kind, length, snr, j)
-                    song = pool[int(rng.integers(len(pool)))]
+                    fits = [s for s in pool if durations[s] > length]
+                    if not fits:
+                        continue
+                    song = fits[int(rng.integers(len(fits)))]
                     room = durations[song] - length
                     if room <= 0:
                         continue
                     queries.append(Query(k, kind == "in", song, in_db.get(song, ""),
-                                         round(float(rng.uniform(0.0, room)), 4), length, snr,
+                                         math.floor(float(rng.uniform(0.0, room)) * 1e4) / 1e4, length, snr,
                                          int(rng.integers(n_irs)), int(rng.integers(2**31)),
                                          bool(rng.random() < bandlimit_share)))
                     k += 1
@@ -197,7 +201,7 @@ def summary(table: list[dict], key: str = "top1") -> dict[str, dict[str, float]]
 def calibration_scores(recognizer, queries: list[Query], irs: IRBank, noises: NoiseBank, lengths: list[float],
                        noise_only_per_length: int, seed: int, progress: bool = True) -> dict[int, list[float]]:
     """Best-candidate scores of out-of-database queries and of noise-only queries, by query length in
-    windows (the recogniser's threshold must be off: ``recognizer.threshold = None``)."""
+    windows (scores are reported whatever the recogniser's current threshold)."""
     from fplib.features import n_windows
 
     fe = recognizer.fe

@@ -96,6 +96,12 @@ def generate_dataset(
     songs = audio.list_audio(input_folder)
     ir_files = audio.list_audio(impulse_response) if impulse_response else []
     noise_files = audio.list_audio(background_noise) if background_noise else []
+    names: dict[str, Path] = {}
+    for s in songs:
+        clash = names.setdefault(segment_name(s, input_folder), s)
+        if clash != s:
+            raise ValueError(f"{clash} and {s} would write the same pair files ({segment_name(s, input_folder)}_*); "
+                             f"rename one of them")
     out = Path(output_path) / f"Dataset_{len(songs)}"
     settings = {
         "input_folder": str(input_folder.resolve()),
@@ -250,18 +256,6 @@ def _finish(out: Path, settings: dict, skipped: Skipped) -> GenerateResult:
     root = Path(settings["input_folder"])
     report = [(str(root / song), reason) for song, reason in skipped_all.items()] + sorted(other)
     return GenerateResult(out, complete, n_train, n_val, report)
-
-
-def load_pair_dataset(set_dir: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
-    """All pairs of a ``train_set``/``val_set`` folder: ``float32 [N, 2, 256, 32]`` and their names."""
-    set_dir = Path(set_dir)
-    if not set_dir.is_dir():
-        raise FileNotFoundError(f"{set_dir}: no such dataset folder (notebook 01_generate_dataset writes it)")
-    files = sorted(set_dir.glob("*.npy"))
-    if not files:
-        raise ValueError(f"{set_dir}: contains no .npy pairs")
-    return np.stack([storage.load_array(f) for f in files]), [f.stem for f in files]
-
 
 
 def find_dataset(folder: str | os.PathLike) -> Path:

@@ -98,7 +98,7 @@ def build(catalogue: Catalogue, name: str, out_dir: str | os.PathLike, m: int = 
     if len(ids) == 0:
         raise ValueError(f"{catalogue.folder}: the catalogue is empty; extract fingerprints first")
     if vectors.shape[1] != d:
-        raise ValueError(f"fingerprints are {vectors.shape[1]}-d, not -d {d}")
+        raise ValueError(f"fingerprints are {vectors.shape[1]}-d, not {d}-d (-d)")
     wanted = factory or factory_string(m, nlist)
     fitted, notes = _fit_factory(wanted, len(ids))
     for note in notes:
@@ -166,12 +166,12 @@ def remove_songs(path: str | os.PathLike, catalogue: Catalogue, song_ids: list[i
     """Remove songs from the index at ``path`` and from ``catalogue``, keeping both consistent."""
     path = Path(path)
     index = load(path, catalogue)
-    for sid in song_ids:
+    for sid in song_ids:  # in memory first: nothing on disk changes unless every song comes out cleanly
         s = catalogue.song(sid)
         removed = index.remove_ids(faiss.IDSelectorRange(s.first_vector, s.first_vector + s.n_vectors))
         if removed != s.n_vectors:
             raise RuntimeError(f"{path}: removed {removed} vectors of song {sid}, expected {s.n_vectors}")
-        catalogue.remove(sid)
+    catalogue.remove_many(song_ids)  # one transaction
     _save(index, path, catalogue, None)
     return index
 
@@ -191,4 +191,5 @@ def bytes_per_vector(index: faiss.Index) -> float:
         ivf = faiss.extract_index_ivf(index)
         return float(ivf.code_size + 8)
     except RuntimeError:
-        return float(index.d * 4 + 8)
+        inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+        return float(inner.sa_code_size() + 8)

@@ -23,7 +23,7 @@ from fplib.config import ParameterError, check_type
 
 # A cell running longer than this fails the run instead of hanging it (the demo's longest takes ~1 min).
 CELL_TIMEOUT_S = 1800
-TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
+TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict, "tuple": tuple}
 
 
 class NotebookFailed(RuntimeError):
@@ -114,6 +114,8 @@ def run(profile: str = "demo", only: list[str] | None = None, run_name: str | No
         except pm.PapermillExecutionError as e:
             raise NotebookFailed(f"{nb.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
                                  f"executed notebook with the error: {failed}") from None
+        except Exception as e:  # a cell timeout, a dead kernel
+            raise NotebookFailed(f"{nb.name} did not finish: {type(e).__name__}: {e}") from None
         print(f"   done in {time.time() - t0:.1f} s", flush=True)
         executed.append(out)
     return executed

@@ -74,7 +74,8 @@ class Recognizer:
     def _song_of(self, ids: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.starts, ids, side="right") - 1
 
-    def fingerprint(self, query: str | os.PathLike | np.ndarray) -> np.ndarray:
+    def load_query(self, query: str | os.PathLike | np.ndarray) -> np.ndarray:
+        """A query file or array -> checked ``float32 [T]`` at the front end's rate."""
         if isinstance(query, str | os.PathLike):
             wav = audio.load(query, self.fe.sr, min_duration=self.fe.win_s, allow_silent=True)
             name = str(query)
@@ -91,7 +92,7 @@ class Recognizer:
         """Identify a query (a file, or ``float32 [T]`` at the front end's rate)."""
         if method not in ("sequence", "vote"):
             raise ValueError(f"method must be 'sequence' or 'vote', got {method!r}")
-        wav = self.fingerprint(query)
+        wav = self.load_query(query)
         if audio.peak_dbfs(wav) < audio.SILENCE_DBFS:
             return Result(False, [], reason="silent query")
         t0 = time.perf_counter()
@@ -102,7 +103,9 @@ class Recognizer:
         t2 = time.perf_counter()
         timings = {"frontend_model_ms": 1000 * (t1 - t0), "search_ms": 1000 * (t2 - t1)}
         matches = matches[:top]
-        ok = bool(matches) and (self.threshold is None or matches[0].score >= self.threshold_for(len(q)))
+        if not matches:
+            return Result(False, [], "no candidate alignment", timings)
+        ok = matches[0].score >= self.threshold_for(len(q))
         return Result(ok, matches, "" if ok else "score below the threshold", timings)
 
     def _candidates(self, ids: np.ndarray) -> list[tuple[int, int]]:
@@ -184,11 +187,14 @@ def recognizer_from_files(checkpoint: str | os.PathLike, catalogue_dir: str | os
 
     model, fe = load_model(checkpoint)
     cat = Catalogue(catalogue_dir)
+    problem = None
     if cat.fe != fe:
-        raise ValueError(f"{checkpoint}: its front end {fe.to_dict()} differs from the catalogue's "
-                         f"{cat.fe.to_dict()}")
-    if cat.model and cat.model.get("sha256") != model_description(checkpoint)["sha256"]:
-        raise ValueError(f"{catalogue_dir}: fingerprints were made by another model ({cat.model.get('checkpoint')})")
+        problem = f"{checkpoint}: its front end {fe.to_dict()} differs from the catalogue's {cat.fe.to_dict()}"
+    elif cat.model and cat.model.get("sha256") != model_description(checkpoint)["sha256"]:
+        problem = f"{catalogue_dir}: fingerprints were made by another model ({cat.model.get('checkpoint')})"
+    if problem:
+        cat.close()
+        raise ValueError(problem)
     threshold_file = Path(index_path).with_suffix(".threshold.json")
     if "threshold" not in kw and threshold_file.exists():
         from fplib import storage

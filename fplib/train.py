@@ -245,19 +245,20 @@ def evaluate(model: torch.nn.Module, source, device: torch.device, batch: int, t
     """Validation: NT-Xent loss (mean over batches) and top-1 hit rate of each degraded window
     among all clean validation windows (inner product of the fingerprints)."""
     model.eval()
-    za, zb, losses = [], [], []
+    za, zb, losses, n_loss = [], [], [], 0
     with torch.no_grad():
         for xa, xb in source.val_pairs(device, batch):
             a, b = model(xa).float(), model(xb).float()
-            if a.shape[0] > 1:
+            if a.shape[0] > 1:  # a batch of one has no negatives
                 losses.append(float(nt_xent(a, b, temperature, gather=False)) * a.shape[0])
+                n_loss += a.shape[0]
             za.append(a)
             zb.append(b)
     za, zb = torch.cat(za), torch.cat(zb)
     sims = zb @ za.T
     top1 = float((sims.argmax(dim=1) == torch.arange(len(za), device=sims.device)).float().mean())
     model.train()
-    return {"val_loss": sum(losses) / max(1, len(za)), "val_top1": top1, "val_pairs": len(za)}
+    return {"val_loss": sum(losses) / max(1, n_loss), "val_top1": top1, "val_pairs": len(za)}
 
 
 def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | os.PathLike, fe: FrontEnd,
@@ -472,6 +473,9 @@ def split_online_data(songs: str | os.PathLike, irs: str | os.PathLike, noises: 
         for split, chosen in zip(("train", "val"), split_files(files, train_ratio, seed + k)):
             dest = root / split / f"{split}_{kind}"
             plan[str(dest)] = [(f, dest / "__".join(f.relative_to(folder).parts)) for f in chosen]
+            targets = [t for _, t in plan[str(dest)]]
+            if len(set(targets)) != len(targets):
+                raise ValueError(f"{folder}: two files map to the same name in {dest} (a/b.wav and a__b.wav?)")
     manifest = {d: sorted(str(src) for src, _ in pairs) for d, pairs in plan.items()}
     meta_path = root / "split.json"
     if meta_path.exists():

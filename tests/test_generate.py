@@ -111,3 +111,11 @@ def test_seed_cli_flags_and_defaults(tmp_path, corpus, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the seed's default output path is the current folder
     assert cli.generate_training_dataset_main(["-i", str(corpus["songs"]), "-n", "1"]) == 0
     assert (tmp_path / "Dataset_8" / "train_data.json").exists()
+
+
+def test_songs_that_would_share_pair_files_are_refused(tmp_path):
+    d = make_folders(tmp_path / "in", n_songs=2)
+    write(d["songs"] / "song_0.wav", tone(3.0), 8000)  # song_0.flac exists too
+    with pytest.raises(ValueError, match="would write the same pair files"):
+        generate_dataset(d["songs"], tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
