@@ -79,10 +79,17 @@ def _trainer_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default: 2)")
     ap.add_argument("--items_per_song", type=int, default=8, help="dynamic modes: segments per song per epoch")
+    ap.add_argument("--val_items_per_song", type=int, default=4, help="dynamic modes: fixed validation segments "
+                    "per validation song (default: 4)")
     ap.add_argument("--f_min", type=float, default=300.0, help="lowest mel frequency in Hz (default: 300)")
+    ap.add_argument("--model_settings", default="{}", help='JSON overrides of the architecture\'s settings, e.g. '
+                    '\'{"width": 0.5}\' (default: the architecture\'s own)')
+    ap.add_argument("--preload", action="store_true", help="dynamic modes: decode the songs once and hold them in "
+                    "memory (faster, 4 bytes per sample at 8 kHz)")
     ap.add_argument("--augment", default="{}", help='dynamic modes: JSON overrides of AugmentConfig, e.g. '
                     '\'{"snr_db": [0, 10]}\'')
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: auto)")
+    ap.add_argument("--no_amp", action="store_true", help="train in full precision on a GPU (default: mixed)")
     ap.add_argument("--resume", action="store_true", help="continue the run in OUT/NAME/ where it stopped")
     modes = ap.add_subparsers(dest="mode", required=True, metavar="{static,dynamic,dynamic_online}")
     st = modes.add_parser("static", help="train on pairs written by generate_training_dataset")
@@ -120,7 +127,9 @@ def trainer_main(argv: list[str] | None = None) -> int:
         cfg = T.TrainConfig(model=args.arch, epochs=args.epochs, batch_size=args.batch_size, optim=args.optim,
                             lr=args.lr, lr_ref_batch=args.lr_ref_batch, patience=args.patience, seed=args.seed,
                             num_workers=args.workers if args.mode != "static" else 0,
-                            items_per_song=args.items_per_song)
+                            items_per_song=args.items_per_song, val_items_per_song=args.val_items_per_song,
+                            preload=args.preload, amp=not args.no_amp,
+                            model_settings=json.loads(args.model_settings))
         fe = FrontEnd(f_min=args.f_min)
         aug = from_dict(AugmentConfig, json.loads(args.augment))
         out = Path(args.output_path)

@@ -156,8 +156,10 @@ def run(queries: list[Query], irs: IRBank, noises: NoiseBank, neural=None, landm
 
 def score(queries: list[Query], rows: list[dict], tolerance_s: float = 0.5) -> list[dict]:
     """Per system, length and SNR: top-1 hit (right song, offset within ``tolerance_s``), top-3,
-    song-only accuracy (all over in-database queries, a rejected query counting as a miss), and the
-    false-positive rate (accepted out-of-database queries)."""
+    song-only accuracy (all over in-database queries, a rejected query counting as a miss), the
+    top-1 hit before the decision threshold (``ranked1``: the right answer ranked first, accepted or
+    not; it separates the fingerprints' quality from the threshold's), and the false-positive rate
+    (accepted out-of-database queries)."""
     by_id = {q.id: q for q in queries}
     cells: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
@@ -168,6 +170,7 @@ def score(queries: list[Query], rows: list[dict], tolerance_s: float = 0.5) -> l
             hits = [name == q.name and abs(off - q.start_s) <= tolerance_s
                     for name, off in zip(r["predicted"], r["offsets"])]
             c["top1"].append(bool(r["accepted"] and hits[:1] == [True]))
+            c["ranked1"].append(hits[:1] == [True])
             c["top3"].append(bool(r["accepted"] and any(hits[:3])))
             c["song"].append(bool(r["accepted"] and r["predicted"][:1] == [q.name]))
         else:
@@ -180,6 +183,7 @@ def score(queries: list[Query], rows: list[dict], tolerance_s: float = 0.5) -> l
     for (system, length, snr), c in sorted(cells.items()):
         table.append({"system": system, "length_s": length, "snr_db": snr, "n": len(c["top1"]),
                       "top1": _mean(c["top1"]), "top3": _mean(c["top3"]), "song": _mean(c["song"]),
+                      "ranked1": _mean(c["ranked1"]),
                       "fp_rate": _mean(c["fp"]), "n_out": len(c["fp"]), "ms_per_query": _mean(c["ms"]),
                       "frontend_model_ms": _mean(c["frontend_model_ms"]), "search_ms": _mean(c["search_ms"])})
     return table

@@ -58,6 +58,7 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes
     items_per_song: int = 8  # dynamic mode: segments drawn per training song per epoch
     val_items_per_song: int = 4  # dynamic mode: fixed segments per validation song
+    preload: bool = False  # dynamic mode: decode every song once and hold it in memory
     amp: bool = True  # mixed precision on GPU (ignored on CPU)
     grad_clip: float = 0.0  # max gradient norm (0 = off)
 
@@ -179,9 +180,11 @@ def online_source(train_songs: str | os.PathLike, train_irs: str | os.PathLike |
     tr_irs, tr_noises = banks("training impulse responses", "training noises")
     va_irs, va_noises = banks("validation impulse responses", "validation noises")
     train = SegmentDataset(files["training songs"], tr_noises, tr_irs, augmenter.context, seed=cfg.seed,
-                           items_per_song=cfg.items_per_song, win_s=fe.win_s, sr=fe.sr, skipped=skipped)
+                           items_per_song=cfg.items_per_song, win_s=fe.win_s, sr=fe.sr, skipped=skipped,
+                           preload=cfg.preload)
     val = SegmentDataset(files["validation songs"], va_noises, va_irs, augmenter.context, seed=cfg.seed + 1,
-                         items_per_song=cfg.val_items_per_song, win_s=fe.win_s, sr=fe.sr, skipped=skipped)
+                         items_per_song=cfg.val_items_per_song, win_s=fe.win_s, sr=fe.sr, skipped=skipped,
+                         preload=cfg.preload)
     return OnlineSource(train, val, augmenter, cfg.seed)
 
 

@@ -288,13 +288,16 @@ def plot_hit_rates(table: Sequence[dict], key: str = "top1") -> plt.Figure:
 
 
 def format_table(table: Sequence[dict]) -> str:
-    """The evaluation table as aligned text: one row per system, length and SNR."""
-    head = f"{'system':10s}{'length':>8s}{'SNR':>6s}{'n':>5s}{'top-1':>8s}{'top-3':>8s}{'song':>8s}{'FP':>8s}{'ms':>8s}"
+    """The evaluation table as aligned text: one row per system, length and SNR (``ranked1``: the
+    right answer ranked first before the "not in the database" threshold)."""
+    head = f"{'system':10s}{'length':>8s}{'SNR':>6s}{'n':>5s}" + "".join(
+        f"{c:>8s}" for c in ("top-1", "top-3", "song", "ranked1", "FP", "ms"))
     lines = [head]
     for r in table:
         def pct(v):
             return f"{100 * v:7.1f}%" if v is not None else f"{'-':>8s}"
 
         lines.append(f"{r['system']:10s}{r['length_s']:7g}s{r['snr_db']:6g}{r['n']:5d}{pct(r['top1'])}"
-                     f"{pct(r['top3'])}{pct(r['song'])}{pct(r['fp_rate'])}{r['ms_per_query']:8.1f}")
+                     f"{pct(r['top3'])}{pct(r['song'])}{pct(r.get('ranked1'))}{pct(r['fp_rate'])}"
+                     f"{r['ms_per_query']:8.1f}")
     return "\n".join(lines)

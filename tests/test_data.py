@@ -13,6 +13,7 @@ from fplib.data import (
     collate_segments,
     item_rng,
     read_with_context,
+    slice_with_context,
     split_files,
     worker_init_fn,
 )
@@ -96,3 +97,28 @@ def test_bad_songs_are_skipped_and_reported(tmp_path):
     ds = SegmentDataset(audio.list_audio(d["songs"]), None, None, 1600, skipped=skipped)
     assert len(ds) == 2
     assert sorted(p.rsplit("/", 1)[-1] for p, _ in skipped.items) == ["short.wav", "zz.mp3"]
+
+
+def test_slice_with_context_matches_reading_the_file(tmp_path):
+    x = tone(3.0)
+    path = write(tmp_path / "a.wav", x, 8000)
+    for start in (0.0, 0.1, 1.3, 2.0):  # padded before, inside, padded after
+        np.testing.assert_array_equal(slice_with_context(audio.load(path), start, 1.0, 0.2, 8000),
+                                      read_with_context(path, start, 1.0, 0.2, 3.0))
+
+
+def test_preloaded_dataset_gives_the_same_items(tmp_path):
+    d = make_folders(tmp_path, n_songs=3, seconds=4.0, sr=8000)  # no resampling: both paths must agree exactly
+    aug = Augmenter()
+    songs = audio.list_audio(d["songs"])
+    (d["songs"] / "empty.wav").write_bytes(b"")
+    kw = dict(noises=NoiseBank(audio.list_audio(d["noise"])), irs=IRBank(audio.list_audio(d["rir"])),
+              context=aug.context, seed=3, items_per_song=3)
+    lazy = SegmentDataset(songs, **kw)
+    skipped = Skipped()
+    held = SegmentDataset(audio.list_audio(d["songs"]), skipped=skipped, preload=True, **kw)
+    assert len(held) == len(lazy) and held.decoded is not None and "empty.wav" in skipped.report()
+    for i in range(len(held)):
+        a, b = lazy[i], held[i]
+        for k in a:
+            np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), atol=1e-6, err_msg=k)

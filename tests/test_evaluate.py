@@ -64,6 +64,9 @@ def test_identical_embeddings_score_100_percent(setup):
     rows[0]["offsets"][0] += 0.6  # an offset more than 0.5 s off is not a top-1 hit, but the song is right
     table = evaluate.score(qs, rows)
     assert table[0]["top1"] == pytest.approx(2 / 3) and table[0]["song"] == 1.0
+    rows[1]["accepted"] = False  # rejected by the threshold: a miss, though ranked first
+    table = evaluate.score(qs, rows)
+    assert table[0]["top1"] == pytest.approx(1 / 3) and table[0]["ranked1"] == pytest.approx(2 / 3)
 
 
 def test_held_out_is_enforced(setup, tmp_path):

@@ -81,9 +81,9 @@ def test_parameter_profiles_are_valid(profile_file):
     notebooks.check_params(nb, yaml.safe_load(profile_file.read_text()) or {}, source=str(profile_file))
 
 
-def test_every_notebook_has_demo_and_full_profiles():
+def test_every_notebook_has_demo_cpu_and_full_profiles():
     for nb in NOTEBOOKS:
-        for profile in ("demo", "full"):
+        for profile in ("demo", "cpu", "full"):
             assert (ROOT / "params" / profile / f"{nb.stem}.yaml").exists(), f"params/{profile}/{nb.stem}.yaml"
 
 

@@ -151,6 +151,20 @@ def test_trainer_cli_keeps_the_seed_flags(pairs, tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
+def test_trainer_cli_online_with_preload_and_model_settings(tmp_path):
+    d = make_folders(tmp_path / "in", n_songs=5, seconds=4.0)
+    rc = cli.trainer_main(["-ep", "1", "-bs", "4", "-m", "w", "-o", str(tmp_path), "--arch", "nafp_small",
+                           "--model_settings", '{"width": 0.125}', "--preload", "--workers", "0",
+                           "--items_per_song", "2", "--val_items_per_song", "3", "--no_amp",
+                           "dynamic_online", "-p", str(d["songs"]), "-ir", str(d["rir"]), "-bn", str(d["noise"])])
+    assert rc == 0
+    ck = load_checkpoint(tmp_path / "w.pt")
+    assert ck["model_settings"]["width"] == 0.125
+    assert ck["train_config"]["preload"] and not ck["train_config"]["amp"]
+    assert ck["train_config"]["val_items_per_song"] == 3 and ck["metrics"]["val_pairs"] == 3
+    assert cli.trainer_main(["--model_settings", "{width", "dynamic_online", "-p", "s", "-ir", "i", "-bn", "n"]) == 2
+
+
 # -- several processes (Gloo on CPU) -------------------------------------------------------------
 
 def _free_port() -> int:

@@ -105,7 +105,7 @@ def main() -> None:
     meta = storage.read_json(idx_path.with_suffix(".meta.json"))
     bytes_per_s = {"neural": meta["bytes_per_vector"] / fe.hop_s,
                    "audfprint": lm.bytes_per_second(audio_s) if lm else None}
-    summary = {k: evaluate.summary(table, k) for k in ("top1", "fp_rate", "ms_per_query")}
+    summary = {k: evaluate.summary(table, k) for k in ("top1", "ranked1", "fp_rate", "ms_per_query")}
     storage.write_json(out / "metrics.json", {"table": table, "summary": summary, "db_bytes_per_second": bytes_per_s,
                                               "checkpoint": str(args.checkpoint), "songs_in_db": len(cat),
                                               "threshold": rec.threshold.to_dict(), "args": vars(args)})
@@ -119,6 +119,9 @@ def main() -> None:
         ms = np.mean(list(summary["ms_per_query"][system].values()))
         print(f"{system:10s}" + "".join(f"{100 * top1.get(f'{x:g}s', np.nan):7.1f}%" for x in args.lengths)
               + f"{100 * fp:7.1f}%{ms:10.1f}{bytes_per_s[system] or 0:10.0f}")
+        ranked = summary["ranked1"][system]
+        print(f"{'  ranked1':10s}" + "".join(f"{100 * ranked.get(f'{x:g}s', np.nan):7.1f}%" for x in args.lengths)
+              + "   (the right answer ranked first, before the threshold)")
 
 
 if __name__ == "__main__":
