@@ -136,6 +136,6 @@ def test_ruff_clean():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if ruff is None:
         pytest.fail("ruff is not installed (it is in the dev extra)")
-    r = subprocess.run([ruff, "check", "fplib", "tests", "benchmarks", "conftest.py"], cwd=ROOT,
+    r = subprocess.run([ruff, "check", "fplib", "tests", "benchmarks", "notebooks", "conftest.py"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--name", default="run", help="results/<name>/ (default: run)")
     ap.add_argument("--lengths", nargs="+", type=float, default=[1, 2, 3, 5, 10])
     ap.add_argument("--snrs", nargs="+", type=float, default=[0, 5, 10])
-    ap.add_argument("--per-cell", type=int, default=10, help="queries per (length, SNR) (default: 10)")
+    ap.add_argument("--per-cell", type=int, default=30, help="queries per (length, SNR) (default: 30)")
     ap.add_argument("--bandlimit-share", type=float, default=0.5)
     ap.add_argument("--fpr", type=float, default=0.05)
     ap.add_argument("--nprobe", type=int, default=40)
