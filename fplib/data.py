@@ -154,19 +154,14 @@ def read_with_context(path: str | os.PathLike, start_s: float, win_s: float, con
                       duration_s: float, sr: int = audio.SR) -> np.ndarray:
     """Read ``[start - context, start + win + context]`` seconds as ``float32 [win + 2*context]``,
     zero-padding where the context would fall outside the file (only the segment read is decoded)."""
-    lo = start_s - context_s
-    hi = start_s + win_s + context_s
-    a, b = max(0.0, lo), min(duration_s, hi)
+    a = max(0.0, start_s - context_s)
+    b = min(duration_s, start_s + win_s + context_s)
     wav = audio.load(path, sr, offset=a, duration=b - a, allow_silent=True)
-    n_total = int(round((win_s + 2 * context_s) * sr))
-    pre = int(round((a - lo) * sr))
-    out = np.zeros(n_total, dtype=np.float32)
-    out[pre : pre + wav.shape[0]] = wav[: n_total - pre]
-    return out
+    return slice_with_context(wav, start_s - a, win_s, context_s, sr)
 
 
 def slice_with_context(wav: np.ndarray, start_s: float, win_s: float, context_s: float, sr: int) -> np.ndarray:
-    """:func:`read_with_context` on a song already decoded at ``sr``."""
+    """:func:`read_with_context` on audio already decoded at ``sr`` (``start_s`` counted from its start)."""
     n_total = int(round((win_s + 2 * context_s) * sr))
     lo = int(round((start_s - context_s) * sr))
     out = np.zeros(n_total, dtype=np.float32)
