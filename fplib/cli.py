@@ -219,9 +219,12 @@ def recognize_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method", default="sequence", choices=["sequence", "vote"])
     ap.add_argument("--nprobe", type=int, default=None)
     ap.add_argument("--top", type=int, default=3)
+    ap.add_argument("--phases", type=int, default=None, help="query phases per 0.5-s hop (fplib.search; default: "
+                    "those the threshold was calibrated with, else 1)")
     args = ap.parse_args(argv)
     try:
-        rec = search.recognizer_from_files(args.model, args.catalogue, args.index, nprobe=args.nprobe)
+        rec = search.recognizer_from_files(args.model, args.catalogue, args.index, nprobe=args.nprobe,
+                                           phases=args.phases)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

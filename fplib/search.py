@@ -12,6 +12,15 @@ song most frequent among all neighbours) stays available for comparison.
 The score of the best candidate is compared with a threshold calibrated on queries that are not in
 the database (:func:`calibrate_threshold`, for a stated false-positive rate); silent queries are
 rejected before any search.
+
+Query phases: the database has a window every ``hop`` (0.5 s) from each song's start, but a query
+starts anywhere, so its windows fall up to hop / 2 (0.25 s) away from the nearest database windows,
+and off-grid windows match less well (on the real-music benchmark a clean query window's nearest
+neighbour was right 90 % of the time within 0.1 s of the grid, 71 % over all positions). With
+``phases=P`` the query is fingerprinted every hop / P; its windows form P interleaved sequences
+(phase p starts p x hop / P into the query), each is matched as above, and the best candidate over
+all phases wins, so one phase is always within hop / (2P) of the grid. The database is unchanged;
+the query costs P times the network and the search.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +65,12 @@ class Recognizer:
 
     def __init__(self, model: torch.nn.Module, catalogue: Catalogue, index_path: str | os.PathLike,
                  nprobe: int | None = None, k: int = 20, threshold: float | Threshold | None = None,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", phases: int = 1):
         self.model, self.catalogue, self.fe = model.to(device).eval(), catalogue, catalogue.fe
+        if phases < 1 or self.fe.hop_len % phases:
+            raise ValueError(f"phases must be >= 1 and divide the hop of {self.fe.hop_len} samples, got {phases}")
+        self.phases = phases
+        self.query_fe = replace(self.fe, hop_s=self.fe.hop_len / phases / self.fe.sr)
         self.index = fpindex.load(index_path, catalogue, nprobe)
         self.k, self.device = k, device
         self.threshold = threshold
@@ -96,16 +109,25 @@ class Recognizer:
         if audio.peak_dbfs(wav) < audio.SILENCE_DBFS:
             return Result(False, [], reason="silent query")
         t0 = time.perf_counter()
-        q = fingerprint(wav, self.model, self.fe, device=self.device)
+        q = fingerprint(wav, self.model, self.query_fe, device=self.device)
         t1 = time.perf_counter()
         scores, ids = self.index.search(q, self.k)
-        matches = self._sequence(q, ids) if method == "sequence" else self._vote(ids)
+        if method == "vote":
+            matches = self._vote(ids[:: self.phases])
+        else:
+            best: dict[int, tuple[float, float]] = {}  # song index -> (score, offset_s), over all phases
+            for p in range(self.phases):
+                for si, (score, start) in self._sequence(q[p :: self.phases], ids[p :: self.phases]).items():
+                    if score > best.get(si, (-np.inf, 0.0))[0]:
+                        best[si] = (score, max(0.0, start * self.fe.hop_s - p * self.query_fe.hop_s))
+            matches = [Match(self.songs[si].id, self.songs[si].name, offset, score)
+                       for si, (score, offset) in sorted(best.items(), key=lambda kv: -kv[1][0])]
         t2 = time.perf_counter()
         timings = {"frontend_model_ms": 1000 * (t1 - t0), "search_ms": 1000 * (t2 - t1)}
         matches = matches[:top]
         if not matches:
             return Result(False, [], "no candidate alignment", timings)
-        ok = matches[0].score >= self.threshold_for(len(q))
+        ok = matches[0].score >= self.threshold_for(n_windows(len(wav), self.fe))
         return Result(ok, matches, "" if ok else "score below the threshold", timings)
 
     def _candidates(self, ids: np.ndarray) -> list[tuple[int, int]]:
@@ -116,7 +138,8 @@ class Recognizer:
         pairs = Counter(zip(song_idx[valid].tolist(), start[valid].tolist()))
         return [p for p, _ in pairs.most_common(200)]
 
-    def _sequence(self, q: np.ndarray, ids: np.ndarray) -> list[Match]:
+    def _sequence(self, q: np.ndarray, ids: np.ndarray) -> dict[int, tuple[float, int]]:
+        """Song index -> (score, start window) of its best candidate alignment."""
         m = len(q)
         best: dict[int, tuple[float, int]] = {}
         for si, start in self._candidates(ids):
@@ -128,9 +151,7 @@ class Recognizer:
             score = float(np.einsum("ij,ij->", q[lo:hi], v[start + lo : start + hi])) / m
             if score > best.get(si, (-np.inf, 0))[0]:
                 best[si] = (score, start)
-        ranked = sorted(best.items(), key=lambda kv: -kv[1][0])
-        return [Match(self.songs[si].id, self.songs[si].name, start * self.fe.hop_s, score)
-                for si, (score, start) in ranked]
+        return best
 
     def _vote(self, ids: np.ndarray) -> list[Match]:
         m = ids.shape[0]
@@ -181,7 +202,8 @@ def calibrate_threshold(out_of_db_scores: np.ndarray | list[float], fpr: float) 
 
 def recognizer_from_files(checkpoint: str | os.PathLike, catalogue_dir: str | os.PathLike,
                           index_path: str | os.PathLike, **kw) -> Recognizer:
-    """Convenience: load the model, open the catalogue (checking they belong together) and the index."""
+    """Convenience: load the model, open the catalogue (checking they belong together) and the index,
+    with the threshold (and the query phases it was calibrated with) from ``NAME.threshold.json``."""
     from fplib.catalogue import model_description
     from fplib.train import load_model
 
@@ -196,9 +218,16 @@ def recognizer_from_files(checkpoint: str | os.PathLike, catalogue_dir: str | os
         cat.close()
         raise ValueError(problem)
     threshold_file = Path(index_path).with_suffix(".threshold.json")
+    if kw.get("phases") is None:
+        kw.pop("phases", None)
     if "threshold" not in kw and threshold_file.exists():
         from fplib import storage
 
-        t = storage.read_json(threshold_file)["threshold"]
+        saved = storage.read_json(threshold_file)
+        t, phases = saved["threshold"], saved.get("phases", 1)
+        if kw.setdefault("phases", phases) != phases:
+            cat.close()
+            raise ValueError(f"{threshold_file}: the threshold was calibrated with {phases} query phase(s), not "
+                             f"{kw['phases']}; use {phases} or calibrate again")
         kw["threshold"] = Threshold(tuple(t["windows"]), tuple(t["values"])) if isinstance(t, dict) else t
     return Recognizer(model, cat, index_path, **kw)

@@ -78,6 +78,22 @@ def test_recognize_finds_song_and_offset(tmp_path, songs, model):
     assert not rec.recognize(audio.load(cat.songs()[0].path, FE.sr)[:16000]).in_database
 
 
+def test_query_phases_find_off_grid_starts(tmp_path, songs, model):
+    cat, _ = _catalogue(tmp_path, songs, model)
+    path = index.build(cat, "demo", tmp_path / "idx")
+    plain, phased = Recognizer(model, cat, path, nprobe=8), Recognizer(model, cat, path, nprobe=8, phases=4)
+    s = cat.songs()[1]
+    start = 2.625  # 0.375 s before the grid point at 3.0 s
+    q = audio.load(s.path, FE.sr)[int(start * FE.sr) : int((start + 3) * FE.sr)]
+    r = phased.recognize(q)
+    assert r.best.song_id == s.id and r.best.offset_s == pytest.approx(start)
+    assert r.best.score == pytest.approx(1.0, abs=1e-4)  # the phase starting 0.375 s in lies on the grid
+    assert plain.recognize(q).best.score < r.best.score
+    assert phased.recognize(q, method="vote").matches  # the vote uses the first phase
+    with pytest.raises(ValueError, match="phases"):
+        Recognizer(model, cat, path, phases=3)  # 4000 samples do not split in 3
+
+
 def test_index_files_metric_and_settings(tmp_path, songs, model):
     cat, _ = _catalogue(tmp_path, songs, model)
     path = index.build(cat, "demo", tmp_path / "idx", nprobe=3)
