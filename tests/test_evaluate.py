@@ -47,6 +47,32 @@ def test_queries_are_seeded_off_grid_and_written_out(setup, tmp_path):
     np.testing.assert_array_equal(wav, evaluate.render(qs[0], setup["irs"], setup["noises"]))
 
 
+def test_repeats_are_found_and_silence_is_never_queried(tmp_path):
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.standard_normal(n).astype(np.float32) * 0.1 for n in (16000, 24000, 20000))
+    gap = np.zeros(40000, np.float32)  # 5 s of digital silence
+    song = np.concatenate([a, b, a, gap, c])  # a 2-s section played twice, at 0 s and 5 s
+    audio.write(tmp_path / "loop.wav", song, 8000, subtype="FLOAT")
+    assert evaluate.find_repeats(song, 4000, 8000, 8000) == (5.5,)  # 1 s from inside the repeated section
+    assert evaluate.find_repeats(song, 20000, 8000, 8000) == ()  # inside b: no other copy
+    half = song.copy()
+    half[40000:56000] = 0.5 * a + 0.5 * rng.standard_normal(16000).astype(np.float32) * 0.1
+    assert evaluate.find_repeats(half, 4000, 8000, 8000) == ()  # similar is not the same audio
+    qs = evaluate.plan_queries({str(tmp_path / "loop.wav"): "loop"}, [], 1, [1, 3], [0], 40, seed=0)
+    assert len(qs) == 80
+    for q in qs:
+        clip = song[int(round(q.start_s * 8000)) : int(round((q.start_s + q.length_s) * 8000))]
+        assert audio.peak_dbfs(clip) > audio.SILENCE_DBFS, q  # never cut from the silent gap
+        if q.length_s == 1 and q.start_s + 1 <= 1.95:
+            assert len(q.repeats) == 1 and abs(q.repeats[0] - q.start_s - 5.0) < 1e-3, q
+    # a prediction at the repeat counts as a hit; elsewhere it does not
+    q = next(q for q in qs if q.repeats)
+    rows = [{"system": "neural", "query": q.id, "predicted": ["loop"], "offsets": [q.repeats[0]], "accepted": True}]
+    assert evaluate.score([q], rows)[0]["top1"] == 1.0
+    rows[0]["offsets"] = [q.start_s + 2.0]
+    assert evaluate.score([q], rows)[0]["top1"] == 0.0
+
+
 def test_identical_embeddings_score_100_percent(setup):
     """Clean, grid-aligned queries of songs in the database: every system query is a hit."""
     cat = setup["cat"]
@@ -116,3 +142,16 @@ def test_cli_index_and_recognize(setup, tmp_path, capsys):
     assert cli.recognize_main([s.path, "--model", str(setup["ckpt"]), "--catalogue", str(other.folder),
                                "--index", str(tmp_path / "o.index")]) == 2
     assert "made by another model" in capsys.readouterr().err
+
+
+def test_cli_uses_the_phases_the_threshold_was_calibrated_with(setup, tmp_path, capsys):
+    assert cli.create_faiss_indexes_main(["-i", str(setup["cat"].folder), "-n", "ph", "-o", str(tmp_path)]) == 0
+    storage.write_json(tmp_path / "ph.threshold.json", {"threshold": 0.0, "target_fpr": 0.05, "phases": 4})
+    s = setup["cat"].songs()[2]
+    common = ["--model", str(setup["ckpt"]), "--catalogue", str(setup["cat"].folder), "--index",
+              str(tmp_path / "ph.index")]
+    audio.write(tmp_path / "q.wav", audio.load(s.path, offset=1.375, duration=4.0), 8000)
+    assert cli.recognize_main([str(tmp_path / "q.wav"), *common]) == 0
+    assert f"{s.name} at 1.4 s (score 1.000)" in capsys.readouterr().out  # a phase 0.125 s in lies on the grid
+    assert cli.recognize_main([str(tmp_path / "q.wav"), *common, "--phases", "2"]) == 2
+    assert "calibrated with 4 query phase(s)" in capsys.readouterr().err

@@ -5,16 +5,17 @@
 
 Protocol (all seeded; the query list is written to results/<name>/queries.json so runs compare):
 - database: the held-out music (hedgewars-data and colobot-common-sounds, never used for training),
-  minus a seeded 20 % kept out for false-positive queries, plus the training music (supertux-data)
-  as distractors;
+  minus a seeded --kept-out share (default half) kept out for false-positive queries, plus the
+  training music (supertux-data) as distractors;
 - queries of 1, 2, 3, 5 and 10 s at 0, 5 and 10 dB SNR from held-out songs in the database, cut at
   random positions, convolved with simulated rooms (pyroomacoustics, a seed no training used) and
   mixed with ambient noise (megaglest-data); half of them band-limited as a phone microphone would;
 - out-of-database queries (the same way, from the held-out songs kept out) for the false-positive
   rate; the decision threshold is calibrated for --fpr on a separate half of those songs and on
   noise-only queries;
-- one table: top-1 hit rate (song and offset within 0.5 s) per length and SNR for each system, false
-  positives, time per query, database bytes per second of audio.
+- one table: top-1 hit rate (song and offset within 0.5 s, or of an exact repeat of the same audio in
+  the song: fplib.evaluate.find_repeats) per length and SNR for each system, false positives, time
+  per query, database bytes per second of audio; per-query rows in results/<name>/rows.json.
 """
 
 from __future__ import annotations
@@ -56,7 +57,11 @@ def main() -> None:
     ap.add_argument("--per-cell", type=int, default=30, help="queries per (length, SNR) (default: 30)")
     ap.add_argument("--bandlimit-share", type=float, default=0.5)
     ap.add_argument("--fpr", type=float, default=0.05)
+    ap.add_argument("--kept-out", type=float, default=0.5, help="share of the held-out songs kept out of the database "
+                    "for false-positive queries, half of them to calibrate the threshold (default: 0.5; it was 0.2, "
+                    "which left 4 songs to measure false positives)")
     ap.add_argument("--nprobe", type=int, default=40)
+    ap.add_argument("--phases", type=int, default=4, help="query phases per hop (fplib.search; default: 4)")
     ap.add_argument("--landmark-density", type=float, default=100.0)
     ap.add_argument("--no-landmark", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
@@ -71,7 +76,7 @@ def main() -> None:
 
     held = files("hedgewars-data") + files("colobot-common-sounds")
     order = item_rng(args.seed, "held-out split").permutation(len(held))
-    n_out = max(2, len(held) // 5)
+    n_out = max(2, int(round(len(held) * args.kept_out)))
     out_db = sorted(held[i] for i in order[:n_out])
     in_db = sorted(held[i] for i in order[n_out:])
     distractors = files("supertux-data")
@@ -84,7 +89,7 @@ def main() -> None:
     irs = IRBank(rooms(out / "rooms", 20, args.seed + 7), fe.sr, max_s=1.0)
     noises = NoiseBank(files("megaglest-data"), fe.sr)
 
-    rec = search.Recognizer(model, cat, idx_path, nprobe=args.nprobe, device=device)
+    rec = search.Recognizer(model, cat, idx_path, nprobe=args.nprobe, device=device, phases=args.phases)
     calib_songs, test_out = [str(p) for p in out_db[::2]], [str(p) for p in out_db[1::2]]
     calib = evaluate.plan_queries({}, calib_songs, len(irs), args.lengths, args.snrs, args.per_cell // 2 or 1,
                                   args.seed + 1, args.bandlimit_share)
@@ -100,6 +105,7 @@ def main() -> None:
         for s in cat.songs():
             lm.add(s.name, audio.load(s.path, fe.sr))
     rows = evaluate.run(queries, irs, noises, neural=rec, landmark=lm)
+    storage.write_json(out / "rows.json", rows)
     table = evaluate.score(queries, rows)
     audio_s = sum(s.duration for s in cat.songs())
     meta = storage.read_json(idx_path.with_suffix(".meta.json"))
@@ -110,7 +116,8 @@ def main() -> None:
                                               "checkpoint": str(args.checkpoint), "songs_in_db": len(cat),
                                               "threshold": rec.threshold.to_dict(), "args": vars(args)})
     print(f"\nreal-music benchmark: {len(cat)} songs in the database ({audio_s / 60:.0f} min), "
-          f"{sum(q.in_database for q in queries)} + {sum(not q.in_database for q in queries)} queries")
+          f"{sum(q.in_database for q in queries)} + {sum(not q.in_database for q in queries)} queries "
+          f"({sum(bool(q.repeats) for q in queries)} of them from audio the song repeats; phases {args.phases})")
     print(viz.format_table(table))
     print(f"\n{'system':10s}" + "".join(f"{f'{x:g}s':>8s}" for x in args.lengths) + "      FP   ms/query   bytes/s")
     for system in summary["top1"]:
