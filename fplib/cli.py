@@ -221,10 +221,12 @@ def recognize_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=3)
     ap.add_argument("--phases", type=int, default=None, help="query phases per 0.5-s hop (fplib.search; default: "
                     "those the threshold was calibrated with, else 1)")
+    ap.add_argument("--decision", default=None, choices=["score", "margin"], help="what the threshold is compared "
+                    "with (default: what it was calibrated with, else score)")
     args = ap.parse_args(argv)
     try:
         rec = search.recognizer_from_files(args.model, args.catalogue, args.index, nprobe=args.nprobe,
-                                           phases=args.phases)
+                                           phases=args.phases, decision=args.decision)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

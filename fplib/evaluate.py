@@ -205,7 +205,8 @@ def run(queries: list[Query], irs: IRBank, noises: NoiseBank, neural=None, landm
             r = neural.recognize(wav, method=method, top=3)
             rows.append({"system": "neural", "query": q.id, "predicted": [m.name for m in r.matches],
                          "offsets": [m.offset_s for m in r.matches], "scores": [m.score for m in r.matches],
-                         "score": r.best.score if r.best else None, "accepted": r.in_database, **r.timings_ms})
+                         "score": r.best.score if r.best else None, "confidence": r.confidence,
+                         "accepted": r.in_database, **r.timings_ms})
         if landmark is not None:
             t0 = time.perf_counter()
             ms = landmark.match(wav)
@@ -275,12 +276,12 @@ def calibration_scores(recognizer, queries: list[Query], irs: IRBank, noises: No
     by_id = {q.id: q for q in queries}
     scores: dict[int, list[float]] = defaultdict(list)
     for r in run(queries, irs, noises, neural=recognizer, progress=progress):
-        if r["score"] is not None:
-            scores[n_windows(int(round(by_id[r["query"]].length_s * fe.sr)), fe)].append(r["score"])
+        if r["confidence"] is not None:
+            scores[n_windows(int(round(by_id[r["query"]].length_s * fe.sr)), fe)].append(r["confidence"])
     for length in lengths:
         for j in range(noise_only_per_length):
             wav = noises.sample(item_rng(seed, "noise-only", length, j), int(round(length * fe.sr)))
             r = recognizer.recognize(wav.copy())
-            if r.best is not None:
-                scores[n_windows(len(wav), fe)].append(r.best.score)
+            if r.confidence is not None:
+                scores[n_windows(len(wav), fe)].append(r.confidence)
     return dict(scores)

@@ -9,9 +9,11 @@ candidate names the song and the offset (start x hop). Unlike SEED's version, hi
 at the same alignment, so dense regions or two neighbouring songs cannot add up. Majority vote (the
 song most frequent among all neighbours) stays available for comparison.
 
-The score of the best candidate is compared with a threshold calibrated on queries that are not in
-the database (:func:`calibrate_threshold`, for a stated false-positive rate); silent queries are
-rejected before any search.
+The decision "in the database" compares a confidence with a threshold calibrated on queries that are
+not in the database (:func:`calibrate_threshold`, for a stated false-positive rate): the best
+candidate's score (``decision="score"``), or its margin over the best other song
+(``decision="margin"``, a ratio test: an unknown query tends to match several songs about equally
+well, a known one stands out). Silent queries are rejected before any search.
 
 Query phases: the database has a window every ``hop`` (0.5 s) from each song's start, but a query
 starts anywhere, so its windows fall up to hop / 2 (0.25 s) away from the nearest database windows,
@@ -54,6 +56,7 @@ class Result:
     matches: list[Match]  # best first
     reason: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)  # front end + model, search
+    confidence: float | None = None  # what the threshold is compared with (see Recognizer's decision)
 
     @property
     def best(self) -> Match | None:
@@ -65,8 +68,11 @@ class Recognizer:
 
     def __init__(self, model: torch.nn.Module, catalogue: Catalogue, index_path: str | os.PathLike,
                  nprobe: int | None = None, k: int = 20, threshold: float | Threshold | None = None,
-                 device: str | torch.device = "cpu", phases: int = 1):
+                 device: str | torch.device = "cpu", phases: int = 1, decision: str = "score"):
         self.model, self.catalogue, self.fe = model.to(device).eval(), catalogue, catalogue.fe
+        if decision not in ("score", "margin"):
+            raise ValueError(f"decision must be 'score' or 'margin', got {decision!r}")
+        self.decision = decision
         if phases < 1 or self.fe.hop_len % phases:
             raise ValueError(f"phases must be >= 1 and divide the hop of {self.fe.hop_len} samples, got {phases}")
         self.phases = phases
@@ -124,11 +130,13 @@ class Recognizer:
                        for si, (score, offset) in sorted(best.items(), key=lambda kv: -kv[1][0])]
         t2 = time.perf_counter()
         timings = {"frontend_model_ms": 1000 * (t1 - t0), "search_ms": 1000 * (t2 - t1)}
-        matches = matches[:top]
         if not matches:
             return Result(False, [], "no candidate alignment", timings)
-        ok = matches[0].score >= self.threshold_for(n_windows(len(wav), self.fe))
-        return Result(ok, matches, "" if ok else "score below the threshold", timings)
+        conf = matches[0].score
+        if self.decision == "margin":
+            conf -= matches[1].score if len(matches) > 1 else 0.0
+        ok = conf >= self.threshold_for(n_windows(len(wav), self.fe))
+        return Result(ok, matches[:top], "" if ok else f"{self.decision} below the threshold", timings, conf)
 
     def _candidates(self, ids: np.ndarray) -> list[tuple[int, int]]:
         m, k = ids.shape
@@ -218,16 +226,17 @@ def recognizer_from_files(checkpoint: str | os.PathLike, catalogue_dir: str | os
         cat.close()
         raise ValueError(problem)
     threshold_file = Path(index_path).with_suffix(".threshold.json")
-    if kw.get("phases") is None:
-        kw.pop("phases", None)
+    kw = {k: v for k, v in kw.items() if v is not None}
     if "threshold" not in kw and threshold_file.exists():
         from fplib import storage
 
         saved = storage.read_json(threshold_file)
-        t, phases = saved["threshold"], saved.get("phases", 1)
-        if kw.setdefault("phases", phases) != phases:
-            cat.close()
-            raise ValueError(f"{threshold_file}: the threshold was calibrated with {phases} query phase(s), not "
-                             f"{kw['phases']}; use {phases} or calibrate again")
+        t = saved["threshold"]
+        for key, default in (("phases", 1), ("decision", "score")):
+            value = saved.get(key, default)
+            if kw.setdefault(key, value) != value:
+                cat.close()
+                raise ValueError(f"{threshold_file}: the threshold was calibrated with {key} {value}, not "
+                                 f"{kw[key]}; use {value} or calibrate again")
         kw["threshold"] = Threshold(tuple(t["windows"]), tuple(t["values"])) if isinstance(t, dict) else t
     return Recognizer(model, cat, index_path, **kw)

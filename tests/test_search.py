@@ -94,6 +94,20 @@ def test_query_phases_find_off_grid_starts(tmp_path, songs, model):
         Recognizer(model, cat, path, phases=3)  # 4000 samples do not split in 3
 
 
+def test_margin_decision_compares_best_with_the_next_song(tmp_path, songs, model):
+    cat, _ = _catalogue(tmp_path, songs, model)
+    path = index.build(cat, "demo", tmp_path / "idx")
+    q = audio.load(cat.songs()[0].path, FE.sr)[: 3 * FE.sr]
+    by_score, by_margin = Recognizer(model, cat, path), Recognizer(model, cat, path, decision="margin")
+    r, m = by_score.recognize(q), by_margin.recognize(q)
+    assert r.confidence == r.best.score and len(m.matches) >= 2
+    assert m.confidence == pytest.approx(m.matches[0].score - m.matches[1].score)
+    by_margin.threshold = m.confidence + 1e-6  # the score alone would pass this; the margin does not
+    assert by_margin.recognize(q).reason == "margin below the threshold" and m.best.score > by_margin.threshold
+    with pytest.raises(ValueError, match="decision"):
+        Recognizer(model, cat, path, decision="ratio")
+
+
 def test_index_files_metric_and_settings(tmp_path, songs, model):
     cat, _ = _catalogue(tmp_path, songs, model)
     path = index.build(cat, "demo", tmp_path / "idx", nprobe=3)

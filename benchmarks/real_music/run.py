@@ -11,8 +11,9 @@ Protocol (all seeded; the query list is written to results/<name>/queries.json s
   random positions, convolved with simulated rooms (pyroomacoustics, a seed no training used) and
   mixed with ambient noise (megaglest-data); half of them band-limited as a phone microphone would;
 - out-of-database queries (the same way, from the held-out songs kept out) for the false-positive
-  rate; the decision threshold is calibrated for --fpr on a separate half of those songs and on
-  noise-only queries;
+  rate; the decision threshold (on the margin of the best song over the next, --decision) is
+  calibrated for --fpr on a separate half of those songs (--calib-per-cell queries per length and
+  SNR) and on noise-only queries; queries are matched with --phases 4 (fplib.search);
 - one table: top-1 hit rate (song and offset within 0.5 s, or of an exact repeat of the same audio in
   the song: fplib.evaluate.find_repeats) per length and SNR for each system, false positives, time
   per query, database bytes per second of audio; per-query rows in results/<name>/rows.json.
@@ -62,6 +63,9 @@ def main() -> None:
                     "which left 4 songs to measure false positives)")
     ap.add_argument("--nprobe", type=int, default=40)
     ap.add_argument("--phases", type=int, default=4, help="query phases per hop (fplib.search; default: 4)")
+    ap.add_argument("--decision", default="margin", choices=["score", "margin"], help="fplib.search (default: margin)")
+    ap.add_argument("--calib-per-cell", type=int, default=None, help="calibration queries per (length, SNR) "
+                    "(default: twice --per-cell)")
     ap.add_argument("--landmark-density", type=float, default=100.0)
     ap.add_argument("--no-landmark", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
@@ -89,10 +93,11 @@ def main() -> None:
     irs = IRBank(rooms(out / "rooms", 20, args.seed + 7), fe.sr, max_s=1.0)
     noises = NoiseBank(files("megaglest-data"), fe.sr)
 
-    rec = search.Recognizer(model, cat, idx_path, nprobe=args.nprobe, device=device, phases=args.phases)
+    rec = search.Recognizer(model, cat, idx_path, nprobe=args.nprobe, device=device, phases=args.phases,
+                            decision=args.decision)
     calib_songs, test_out = [str(p) for p in out_db[::2]], [str(p) for p in out_db[1::2]]
-    calib = evaluate.plan_queries({}, calib_songs, len(irs), args.lengths, args.snrs, args.per_cell // 2 or 1,
-                                  args.seed + 1, args.bandlimit_share)
+    calib = evaluate.plan_queries({}, calib_songs, len(irs), args.lengths, args.snrs,
+                                  args.calib_per_cell or 2 * args.per_cell, args.seed + 1, args.bandlimit_share)
     scores = evaluate.calibration_scores(rec, calib, irs, noises, args.lengths, 4, args.seed + 2)
     rec.threshold = search.calibrate(scores, args.fpr)
     queries = evaluate.plan_queries({str(p): by_path[str(p)] for p in in_db if str(p) in by_path}, test_out,
@@ -117,7 +122,8 @@ def main() -> None:
                                               "threshold": rec.threshold.to_dict(), "args": vars(args)})
     print(f"\nreal-music benchmark: {len(cat)} songs in the database ({audio_s / 60:.0f} min), "
           f"{sum(q.in_database for q in queries)} + {sum(not q.in_database for q in queries)} queries "
-          f"({sum(bool(q.repeats) for q in queries)} of them from audio the song repeats; phases {args.phases})")
+          f"({sum(bool(q.repeats) for q in queries)} of them from audio the song repeats; phases {args.phases}, "
+          f"decision {args.decision})")
     print(viz.format_table(table))
     print(f"\n{'system':10s}" + "".join(f"{f'{x:g}s':>8s}" for x in args.lengths) + "      FP   ms/query   bytes/s")
     for system in summary["top1"]:
