@@ -154,4 +154,7 @@ def test_cli_uses_the_phases_the_threshold_was_calibrated_with(setup, tmp_path, 
     assert cli.recognize_main([str(tmp_path / "q.wav"), *common]) == 0
     assert f"{s.name} at 1.4 s (score 1.000)" in capsys.readouterr().out  # a phase 0.125 s in lies on the grid
     assert cli.recognize_main([str(tmp_path / "q.wav"), *common, "--phases", "2"]) == 2
-    assert "calibrated with 4 query phase(s)" in capsys.readouterr().err
+    assert "calibrated with phases 4, not 2" in capsys.readouterr().err
+    # a file written before the decision was recorded was calibrated on the best score
+    assert cli.recognize_main([str(tmp_path / "q.wav"), *common, "--decision", "margin"]) == 2
+    assert "calibrated with decision score, not margin" in capsys.readouterr().err
