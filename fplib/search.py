@@ -115,11 +115,11 @@ class Recognizer:
         if audio.peak_dbfs(wav) < audio.SILENCE_DBFS:
             return Result(False, [], reason="silent query")
         t0 = time.perf_counter()
-        q = fingerprint(wav, self.model, self.query_fe, device=self.device)
+        q = fingerprint(wav, self.model, self.fe if method == "vote" else self.query_fe, device=self.device)
         t1 = time.perf_counter()
         scores, ids = self.index.search(q, self.k)
-        if method == "vote":
-            matches = self._vote(ids[:: self.phases])
+        if method == "vote":  # one phase: votes are counted on the database's grid
+            matches = self._vote(ids)
         else:
             best: dict[int, tuple[float, float]] = {}  # song index -> (score, offset_s), over all phases
             for p in range(self.phases):
@@ -211,7 +211,8 @@ def calibrate_threshold(out_of_db_scores: np.ndarray | list[float], fpr: float) 
 def recognizer_from_files(checkpoint: str | os.PathLike, catalogue_dir: str | os.PathLike,
                           index_path: str | os.PathLike, **kw) -> Recognizer:
     """Convenience: load the model, open the catalogue (checking they belong together) and the index,
-    with the threshold (and the query phases it was calibrated with) from ``NAME.threshold.json``."""
+    with the threshold (and the query phases and decision it was calibrated with) from
+    ``NAME.threshold.json``."""
     from fplib.catalogue import model_description
     from fplib.train import load_model
 
