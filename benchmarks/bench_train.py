@@ -7,7 +7,7 @@ in the same run (machines are noisy: compare ratios, not absolute figures).
    - a reference of the same network whose divide-and-encode head is 128 separate small modules
      called in a Python loop (the original scripts' way), and
    - the machine's limit: its measured float32 matrix-multiply rate divided by NAFP's 0.607 GFLOPs
-     per window (FACTS.md 4), so we see how far from the hardware we are.
+     per window (NAFP's own count), so we see how far from the hardware we are.
 3. The online data pipeline alone (decode the needed segment, degrade on the device, log-mel), no
    model: pairs/s with 0, 1 and 2 DataLoader workers, on a synthetic demo corpus.
 

@@ -1,11 +1,11 @@
-"""Degradations for contrastive training (FACTS.md section 3), batched in torch on CPU or GPU.
+"""Degradations for contrastive training (README, 'The degradations'), batched in torch on CPU or GPU.
 
 A batch of clean segments with some context on each side (for the time offset), a batch of noise
 segments and a batch of impulse responses go in; the clean window and its degraded replica come out.
 The chain follows the physical path of a recording: time offset -> room impulse response ->
 background noise at a target SNR -> band-limiting (a phone microphone) -> waveform time mask; then,
 on the log-mel of the degraded view only, time/frequency masks filled with silence (the floor, not
-0 dB as in SEED) and drawn independently for every example.
+0 dB as in the original scripts) and drawn independently for every example.
 
 All randomness comes from a ``torch.Generator`` passed in: the same seed gives the same output on
 any device. Every per-example decision is drawn first into a :class:`Draws` record (which a notebook
@@ -27,7 +27,7 @@ STEPS = ("offset", "ir", "noise", "bandlimit", "time_mask")
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Probabilities and ranges of every degradation (defaults: SEED online / NAFP, FACTS.md 3)."""
+    """Probabilities and ranges of every degradation (defaults: the original scripts' online training and NAFP)."""
 
     noise_p: float = 1.0  # probability of adding background noise
     snr_mode: str = "uniform"  # "uniform": U(snr_db); "buckets": snr_buckets

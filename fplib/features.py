@@ -1,10 +1,10 @@
 """Front end: 1-s windows every 0.5 s -> log-mel spectrograms ``float32 [B, 1, 256, 32]``.
 
-FACTS.md section 2: 8 kHz mono, STFT n_fft 1024 / hop 256 / Hann / centred with zero padding
-(32 frames per 1-s window), 256 mel bands (HTK mel scale, no area normalisation, as NAFP's
+The front end shared by NAFP and the original scripts: 8 kHz mono, STFT n_fft 1024 / hop 256 / Hann /
+centred with zero padding (32 frames per 1-s window), 256 mel bands (HTK mel scale, no area normalisation, as NAFP's
 ``linear_to_mel_weight_matrix``) between ``f_min`` (default 300 Hz) and 4000 Hz, log power in dB
 relative to the window's own maximum, floored at -80 dB. A window of digital silence maps to the
-floor everywhere (not to 0 dB, SEED's bug).
+floor everywhere (not to 0 dB, the loudest value, as in the original scripts).
 
 Everything is batched torch, so it runs on CPU or GPU alike.
 """

@@ -1,4 +1,4 @@
-"""The static training set (SEED's ``generate_training_dataset.py``, FACTS.md 3).
+"""The static training set (the original ``generate_training_dataset.py``).
 
 For every song, ``number_segments`` one-second segments are sampled (silent seconds skipped) and
 each becomes a pair of log-mels, clean and degraded, saved as one plain ``float32 [2, 256, 32]``
@@ -7,7 +7,7 @@ each becomes a pair of log-mels, clean and degraded, saved as one plain ``float3
     train_set/<song>_<second>.npy      # [0] clean, [1] degraded, dB in [-80, 0]
     val_set/<song>_<second>.npy
     Samples/<song>_<second>.wav and <song>_<second>_augmented.wav   # a few songs, to listen to
-    train_data.json, val_data.json     # {song file: ["<song>_<second>.wav", ...]} as in SEED
+    train_data.json, val_data.json     # {song file: ["<song>_<second>.wav", ...]} as in the original scripts
     generation.json                    # settings, front end, counts, skipped files, complete flag
     progress.jsonl                     # one line per finished song: what makes resuming possible
 
@@ -35,7 +35,7 @@ from fplib.config import to_dict
 from fplib.data import IRBank, NoiseBank, Skipped, item_rng, pad_stack, read_with_context, split_files, torch_generator
 from fplib.features import FrontEnd
 
-# SEED's static generator drew SNRs from 0-20 dB (FACTS.md 3); everything else as AugmentConfig.
+# The original static generator drew SNRs from 0-20 dB; everything else as AugmentConfig.
 STATIC_AUGMENT = AugmentConfig(snr_db=(0.0, 20.0))
 
 
@@ -200,7 +200,7 @@ def _process_song(song: Path, rel: str, name: str, set_dir: Path, samples_dir: P
         if samples_dir is not None:
             audio.write(samples_dir / f"{stem}.wav", clean[i].cpu().numpy(), fe.sr)
             audio.write(samples_dir / f"{stem}_augmented.wav", degraded[i].cpu().numpy(), fe.sr)
-        names.append(f"{stem}.wav")  # SEED's naming: the second's name as if it were a wav file
+        names.append(f"{stem}.wav")  # the original scripts' naming: the second's name as if it were a wav file
     return names
 
 

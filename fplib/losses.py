@@ -1,4 +1,4 @@
-"""NT-Xent (SimCLR) loss over clean anchors and their degraded replicas (FACTS.md 5).
+"""NT-Xent (SimCLR) loss over clean anchors and their degraded replicas (temperature 0.05, as NAFP).
 
 For N pairs the 2N embeddings form one set; each item's positive is its partner, and the other
 2N - 2 items are its negatives. The loss is the mean cross-entropy over all 2N items, so it is

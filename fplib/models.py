@@ -1,6 +1,6 @@
 """Fingerprinting networks, chosen by name from a registry.
 
-``nafp``: the NAFP fingerprinter (Chang et al., ICASSP 2021; FACTS.md 4). Eight blocks of
+``nafp``: the NAFP fingerprinter (Chang et al., ICASSP 2021, arXiv 2010.11910). Eight blocks of
 [conv 1x3 (stride 2 along time) -> ELU -> LayerNorm -> conv 3x1 (stride 2 along frequency) -> ELU ->
 LayerNorm] with 128, 128, 256, 256, 512, 512, 1024, 1024 channels turn a ``[B, 1, 256, 32]`` log-mel
 into 1024 numbers; the "divide and encode" head splits them into 128 groups of 8, maps each group

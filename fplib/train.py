@@ -1,4 +1,4 @@
-"""Contrastive training of a fingerprinter (FACTS.md 5), in SEED's modes.
+"""Contrastive training of a fingerprinter, in the original ``trainer``'s modes.
 
 * ``static``: (clean, degraded) log-mel pairs written by notebook 01 / ``generate_training_dataset``.
 * ``dynamic``: online augmentation from folders of songs, impulse responses and noises (already
@@ -462,7 +462,7 @@ def read_metrics(out_dir: str | os.PathLike) -> list[dict]:
 
 def split_online_data(songs: str | os.PathLike, irs: str | os.PathLike, noises: str | os.PathLike,
                       out: str | os.PathLike, train_ratio: float = 0.8, seed: int = 0) -> dict[str, Path]:
-    """SEED's ``dynamic_online`` split: ``out/online_data/{train,val}/{train,val}_{set,impulse_responses,
+    """The original ``dynamic_online`` split: ``out/online_data/{train,val}/{train,val}_{set,impulse_responses,
     background_noises}``. Files are linked, not copied (symbolic links, or hard links where symbolic
     links are not allowed, copies only as a last resort), so gigabytes of audio are not duplicated.
     The split is seeded; an existing split with the same files is reused, a different one is an error."""

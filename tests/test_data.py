@@ -77,7 +77,7 @@ def test_workers_draw_distinct_streams_and_match_single_process(tmp_path):
     starts = torch.cat([b["start"] for b in multi])
     noise = torch.cat([b["noise"] for b in multi])
     assert len(set(starts.tolist())) == len(ds), "every item draws its own position"
-    # batches handled by worker 0 and worker 1 are not copies of each other (SEED's bug)
+    # batches handled by worker 0 and worker 1 are not copies of each other (a bug of the original scripts)
     assert not torch.equal(multi[0]["noise"], multi[1]["noise"])
     assert len({tuple(n[:8].tolist()) for n in noise}) > len(ds) // 2
 

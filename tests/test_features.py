@@ -62,7 +62,7 @@ def test_matches_torchaudio_when_available():
     try:
         import torchaudio  # noqa: F401
         from torchaudio.transforms import AmplitudeToDB, MelSpectrogram
-    except Exception as e:  # its only wheels for torch 2.13 are CUDA builds (FACTS.md 9)
+    except Exception as e:  # its only wheels for torch 2.13 are CUDA builds (they cannot import on a CPU-only torch)
         pytest.skip(f"torchaudio does not import here ({type(e).__name__}: {str(e)[:120]}); "
                     "fplib's own log-mel is checked against librosa instead")
     x = torch.from_numpy(music_like(1.0, seed=4))[None]

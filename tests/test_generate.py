@@ -32,7 +32,7 @@ def test_layout_json_and_pairs(tmp_path, corpus):
     assert set(train) | set(val) == {f"song_{i}.flac" for i in range(5)}
     assert all(len(v) == 5 for v in {**train, **val}.values())
     assert r.n_train == 5 * len(train) and r.n_val == 5 * len(val)
-    # SEED's naming: "<song>_<second>.wav", and the pair file next to it
+    # the original scripts' naming: "<song>_<second>.wav", and the pair file next to it
     for song, names in train.items():
         for name in names:
             stem = name.removesuffix(".wav")
