@@ -396,6 +396,14 @@ def test_export_writes_a_slim_half_precision_model_and_its_card(world, tmp_path)
     with pytest.raises(pretrained.PretrainedError, match="card is missing"):
         pretrained.default_model(tmp_path / "empty")
     assert pretrained.default_threshold(tmp_path / "empty") is None
+    bare = pretrained.export(world["ckpt"], tmp_path / "bare" / f"{pretrained.NAME}.pt")
+    assert {k: bare[k] for k in pretrained.CARD_FIELDS} == dict.fromkeys(pretrained.CARD_FIELDS)
+    assert pretrained.default_threshold(tmp_path / "bare") is None
+    pretrained.update_card({"threshold": threshold}, tmp_path / "bare")  # calibrated later, model untouched
+    assert pretrained.default_threshold(tmp_path / "bare") == threshold
+    assert pretrained.default_model(tmp_path / "bare").exists()
+    with pytest.raises(ValueError, match="sha256"):
+        pretrained.update_card({"sha256": "x"}, tmp_path / "bare")
 
 
 def test_commands_default_to_the_shipped_model(world, tmp_path, monkeypatch, capsys):

@@ -23,6 +23,9 @@ DIR_ENV = "FPLIB_PRETRAINED_DIR"
 # what a training checkpoint holds that inference does not need
 _TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng_cpu", "stale_epochs", "epoch")
 _FLOAT16_MAX = 65504.0
+# what the card says beyond what export computes
+CARD_FIELDS = ("threshold", "training_command", "licence")
+_COMPUTED = ("file", "sha256", "bytes", "arch", "model_settings", "parameters", "frontend", "weights_dtype")
 
 
 class PretrainedError(RuntimeError):
@@ -100,8 +103,10 @@ def export(checkpoint: str | os.PathLike, out_path: str | os.PathLike, card_fiel
     front end) plus the training configuration and last metrics; floating-point weights are stored as
     float16 (half the size; load_model casts them back), the optimiser, scheduler, scaler and RNG state
     are dropped. Both files are written atomically, the model first. ``card_fields`` (e.g. ``threshold``,
-    ``training_command``, ``licence``) are added to the computed fields (file, sha256, bytes, arch,
-    model_settings, parameters, frontend, exported)."""
+    ``training_command``, ``licence``; :data:`CARD_FIELDS` are always present, None when not given) are
+    added to the computed fields (file, sha256, bytes, arch, model_settings, parameters, frontend,
+    exported), which they cannot override. The default threshold is best calibrated with the exported
+    file itself (``calibrate_threshold --model OUT.pt``) and then added with :func:`update_card`."""
     import torch
 
     from fplib.train import load_checkpoint, load_model, save_checkpoint
@@ -127,6 +132,17 @@ def export(checkpoint: str | os.PathLike, out_path: str | os.PathLike, card_fiel
                 "parameters": sum(p.numel() for p in model.parameters()), "frontend": fe.to_dict(),
                 "weights_dtype": "float16", "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "source_checkpoint_sha256": sha256(checkpoint)}
-    card_ = {"name": out_path.stem, **(card_fields or {}), **computed}  # the computed fields cannot be overridden
+    card_ = {"name": out_path.stem, **dict.fromkeys(CARD_FIELDS), **(card_fields or {}), **computed}
     storage.write_json(out_path.with_suffix(".json"), card_)
     return card_
+
+
+def update_card(fields: dict, folder: str | os.PathLike | None = None) -> dict:
+    """Merge ``fields`` (e.g. ``{"threshold": <NAME.threshold.json content>}``) into the shipped model's
+    card, atomically, without touching the model file; the computed fields cannot be changed."""
+    clash = sorted(set(fields) & set(_COMPUTED))
+    if clash:
+        raise ValueError(f"{clash}: computed by export from the model file; export again to change them")
+    c = {**card(folder), **fields}
+    storage.write_json(directory(folder) / f"{NAME}.json", c)
+    return c
