@@ -1,4 +1,4 @@
-"""Command-line entry points, keeping the names, flags and defaults of the SEED scripts.
+"""Command-line entry points, keeping the names, flags and defaults of the original scripts.
 
 Identify your own music (each also ``fplib <command>``; ``--help`` explains every flag)::
 
