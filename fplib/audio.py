@@ -1,8 +1,10 @@
 """Audio I/O: the one module that decodes and writes audio files.
 
 Everything is returned as float32 mono at the requested rate (8 kHz by default). Decoding is done by
-soundfile (libsndfile: wav, flac, ogg vorbis, opus, mp3, aiff) and resampling by soxr. A segment of a
-long file is read by seeking, without decoding the whole file.
+soundfile (libsndfile: wav, flac, ogg vorbis, opus, mp3, aiff) and, for what libsndfile cannot read
+(m4a/aac as phones record, mp4, webm, wma, ...), by PyAV (FFmpeg's decoders, bundled with the ``av``
+wheel); resampling by soxr. A segment of a long file is read by seeking, without decoding the whole
+file (PyAV formats are decoded from the start up to the segment's end).
 
 Bad files raise :class:`AudioError`, whose message names the file and the reason; batch jobs catch it,
 skip the file, and report it at the end.
@@ -22,7 +24,13 @@ import soxr
 from fplib.storage import atomic_path
 
 SR = 8000
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
+SNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
+# decoded by PyAV (FFmpeg): the usual phone, video and streaming containers
+AV_EXTENSIONS = (".m4a", ".aac", ".mp4", ".m4b", ".3gp", ".webm", ".weba", ".mka", ".mkv", ".wma", ".asf",
+                 ".amr", ".ac3", ".caf", ".mov")
+AUDIO_EXTENSIONS = SNDFILE_EXTENSIONS + AV_EXTENSIONS
+# what audio.write encodes through PyAV: extension -> (container format, codec)
+_AV_WRITERS = {".m4a": ("ipod", "aac"), ".mp4": ("mp4", "aac"), ".aac": ("adts", "aac"), ".webm": ("webm", "libopus")}
 # A segment is read with this much extra audio on each side so that the resampler's edge transients
 # fall outside the samples returned (soxr's HQ filter is a few ms long).
 _RESAMPLE_MARGIN_S = 0.02
@@ -62,6 +70,8 @@ def info(path: str | os.PathLike) -> AudioInfo:
         raise AudioError(path, "is a folder, not an audio file")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
+    if _uses_av(path):
+        return _av_info(path)
     try:
         i = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as e:
@@ -108,13 +118,16 @@ def load(
     start_s = max(0.0, offset - margin)
     start = int(math.floor(start_s * meta.sr))
     stop = meta.frames if duration is None else min(meta.frames, int(math.ceil((end + margin) * meta.sr)))
-    try:
-        with sf.SoundFile(str(path)) as f:
-            if start:
-                f.seek(start)
-            data = f.read(stop - start, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as e:
-        raise AudioError(path, f"decoding failed ({_clean(e)})") from None
+    if _uses_av(path):
+        data = _av_decode(path, start, None if duration is None else stop)
+    else:
+        try:
+            with sf.SoundFile(str(path)) as f:
+                if start:
+                    f.seek(start)
+                data = f.read(stop - start, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise AudioError(path, f"decoding failed ({_clean(e)})") from None
     if data.shape[0] == 0:
         raise AudioError(path, "decoded to no samples")
     if not np.isfinite(data).all():
@@ -134,10 +147,18 @@ def load(
 
 
 def write(path: str | os.PathLike, wav: np.ndarray, sr: int = SR, subtype: str | None = None) -> None:
-    """Write mono ``float32 [T]`` (or ``[T, C]``) audio atomically; the format follows the extension."""
+    """Write mono ``float32 [T]`` (or ``[T, C]``) audio atomically; the format follows the extension
+    (``.m4a``/``.mp4``/``.aac`` are AAC and ``.webm`` Opus, encoded by PyAV; ``subtype`` is then ignored)."""
     wav = np.asarray(wav, dtype=np.float32)
     if not np.isfinite(wav).all():
         raise ValueError(f"{path}: refusing to write NaN or infinite samples")
+    suffix = Path(path).suffix.lower()
+    if suffix in AV_EXTENSIONS:
+        if suffix not in _AV_WRITERS:
+            raise ValueError(f"{path}: fplib writes {', '.join(_AV_WRITERS)} through PyAV, not {suffix}")
+        with atomic_path(path) as tmp:
+            _av_write(tmp, wav, sr, *_AV_WRITERS[suffix])
+        return
     fmt = "OGG" if Path(path).suffix.lower() in (".opus", ".oga") else None  # extensions libsndfile does not map
     with atomic_path(path) as tmp:
         sf.write(str(tmp), wav, sr, subtype=subtype, format=fmt)
@@ -158,6 +179,107 @@ def list_audio(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
     if not files:
         raise ValueError(f"{folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found")
     return files
+
+
+def _uses_av(path: Path) -> bool:
+    return Path(path).suffix.lower() in AV_EXTENSIONS
+
+
+def _av():
+    try:
+        import av
+    except ImportError:  # pragma: no cover - av is a dependency
+        raise RuntimeError("decoding m4a/aac/mp4/webm/wma needs PyAV: pip install av") from None
+    av.logging.set_level(av.logging.PANIC)  # errors are raised, not printed
+    return av
+
+
+def _av_stream(container, path: Path):
+    streams = container.streams.audio
+    if not streams:
+        raise AudioError(path, "has no audio stream")
+    return streams[0]
+
+
+def _av_info(path: Path) -> AudioInfo:
+    av = _av()
+    try:
+        with av.open(str(path)) as c:
+            st = _av_stream(c, path)
+            sr, channels = int(st.codec_context.sample_rate or 0), int(st.codec_context.channels or 0)
+            if st.duration is not None and st.time_base is not None:
+                seconds = float(st.duration * st.time_base)
+            elif c.duration is not None:
+                seconds = c.duration / 1e6  # microseconds
+            else:  # no duration in the header: decode to count
+                seconds = _av_decode(path, 0, None).shape[0] / sr if sr > 0 else 0.0
+            name = f"{c.format.name}/{st.codec_context.name}"
+    except AudioError:
+        raise
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise AudioError(path, f"not a decodable audio file ({_clean(e)})") from None
+    if channels < 1:
+        raise AudioError(path, "has no audio channels")
+    if sr <= 0:
+        raise AudioError(path, f"invalid sample rate {sr}")
+    frames = int(round(seconds * sr))
+    if frames <= 0:
+        raise AudioError(path, "contains no audio samples")
+    return AudioInfo(str(path), sr, channels, frames, name)
+
+
+def _av_decode(path: Path, start: int, stop: int | None) -> np.ndarray:
+    """Frames ``start:stop`` (at the file's own rate; ``stop`` None: to the end) as ``float32 [T, C]``,
+    decoded from the start of the file by FFmpeg."""
+    av = _av()
+    chunks, have = [], 0
+    try:
+        with av.open(str(path)) as c:
+            st = _av_stream(c, path)
+            resampler = av.AudioResampler(format="fltp")  # planar float, same rate and channels
+            for frame in c.decode(st):
+                for f in resampler.resample(frame):
+                    chunks.append(f.to_ndarray())
+                    have += chunks[-1].shape[1]
+                if stop is not None and have >= stop:
+                    break
+            else:
+                for f in resampler.resample(None):
+                    chunks.append(f.to_ndarray())
+    except AudioError:
+        raise
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise AudioError(path, f"decoding failed ({_clean(e)})") from None
+    if not chunks:
+        raise AudioError(path, "decoded to no samples")
+    data = np.concatenate(chunks, axis=1).T
+    return np.ascontiguousarray(data[start:stop], dtype=np.float32)
+
+
+def _av_write(path: Path, wav: np.ndarray, sr: int, fmt: str, codec: str) -> None:
+    av = _av()
+    data = wav[:, None] if wav.ndim == 1 else wav
+    planar = np.ascontiguousarray(data.T, dtype=np.float32)  # [C, T]
+    layout = {1: "mono", 2: "stereo"}.get(planar.shape[0])
+    if layout is None:
+        raise ValueError(f"{path}: PyAV formats are written mono or stereo, not {planar.shape[0]} channels")
+    rate = sr if codec != "libopus" else 48000
+    if rate != sr:
+        planar = np.stack([soxr.resample(ch, sr, rate, quality="HQ") for ch in planar]).astype(np.float32)
+    with av.open(str(path), "w", format=fmt) as c:
+        st = c.add_stream(codec, rate=rate)
+        st.layout = layout
+        size = 960 if codec == "libopus" else 1024
+        for i in range(0, planar.shape[1], size):
+            chunk = np.ascontiguousarray(planar[:, i : i + size])
+            if chunk.shape[1] < size and codec == "libopus":
+                chunk = np.pad(chunk, ((0, 0), (0, size - chunk.shape[1])))
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            frame.sample_rate, frame.pts = rate, i
+            for packet in st.encode(frame):
+                c.mux(packet)
+        for packet in st.encode(None):
+            c.mux(packet)
 
 
 def peak_dbfs(wav: np.ndarray) -> float:

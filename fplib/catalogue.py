@@ -66,7 +66,8 @@ def file_checksum(path: str | os.PathLike) -> str:
 
 class Catalogue:
     """Open (or create) the catalogue in ``folder``. ``fe`` and ``model`` (a description such as the
-    checkpoint's checksum) are required to create one and checked against an existing one."""
+    checkpoint's checksum) are required to create one and checked against an existing one (the model
+    by its checksum only, :func:`same_model`)."""
 
     def __init__(self, folder: str | os.PathLike, fe: FrontEnd | None = None, model: dict | None = None):
         self.folder = Path(folder)
@@ -94,7 +95,7 @@ class Catalogue:
         if fe is not None and fe != self.fe:
             raise ValueError(f"{self.folder}: the catalogue was made with front end {self.fe.to_dict()}, "
                              f"not {fe.to_dict()}")
-        if model is not None and self.model and model != self.model:
+        if model is not None and self.model and not same_model(model, self.model):
             raise ValueError(f"{self.folder}: the catalogue was made with model {self.model}, not {model}; "
                              f"fingerprints of different models cannot be mixed")
 
@@ -229,6 +230,14 @@ def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: tor
         name = str(f.relative_to(root).with_suffix("")) if root else f.stem
         result.added.append(catalogue.add(f, vectors, len(wav) / fe.sr, checksum, name))
     return result
+
+
+def same_model(a: dict, b: dict) -> bool:
+    """Whether two model descriptions name the same model: by the checkpoint's SHA-256 when both have
+    one (a copy of the checkpoint at another path is the same model), else by the whole description."""
+    if a.get("sha256") and b.get("sha256"):
+        return a["sha256"] == b["sha256"]
+    return a == b
 
 
 def model_description(checkpoint: str | os.PathLike) -> dict:

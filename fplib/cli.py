@@ -1,18 +1,66 @@
-"""Command-line entry points, keeping the names, flags and defaults of the SEED scripts.
+"""Command-line entry points, keeping the names, flags and defaults of the original scripts.
 
-``generate_training_dataset -i SONGS [-n 5] [-tr 0.8] [-ir IRS] [-bn NOISES] [-o OUT]``
+Identify your own music (each also ``fplib <command>``; ``--help`` explains every flag)::
+
+    generate_fingerprints -i SONGS -o CATALOGUE            fingerprint a folder (resumable)
+    create_faiss_indexes -i CATALOGUE -n NAME -o DIR       index the fingerprints
+    calibrate_threshold --catalogue CATALOGUE --index DIR/NAME.index   "not in the database"
+    recognize --catalogue CATALOGUE --index DIR/NAME.index RECORDING.m4a
+    fplib db add|remove|list --catalogue CATALOGUE --index DIR/NAME.index ...
+
+Training: ``generate_training_dataset -i SONGS [-n 5] [-tr 0.8] [-ir IRS] [-bn NOISES] [-o OUT]`` and
 ``trainer [-ep 200] [-bs 32] [-m NAME] [--optim Adam|Lamb] [-o OUT] {static,dynamic,dynamic_online} ...``
-(installed as console scripts; also ``python -m fplib.cli <command> ...``, which is what
-``torchrun --nproc_per_node N -m fplib.cli trainer ...`` runs on several GPUs or machines).
+(options may also follow the mode). ``python -m fplib.cli <command> ...`` is what
+``torchrun --nproc_per_node N -m fplib.cli trainer ...`` runs on several GPUs or machines.
+
+Commands without ``--model`` use the shipped pretrained model (:mod:`fplib.pretrained`). Exit codes:
+0 done, 1 some inputs failed (listed, the rest was done), 2 usage or input error (nothing done),
+130 interrupted. Heavy modules (torch, faiss) are imported only after the arguments are parsed, so
+``--help`` and usage errors are fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 
-from fplib import audio
-from fplib.config import ParameterError
+OK, FAILED, USAGE = 0, 1, 2
+INTERRUPTED = 130
+# the registered architectures (fplib.models.model_names(); listed here so that --help needs no torch)
+ARCHS = ("nafp", "nafp_small")
+SHIPPED = "the shipped pretrained model, fplib/pretrained/fplib-small-v1.pt"
+
+
+def _parse(ap: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:
+    """Parsed arguments, or the exit code argparse chose (0 for --help, 2 for a usage error)."""
+    try:
+        return ap.parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else USAGE
+
+
+def _err(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+
+
+def _model_path(model: str | None) -> str:
+    """``--model`` or the shipped model (checked against its card's checksum)."""
+    if model:
+        return model
+    from fplib import pretrained
+
+    return str(pretrained.default_model())
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """What a bad input raises (imported late: these modules pull in numpy, torch, faiss)."""
+    from fplib.config import ParameterError
+    from fplib.pretrained import PretrainedError
+
+    return (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, KeyError, ParameterError,
+            PretrainedError)
 
 
 def _generate_parser() -> argparse.ArgumentParser:
@@ -37,10 +85,15 @@ def _generate_parser() -> argparse.ArgumentParser:
 
 
 def generate_training_dataset_main(argv: list[str] | None = None) -> int:
+    """Write the static training set: (clean, degraded) log-mel pairs of sampled seconds of songs."""
+    args = _parse(_generate_parser(), argv)
+    if isinstance(args, int):
+        return args
+    from fplib import audio
+    from fplib.config import ParameterError
     from fplib.features import FrontEnd
     from fplib.generate import DatasetExistsError, GenerateConfig, generate_dataset
 
-    args = _generate_parser().parse_args(argv)
     try:
         cfg = GenerateConfig(number_segments=args.number_segments, train_ratio=args.train_ratio, seed=args.seed,
                              n_sample_songs=args.samples)
@@ -49,60 +102,84 @@ def generate_training_dataset_main(argv: list[str] | None = None) -> int:
                                   device=args.device)
     except (DatasetExistsError, FileNotFoundError, NotADirectoryError, ValueError, ParameterError,
             audio.AudioError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        _err(e)
+        return USAGE
     print(f"{result.path}: {result.n_train} training and {result.n_val} validation pairs")
     if result.skipped:
         print(f"{len(result.skipped)} file(s) skipped:")
         for path, reason in result.skipped:
             print(f"  {path}: {reason}")
-    return 0
+    return OK
+
+
+def _trainer_options(ap: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options common to every trainer mode. On the main parser they carry the defaults; on each
+    mode's parser (so that they may follow the mode) they are suppressed unless given, so a mode's
+    parser never overwrites a value given before the mode."""
+
+    def d(value):
+        return value if defaults else argparse.SUPPRESS
+
+    ap.add_argument("-ep", "--epochs", type=int, default=d(200), help="maximum epochs; early stopping may end sooner "
+                    "(default: 200)")
+    ap.add_argument("-bs", "--batch_size", type=int, default=d(32), help="global batch of pairs (default: 32)")
+    ap.add_argument("-m", "--model_name", default=d("fingerprinter"),
+                    help="name of the saved model: OUT/NAME.pt (best) and the run folder OUT/NAME/ "
+                         "(default: fingerprinter)")
+    ap.add_argument("--optim", default=d("Adam"), choices=["Adam", "Lamb", "adam", "lamb"], help="optimiser "
+                    "(default: Adam)")
+    ap.add_argument("-o", "--output_path", default=d("."), help="where the model is saved (default: current folder)")
+    ap.add_argument("--arch", default=d("nafp"), choices=ARCHS, help="architecture: nafp (NAFP as published) or "
+                    "nafp_small (a quarter of the width) (default: nafp)")
+    ap.add_argument("--lr", type=float, default=d(1e-4), help="learning rate at --lr_ref_batch (default: 1e-4)")
+    ap.add_argument("--lr_ref_batch", type=int, default=d(120), help="the lr scales by batch_size / this "
+                    "(default: 120)")
+    ap.add_argument("--patience", type=int, default=d(20), help="early-stopping patience in epochs (default: 20)")
+    ap.add_argument("--seed", type=int, default=d(0), help="random seed of the weights, batches and degradations "
+                    "(default: 0)")
+    ap.add_argument("--workers", type=int, default=d(2), help="DataLoader worker processes, dynamic modes "
+                    "(default: 2)")
+    ap.add_argument("--items_per_song", type=int, default=d(8), help="dynamic modes: segments per song per epoch "
+                    "(default: 8)")
+    ap.add_argument("--val_items_per_song", type=int, default=d(4), help="dynamic modes: fixed validation segments "
+                    "per validation song (default: 4)")
+    ap.add_argument("--f_min", type=float, default=d(300.0), help="lowest mel frequency in Hz (default: 300)")
+    ap.add_argument("--model_settings", default=d("{}"), help='JSON overrides of the architecture\'s settings, e.g. '
+                    '\'{"width": 0.5}\' (default: the architecture\'s own)')
+    ap.add_argument("--preload", action="store_true", default=d(False), help="dynamic modes: decode the songs once "
+                    "and hold them in memory (faster, 4 bytes per sample at 8 kHz)")
+    ap.add_argument("--augment", default=d("{}"), help='dynamic modes: JSON overrides of AugmentConfig, e.g. '
+                    '\'{"snr_db": [0, 10]}\' (default: none)')
+    ap.add_argument("--device", default=d("auto"), help="auto, cpu, cuda, cuda:1 ... (default: auto)")
+    ap.add_argument("--no_amp", action="store_true", default=d(False), help="train in full precision on a GPU "
+                    "(default: mixed)")
+    ap.add_argument("--resume", action="store_true", default=d(False), help="continue the run in OUT/NAME/ where "
+                    "it stopped")
 
 
 def _trainer_parser() -> argparse.ArgumentParser:
-    from fplib.models import model_names
-
-    ap = argparse.ArgumentParser(prog="trainer", description="Contrastive training of the neural fingerprinter.")
-    ap.add_argument("-ep", "--epochs", type=int, default=200, help="maximum epochs; early stopping may end sooner "
-                    "(default: 200)")
-    ap.add_argument("-bs", "--batch_size", type=int, default=32, help="global batch of pairs (default: 32)")
-    ap.add_argument("-m", "--model_name", default="fingerprinter",
-                    help="name of the saved model: OUT/NAME.pt (best) and the run folder OUT/NAME/ "
-                         "(default: fingerprinter)")
-    ap.add_argument("--optim", default="Adam", choices=["Adam", "Lamb", "adam", "lamb"], help="optimiser "
-                    "(default: Adam)")
-    ap.add_argument("-o", "--output_path", default=".", help="where the model is saved (default: current folder)")
-    ap.add_argument("--arch", default="nafp", choices=model_names(), help="architecture (default: nafp)")
-    ap.add_argument("--lr", type=float, default=1e-4, help="learning rate at --lr_ref_batch (default: 1e-4)")
-    ap.add_argument("--lr_ref_batch", type=int, default=120, help="the lr scales by batch_size / this (default: 120)")
-    ap.add_argument("--patience", type=int, default=20, help="early-stopping patience in epochs (default: 20)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default: 2)")
-    ap.add_argument("--items_per_song", type=int, default=8, help="dynamic modes: segments per song per epoch")
-    ap.add_argument("--val_items_per_song", type=int, default=4, help="dynamic modes: fixed validation segments "
-                    "per validation song (default: 4)")
-    ap.add_argument("--f_min", type=float, default=300.0, help="lowest mel frequency in Hz (default: 300)")
-    ap.add_argument("--model_settings", default="{}", help='JSON overrides of the architecture\'s settings, e.g. '
-                    '\'{"width": 0.5}\' (default: the architecture\'s own)')
-    ap.add_argument("--preload", action="store_true", help="dynamic modes: decode the songs once and hold them in "
-                    "memory (faster, 4 bytes per sample at 8 kHz)")
-    ap.add_argument("--augment", default="{}", help='dynamic modes: JSON overrides of AugmentConfig, e.g. '
-                    '\'{"snr_db": [0, 10]}\'')
-    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: auto)")
-    ap.add_argument("--no_amp", action="store_true", help="train in full precision on a GPU (default: mixed)")
-    ap.add_argument("--resume", action="store_true", help="continue the run in OUT/NAME/ where it stopped")
+    ap = argparse.ArgumentParser(prog="trainer", description="Contrastive training of the neural fingerprinter. "
+                                 "Common options go before or after the mode.")
+    _trainer_options(ap, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _trainer_options(common, defaults=False)
     modes = ap.add_subparsers(dest="mode", required=True, metavar="{static,dynamic,dynamic_online}")
-    st = modes.add_parser("static", help="train on pairs written by generate_training_dataset")
+    st = modes.add_parser("static", parents=[common], help="train on pairs written by generate_training_dataset",
+                          description="Train on (clean, degraded) pairs written by generate_training_dataset.")
     st.add_argument("-tp", "--train_path", required=True, help="folder of training pairs (Dataset_N/train_set)")
     st.add_argument("-vp", "--val_path", required=True, help="folder of validation pairs (Dataset_N/val_set)")
-    dy = modes.add_parser("dynamic", help="online augmentation from already split folders")
+    dy = modes.add_parser("dynamic", parents=[common], help="online augmentation from already split folders",
+                          description="Degrade songs on the fly with rooms and noises, from already split folders.")
     dy.add_argument("-tp", "--train_path", required=True, help="training songs")
-    dy.add_argument("-tr", "--train_ir", default=None, help="training impulse responses")
-    dy.add_argument("-tb", "--train_bn", default=None, help="training background noises")
+    dy.add_argument("-tr", "--train_ir", default=None, help="training impulse responses (default: none)")
+    dy.add_argument("-tb", "--train_bn", default=None, help="training background noises (default: none)")
     dy.add_argument("-vp", "--val_path", required=True, help="validation songs")
-    dy.add_argument("-vr", "--val_ir", default=None, help="validation impulse responses")
-    dy.add_argument("-vb", "--val_bn", default=None, help="validation background noises")
-    do = modes.add_parser("dynamic_online", help="split folders into OUT/online_data/, then train as dynamic")
+    dy.add_argument("-vr", "--val_ir", default=None, help="validation impulse responses (default: none)")
+    dy.add_argument("-vb", "--val_bn", default=None, help="validation background noises (default: none)")
+    do = modes.add_parser("dynamic_online", parents=[common],
+                          help="split folders into OUT/online_data/, then train as dynamic",
+                          description="Split songs, rooms and noises into OUT/online_data/{train,val} (links), "
+                                      "then train as dynamic.")
     do.add_argument("-p", "--path", required=True, help="songs")
     do.add_argument("-ir", "--impulse_responses", required=True, help="impulse responses")
     do.add_argument("-bn", "--background_noises", required=True, help="background noises")
@@ -111,18 +188,21 @@ def _trainer_parser() -> argparse.ArgumentParser:
 
 
 def trainer_main(argv: list[str] | None = None) -> int:
-    import json
+    """Train the neural fingerprinter (static pairs, or online augmentation)."""
+    args = _parse(_trainer_parser(), argv)
+    if isinstance(args, int):
+        return args
     from pathlib import Path
 
     import torch.distributed as dist
 
+    from fplib import audio
     from fplib import train as T
     from fplib.augment import AugmentConfig
-    from fplib.config import from_dict
+    from fplib.config import ParameterError, from_dict
     from fplib.data import Skipped
     from fplib.features import FrontEnd
 
-    args = _trainer_parser().parse_args(argv)
     try:
         cfg = T.TrainConfig(model=args.arch, epochs=args.epochs, batch_size=args.batch_size, optim=args.optim,
                             lr=args.lr, lr_ref_batch=args.lr_ref_batch, patience=args.patience, seed=args.seed,
@@ -167,93 +247,551 @@ def trainer_main(argv: list[str] | None = None) -> int:
             print(f"best model: {out / f'{args.model_name}.pt'} (run folder {run_dir})")
     except (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, ParameterError, audio.AudioError,
             T.TrainingDiverged) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        _err(e)
+        return USAGE
     except KeyboardInterrupt:
         print(f"interrupted; continue with the same command plus --resume (run folder {args.output_path}/"
               f"{args.model_name})", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    return 0
+    return OK
 
 
 def create_faiss_indexes_main(argv: list[str] | None = None) -> int:
+    """Build a faiss index over a catalogue of fingerprints."""
+    ap = argparse.ArgumentParser(prog="create_faiss_indexes", description="Build a faiss index over a catalogue "
+                                 "of fingerprints: NAME.index, NAME.json ({first vector id: song}), NAME.meta.json.")
+    ap.add_argument("-i", required=True, metavar="CATALOGUE",
+                    help="the fingerprints: a catalogue folder (generate_fingerprints or notebook 04)")
+    ap.add_argument("-n", required=True, metavar="NAME", help="name of the index files")
+    ap.add_argument("-m", type=int, default=32, help="PQ sub-quantisers, bytes per stored vector (default: 32)")
+    ap.add_argument("-d", type=int, default=128, help="fingerprint dimension (default: 128)")
+    ap.add_argument("-nlist", type=int, default=256, help="IVF lists, reduced automatically for small catalogues "
+                    "(default: 256)")
+    ap.add_argument("--factory", default=None, help="any faiss index-factory string instead, e.g. IVF1024,PQ64 "
+                    "(default: IVF<nlist>,PQ<m>)")
+    ap.add_argument("--nprobe", type=int, default=40, help="IVF lists visited per search (default: 40)")
+    ap.add_argument("-o", "--output_path", default=".", help="folder for the index files (default: current folder)")
+    args = _parse(ap, argv)
+    if isinstance(args, int):
+        return args
     from pathlib import Path
 
     from fplib import index
     from fplib.catalogue import Catalogue
 
-    ap = argparse.ArgumentParser(prog="create_faiss_indexes", description="Build a faiss index over a catalogue "
-                                 "of fingerprints: NAME.index, NAME.json ({first vector id: song}), NAME.meta.json.")
-    ap.add_argument("-i", required=True, help="the fingerprints: a catalogue folder (notebook 04 / fplib.catalogue)")
-    ap.add_argument("-n", required=True, help="name of the index files")
-    ap.add_argument("-m", type=int, default=32, help="PQ sub-quantisers (default: 32)")
-    ap.add_argument("-d", type=int, default=128, help="fingerprint dimension (default: 128)")
-    ap.add_argument("-nlist", type=int, default=256, help="IVF lists (default: 256)")
-    ap.add_argument("--factory", default=None, help="any faiss index-factory string instead, e.g. IVF1024,PQ64")
-    ap.add_argument("--nprobe", type=int, default=40, help="IVF lists visited per search (default: 40)")
-    ap.add_argument("-o", "--output_path", default=".", help="folder for the index files (default: current folder)")
-    args = ap.parse_args(argv)
     try:
         with Catalogue(args.i) as cat:
             path = index.build(cat, args.n, Path(args.output_path), m=args.m, d=args.d, nlist=args.nlist,
                                factory=args.factory, nprobe=args.nprobe)
+            n_songs = len(cat)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"{path} and {path.with_suffix('.json')}")
-    return 0
+        _err(e)
+        return USAGE
+    print(f"{path} and {path.with_suffix('.json')}: {n_songs} songs")
+    print(f"next: calibrate_threshold --catalogue {args.i} --index {path}")
+    return OK
+
+
+def _collect_audio(paths: list[str]) -> tuple[list[tuple[str, str | None]], list[tuple[str, str]], list[str]]:
+    """Files and folders -> ([(audio file, root folder for its name or None)], [(path, problem)],
+    [ignored non-audio files]); folders are scanned recursively."""
+    from pathlib import Path
+
+    from fplib import audio
+
+    files, problems, ignored = [], [], []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith("."))
+            songs = [f for f in found if f.suffix.lower() in audio.AUDIO_EXTENSIONS]
+            ignored += [str(f) for f in found if f.suffix.lower() not in audio.AUDIO_EXTENSIONS]
+            if not songs:
+                problems.append((p, f"no audio files ({', '.join(audio.AUDIO_EXTENSIONS)}) in this folder"))
+            files += [(str(f), str(path)) for f in songs]
+        elif path.is_file():
+            files.append((str(path), None))
+        else:
+            problems.append((p, "no such file or folder"))
+    return files, problems, ignored
+
+
+def _print_skipped(skipped: list[tuple[str, str]], what: str = "skipped", limit: int | None = None) -> None:
+    """List files with the reason on stderr (the first ``limit`` of them, if given)."""
+    if skipped:
+        print(f"{len(skipped)} file(s) {what}:", file=sys.stderr)
+        for path, reason in skipped[:limit]:
+            print(f"  {path}: {reason}", file=sys.stderr)
+        if limit is not None and len(skipped) > limit:
+            print(f"  ... and {len(skipped) - limit} more", file=sys.stderr)
+
+
+def _print_ignored(ignored: list[str]) -> None:
+    if ignored:
+        shown = ", ".join(ignored[:5]) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
+        print(f"{len(ignored)} other file(s) ignored (not an audio extension): {shown}", file=sys.stderr)
+
+
+def _fingerprint_files(files: list[tuple[str, str | None]], cat, model, device: str, batch: int, progress: bool):
+    """Fingerprint ``files`` into ``cat``, naming each song by its path under its root folder (or its
+    file name): one :class:`fplib.catalogue.ExtractResult` for all."""
+    from itertools import groupby
+
+    from fplib.catalogue import ExtractResult, extract
+
+    total = ExtractResult([], [], [])
+    for root, group in groupby(files, key=lambda fr: fr[1]):
+        r = extract([f for f, _ in group], cat, model, device=device, batch=batch, progress=progress, root=root)
+        total.added += r.added
+        total.already += r.already
+        total.skipped += r.skipped
+    return total
+
+
+def generate_fingerprints_main(argv: list[str] | None = None) -> int:
+    """Fingerprint a folder of songs into a catalogue (resumable)."""
+    ap = argparse.ArgumentParser(
+        prog="generate_fingerprints",
+        description="Fingerprint songs (every 0.5 s, 128-d) into a catalogue folder, for create_faiss_indexes. "
+                    "Folders are scanned recursively; audio already in the catalogue is skipped, so an "
+                    "interrupted run continues where it stopped when run again.",
+        epilog="exit status: 0 done, 1 some files were skipped (listed with the reason), 2 usage or input error")
+    ap.add_argument("-i", "--input", required=True, nargs="+", metavar="SONGS",
+                    help="folders (scanned recursively) and/or audio files: wav, flac, ogg, opus, mp3, aiff, "
+                         "m4a, aac, mp4, webm, wma, ...; a song is named by its path under the folder given")
+    ap.add_argument("-o", "--output", "--catalogue", dest="catalogue", required=True, metavar="CATALOGUE",
+                    help="catalogue folder, created if missing, else added to (same model only)")
+    ap.add_argument("--model", default=None, help=f"checkpoint that computes the fingerprints (default: {SHIPPED})")
+    ap.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default: cpu)")
+    ap.add_argument("--batch", type=int, default=256, help="windows per forward pass (default: 256)")
+    ap.add_argument("--no_progress", action="store_true", help="no progress bar")
+    args = _parse(ap, argv)
+    if isinstance(args, int):
+        return args
+    files, problems, ignored = _collect_audio(args.input)
+    if problems:
+        for path, reason in problems:
+            _err(f"{path}: {reason}")
+        return USAGE
+    from fplib.catalogue import Catalogue, model_description
+    from fplib.train import load_model
+
+    t0 = time.perf_counter()
+    try:
+        ckpt = _model_path(args.model)
+        model, fe = load_model(ckpt, args.device)
+        cat = Catalogue(args.catalogue, fe, model_description(ckpt))
+    except (*_input_errors(), RuntimeError) as e:
+        _err(e)
+        return USAGE
+    try:
+        result = _fingerprint_files(files, cat, model, args.device, args.batch, not args.no_progress)
+        n_songs, total_s = len(cat), sum(s.duration for s in cat.songs())
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to continue (fingerprinted songs are kept)", file=sys.stderr)
+        return INTERRUPTED
+    finally:
+        cat.close()
+    added_s = sum(s.duration for s in result.added)
+    print(f"{args.catalogue}: {len(result.added)} song(s) added ({added_s / 60:.1f} min), {len(result.already)} "
+          f"already there, {len(result.skipped)} skipped; {n_songs} songs ({total_s / 60:.1f} min) in the catalogue "
+          f"[{time.perf_counter() - t0:.1f} s]")
+    _print_skipped([(f, "its audio is already in the catalogue") for f in result.already], "already there", 10)
+    _print_skipped(result.skipped)
+    _print_ignored(ignored)
+    if result.added:
+        print(f"next: create_faiss_indexes -i {args.catalogue} -n NAME -o INDEX_FOLDER (or fplib db add, to add "
+              f"songs to an existing index)")
+    return FAILED if result.skipped else OK
+
+
+def calibrate_threshold_main(argv: list[str] | None = None) -> int:
+    """Calibrate "not in the database" for a catalogue and index (writes NAME.threshold.json)."""
+    ap = argparse.ArgumentParser(
+        prog="calibrate_threshold",
+        description="Calibrate the threshold that decides 'not in the database' for this catalogue and index, "
+                    "for a stated false-positive rate: queries of several lengths are cut from audio that is "
+                    "NOT in the catalogue, degraded with rooms and noises, and recognised; the threshold is fitted "
+                    "on half of that audio and its false-positive rate measured on the other half. Writes "
+                    "NAME.threshold.json next to NAME.index, which recognize reads.",
+        epilog="exit status: 0 done, 2 usage or input error")
+    ap.add_argument("--catalogue", required=True, help="catalogue folder (generate_fingerprints)")
+    ap.add_argument("--index", required=True, help="NAME.index (create_faiss_indexes)")
+    ap.add_argument("--negatives", nargs="+", default=None, metavar="FOLDER",
+                    help="folders/files of music that is not in the catalogue, ideally like what will be queried "
+                         "(at least 2 files; default: built-in synthetic songs, generated once and cached under "
+                         "the outputs folder)")
+    ap.add_argument("--fpr", type=float, default=0.05, help="false-positive rate aimed at: the share of "
+                    "out-of-database queries accepted (default: 0.05)")
+    ap.add_argument("--model", default=None, help=f"the checkpoint that made the catalogue (default: {SHIPPED})")
+    ap.add_argument("--phases", type=int, default=4, help="query phases per 0.5-s hop that recognize will use "
+                    "(default: 4)")
+    ap.add_argument("--decision", default="margin", choices=["score", "margin"], help="compare the threshold with "
+                    "the best song's score, or with its margin over the next song (default: margin)")
+    ap.add_argument("--lengths", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0, 10.0], metavar="S",
+                    help="query lengths in seconds; other lengths interpolate (default: 1 2 3 5 10)")
+    ap.add_argument("--snrs", type=float, nargs="+", default=[0.0, 5.0, 10.0, 15.0], metavar="DB",
+                    help="signal-to-noise ratios of the added noise in dB (default: 0 5 10 15)")
+    ap.add_argument("--queries", type=int, default=4, help="queries per (length, SNR) in each half (default: 4)")
+    ap.add_argument("--noise_only", type=int, default=4, help="noise-only queries per length in each half "
+                    "(default: 4)")
+    ap.add_argument("--rooms", default=None, help="folder of room impulse responses (default: built-in simulated "
+                    "rooms)")
+    ap.add_argument("--noises", default=None, help="folder of background noises (default: built-in noises)")
+    ap.add_argument("--builtin_songs", type=int, default=24, help="songs in the built-in negative corpus "
+                    "(default: 24, 30 s each)")
+    ap.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per search (default: as built)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the query positions, rooms and noises (default: 0)")
+    ap.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    ap.add_argument("--no_progress", action="store_true", help="no progress bars")
+    args = _parse(ap, argv)
+    if isinstance(args, int):
+        return args
+    if not 0 <= args.fpr < 1:
+        _err(f"--fpr must be in [0, 1), got {args.fpr}")
+        return USAGE
+    if args.queries < 1 or args.noise_only < 0 or args.builtin_songs < 2 or min(args.lengths) < 1:
+        _err("--queries >= 1, --noise_only >= 0, --builtin_songs >= 2 and --lengths >= 1 s are needed")
+        return USAGE
+    from fplib import audio, evaluate, search, storage
+    from fplib.data import IRBank, NoiseBank
+
+    t0 = time.perf_counter()
+    try:
+        progress = not args.no_progress
+        if args.negatives is None or args.rooms is None or args.noises is None:
+            builtin = evaluate.calibration_corpus(args.builtin_songs, progress=progress)
+        if args.negatives is None:
+            negatives = audio.list_audio(builtin["music"])
+            print(f"negatives: {len(negatives)} built-in synthetic songs ({builtin['music']})")
+        else:
+            found, problems, _ = _collect_audio(args.negatives)
+            if problems:
+                raise ValueError("; ".join(f"{p}: {r}" for p, r in problems))
+            negatives = [f for f, _ in found]
+        irs = IRBank(audio.list_audio(args.rooms or builtin["rir"]), audio.SR, max_s=1.0)
+        noises = NoiseBank(audio.list_audio(args.noises or builtin["noise"]), audio.SR)
+        rec = search.recognizer_from_files(args.model, args.catalogue, args.index, no_threshold=True,
+                                           nprobe=args.nprobe, phases=args.phases,
+                                           decision=args.decision, device=args.device)
+        cal = evaluate.calibrate_recognizer(rec, negatives, irs, noises, args.fpr, tuple(args.lengths),
+                                            tuple(args.snrs), args.queries, args.noise_only, args.seed, progress)
+    except (*_input_errors(), RuntimeError) as e:
+        _err(e)
+        return USAGE
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return INTERRUPTED
+    out = search.threshold_path(args.index)
+    storage.write_json(out, cal.to_json())
+    print(f"{'length':>8} {'windows':>7} {'threshold':>9} {'FPR (held-back)':>16}")
+    for r in cal.per_length:
+        fpr = "n/a" if r["fpr"] is None else f"{r['fpr']:.1%} of {r['n_test']}"
+        print(f"{r['length_s']:>7g}s {r['windows']:>7d} {r['threshold']:>9.3f} {fpr:>16}")
+    overall = "n/a" if cal.measured_fpr is None else f"{cal.measured_fpr:.1%}"
+    print(f"{out}: decision {cal.decision}, {cal.phases} phases; false-positive rate aimed at {args.fpr:.1%}, "
+          f"measured {overall} on {len(cal.negatives['test'])} held-back files "
+          f"(fitted on {len(cal.negatives['calibration'])}) [{time.perf_counter() - t0:.1f} s]")
+    _print_skipped([tuple(s) for s in cal.negatives["skipped"]], "left out of the negatives")
+    return OK
+
+
+def _db_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="fplib db", description="Manage the songs of a catalogue and its index without rebuilding: add, remove, "
+                                     "list. Changes are all or nothing.",
+        epilog="exit status: 0 done, 1 failed while writing (rolled back), 2 usage or input error (nothing changed)")
+    sub = ap.add_subparsers(dest="action", required=True, metavar="{add,remove,list}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--catalogue", required=True, help="catalogue folder (generate_fingerprints)")
+    add = sub.add_parser("add", parents=[common], help="fingerprint songs into the catalogue and add them to the index",
+                         description="Fingerprint songs into the catalogue and add them to the index, all or none: "
+                                     "an unreadable file, audio already in the catalogue, a file given twice or a "
+                                     "name already taken refuses the whole addition.")
+    add.add_argument("--index", required=True, help="NAME.index built from the catalogue (create_faiss_indexes)")
+    add.add_argument("songs", nargs="+", help="audio files and/or folders (recursive; a song is named by its path "
+                                              "under the folder given, or by its file name)")
+    add.add_argument("--model", default=None, help=f"the catalogue's model (default: {SHIPPED})")
+    add.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add.add_argument("--no_progress", action="store_true", help="no progress bar")
+    rm = sub.add_parser("remove", parents=[common], help="remove songs, by name or id",
+                        description="Remove songs from the catalogue and the index, all or none.")
+    rm.add_argument("--index", required=True, help="NAME.index built from the catalogue")
+    rm.add_argument("songs", nargs="+", help="song names (as listed) or numeric ids")
+    ls = sub.add_parser("list", parents=[common], help="list the songs", description="List the catalogue's songs.")
+    ls.add_argument("--index", default=None, help="also check that NAME.index matches the catalogue")
+    ls.add_argument("--json", action="store_true", help="one JSON object per song per line")
+    return ap
+
+
+def db_main(argv: list[str] | None = None) -> int:
+    """Add, remove or list songs of a catalogue and its index (no rebuild)."""
+    args = _parse(_db_parser(), argv)
+    if isinstance(args, int):
+        return args
+    if args.action == "add":
+        return _db_add(args)
+    from fplib import index
+    from fplib.catalogue import Catalogue
+
+    try:
+        cat = Catalogue(args.catalogue)
+    except (*_input_errors(), RuntimeError) as e:
+        _err(e)
+        return USAGE
+    with cat:
+        songs = cat.songs()
+        if args.action == "list":
+            if args.index:
+                try:
+                    index.load(args.index, cat)
+                except (*_input_errors(), RuntimeError) as e:
+                    _err(e)
+                    return USAGE
+            for s in songs:
+                if args.json:
+                    print(json.dumps({"id": s.id, "name": s.name, "duration_s": round(s.duration, 3),
+                                      "vectors": s.n_vectors, "path": s.path}, ensure_ascii=False))
+                else:
+                    print(f"{s.id:6d}  {s.duration:8.1f} s  {s.name}  ({s.path})")
+            total = sum(s.duration for s in songs)
+            note = f"; {args.index} matches it" if args.index else ""
+            print(f"{len(songs)} songs, {total / 60:.1f} min{note}", file=sys.stderr)
+            return OK
+        by_name: dict[str, list] = {}
+        for s in songs:
+            by_name.setdefault(s.name, []).append(s)
+        by_id = {s.id: s for s in songs}
+        chosen, problems = {}, []
+        for word in args.songs:
+            if word in by_name and len(by_name[word]) == 1:
+                chosen[by_name[word][0].id] = by_name[word][0]
+            elif word in by_name:
+                problems.append(f"{word!r}: {len(by_name[word])} songs have this name (ids "
+                                f"{', '.join(str(s.id) for s in by_name[word])}); remove by id")
+            elif word.isdigit() and int(word) in by_id:
+                chosen[int(word)] = by_id[int(word)]
+            else:
+                problems.append(f"{word!r}: no song with this name or id in {args.catalogue} (fplib db list)")
+        if problems:
+            for p in problems:
+                _err(p)
+            print("nothing was removed", file=sys.stderr)
+            return USAGE
+        try:
+            index.load(args.index, cat)  # the index matches the catalogue before anything changes
+            index.remove_songs(args.index, cat, list(chosen))
+        except (*_input_errors(), RuntimeError) as e:
+            _err(e)
+            return USAGE
+        for s in chosen.values():
+            print(f"removed {s.id}: {s.name}")
+        print(f"{len(chosen)} song(s) removed; {len(cat)} left")
+    return OK
+
+
+def _db_add(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fplib import audio, index
+    from fplib.catalogue import Catalogue, file_checksum, model_description, same_model
+    from fplib.train import load_model
+
+    files, problems, ignored = _collect_audio(args.songs)
+    try:
+        ckpt = _model_path(args.model)
+        model, fe = load_model(ckpt, args.device)
+        cat = Catalogue(args.catalogue)  # an existing catalogue only
+        if cat.fe != fe:
+            cat.close()
+            raise ValueError(f"{ckpt}: its front end differs from the catalogue's")
+    except (*_input_errors(), RuntimeError) as e:
+        _err(e)
+        return USAGE
+    with cat:
+        try:
+            if cat.model and not same_model(model_description(ckpt), cat.model):
+                raise ValueError(f"{args.catalogue}: the catalogue was made by another model "
+                                 f"({cat.model.get('checkpoint')}); pass it with --model")
+            index.load(args.index, cat)  # the index matches the catalogue before anything changes
+        except (*_input_errors(), RuntimeError) as e:
+            _err(e)
+            return USAGE
+        names = {s.name for s in cat.songs()}
+        seen: dict[str, str] = {}
+        for f, root in files:  # check everything before changing anything
+            name = str(Path(f).relative_to(root).with_suffix("")) if root else Path(f).stem
+            try:
+                duration = audio.info(f).duration
+                if duration < fe.win_s:
+                    raise audio.AudioError(f, f"too short: {duration:.2f} s, at least {fe.win_s} s needed")
+                checksum = file_checksum(f)
+            except (audio.AudioError, OSError) as e:
+                problems.append((f, getattr(e, "reason", str(e))))
+                continue
+            known = cat.find_checksum(checksum)
+            if known is not None:
+                problems.append((f, f"already in the catalogue as song {known.id} {known.name!r}"))
+            elif checksum in seen:
+                problems.append((f, f"the same audio as {seen[checksum]}, given twice"))
+            elif name in names:
+                problems.append((f, f"a song named {name!r} is already in the catalogue"))
+            seen[checksum] = f
+            names.add(name)
+        if problems:
+            for path, reason in problems:
+                _err(f"{path}: {reason}")
+            print("nothing was added", file=sys.stderr)
+            return USAGE
+        try:
+            result = _fingerprint_files(files, cat, model, args.device, 256, not args.no_progress)
+        except BaseException:
+            cat.remove_many([s.id for s in cat.songs() if s.path in {f for f, _ in files}])
+            raise
+        if result.skipped or result.already:
+            cat.remove_many([s.id for s in result.added])
+            _print_skipped(result.skipped + [(f, "already in the catalogue") for f in result.already], "failed")
+            print("nothing was added", file=sys.stderr)
+            return FAILED
+        try:
+            index.add_songs(args.index, cat, result.added)
+        except BaseException as e:
+            cat.remove_many([s.id for s in result.added])
+            if isinstance(e, Exception):
+                _err(f"{args.index}: {e}; nothing was added")
+                return FAILED
+            raise
+        for s in result.added:
+            print(f"added {s.id}: {s.name} ({s.duration:.1f} s)")
+        print(f"{len(result.added)} song(s) added; {len(cat)} in {args.catalogue} and {args.index}")
+    _print_ignored(ignored)
+    return OK
 
 
 def recognize_main(argv: list[str] | None = None) -> int:
-    from fplib import search
-
-    ap = argparse.ArgumentParser(prog="recognize", description="Identify recordings: song, offset and score, "
-                                 "or 'not in the database'.")
-    ap.add_argument("queries", nargs="+", help="audio files (1 s or longer)")
-    ap.add_argument("--model", required=True, help="checkpoint (best.pt)")
-    ap.add_argument("--catalogue", required=True, help="catalogue folder")
-    ap.add_argument("--index", required=True, help="NAME.index (its NAME.threshold.json is used if present)")
-    ap.add_argument("--method", default="sequence", choices=["sequence", "vote"])
-    ap.add_argument("--nprobe", type=int, default=None)
-    ap.add_argument("--top", type=int, default=3)
+    """Identify recordings: song, offset and score, or 'not in the database'."""
+    ap = argparse.ArgumentParser(
+        prog="recognize", description="Identify recordings: the song, where in it the recording starts, the score "
+                                      "and the confidence, or 'not in the database'.",
+        epilog="The threshold comes from NAME.threshold.json next to the index (calibrate_threshold), else from the "
+               "shipped model's card when the catalogue was made by the shipped model; otherwise recognize refuses "
+               "to decide (run calibrate_threshold, or pass --no-threshold). Exit status: 0 every query answered, "
+               "1 some queries could not be read (listed), 2 usage or input error.")
+    ap.add_argument("queries", nargs="+", help="recordings (1 s or longer): wav, flac, mp3, m4a, aac, ogg, opus, "
+                                               "webm, ...")
+    ap.add_argument("--model", default=None, help=f"checkpoint that made the catalogue (default: {SHIPPED})")
+    ap.add_argument("--catalogue", required=True, help="catalogue folder (generate_fingerprints)")
+    ap.add_argument("--index", required=True, help="NAME.index (create_faiss_indexes); its NAME.threshold.json is "
+                                                   "used if present")
+    ap.add_argument("--json", action="store_true", help="print one JSON object per query per line (file, in_database, "
+                    "song, offset_s, score, confidence, threshold, query_start_s, query_end_s, timings_ms, matches)")
+    ap.add_argument("--no-threshold", "--no_threshold", dest="no_threshold", action="store_true",
+                    help="accept every query as in the database (no 'not in the database' decision)")
+    ap.add_argument("--method", default="sequence", choices=["sequence", "vote"], help="sequence: align and re-score "
+                    "the query's windows (NAFP); vote: majority vote of the windows' neighbours (default: sequence)")
+    ap.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per search (default: as built)")
+    ap.add_argument("--top", type=int, default=3, help="best songs shown per query (default: 3)")
     ap.add_argument("--phases", type=int, default=None, help="query phases per 0.5-s hop (fplib.search; default: "
                     "those the threshold was calibrated with, else 1)")
     ap.add_argument("--decision", default=None, choices=["score", "margin"], help="what the threshold is compared "
                     "with (default: what it was calibrated with, else score)")
-    args = ap.parse_args(argv)
+    ap.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    args = _parse(ap, argv)
+    if isinstance(args, int):
+        return args
+    from fplib import search
+
     try:
-        rec = search.recognizer_from_files(args.model, args.catalogue, args.index, nprobe=args.nprobe,
-                                           phases=args.phases, decision=args.decision)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    failed = 0
+        rec = search.recognizer_from_files(args.model, args.catalogue, args.index, no_threshold=args.no_threshold,
+                                           nprobe=args.nprobe, phases=args.phases, decision=args.decision,
+                                           device=args.device)
+    except (*_input_errors(), RuntimeError) as e:
+        _err(e)
+        return USAGE
+    note = f"threshold: {rec.threshold_source}; decision {rec.decision}, {rec.phases} phase(s)"
+    print(note, file=sys.stderr if args.json else sys.stdout)
+    failed, found = 0, 0
     for q in args.queries:
         try:
             r = rec.recognize(q, method=args.method, top=args.top)
-        except (audio.AudioError, ValueError) as e:
-            print(f"{q}: error: {e}", file=sys.stderr)
+        except ValueError as e:  # AudioError included
             failed += 1
+            if args.json:
+                print(json.dumps({"file": q, "error": str(e)}, ensure_ascii=False))
+            print(f"error: {e}" if str(e).startswith(q) else f"{q}: error: {e}", file=sys.stderr)
             continue
-        if not r.in_database:
-            print(f"{q}: not in the database ({r.reason})")
-        for m in r.matches if r.in_database else []:
-            print(f"{q}: {m.name} at {m.offset_s:.1f} s (score {m.score:.3f})")
-    return 1 if failed else 0
+        found += r.in_database
+        if args.json:
+            print(json.dumps(_result_json(q, r, rec), ensure_ascii=False))
+        else:
+            _print_result(q, r)
+    summary = (f"{len(args.queries)} queries: {found} identified, {len(args.queries) - found - failed} not in the "
+               f"database, {failed} failed")
+    print(summary, file=sys.stderr if args.json else sys.stdout)
+    return FAILED if failed else OK
+
+
+def _result_json(query: str, r, rec) -> dict:
+    best = r.best if r.in_database else None
+    return {"file": query, "in_database": r.in_database, "song": best.name if best else None,
+            "song_id": best.song_id if best else None, "offset_s": round(best.offset_s, 4) if best else None,
+            "score": r.best.score if r.best else None, "confidence": r.confidence, "threshold": r.threshold,
+            "decision": rec.decision, "reason": r.reason or None, "query_start_s": 0.0,
+            "query_end_s": round(r.query_s, 4), "timings_ms": {k: round(v, 3) for k, v in r.timings_ms.items()},
+            "matches": [{"song": m.name, "song_id": m.song_id, "offset_s": round(m.offset_s, 4), "score": m.score}
+                        for m in r.matches]}
+
+
+def _print_result(query: str, r) -> None:
+    span = f"[0.0-{r.query_s:.1f} s]"
+    conf = "" if r.confidence is None else f"confidence {r.confidence:.3f}"
+    if r.threshold is not None and conf:
+        conf += f" {'>=' if r.in_database else '<'} threshold {r.threshold:.3f}"
+    elif conf:
+        conf += ", no threshold"
+    if not r.in_database:
+        best = f"; best guess {r.best.name} at {r.best.offset_s:.1f} s" if r.best else ""
+        print(f"{query} {span}: not in the database ({r.reason}{', ' + conf if conf else ''}{best})")
+        return
+    for rank, m in enumerate(r.matches):
+        if rank == 0:
+            print(f"{query} {span}: {m.name} at {m.offset_s:.1f} s (score {m.score:.3f}, {conf})")
+        else:
+            print(f"{query}   {rank + 1}. {m.name} at {m.offset_s:.1f} s (score {m.score:.3f})")
 
 
 COMMANDS = {"generate_training_dataset": generate_training_dataset_main, "trainer": trainer_main,
-            "create_faiss_indexes": create_faiss_indexes_main, "recognize": recognize_main}
+            "create_faiss_indexes": create_faiss_indexes_main, "recognize": recognize_main,
+            "generate_fingerprints": generate_fingerprints_main, "calibrate_threshold": calibrate_threshold_main,
+            "db": db_main}
+
+
+def _describe(name: str) -> str:
+    doc = (COMMANDS[name].__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else ""
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in COMMANDS:
-        print(f"usage: fplib {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
-        return 2
+    """``fplib COMMAND [options]``: dispatch to a command (``fplib --help`` lists them)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    width = max(len(n) for n in COMMANDS)
+    listing = "\n".join(f"  {n:<{width}}  {_describe(n)}" for n in COMMANDS)
+    usage = ("usage: fplib COMMAND [options]   (fplib COMMAND --help explains every option)\n\n"
+             f"Neural audio fingerprinting.\n\ncommands:\n{listing}\n\n"
+             "Identify your own music: generate_fingerprints, create_faiss_indexes, calibrate_threshold, recognize.\n"
+             "Exit status: 0 done, 1 some inputs failed, 2 usage or input error.")
+    if argv[:1] in (["-h"], ["--help"], ["help"]):
+        print(usage)
+        return OK
+    if not argv:
+        print(usage, file=sys.stderr)
+        return USAGE
+    if argv[0] not in COMMANDS:
+        print(f"fplib: unknown command {argv[0]!r}; one of: {', '.join(COMMANDS)} (fplib --help)", file=sys.stderr)
+        return USAGE
     return COMMANDS[argv[0]](argv[1:])
 
 

@@ -285,3 +285,102 @@ def calibration_scores(recognizer, queries: list[Query], irs: IRBank, noises: No
             if r.confidence is not None:
                 scores[n_windows(len(wav), fe)].append(r.confidence)
     return dict(scores)
+
+
+# -- calibrating "not in the database" for a user's own catalogue ---------------------------------
+
+# The built-in negatives: a synthetic corpus (fplib.synth) with a seed that neither the training corpus
+# (notebook 01, seed 0) nor the test corpus (notebook 04, seed 1000) uses.
+CALIBRATION_SEED = 2000
+CALIBRATION_LENGTHS = (1.0, 2.0, 3.0, 5.0, 10.0)
+CALIBRATION_SNRS = (0.0, 5.0, 10.0, 15.0)
+
+
+def calibration_corpus(n_songs: int = 24, root: str | os.PathLike | None = None,
+                       progress: bool = True) -> dict[str, Path]:
+    """The built-in out-of-database audio: ``n_songs`` synthetic 30-s songs, 8 noises and 8 simulated
+    rooms, seeded with :data:`CALIBRATION_SEED`, generated once and cached (default under
+    ``outputs/calibration_corpus/``); returns ``{"music", "noise", "rir"}`` folders."""
+    from fplib.synth import CorpusSpec, make_demo_corpus
+
+    spec = CorpusSpec(n_songs=n_songs, song_seconds=30.0, n_noises=8, noise_seconds=20.0, n_irs=8,
+                      seed=CALIBRATION_SEED)
+    root = Path(root) if root is not None else storage.outputs_root() / "calibration_corpus" / f"songs{n_songs}"
+    return make_demo_corpus(root, spec, progress=progress)
+
+
+@dataclass
+class Calibration:
+    """A threshold calibrated on one half of the negatives and its false-positive rate measured on the
+    other (held-back) half, per query length."""
+
+    threshold: object  # fplib.search.Threshold
+    target_fpr: float
+    phases: int
+    decision: str
+    per_length: list[dict]  # length_s, windows, threshold, n_calibration, n_test, false_positives, fpr
+    measured_fpr: float | None  # over every held-back query
+    negatives: dict  # what was used: files per half, skipped files, rooms, noises
+
+    def to_json(self) -> dict:
+        """The ``NAME.threshold.json`` content (what ``recognize`` and notebook 05 read, plus the measurements)."""
+        return {"threshold": self.threshold.to_dict(), "target_fpr": self.target_fpr, "phases": self.phases,
+                "decision": self.decision, "measured_fpr": self.measured_fpr, "per_length": self.per_length,
+                "negatives": self.negatives}
+
+
+def calibrate_recognizer(recognizer, negatives: list[str | os.PathLike], irs: IRBank, noises: NoiseBank,
+                         fpr: float = 0.05, lengths: tuple[float, ...] = CALIBRATION_LENGTHS,
+                         snrs: tuple[float, ...] = CALIBRATION_SNRS, per_cell: int = 4,
+                         noise_only_per_length: int = 4, seed: int = 0, progress: bool = True) -> Calibration:
+    """Calibrate ``recognizer``'s "not in the database" threshold for a stated false-positive rate.
+
+    Out-of-database queries of each length are cut at random positions from ``negatives`` (songs that
+    are not in the recogniser's catalogue; files whose audio is in it, or that cannot be decoded, are
+    left out and listed), reverberated with ``irs`` and mixed with ``noises`` at ``snrs`` as
+    :func:`render` does, plus noise-only queries. The negatives are split in two halves (alternating
+    in sorted order): the threshold is fitted on the first (:func:`fplib.search.calibrate`), and the
+    false-positive rate is measured on the held-back second half. The recogniser's threshold is set to
+    the result."""
+    from fplib.catalogue import file_checksum
+    from fplib.features import n_windows
+    from fplib.search import calibrate
+
+    usable, skipped = [], []
+    for f in sorted(str(p) for p in negatives):
+        try:
+            audio.info(f)
+            in_cat = recognizer.catalogue.find_checksum(file_checksum(f))
+        except (audio.AudioError, OSError) as e:
+            skipped.append((f, getattr(e, "reason", str(e))))
+            continue
+        if in_cat is not None:
+            skipped.append((f, f"its audio is in the catalogue (song {in_cat.name!r}); negatives must not be"))
+            continue
+        usable.append(f)
+    if len(usable) < 2:
+        raise ValueError(f"need at least 2 usable out-of-database audio files to calibrate (half to fit, half to "
+                         f"measure), got {len(usable)}" + (f"; skipped: {skipped}" if skipped else ""))
+    halves = usable[0::2], usable[1::2]
+    fe = recognizer.fe
+    recognizer.threshold = None
+    scores = []
+    for h, files in enumerate(halves):
+        queries = plan_queries({}, files, len(irs), list(lengths), list(snrs), per_cell, seed + 10 * h + 1, sr=fe.sr)
+        scores.append(calibration_scores(recognizer, queries, irs, noises, list(lengths), noise_only_per_length,
+                                         seed + 10 * h + 2, progress=progress))
+    threshold = calibrate(scores[0], fpr)
+    per_length, fp_all, n_all = [], 0, 0
+    for length in lengths:
+        w = n_windows(int(round(length * fe.sr)), fe)
+        test = np.asarray(scores[1].get(w, []), dtype=np.float64)
+        fp = int((test >= threshold(w)).sum())
+        fp_all, n_all = fp_all + fp, n_all + len(test)
+        per_length.append({"length_s": float(length), "windows": w, "threshold": threshold(w),
+                           "n_calibration": len(scores[0].get(w, [])), "n_test": len(test),
+                           "false_positives": fp, "fpr": fp / len(test) if len(test) else None})
+    recognizer.threshold = threshold
+    return Calibration(threshold, fpr, recognizer.phases, recognizer.decision, per_length,
+                       fp_all / n_all if n_all else None,
+                       {"calibration": halves[0], "test": halves[1], "skipped": skipped,
+                        "rooms": [str(f) for f in irs.files], "noises": [str(f) for f in noises.files]})

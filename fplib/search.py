@@ -57,6 +57,8 @@ class Result:
     reason: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)  # front end + model, search
     confidence: float | None = None  # what the threshold is compared with (see Recognizer's decision)
+    threshold: float | None = None  # the threshold for this query's length (None: every query is accepted)
+    query_s: float = 0.0  # the query's duration (s)
 
     @property
     def best(self) -> Match | None:
@@ -80,6 +82,7 @@ class Recognizer:
         self.index = fpindex.load(index_path, catalogue, nprobe)
         self.k, self.device = k, device
         self.threshold = threshold
+        self.threshold_source = "none" if threshold is None else "given"
         self.songs = catalogue.songs()
         if not self.songs:
             raise ValueError(f"{catalogue.folder}: the catalogue is empty")
@@ -112,8 +115,11 @@ class Recognizer:
         if method not in ("sequence", "vote"):
             raise ValueError(f"method must be 'sequence' or 'vote', got {method!r}")
         wav = self.load_query(query)
+        query_s = len(wav) / self.fe.sr
+        thr = self.threshold_for(n_windows(len(wav), self.fe))
+        thr = thr if np.isfinite(thr) else None
         if audio.peak_dbfs(wav) < audio.SILENCE_DBFS:
-            return Result(False, [], reason="silent query")
+            return Result(False, [], reason="silent query", threshold=thr, query_s=query_s)
         t0 = time.perf_counter()
         q = fingerprint(wav, self.model, self.fe if method == "vote" else self.query_fe, device=self.device)
         t1 = time.perf_counter()
@@ -131,12 +137,13 @@ class Recognizer:
         t2 = time.perf_counter()
         timings = {"frontend_model_ms": 1000 * (t1 - t0), "search_ms": 1000 * (t2 - t1)}
         if not matches:
-            return Result(False, [], "no candidate alignment", timings)
+            return Result(False, [], "no candidate alignment", timings, threshold=thr, query_s=query_s)
         conf = matches[0].score
         if self.decision == "margin":
             conf -= matches[1].score if len(matches) > 1 else 0.0
-        ok = conf >= self.threshold_for(n_windows(len(wav), self.fe))
-        return Result(ok, matches[:top], "" if ok else f"{self.decision} below the threshold", timings, conf)
+        ok = thr is None or conf >= thr
+        return Result(ok, matches[:top], "" if ok else f"{self.decision} below the threshold", timings, conf, thr,
+                      query_s)
 
     def _candidates(self, ids: np.ndarray) -> list[tuple[int, int]]:
         m, k = ids.shape
@@ -208,36 +215,80 @@ def calibrate_threshold(out_of_db_scores: np.ndarray | list[float], fpr: float) 
     return float(np.nextafter(np.quantile(scores, 1.0 - fpr, method="higher"), np.inf))
 
 
-def recognizer_from_files(checkpoint: str | os.PathLike, catalogue_dir: str | os.PathLike,
-                          index_path: str | os.PathLike, **kw) -> Recognizer:
-    """Convenience: load the model, open the catalogue (checking they belong together) and the index,
-    with the threshold (and the query phases and decision it was calibrated with) from
-    ``NAME.threshold.json``."""
-    from fplib.catalogue import model_description
+class MissingThresholdError(ValueError):
+    """No calibrated "not in the database" threshold for an index (and no default applies)."""
+
+
+THRESHOLD_HINT = "calibrate_threshold --catalogue {cat} --index {index}"
+
+
+def threshold_path(index_path: str | os.PathLike) -> Path:
+    """Where the threshold of ``NAME.index`` lives: ``NAME.threshold.json``."""
+    return Path(index_path).with_suffix(".threshold.json")
+
+
+def resolve_threshold(index_path: str | os.PathLike, catalogue: Catalogue, no_threshold: bool = False,
+                      pretrained_dir: str | os.PathLike | None = None) -> tuple[dict | None, str]:
+    """The threshold settings (``NAME.threshold.json`` format) for an index, and where they come from:
+    None with ``no_threshold`` (every query accepted); else the index's own ``NAME.threshold.json``;
+    else, for a catalogue made by the shipped model, that model's default threshold
+    (:mod:`fplib.pretrained`); otherwise :class:`MissingThresholdError`, saying to run calibrate_threshold."""
+    from fplib import pretrained, storage
+
+    path = threshold_path(index_path)
+    if no_threshold:
+        return None, "none (--no-threshold): every query is accepted as in the database"
+    if path.exists():
+        return storage.read_json(path), str(path)
+    if pretrained.is_shipped((catalogue.model or {}).get("sha256"), pretrained_dir):
+        default = pretrained.default_threshold(pretrained_dir)
+        if default is not None:
+            return default, f"the shipped model's default ({pretrained.NAME}; calibrate_threshold fits this catalogue)"
+    raise MissingThresholdError(
+        f"{path}: no threshold for this index, so 'not in the database' cannot be decided; run "
+        + THRESHOLD_HINT.format(cat=catalogue.folder, index=index_path)
+        + " (or pass --no-threshold to accept every query)")
+
+
+def recognizer_from_files(checkpoint: str | os.PathLike | None, catalogue_dir: str | os.PathLike,
+                          index_path: str | os.PathLike, no_threshold: bool = False,
+                          pretrained_dir: str | os.PathLike | None = None, **kw) -> Recognizer:
+    """Convenience: load the model (default, ``checkpoint`` None: the shipped one), open the catalogue
+    (checking they belong together, by the checkpoint's checksum) and the index, with the threshold
+    (and the query phases and decision it was calibrated with) from :func:`resolve_threshold`; its
+    source is ``recognizer.threshold_source``."""
+    from fplib.catalogue import file_checksum
     from fplib.train import load_model
 
+    if checkpoint is None:
+        from fplib import pretrained
+
+        checkpoint = pretrained.default_model(pretrained_dir)
     model, fe = load_model(checkpoint)
     cat = Catalogue(catalogue_dir)
-    problem = None
-    if cat.fe != fe:
-        problem = f"{checkpoint}: its front end {fe.to_dict()} differs from the catalogue's {cat.fe.to_dict()}"
-    elif cat.model and cat.model.get("sha256") != model_description(checkpoint)["sha256"]:
-        problem = f"{catalogue_dir}: fingerprints were made by another model ({cat.model.get('checkpoint')})"
-    if problem:
+    try:
+        if cat.fe != fe:
+            raise ValueError(f"{checkpoint}: its front end {fe.to_dict()} differs from the catalogue's "
+                             f"{cat.fe.to_dict()}")
+        if cat.model and cat.model.get("sha256") != file_checksum(checkpoint):
+            raise ValueError(f"{catalogue_dir}: fingerprints were made by another model "
+                             f"({cat.model.get('checkpoint')}, SHA-256 {str(cat.model.get('sha256'))[:12]}...), "
+                             f"not {checkpoint}")
+        kw = {k: v for k, v in kw.items() if v is not None}
+        source = "given"
+        if "threshold" not in kw:
+            saved, source = resolve_threshold(index_path, cat, no_threshold, pretrained_dir)
+            if saved is not None:
+                t = saved["threshold"]
+                for key, default in (("phases", 1), ("decision", "score")):
+                    value = saved.get(key, default)
+                    if kw.setdefault(key, value) != value:
+                        raise ValueError(f"{source}: the threshold was calibrated with {key} {value}, not "
+                                         f"{kw[key]}; use {value} or calibrate again")
+                kw["threshold"] = Threshold(tuple(t["windows"]), tuple(t["values"])) if isinstance(t, dict) else t
+        rec = Recognizer(model, cat, index_path, **kw)
+    except BaseException:
         cat.close()
-        raise ValueError(problem)
-    threshold_file = Path(index_path).with_suffix(".threshold.json")
-    kw = {k: v for k, v in kw.items() if v is not None}
-    if "threshold" not in kw and threshold_file.exists():
-        from fplib import storage
-
-        saved = storage.read_json(threshold_file)
-        t = saved["threshold"]
-        for key, default in (("phases", 1), ("decision", "score")):
-            value = saved.get(key, default)
-            if kw.setdefault(key, value) != value:
-                cat.close()
-                raise ValueError(f"{threshold_file}: the threshold was calibrated with {key} {value}, not "
-                                 f"{kw[key]}; use {value} or calibrate again")
-        kw["threshold"] = Threshold(tuple(t["windows"]), tuple(t["values"])) if isinstance(t, dict) else t
-    return Recognizer(model, cat, index_path, **kw)
+        raise
+    rec.threshold_source = source
+    return rec

@@ -208,11 +208,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, FrontEnd]:
-    """A trained fingerprinter and its front end, from a checkpoint, in eval mode."""
+    """A trained fingerprinter and its front end, from a checkpoint, in eval mode (weights stored in
+    half precision, as in a slim exported checkpoint, are cast back to float32)."""
     ck = load_checkpoint(path, device)
+    for key in ("frontend", "model_name", "model_settings", "model"):
+        if key not in ck:
+            raise ValueError(f"{path}: not an fplib model checkpoint (no {key!r})")
     fe = FrontEnd(**ck["frontend"])
     model, _ = build_model(ck["model_name"], fe, **ck["model_settings"])
-    model.load_state_dict(ck["model"])
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()})
     return model.to(device).eval(), fe
 
 

@@ -122,3 +122,39 @@ def test_write_is_atomic_and_refuses_nan(tmp_path):
         audio.write(target, bad)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("ext", ["m4a", "aac", "webm"])
+def test_phone_formats_decode_through_pyav(tmp_path, ext):
+    """m4a (AAC, as phones record), raw AAC and webm (Opus): written by PyAV's encoders, decoded by its
+    decoders, to 8 kHz mono float32 like every other format."""
+    x = tone(3.0, 16000, freq=440.0)
+    path = tmp_path / f"phone.{ext}"
+    audio.write(path, np.stack([x, x], axis=1), 16000)  # stereo, as phones record
+    assert path.read_bytes()[:64] and not sf.available_formats().get(ext.upper())  # libsndfile cannot read it
+    i = audio.info(path)
+    assert i.channels == 2 and abs(i.duration - 3.0) < 0.1
+    y = audio.load(path, min_duration=1.0)
+    # AAC adds 1024 samples of encoder delay and pads the last frame; only m4a has the edit list that trims them
+    assert y.dtype == np.float32 and y.ndim == 1 and abs(len(y) - 3 * audio.SR) <= 0.1 * audio.SR
+    spec = np.abs(np.fft.rfft(y[4000:12000]))
+    assert abs(np.argmax(spec) * audio.SR / 8000 - 440) < 10
+    seg = audio.load(path, offset=1.25, duration=1.0)
+    assert len(seg) == audio.SR
+    np.testing.assert_allclose(seg, y[10000:18000], atol=2e-3)  # a segment is the same audio as the full decode
+    assert [p.name for p in audio.list_audio(tmp_path)] == [path.name]  # folder scans include it
+
+
+def test_bad_pyav_files_raise_clear_errors(tmp_path):
+    (tmp_path / "text.m4a").write_text("this is not audio")
+    good = tmp_path / "ok.m4a"
+    audio.write(good, tone(3.0, 16000), 16000)
+    (tmp_path / "cut.m4a").write_bytes(good.read_bytes()[:200])
+    (tmp_path / "empty.wma").write_bytes(b"")
+    for name, reason in (("text.m4a", "not a decodable audio file"), ("cut.m4a", "not a decodable|decod"),
+                         ("empty.wma", "empty file"), ("missing.aac", "file not found")):
+        with pytest.raises(audio.AudioError, match=reason) as info:
+            audio.load(tmp_path / name)
+        assert info.value.path == str(tmp_path / name)
+    with pytest.raises(ValueError, match="writes"):
+        audio.write(tmp_path / "x.wma", tone(1.0))

@@ -131,16 +131,19 @@ def test_cli_index_and_recognize(setup, tmp_path, capsys):
     assert (tmp_path / "cli.index").exists() and (tmp_path / "cli.json").exists()
     s = setup["cat"].songs()[0]
     storage.write_json(tmp_path / "q.json", {})
-    rc = cli.recognize_main([s.path, str(tmp_path / "q.json"), "--model", str(setup["ckpt"]), "--catalogue",
-                             str(setup["cat"].folder), "--index", str(tmp_path / "cli.index")])
+    common = ["--model", str(setup["ckpt"]), "--catalogue", str(setup["cat"].folder), "--index",
+              str(tmp_path / "cli.index")]
+    assert cli.recognize_main([s.path, *common]) == 2  # no threshold file: it will not guess
+    assert "run calibrate_threshold" in capsys.readouterr().err
+    rc = cli.recognize_main([s.path, str(tmp_path / "q.json"), *common, "--no-threshold"])
     out, err = capsys.readouterr()
-    assert rc == 1 and f"{s.name} at 0.0 s" in out and "q.json: error" in err
+    assert rc == 1 and f"{s.name} at 0.0 s" in out and "q.json: not a decodable audio file" in err
     assert cli.create_faiss_indexes_main(["-i", str(tmp_path / "none"), "-n", "x"]) == 2
     other = Catalogue(tmp_path / "other", FE, {"sha256": "another model"})
     extract(setup["songs"][:1], other, setup["model"], progress=False)
     index.build(other, "o", tmp_path)
     assert cli.recognize_main([s.path, "--model", str(setup["ckpt"]), "--catalogue", str(other.folder),
-                               "--index", str(tmp_path / "o.index")]) == 2
+                               "--index", str(tmp_path / "o.index"), "--no-threshold"]) == 2
     assert "made by another model" in capsys.readouterr().err
 
 
@@ -152,7 +155,7 @@ def test_cli_uses_the_phases_the_threshold_was_calibrated_with(setup, tmp_path, 
               str(tmp_path / "ph.index")]
     audio.write(tmp_path / "q.wav", audio.load(s.path, offset=1.375, duration=4.0), 8000)
     assert cli.recognize_main([str(tmp_path / "q.wav"), *common]) == 0
-    assert f"{s.name} at 1.4 s (score 1.000)" in capsys.readouterr().out  # a phase 0.125 s in lies on the grid
+    assert f"{s.name} at 1.4 s (score 1.000, " in capsys.readouterr().out  # a phase 0.125 s in lies on the grid
     assert cli.recognize_main([str(tmp_path / "q.wav"), *common, "--phases", "2"]) == 2
     assert "calibrated with phases 4, not 2" in capsys.readouterr().err
     # a file written before the decision was recorded was calibrated on the best score
