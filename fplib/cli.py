@@ -266,7 +266,8 @@ def listen_main(argv: list[str] | None = None) -> int:
                     "of this sample format (needs --rate)")
     ap.add_argument("--rate", type=int, default=None, help="raw PCM: sample rate in Hz")
     ap.add_argument("--channels", type=int, default=1, help="raw PCM: channels, averaged to mono (default: 1)")
-    ap.add_argument("--device", default=None, help="microphone: sounddevice input device (number or name)")
+    ap.add_argument("--input-device", default=None, help="microphone: sounddevice input device (number or name; "
+                    "list them with python -m sounddevice)")
     ap.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True, help="standard input or a "
                     "file: process no faster than real time, as if live (default); --no-realtime: as fast as possible")
     ap.add_argument("--json", action="store_true", help="one JSON object a line per event")
@@ -302,8 +303,8 @@ def listen_main(argv: list[str] | None = None) -> int:
     stream = None
     try:
         if args.source == "mic":
-            chunks = listen.microphone_chunks(sr, device=int(args.device) if str(args.device).isdigit()
-                                              else args.device)
+            chunks = listen.microphone_chunks(sr, device=int(args.input_device) if str(args.input_device).isdigit()
+                                              else args.input_device)
         else:
             stream = sys.stdin.buffer if args.source == "-" else open(args.source, "rb")
             chunks = (listen.pcm_chunks(stream, args.format, args.rate, args.channels, sr) if args.format
