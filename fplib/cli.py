@@ -763,10 +763,85 @@ def _print_result(query: str, r) -> None:
             print(f"{query}   {rank + 1}. {m.name} at {m.offset_s:.1f} s (score {m.score:.3f})")
 
 
+def listen_main(argv: list[str] | None = None) -> int:
+    """Live recognition from a microphone or standard input: each song named as soon as it is recognised."""
+    ap = argparse.ArgumentParser(
+        prog="listen", description="Live recognition: name each song as soon as it is recognised (song, where it is "
+        "now, seconds of audio needed, confidence), from a microphone or from audio on standard input.",
+        epilog="examples: listen --model M --catalogue C --index I.index   (microphone); "
+               "ffmpeg -i x.mp3 -f wav - | listen - ...;  arecord -f S16_LE -r 16000 -c 1 -t raw | listen - "
+               "--format s16le --rate 16000 ...")
+    ap.add_argument("source", nargs="?", default="mic", help="mic (default: the input device), - (standard "
+                    "input: wav, flac, ogg, mp3 ... as FFmpeg decodes them, or raw PCM with --format), or a file")
+    ap.add_argument("--model", default=None, help=f"checkpoint that made the catalogue (default: {SHIPPED})")
+    ap.add_argument("--catalogue", required=True, help="catalogue folder")
+    ap.add_argument("--index", required=True, help="NAME.index (its NAME.threshold.json is used if present)")
+    ap.add_argument("--format", default=None, choices=["s16le", "f32le"], help="the input is raw interleaved PCM "
+                    "of this sample format (needs --rate)")
+    ap.add_argument("--rate", type=int, default=None, help="raw PCM: sample rate in Hz")
+    ap.add_argument("--channels", type=int, default=1, help="raw PCM: channels, averaged to mono (default: 1)")
+    ap.add_argument("--input-device", default=None, help="microphone: sounddevice input device (number or name; "
+                    "list them with python -m sounddevice)")
+    ap.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True, help="standard input or a "
+                    "file: process no faster than real time, as if live (default); --no-realtime: as fast as possible")
+    ap.add_argument("--json", action="store_true", help="one JSON object a line per event")
+    ap.add_argument("--window", type=float, default=10.0, help="rolling buffer, s (default: 10)")
+    ap.add_argument("--change", type=float, default=3.0, help="the last seconds also decided on every hop, to "
+                    "catch a change of song (default: 3; 0: off)")
+    ap.add_argument("--confirm", type=int, default=2, help="consecutive accepting hops (0.5 s) before an answer "
+                    "(default: 2)")
+    ap.add_argument("--jump", type=float, default=1.5, help="an offset this far (s) from the expected one is a new "
+                    "answer (default: 1.5)")
+    ap.add_argument("--forget", type=float, default=4.0, help="report the song lost after this many seconds "
+                    "without it (default: 4)")
+    ap.add_argument("--nprobe", type=int, default=None)
+    ap.add_argument("--phases", type=int, default=None, help="query phases per 0.5-s hop (default: those the "
+                    "threshold was calibrated with, else 1)")
+    ap.add_argument("--decision", default=None, choices=["score", "margin"], help="what the threshold is compared "
+                    "with (default: what it was calibrated with, else score)")
+    args = ap.parse_args(argv)
+    if args.format and not args.rate:
+        ap.error("--format needs --rate")
+
+    from fplib import listen, search
+
+    try:
+        rec = search.recognizer_from_files(args.model, args.catalogue, args.index, nprobe=args.nprobe,
+                                           phases=args.phases, decision=args.decision)
+        listener = listen.Listener(rec, window_s=args.window, change_s=args.change or None, confirm=args.confirm,
+                                   jump_s=args.jump, forget_s=args.forget)
+    except (*_input_errors(), RuntimeError) as e:
+        _err(e)
+        return USAGE
+    print(f"threshold: {rec.threshold_source}; decision {rec.decision}, {rec.phases} phase(s)", file=sys.stderr)
+    sr = rec.fe.sr
+    stream = None
+    try:
+        if args.source == "mic":
+            chunks = listen.microphone_chunks(sr, device=int(args.input_device) if str(args.input_device).isdigit()
+                                              else args.input_device)
+        else:
+            stream = sys.stdin.buffer if args.source == "-" else open(args.source, "rb")
+            chunks = (listen.pcm_chunks(stream, args.format, args.rate, args.channels, sr) if args.format
+                      else listen.decoded_chunks(stream, sr))
+            if args.realtime:
+                chunks = listen.paced(chunks, sr)
+        listen.run(listener, chunks, as_json=args.json)
+    except (listen.ListenError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if stream is not None and stream is not sys.stdin.buffer:
+            stream.close()
+    return 0
+
+
 COMMANDS = {"generate_training_dataset": generate_training_dataset_main, "trainer": trainer_main,
             "create_faiss_indexes": create_faiss_indexes_main, "recognize": recognize_main,
             "generate_fingerprints": generate_fingerprints_main, "calibrate_threshold": calibrate_threshold_main,
-            "db": db_main}
+            "db": db_main, "listen": listen_main}
 
 
 def _describe(name: str) -> str:

@@ -1,0 +1,526 @@
+"""Live recognition: a stream of audio (a microphone, or any audio on standard input) -> an answer as
+soon as the calibrated decision accepts one (song, where the song is now, seconds of audio it
+needed, confidence), then the next answer when the music changes.
+
+Incremental sequence matching (the same matching as :class:`fplib.search.Recognizer`, kept up to date
+instead of redone): the stream is fingerprinted every ``hop / phases`` as it arrives (query phases,
+:mod:`fplib.search`), and only the new windows are searched in the faiss index. Per phase, every
+(song, start) alignment proposed by a window still in the rolling buffer is a candidate that keeps
+one similarity per buffer window (query window i against database window start + i, on the
+catalogue's uncompressed fingerprints; 0 outside the song): a new window adds one column (one dot
+product per candidate), a new candidate fills its row over the buffer once, a window that leaves
+the buffer clears its column, and a candidate no window in the buffer proposes any more is dropped.
+A candidate's score over any recent stretch of the buffer is the mean of its columns there, so the
+buffer, and its last few seconds, are scored exactly as ``Recognizer.recognize`` would score that
+audio (checked by the tests), at a fraction of the cost per hop. (``Recognizer`` keeps the 200
+alignments proposed most often per phase; the listener keeps them all, which can only differ when
+more than 200 are proposed.)
+
+Decision: the same as ``recognize``: the best song's score, or its margin over the next song, against
+the threshold calibrated for that number of windows (``NAME.threshold.json``, interpolated between
+calibrated lengths). Every hop it is taken on the whole rolling buffer (up to ``window_s``) and on its
+last ``change_s`` seconds, so that a new song is found without waiting for the old one to leave the
+buffer. An answer is printed once it is accepted on ``confirm`` consecutive hops with the same song
+and an offset that advances with the stream; the next answer only for a different song or a jump in
+offset (more than ``jump_s`` from where the current song should be). When the recent seconds name a
+new song, the buffer is cut to them (the old song's windows are dropped). When the current song has
+not been accepted for ``forget_s`` seconds, a "lost" event says so and the next answer starts afresh.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+from fplib import audio
+from fplib.catalogue import fingerprint
+from fplib.features import n_windows
+from fplib.search import Match, Recognizer
+
+PCM_FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+
+
+class ListenError(RuntimeError):
+    """A stream that cannot be listened to (no microphone support, undecodable input ...)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # "match": a new answer; "lost": the current answer is no longer heard
+    time_s: float  # stream time when decided (end of the audio heard so far)
+    song_id: int
+    name: str
+    offset_s: float  # match: where the song is at time_s; lost: where it would be
+    heard_s: float  # seconds of audio the accepted decision was taken on (0 for lost)
+    confidence: float  # what the threshold is compared with (score or margin)
+    score: float  # the best alignment's mean similarity
+    threshold: float
+
+    def to_dict(self) -> dict:
+        return {"event": self.kind, **{k: (round(v, 4) if isinstance(v, float) else v)
+                                       for k, v in asdict(self).items() if k != "kind"}}
+
+    def __str__(self) -> str:
+        if self.kind == "lost":
+            return f"{self.time_s:7.1f} s: {self.name} no longer heard"
+        return (f"{self.time_s:7.1f} s: {self.name} at {self.offset_s:.1f} s (confidence {self.confidence:.3f}, "
+                f"threshold {self.threshold:.3f}, heard {self.heard_s:.1f} s)")
+
+
+@dataclass(frozen=True)
+class _Decision:
+    accepted: bool
+    song: int  # song index into Recognizer.songs (-1: none)
+    offset_now_s: float
+    heard_s: float
+    confidence: float
+    score: float
+    threshold: float
+
+
+class _Phase:
+    """The candidates of one query phase: rows of (song index, start window, one similarity per buffer
+    window in a ring of ``width`` columns, column = window % width)."""
+
+    def __init__(self, width: int, dim: int, capacity: int = 256):
+        self.width = width
+        self.q = np.zeros((width, dim), np.float32)  # the buffer's fingerprints of this phase
+        self.keys: dict[tuple[int, int], int] = {}
+        self.song = np.zeros(capacity, np.int64)
+        self.start = np.zeros(capacity, np.int64)  # database window aligned with this phase's window 0
+        self.count = np.zeros(capacity, np.int64)  # proposals by windows in the buffer
+        self.last = np.full(capacity, -1, np.int64)  # latest window that proposed it
+        self.active = np.zeros(capacity, bool)
+        self.sims = np.zeros((capacity, width), np.float32)
+        self.free = list(range(capacity - 1, -1, -1))
+        self.proposed: dict[int, list[int]] = {}  # window -> rows it proposed (with repeats)
+        self.hi = 0  # windows 0 .. hi - 1 have been added
+
+    def row(self, song: int, start: int) -> tuple[int, bool]:
+        r = self.keys.get((song, start))
+        if r is not None:
+            return r, False
+        if not self.free:
+            n = len(self.song)
+            self.song, self.start, self.count = (np.concatenate([a, np.zeros(n, a.dtype)])
+                                                 for a in (self.song, self.start, self.count))
+            self.last = np.concatenate([self.last, np.full(n, -1, np.int64)])
+            self.active = np.concatenate([self.active, np.zeros(n, bool)])
+            self.sims = np.concatenate([self.sims, np.zeros((n, self.width), np.float32)])
+            self.free = list(range(2 * n - 1, n - 1, -1))
+        r = self.free.pop()
+        self.keys[(song, start)] = r
+        self.song[r], self.start[r], self.count[r], self.last[r], self.active[r] = song, start, 0, -1, True
+        self.sims[r] = 0.0
+        return r, True
+
+    def drop_window(self, i: int) -> None:
+        self.sims[:, i % self.width] = 0.0
+        for r in self.proposed.pop(i, []):
+            self.count[r] -= 1
+            if self.count[r] == 0:
+                self.active[r] = False
+                del self.keys[(int(self.song[r]), int(self.start[r]))]
+                self.free.append(r)
+
+
+class Listener:
+    """Feed audio (``float32`` mono at the catalogue's rate) with :meth:`feed`; get :class:`Event` s.
+
+    ``rec`` supplies the model, the index, the catalogue's fingerprints, the query phases, the decision
+    and the threshold (as loaded by :func:`fplib.search.recognizer_from_files`). ``window_s``: the
+    rolling buffer; ``change_s``: the recent stretch also decided on every hop (``None``: only the whole
+    buffer); ``confirm``: consecutive accepting hops before an answer; ``jump_s``: an offset this far
+    from where the current song should be is a new answer; ``forget_s``: silence about the current
+    song after which it is reported lost.
+    """
+
+    def __init__(self, rec: Recognizer, window_s: float = 10.0, change_s: float | None = 3.0, confirm: int = 2,
+                 jump_s: float = 1.5, forget_s: float = 4.0):
+        self.rec, fe = rec, rec.fe
+        self.sr, self.hop, self.win = fe.sr, fe.hop_len, fe.win_len
+        self.phases, self.qhop = rec.phases, rec.query_fe.hop_len
+        self.max_windows = n_windows(int(round(window_s * fe.sr)), fe)
+        if self.max_windows < 1:
+            raise ValueError(f"window_s must be at least one {fe.win_s} s window, got {window_s}")
+        self.change_windows = None if change_s is None else max(1, n_windows(int(round(change_s * fe.sr)), fe))
+        if confirm < 1:
+            raise ValueError(f"confirm must be >= 1, got {confirm}")
+        self.confirm, self.jump_s, self.forget_s = confirm, jump_s, forget_s
+        songs = rec.songs
+        lengths = np.array([len(rec.vectors[s.id]) for s in songs], np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        self.lengths = lengths
+        # one array of every song's uncompressed fingerprints; the recogniser's per-song arrays become views
+        self.vectors = np.concatenate([rec.vectors[s.id] for s in songs]).astype(np.float32, copy=False)
+        for s, o, n in zip(songs, self.offsets, lengths):
+            rec.vectors[s.id] = self.vectors[o : o + n]
+        self.timings: list[dict[str, float]] = []  # per hop: model_ms, search_ms, match_ms
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the buffer, the candidates and the current answer (the stream clock goes on)."""
+        self.origin = getattr(self, "origin", 0) + getattr(self, "end", 0)  # stream samples before the buffer
+        self.first = 0  # first hop (grid window) in the buffer, counted from origin
+        self.end = 0  # samples since origin processed (windows formed up to here)
+        self.buf = np.zeros(0, np.float32)  # samples from origin + first * hop
+        self.pending = np.zeros(0, np.float32)  # received, not yet processed
+        self.phase = [_Phase(self.max_windows + 1, self.vectors.shape[1]) for _ in range(self.phases)]
+        self.current: _Decision | None = None
+        self.current_at = 0.0  # stream time of the current answer's offset
+        self.last_seen = 0.0  # stream time the current song was last accepted
+        self.streak: list[_Decision] = []
+        self.streak_at: list[float] = []
+
+    @property
+    def time_s(self) -> float:
+        """Stream time of the audio processed so far."""
+        return (self.origin + self.end) / self.sr
+
+    def buffer(self) -> np.ndarray:
+        """The audio of the rolling buffer (what :meth:`matches` scores)."""
+        return self.buf[: self.end - self.first * self.hop].copy()
+
+    # -- the stream --------------------------------------------------------------------------
+    def feed(self, chunk: np.ndarray) -> list[Event]:
+        """Add audio; process every complete hop; return the events it caused."""
+        chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        if not np.isfinite(chunk).all():
+            chunk = np.nan_to_num(chunk, nan=0.0, posinf=0.0, neginf=0.0)
+        self.pending = np.concatenate([self.pending, chunk])
+        events: list[Event] = []
+        while True:
+            need = self.win if self.end == 0 else self.hop
+            if len(self.pending) < need:
+                return events
+            self.buf = np.concatenate([self.buf, self.pending[:need]])
+            self.pending = self.pending[need:]
+            self.end += need
+            events += self._step()
+
+    def _step(self) -> list[Event]:
+        """The buffer grew by one hop: roll it, add the new windows, decide."""
+        while n_windows(self.end - self.first * self.hop, self.rec.fe) > self.max_windows:
+            self._drop_hop()
+        t0 = time.perf_counter()
+        new = self._new_windows()
+        t1 = time.perf_counter()
+        if new:
+            scores, ids = self.rec.index.search(new[1], self.rec.k)
+        t2 = time.perf_counter()
+        if new:
+            for (p, i), q, row in zip(new[0], new[1], ids):
+                self._add_window(p, i, q, row)
+        events = self._decide()
+        t3 = time.perf_counter()
+        self.timings.append({"model_ms": 1000 * (t1 - t0), "search_ms": 1000 * (t2 - t1),
+                             "match_ms": 1000 * (t3 - t2)})
+        return events
+
+    def _drop_hop(self) -> None:
+        for ph in self.phase:
+            ph.drop_window(self.first)
+        self.first += 1
+        self.buf = self.buf[self.hop :]
+
+    def _phase_hi(self, p: int, end: int) -> int:
+        """Windows of phase ``p`` that fit in the first ``end`` samples."""
+        room = end - self.win - p * self.qhop
+        return 0 if room < 0 else room // self.hop + 1
+
+    def _new_windows(self) -> tuple[list[tuple[int, int]], np.ndarray] | None:
+        todo = [(p, i) for p, ph in enumerate(self.phase) for i in range(max(ph.hi, self.first),
+                                                                         self._phase_hi(p, self.end))]
+        if not todo:
+            return None
+        todo.sort(key=lambda pi: pi[1] * self.phases + pi[0])  # in time order: consecutive query windows
+        j0 = todo[0][1] * self.phases + todo[0][0]
+        lo = j0 * self.qhop - self.first * self.hop
+        seg = self.buf[lo : lo + (len(todo) - 1) * self.qhop + self.win]
+        q = fingerprint(seg, self.rec.model, self.rec.query_fe, device=self.rec.device)
+        assert len(q) == len(todo)
+        return todo, q
+
+    def _add_window(self, p: int, i: int, q: np.ndarray, ids: np.ndarray) -> None:
+        ph = self.phase[p]
+        ph.q[i % ph.width] = q
+        ph.hi = i + 1
+        active = np.flatnonzero(ph.active)
+        if active.size:
+            self._fill(ph, active, np.array([i]))
+        ids = ids[ids >= 0]
+        song = self.rec._song_of(ids)
+        starts = ids - self.rec.starts[song] - i
+        rows, fresh = [], []
+        for s, st in zip(song.tolist(), starts.tolist()):
+            r, is_new = ph.row(s, st)
+            ph.count[r] += 1
+            ph.last[r] = i
+            rows.append(r)
+            if is_new:
+                fresh.append(r)
+        ph.proposed[i] = rows
+        if fresh:
+            self._fill(ph, np.array(fresh), np.arange(self.first, i + 1))
+
+    def _fill(self, ph: _Phase, rows: np.ndarray, windows: np.ndarray) -> None:
+        """Similarities of ``rows`` at ``windows``: query window i against database window start + i."""
+        song = ph.song[rows]
+        w = ph.start[rows][:, None] + windows[None, :]
+        inside = (w >= 0) & (w < self.lengths[song][:, None])
+        g = self.offsets[song][:, None] + np.clip(w, 0, self.lengths[song][:, None] - 1)
+        cols = windows % ph.width
+        sims = np.einsum("rwd,wd->rw", self.vectors[g], ph.q[cols])
+        ph.sims[rows[:, None], cols[None, :]] = np.where(inside, sims, 0.0)
+
+    # -- matching ----------------------------------------------------------------------------
+    def _ranking(self, first: int) -> list[tuple[float, int, float]]:
+        """(score, song index, offset at hop ``first`` in s), best song first, from the windows from hop
+        ``first`` on: what ``Recognizer.recognize`` finds for that audio."""
+        best: dict[int, tuple[float, float]] = {}
+        for p, ph in enumerate(self.phase):
+            hi = self._phase_hi(p, self.end)
+            m = hi - first
+            if m <= 0:
+                continue
+            rows = np.flatnonzero(ph.active & (ph.last >= first))
+            if not rows.size:
+                continue
+            scores = ph.sims[rows][:, np.arange(first, hi) % ph.width].sum(axis=1) / m
+            songs = ph.song[rows]
+            order = np.lexsort((-scores, songs))  # by song, best score first
+            keep = order[np.r_[True, songs[order][1:] != songs[order][:-1]]]
+            for r, sc in zip(rows[keep].tolist(), scores[keep].tolist()):
+                si = int(ph.song[r])
+                if sc > best.get(si, (-np.inf, 0.0))[0]:
+                    offset = max(0.0, ((int(ph.start[r]) + first) * self.hop - p * self.qhop) / self.sr)
+                    best[si] = (float(sc), offset)
+        return sorted(((sc, si, off) for si, (sc, off) in best.items()), key=lambda t: -t[0])
+
+    def matches(self, seconds: float | None = None) -> list[Match]:
+        """The songs matching the whole buffer (or its last ``seconds``), best first, offsets at the start
+        of that audio, as :meth:`Recognizer.recognize` returns them."""
+        first = self._first_for(seconds)
+        return [Match(self.rec.songs[si].id, self.rec.songs[si].name, off, sc) for sc, si, off in self._ranking(first)]
+
+    def _first_for(self, seconds: float | None) -> int:
+        last = (self.end - self.win) // self.hop  # the latest hop with a whole grid window
+        if seconds is None:
+            return self.first
+        return max(self.first, last - max(1, n_windows(int(round(seconds * self.sr)), self.rec.fe)) + 1)
+
+    def _decision(self, first: int) -> _Decision | None:
+        lo = (first - self.first) * self.hop
+        seg = self.buf[lo : self.end - self.first * self.hop]
+        if n_windows(len(seg), self.rec.fe) == 0 or audio.peak_dbfs(seg) < audio.SILENCE_DBFS:
+            return None
+        ranking = self._ranking(first)
+        if not ranking:
+            return None
+        score, si, off = ranking[0]
+        conf = score - (ranking[1][0] if len(ranking) > 1 else 0.0) if self.rec.decision == "margin" else score
+        thr = self.rec.threshold_for(n_windows(len(seg), self.rec.fe))
+        heard = len(seg) / self.sr
+        return _Decision(bool(conf >= thr), si, off + heard, heard, float(conf), float(score), float(thr))
+
+    # -- answers -----------------------------------------------------------------------------
+    def _decide(self) -> list[Event]:
+        now = self.time_s
+        whole = self._decision(self.first)
+        recent_first = None
+        if self.change_windows is not None:
+            f = self._first_for(self.change_windows * self.rec.fe.hop_s)
+            if f > self.first:
+                recent_first = f
+        recent = self._decision(recent_first) if recent_first is not None else None
+        pick = None
+        if recent is not None and recent.accepted and (whole is None or not whole.accepted
+                                                       or whole.song != recent.song
+                                                       or abs(whole.offset_now_s - recent.offset_now_s) > self.jump_s):
+            pick, from_recent = recent, True
+        elif whole is not None and whole.accepted:
+            pick, from_recent = whole, False
+        events: list[Event] = []
+        cur = self.current
+        if pick is not None and cur is not None and self._same(cur, self.current_at, pick, now):
+            self.last_seen = now
+        if pick is None:
+            self.streak, self.streak_at = [], []
+        else:
+            if self.streak and not self._same(self.streak[-1], self.streak_at[-1], pick, now):
+                self.streak, self.streak_at = [], []
+            self.streak.append(pick)
+            self.streak_at.append(now)
+            known = cur is not None and self._same(cur, self.current_at, pick, now)
+            if len(self.streak) >= self.confirm and not known:
+                if from_recent and recent_first is not None:  # the music changed: forget what came before
+                    while self.first < recent_first:
+                        self._drop_hop()
+                self.current, self.current_at, self.last_seen = pick, now, now
+                song = self.rec.songs[pick.song]
+                events.append(Event("match", now, song.id, song.name, pick.offset_now_s, pick.heard_s,
+                                    pick.confidence, pick.score, pick.threshold))
+                cur = self.current
+        if cur is not None and now - self.last_seen >= self.forget_s:
+            song = self.rec.songs[cur.song]
+            events.append(Event("lost", now, song.id, song.name, cur.offset_now_s + now - self.current_at, 0.0,
+                                cur.confidence, cur.score, cur.threshold))
+            self.current = None
+        return events
+
+    def _same(self, a: _Decision, a_at: float, b: _Decision, b_at: float) -> bool:
+        """Same song, and b's offset is where a's would have moved to by b's time."""
+        return a.song == b.song and abs(a.offset_now_s + (b_at - a_at) - b.offset_now_s) <= self.jump_s
+
+
+# -- sources: float32 mono chunks at the catalogue's rate ---------------------------------------
+
+def pcm_chunks(f: BinaryIO, fmt: str, rate: int, channels: int, sr: int = audio.SR,
+               block_s: float = 0.25) -> Iterator[np.ndarray]:
+    """Raw interleaved PCM (``s16le`` or ``f32le``) from a binary stream -> mono chunks at ``sr``."""
+    if fmt not in PCM_FORMATS:
+        raise ListenError(f"unknown PCM format {fmt!r}; use one of {', '.join(PCM_FORMATS)}")
+    if rate <= 0 or channels <= 0:
+        raise ListenError(f"--rate and --channels must be positive, got {rate} and {channels}")
+    dtype = PCM_FORMATS[fmt]
+    frame = dtype.itemsize * channels
+    block = max(1, int(rate * block_s)) * frame
+    resampler = None if rate == sr else _soxr_stream(rate, sr)
+    rest = b""
+    while True:
+        data = _read(f, block)
+        data, eof = rest + data, not data
+        usable = len(data) - len(data) % frame
+        rest = data[usable:]
+        x = np.frombuffer(data[:usable], dtype=dtype).astype(np.float32)
+        if dtype.kind == "i":
+            x /= 32768.0
+        x = x.reshape(-1, channels).mean(axis=1) if channels > 1 else x
+        if resampler is not None:
+            x = resampler.resample_chunk(x, last=eof)
+        if x.size:
+            yield x.astype(np.float32, copy=False)
+        if eof:
+            return
+
+
+def _read(f: BinaryIO, n: int) -> bytes:
+    """Up to ``n`` bytes: what is available as soon as there is some (a live pipe), b"" at the end."""
+    read1 = getattr(f, "read1", None)
+    return read1(n) if read1 is not None else f.read(n)
+
+
+def _soxr_stream(rate: int, sr: int):
+    import soxr
+
+    return soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ")
+
+
+def decoded_chunks(f: BinaryIO, sr: int = audio.SR) -> Iterator[np.ndarray]:
+    """Any container/codec FFmpeg reads (wav, flac, ogg, mp3, ...) from a binary stream, decoded as it
+    arrives (PyAV) -> mono chunks at ``sr``."""
+    try:
+        import av
+    except ImportError:
+        raise ListenError("decoding audio on standard input needs PyAV (pip install av); or send raw PCM with "
+                          "--format s16le|f32le --rate R --channels C") from None
+    try:
+        container = av.open(f, mode="r")
+    except av.FFmpegError as e:
+        raise ListenError(f"standard input is not a stream FFmpeg can decode ({e}); raw PCM needs --format") from None
+    with container:
+        if not container.streams.audio:
+            raise ListenError("the input has no audio stream")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+        except av.FFmpegError as e:
+            print(f"warning: decoding stopped: {e}", file=sys.stderr)
+        for out in resampler.resample(None):
+            yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+
+
+def microphone_chunks(sr: int = audio.SR, device: int | str | None = None,
+                      block_s: float = 0.25) -> Iterator[np.ndarray]:
+    """The default (or the given) input device through sounddevice (PortAudio), mono at ``sr``."""
+    try:
+        import sounddevice as sd
+    except ImportError:
+        raise ListenError("listening to a microphone needs the sounddevice package (pip install sounddevice); "
+                          "or pipe audio in: ... | listen -") from None
+    except OSError as e:  # sounddevice imports but finds no PortAudio library
+        raise ListenError(f"listening to a microphone needs the PortAudio library ({e}): install it (e.g. "
+                          f"apt install libportaudio2, brew install portaudio), or pipe audio in: ... | listen -") \
+            from None
+    try:
+        rate = int(sd.query_devices(device, "input")["default_samplerate"])
+    except (ValueError, sd.PortAudioError) as e:
+        raise ListenError(f"no usable input device ({e}); list them with: python -m sounddevice") from None
+    blocks: queue.Queue[np.ndarray] = queue.Queue()
+    overflowed = []
+
+    def callback(indata, frames, t, status):
+        if status.input_overflow:
+            overflowed.append(1)
+        blocks.put(indata[:, 0].copy())
+
+    resampler = None if rate == sr else _soxr_stream(rate, sr)
+    try:
+        stream = sd.InputStream(samplerate=rate, channels=1, dtype="float32", device=device,
+                                blocksize=int(rate * block_s), callback=callback)
+    except sd.PortAudioError as e:
+        raise ListenError(f"cannot open the input device ({e})") from None
+    with stream:
+        while True:
+            x = blocks.get()
+            if overflowed:
+                print("warning: audio input overflowed (processing is slower than real time)", file=sys.stderr)
+                overflowed.clear()
+            yield resampler.resample_chunk(x) if resampler is not None else x
+
+
+def paced(chunks: Iterable[np.ndarray], sr: int) -> Iterator[np.ndarray]:
+    """Deliver chunks no faster than real time (a file streamed as if it were live)."""
+    t0, n = time.monotonic(), 0
+    for x in chunks:
+        ahead = n / sr - (time.monotonic() - t0)
+        if ahead > 0:
+            time.sleep(ahead)
+        n += len(x)
+        yield x
+
+
+def listen(listener: Listener, chunks: Iterable[np.ndarray]) -> Iterator[Event]:
+    """Every event of a stream, as it happens."""
+    for x in chunks:
+        yield from listener.feed(x)
+
+
+def run(listener: Listener, chunks: Iterable[np.ndarray], out=None, as_json: bool = False) -> list[Event]:
+    """Print each event as it happens (one JSON object a line with ``as_json``); returns them."""
+    import json
+
+    out = out or sys.stdout
+    events = []
+    for e in listen(listener, chunks):
+        events.append(e)
+        print(json.dumps(e.to_dict()) if as_json else str(e), file=out, flush=True)
+    return events
+
+
+def first_answer_s(events: list[Event], name: str, offset_at) -> float | None:
+    """Stream time of the first correct ``match`` event: song ``name`` and ``offset_at(time_s)`` within 0.5 s."""
+    for e in events:
+        if e.kind == "match" and e.name == name and math.isclose(e.offset_s, offset_at(e.time_s), abs_tol=0.5):
+            return e.time_s
+    return None
