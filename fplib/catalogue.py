@@ -203,11 +203,23 @@ class ExtractResult:
     skipped: list[tuple[str, str]]  # (file, reason)
 
 
+def song_name(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
+    """A song's catalogue name: its path under ``root`` without the extension (``album/track``), or
+    the file's stem when there is no ``root`` or the file is not under it."""
+    path = Path(path)
+    if root is not None:
+        for p, r in ((path, Path(root)), (path.absolute(), Path(root).absolute()),
+                     (path.resolve(), Path(root).resolve())):
+            if p.is_relative_to(r):
+                return str(p.relative_to(r).with_suffix(""))
+    return path.stem
+
+
 def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: torch.nn.Module,
             device: str | torch.device = "cpu", batch: int = 256, progress: bool = True,
             root: str | os.PathLike | None = None) -> ExtractResult:
     """Fingerprint ``files`` into ``catalogue`` (already present audio is skipped, so an interrupted run
-    resumes). Unreadable or sub-window songs are skipped and reported. Names are paths under ``root``."""
+    resumes). Unreadable or sub-window songs are skipped and reported. Names: :func:`song_name`."""
     fe = catalogue.fe
     model = model.to(device).eval()
     result = ExtractResult([], [], [])
@@ -227,7 +239,7 @@ def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: tor
             result.skipped.append((e.path, e.reason))
             continue
         vectors = fingerprint(wav, model, fe, batch, device)
-        name = str(f.relative_to(root).with_suffix("")) if root else f.stem
+        name = song_name(f, root)
         result.added.append(catalogue.add(f, vectors, len(wav) / fe.sr, checksum, name))
     return result
 

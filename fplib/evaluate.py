@@ -117,6 +117,59 @@ def split_test_songs(files: list[Path], n_in: int) -> tuple[list[Path], list[Pat
     return files[:n_in], files[n_in:]
 
 
+@dataclass
+class QuerySongs:
+    """Which songs notebook 05 queries: ``in_db`` ``{file: catalogue name}`` and ``out_db`` files."""
+
+    in_db: dict[str, str]
+    out_db: list[str]
+    demo_split: bool  # True: notebook 04's held-out test songs; False: the catalogue's own songs
+    left_out: list[str]  # catalogue songs not queried because a training run used them (distractors only)
+
+
+def _resolved(paths) -> dict[str, str]:
+    return {str(Path(p).resolve()): str(p) for p in paths}
+
+
+def query_songs(songs: list, split: dict | None, trained: list[str], out_of_db: list[str] | None = None
+                ) -> QuerySongs:
+    """The songs to query for a catalogue's ``songs`` (:class:`fplib.catalogue.Song`).
+
+    If the catalogue holds notebook 04's held-out test songs (``split["in_database"]``), those are the
+    in-database songs, and any of them (or of the out-of-database songs) that a training run used is
+    refused (:class:`HeldOutError`). Any other catalogue (a user's own folder) is queried from its
+    own songs, at their recorded paths, leaving out those a training run used (they stay in the
+    database as distractors; if none is left, :class:`HeldOutError`). Out-of-database songs:
+    ``out_of_db`` if given, else ``split["out_of_database"]`` (songs synthesised with a seed no
+    training used); a training song or a song whose audio is in the catalogue is refused."""
+    from fplib.catalogue import file_checksum
+
+    by_path = {str(Path(s.path).resolve()): s for s in songs}
+    split_in = [str(p) for p in (split or {}).get("in_database", [])]
+    demo = bool(split_in) and all(str(Path(p).resolve()) in by_path for p in split_in)
+    out = [str(p) for p in (out_of_db if out_of_db else (split or {}).get("out_of_database", []))]
+    if demo:
+        in_db = {p: by_path[str(Path(p).resolve())].name for p in split_in}
+        left_out: list[str] = []
+        check_held_out(list(in_db) + out, trained)
+    else:
+        trained_set = set(_resolved(trained))
+        in_db = {s.path: s.name for r, s in by_path.items() if r not in trained_set}
+        left_out = [s.path for r, s in by_path.items() if r in trained_set]
+        if not in_db:
+            raise HeldOutError(f"all {len(songs)} songs of the catalogue were used in training; add songs no "
+                               f"training run used (only held-out songs are queried)")
+        check_held_out(out, trained)
+    if not out:
+        raise ValueError("no out-of-database songs to measure false positives with (give a folder of songs "
+                         "that are not in the catalogue)")
+    checksums = {s.checksum for s in songs}
+    inside = [p for p in out if str(Path(p).resolve()) in by_path or file_checksum(p) in checksums]
+    if inside:
+        raise ValueError(f"{len(inside)} out-of-database song(s) are in the catalogue, e.g. {inside[:3]}")
+    return QuerySongs(in_db, out, demo, left_out)
+
+
 def plan_queries(in_db: dict[str, str], out_db: list[str], n_irs: int, lengths: list[float], snrs: list[float],
                  per_cell: int, seed: int, bandlimit_share: float = 0.0, sr: int = audio.SR) -> list[Query]:
     """``per_cell`` queries per (length, SNR) from the in-database songs ``{file: catalogue name}``, and
@@ -217,22 +270,28 @@ def run(queries: list[Query], irs: IRBank, noises: NoiseBank, neural=None, landm
     return rows
 
 
-def score(queries: list[Query], rows: list[dict], tolerance_s: float = 0.5) -> list[dict]:
-    """Per system, length and SNR: top-1 hit (right song, offset within ``tolerance_s`` of the query's
-    start or of a repeat of the same audio in the song, :func:`find_repeats`), top-3,
-    song-only accuracy (all over in-database queries, a rejected query counting as a miss), the
-    top-1 hit before the decision threshold (``ranked1``: the right answer ranked first, accepted or
-    not; it separates the fingerprints' quality from the threshold's), and the false-positive rate
-    (accepted out-of-database queries)."""
+def is_hit(q: Query, name: str, offset_s: float, tolerance_s: float = 0.5) -> bool:
+    """The right song, and an offset within ``tolerance_s`` of the query's start or of a repeat of the
+    same audio in the song (:func:`find_repeats`)."""
+    return name == q.name and any(abs(offset_s - t) <= tolerance_s for t in (q.start_s, *q.repeats))
+
+
+def score(queries: list[Query], rows: list[dict], tolerance_s: float = 0.5, per_snr: bool = True) -> list[dict]:
+    """Per system, length and SNR (``per_snr=False``: per system and length, all SNRs pooled, with
+    ``snr_db`` None): top-1 hit (right song, offset within ``tolerance_s`` of the query's start or of
+    a repeat of the same audio in the song, :func:`is_hit`), top-3, song-only accuracy (all over
+    in-database queries, a rejected query counting as a miss), the top-1 hit before the decision
+    threshold (``ranked1``: the right answer ranked first, accepted or not; it separates the
+    fingerprints' quality from the threshold's), and the false-positive rate (accepted
+    out-of-database queries); ``ms_per_query`` over all the cell's queries."""
     by_id = {q.id: q for q in queries}
     cells: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         q = by_id[r["query"]]
-        key = (r["system"], q.length_s, q.snr_db)
+        key = (r["system"], q.length_s, q.snr_db if per_snr else None)
         c = cells[key]
         if q.in_database:
-            hits = [name == q.name and any(abs(off - t) <= tolerance_s for t in (q.start_s, *q.repeats))
-                    for name, off in zip(r["predicted"], r["offsets"])]
+            hits = [is_hit(q, name, off, tolerance_s) for name, off in zip(r["predicted"], r["offsets"])]
             c["top1"].append(bool(r["accepted"] and hits[:1] == [True]))
             c["ranked1"].append(hits[:1] == [True])
             c["top3"].append(bool(r["accepted"] and any(hits[:3])))
@@ -244,13 +303,59 @@ def score(queries: list[Query], rows: list[dict], tolerance_s: float = 0.5) -> l
             c["frontend_model_ms"].append(r["frontend_model_ms"])
             c["search_ms"].append(r["search_ms"])
     table = []
-    for (system, length, snr), c in sorted(cells.items()):
+    for (system, length, snr), c in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0)):
         table.append({"system": system, "length_s": length, "snr_db": snr, "n": len(c["top1"]),
                       "top1": _mean(c["top1"]), "top3": _mean(c["top3"]), "song": _mean(c["song"]),
                       "ranked1": _mean(c["ranked1"]),
                       "fp_rate": _mean(c["fp"]), "n_out": len(c["fp"]), "ms_per_query": _mean(c["ms"]),
                       "frontend_model_ms": _mean(c["frontend_model_ms"]), "search_ms": _mean(c["search_ms"])})
     return table
+
+
+def headline(queries: list[Query], rows: list[dict], db_bytes_per_second: dict[str, float],
+             tolerance_s: float = 0.5) -> list[dict]:
+    """One row per system and query length, all SNRs pooled: ``n`` / ``n_out`` (in- / out-of-database
+    queries), ``top1``, ``ranked1``, ``fp_rate``, ``ms_per_query`` and ``db_bytes_per_s`` (the
+    system's database size per second of catalogued audio, from ``db_bytes_per_second``)."""
+    keep = ("system", "length_s", "n", "n_out", "top1", "ranked1", "fp_rate", "ms_per_query")
+    system_order = {s: i for i, s in enumerate(db_bytes_per_second)}
+    out = [{**{k: r[k] for k in keep}, "db_bytes_per_s": db_bytes_per_second.get(r["system"])}
+           for r in score(queries, rows, tolerance_s, per_snr=False)]
+    return sorted(out, key=lambda r: (system_order.get(r["system"], len(system_order)), r["length_s"]))
+
+
+def confidences(queries: list[Query], rows: list[dict], system: str = "neural", tolerance_s: float = 0.5
+                ) -> dict[float, dict[str, list[float]]]:
+    """The confidence the decision compared with the threshold, by query length: ``right`` (in the
+    database, right answer ranked first), ``wrong`` (in the database, anything else ranked first) and
+    ``out`` (out-of-database queries). Queries rejected before any search (silent) are left out."""
+    by_id = {q.id: q for q in queries}
+    out: dict[float, dict[str, list[float]]] = defaultdict(lambda: {"right": [], "wrong": [], "out": []})
+    for r in rows:
+        if r["system"] != system or r.get("confidence") is None:
+            continue
+        q = by_id[r["query"]]
+        if not q.in_database:
+            kind = "out"
+        else:
+            kind = "right" if r["predicted"] and is_hit(q, r["predicted"][0], r["offsets"][0], tolerance_s) else "wrong"
+        out[q.length_s][kind].append(float(r["confidence"]))
+    return dict(sorted(out.items()))
+
+
+def worked_query(queries: list[Query], rows: list[dict], length_s: float, system: str = "neural",
+                 tolerance_s: float = 0.5) -> Query:
+    """An in-database query of ``length_s`` seconds (or the nearest length) to show in detail: the
+    noisiest one whose answer is a top-1 hit, else the first one."""
+    lengths = sorted({q.length_s for q in queries if q.in_database})
+    if not lengths:
+        raise ValueError("no in-database queries")
+    length = min(lengths, key=lambda x: abs(x - length_s))
+    pool = [q for q in queries if q.in_database and q.length_s == length]
+    res = {r["query"]: r for r in rows if r["system"] == system}
+    hits = [q for q in pool if q.id in res and res[q.id]["accepted"] and res[q.id]["predicted"]
+            and is_hit(q, res[q.id]["predicted"][0], res[q.id]["offsets"][0], tolerance_s)]
+    return min(hits, key=lambda q: (q.snr_db, q.id)) if hits else pool[0]
 
 
 def _mean(x: list) -> float | None:

@@ -145,6 +145,26 @@ class Recognizer:
         return Result(ok, matches[:top], "" if ok else f"{self.decision} below the threshold", timings, conf, thr,
                       query_s)
 
+    def threshold_at(self, seconds: float) -> float:
+        """The decision threshold for a query of ``seconds``."""
+        return self.threshold_for(n_windows(int(round(seconds * self.fe.sr)), self.fe))
+
+    def alignment(self, query: str | os.PathLike | np.ndarray, match: Match, context_s: float = 2.0) -> dict:
+        """How a query's windows line up with a song around a found offset (to draw it):
+        ``similarity [m, n]``, the inner product of each query window (every hop / phases, all phases
+        interleaved) with each database window of ``match``'s song from ``context_s`` before the offset
+        to ``context_s`` after the query's end; ``query_s [m]`` and ``song_s [n]``, where those windows
+        start (s); ``offset_s``, the match's offset, so the chosen alignment is ``song_s = offset_s +
+        query_s``."""
+        wav = self.load_query(query)
+        q = fingerprint(wav, self.model, self.query_fe, device=self.device)
+        v = self.vectors[match.song_id]
+        hop = self.fe.hop_s
+        lo = max(0, int(np.floor((match.offset_s - context_s) / hop)))
+        hi = min(len(v), int(np.ceil((match.offset_s + len(wav) / self.fe.sr + context_s) / hop)) + 1)
+        return {"similarity": q @ v[lo:hi].T, "query_s": np.arange(len(q)) * self.query_fe.hop_s,
+                "song_s": np.arange(lo, hi) * hop, "offset_s": match.offset_s, "song": match.name}
+
     def _candidates(self, ids: np.ndarray) -> list[tuple[int, int]]:
         m, k = ids.shape
         valid = ids >= 0
@@ -248,6 +268,34 @@ def resolve_threshold(index_path: str | os.PathLike, catalogue: Catalogue, no_th
         f"{path}: no threshold for this index, so 'not in the database' cannot be decided; run "
         + THRESHOLD_HINT.format(cat=catalogue.folder, index=index_path)
         + " (or pass --no-threshold to accept every query)")
+
+
+def check_model(checkpoint: str | os.PathLike, catalogue: Catalogue, fe) -> None:
+    """Refuse a model whose front end or weights differ from those that made ``catalogue``."""
+    from fplib.catalogue import file_checksum
+
+    if catalogue.fe != fe:
+        raise ValueError(f"{checkpoint}: its front end {fe.to_dict()} differs from the catalogue's "
+                         f"{catalogue.fe.to_dict()}")
+    if catalogue.model and catalogue.model.get("sha256") != file_checksum(checkpoint):
+        raise ValueError(f"{catalogue.folder}: fingerprints were made by another model "
+                         f"({catalogue.model.get('checkpoint')})")
+
+
+def catalogue_model(catalogue: Catalogue, checkpoint: str | os.PathLike | None = None,
+                    device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Path]:
+    """The model that made ``catalogue``'s fingerprints: ``checkpoint`` if given, else the one the
+    catalogue recorded (notebook 04 records it); checked against the catalogue either way."""
+    from fplib.train import load_model
+
+    path = Path(checkpoint) if checkpoint else Path((catalogue.model or {}).get("checkpoint", ""))
+    if not checkpoint and not (catalogue.model or {}).get("checkpoint"):
+        raise FileNotFoundError(f"{catalogue.folder}: the catalogue does not record its model; give the checkpoint")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the model that made {catalogue.folder} is not there; give the checkpoint")
+    model, fe = load_model(path, device)
+    check_model(path, catalogue, fe)
+    return model, path
 
 
 def recognizer_from_files(checkpoint: str | os.PathLike | None, catalogue_dir: str | os.PathLike,

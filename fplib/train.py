@@ -455,6 +455,17 @@ def nearest_neighbours(model: torch.nn.Module, source, device: str | torch.devic
     return {"queries": degraded[:n], "neighbours": clean[index], "scores": scores, "index": index}
 
 
+def best_epoch(history: list[dict]) -> tuple[int, dict]:
+    """The epoch whose weights ``best.pt`` holds, counted from 1 as the progress log and the plots
+    count (``metrics.jsonl`` stores ``epoch`` from 0), and its record: the last epoch flagged
+    ``best`` (a strict improvement of the validation hit rate), else the first with the highest one."""
+    if not history:
+        raise ValueError("no epochs in the history")
+    flagged = [h for h in history if h.get("best")]
+    record = flagged[-1] if flagged else max(history, key=lambda h: h["val_top1"])
+    return record["epoch"] + 1, record
+
+
 def read_metrics(out_dir: str | os.PathLike) -> list[dict]:
     """The per-epoch metrics of a run (``metrics.jsonl``)."""
     path = Path(out_dir) / "metrics.jsonl"

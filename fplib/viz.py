@@ -297,7 +297,92 @@ def format_table(table: Sequence[dict]) -> str:
         def pct(v):
             return f"{100 * v:7.1f}%" if v is not None else f"{'-':>8s}"
 
-        lines.append(f"{r['system']:10s}{r['length_s']:7g}s{r['snr_db']:6g}{r['n']:5d}{pct(r['top1'])}"
+        snr = "all" if r["snr_db"] is None else f"{r['snr_db']:g}"
+        lines.append(f"{r['system']:10s}{r['length_s']:7g}s{snr:>6s}{r['n']:5d}{pct(r['top1'])}"
                      f"{pct(r['top3'])}{pct(r['song'])}{pct(r.get('ranked1'))}{pct(r['fp_rate'])}"
                      f"{r['ms_per_query']:8.1f}")
     return "\n".join(lines)
+
+
+HEADLINE_COLUMNS = ("top-1", "ranked first", "FP", "ms per query", "DB bytes/s")
+
+
+def headline_markdown(rows: Sequence[dict]) -> str:
+    """The headline table (:func:`fplib.evaluate.headline`) as a markdown table: one row per system
+    and query length, then a line with the number of queries behind each row."""
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f} %"
+
+    lines = ["| system | query | " + " | ".join(HEADLINE_COLUMNS) + " |",
+             "|---|---:|" + "---:|" * len(HEADLINE_COLUMNS)]
+    for r in rows:
+        db = "-" if r.get("db_bytes_per_s") is None else f"{r['db_bytes_per_s']:,.0f}"
+        lines.append(f"| {r['system']} | {r['length_s']:g} s | {pct(r['top1'])} | {pct(r['ranked1'])} | "
+                     f"{pct(r['fp_rate'])} | {r['ms_per_query']:.1f} | {db} |")
+    n_in = sorted({r["n"] for r in rows})
+    n_out = sorted({r["n_out"] for r in rows})
+    lines.append("")
+    lines.append(f"Each row: {'/'.join(map(str, n_in))} in-database and {'/'.join(map(str, n_out))} "
+                 f"out-of-database queries, all SNRs together.")
+    return "\n".join(lines)
+
+
+def show_headline(rows: Sequence[dict]) -> None:
+    """Display the headline table (rendered markdown in Jupyter; its text in a headless log)."""
+    text = headline_markdown(rows)
+    display({"text/markdown": text, "text/plain": text}, raw=True)
+
+
+def plot_confidences(conf: dict[float, dict[str, list[float]]], thresholds: dict[float, float],
+                     decision: str = "margin", seed: int = 0) -> plt.Figure:
+    """The confidence of every query against the "in the database" threshold, one panel per query
+    length (:func:`fplib.evaluate.confidences`): in-database queries answered right (green) or not
+    (red), out-of-database queries (grey); above the dashed line a query is accepted."""
+    lengths = sorted(conf)
+    fig, axes = plt.subplots(1, len(lengths), figsize=(2.4 * len(lengths) + 1.0, 3.8), constrained_layout=True,
+                             squeeze=False, sharey=True)
+    rng = np.random.default_rng(seed)
+    styles = (("right", 0, "C2", "in the database, right answer ranked first"),
+              ("wrong", 0, "C3", "in the database, wrong answer ranked first"),
+              ("out", 1, "0.45", "not in the database"))
+    for ax, length in zip(axes[0], lengths):
+        for kind, x, color, label in styles:
+            y = np.asarray(conf[length][kind], dtype=float)
+            ax.scatter(x + rng.uniform(-0.18, 0.18, len(y)), y, s=12, color=color, alpha=0.7, label=label,
+                       edgecolors="none")
+        t = thresholds.get(length)
+        if t is not None and np.isfinite(t):
+            ax.axhline(t, color="k", ls="--", lw=1, label="threshold")
+        ax.set_xticks([0, 1], ["in DB", "not in DB"])
+        ax.set_xlim(-0.5, 1.5)
+        ax.set_xlabel("query")
+        ax.set_title(f"{length:g}-s queries", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].set_ylabel("margin over the next song" if decision == "margin" else "best score")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
+    fig.suptitle("confidence of each query against the threshold (accepted above the dashed line)", fontsize=10)
+    return fig
+
+
+def plot_alignment(al: dict, truth_s: float | None = None, title: str = "") -> plt.Figure:
+    """A query's windows against the database windows of the found song around the found offset
+    (:meth:`fplib.search.Recognizer.alignment`): inner products as a heat map, the chosen alignment
+    (song time = offset + query time) as a dashed line, the true start (if known) as a dotted one."""
+    sim, q_s, s_s = al["similarity"], al["query_s"], al["song_s"]
+    dq = q_s[1] - q_s[0] if len(q_s) > 1 else 0.5
+    ds = s_s[1] - s_s[0] if len(s_s) > 1 else 0.5
+    fig, ax = plt.subplots(figsize=(8, 3.8), constrained_layout=True)
+    im = ax.imshow(sim, origin="lower", aspect="auto", cmap="viridis", vmin=-0.2, vmax=1.0, interpolation="nearest",
+                   extent=(s_s[0] - ds / 2, s_s[-1] + ds / 2, q_s[0] - dq / 2, q_s[-1] + dq / 2))
+    ends = np.array([q_s[0], q_s[-1]])
+    ax.plot(al["offset_s"] + ends, ends, "w--", lw=1.5, label=f"found: starts at {al['offset_s']:.2f} s")
+    if truth_s is not None:
+        ax.plot(truth_s + ends, ends, ":", color="C1", lw=1.5, label=f"truth: starts at {truth_s:.2f} s")
+    ax.set_xlim(s_s[0] - ds / 2, s_s[-1] + ds / 2)
+    ax.set_xlabel(f"window start in the song {al['song']} (s)")
+    ax.set_ylabel("window start in the query (s)")
+    ax.legend(fontsize=8, loc="upper left")
+    plt.colorbar(im, ax=ax, label="inner product")
+    ax.set_title(title or "the query's windows against the song's around the found offset", fontsize=9)
+    return fig

@@ -1,15 +1,17 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from fplib import audio, cli, evaluate, index, storage
+from fplib import audio, cli, evaluate, index, storage, viz
 from fplib.catalogue import Catalogue, extract, model_description
 from fplib.data import IRBank, NoiseBank
 from fplib.features import FrontEnd
 from fplib.landmark import Landmark
 from fplib.models import build_model
 from fplib.search import Recognizer, calibrate
-from fplib.train import save_checkpoint
+from fplib.train import load_checkpoint, save_checkpoint
 from tests.helpers import make_folders
 
 FE = FrontEnd()
@@ -161,3 +163,70 @@ def test_cli_uses_the_phases_the_threshold_was_calibrated_with(setup, tmp_path, 
     # a file written before the decision was recorded was calibrated on the best score
     assert cli.recognize_main([str(tmp_path / "q.wav"), *common, "--decision", "margin"]) == 2
     assert "calibrated with decision score, not margin" in capsys.readouterr().err
+
+
+def test_query_songs_demo_split_or_the_catalogues_own_songs(setup, tmp_path):
+    cat, songs = setup["cat"], [str(p) for p in setup["songs"]]
+    rows = cat.songs()
+    # the demo: the catalogue holds the split's in-database songs; a trained one is refused
+    split = {"in_database": songs[1:3], "out_of_database": songs[3:]}
+    qs = evaluate.query_songs(rows, split, [])
+    assert qs.demo_split and list(qs.in_db) == songs[1:3] and qs.out_db == songs[3:]
+    with pytest.raises(evaluate.HeldOutError):
+        evaluate.query_songs(rows, split, songs[1:2])
+    # any other catalogue: its own songs at their recorded paths, trained ones left out (distractors)
+    other = {"in_database": [str(tmp_path / "not_in_the_catalogue.flac")], "out_of_database": songs[3:]}
+    qs = evaluate.query_songs(rows, other, songs[:1])
+    assert not qs.demo_split and qs.in_db == {s.path: s.name for s in rows[1:]} and qs.left_out == [rows[0].path]
+    assert evaluate.query_songs(rows, None, [], out_of_db=songs[4:]).out_db == songs[4:]
+    with pytest.raises(evaluate.HeldOutError, match="all 3 songs"):
+        evaluate.query_songs(rows, other, songs[:3])
+    with pytest.raises(evaluate.HeldOutError):  # a trained song is no out-of-database query either
+        evaluate.query_songs(rows, other, songs[3:4])
+    with pytest.raises(ValueError, match="no out-of-database songs"):
+        evaluate.query_songs(rows, None, [])
+    copy = tmp_path / "copy.flac"
+    copy.write_bytes(Path(songs[0]).read_bytes())  # the same audio under another name is in the database
+    with pytest.raises(ValueError, match="in the catalogue"):
+        evaluate.query_songs(rows, None, [], out_of_db=[str(copy)])
+
+
+def test_headline_confidences_and_worked_query(setup):
+    cat, irs, noises = setup["cat"], setup["irs"], setup["noises"]
+    rec = Recognizer(setup["model"], cat, setup["path"], phases=2, decision="margin", threshold=0.0)
+    in_db = {s.path: s.name for s in cat.songs()}
+    qs = evaluate.plan_queries(in_db, [str(p) for p in setup["songs"][3:]], len(irs), [1, 3], [10, 30], 1, seed=3)
+    rows = evaluate.run(qs, irs, noises, neural=rec, landmark=None, progress=False)
+    head = evaluate.headline(qs, rows, {"neural": 80.0})
+    assert [(r["system"], r["length_s"]) for r in head] == [("neural", 1), ("neural", 3)]
+    table = evaluate.score(qs, rows)
+    for h in head:  # all SNRs pooled: the mean of the per-SNR cells (equal counts)
+        cells = [t for t in table if t["length_s"] == h["length_s"]]
+        assert h["n"] == sum(t["n"] for t in cells) == 2 and h["n_out"] == 2 and h["db_bytes_per_s"] == 80.0
+        assert h["top1"] == pytest.approx(np.mean([t["top1"] for t in cells])) and h["top1"] <= h["ranked1"]
+        assert h["fp_rate"] == pytest.approx(np.mean([t["fp_rate"] for t in cells]))
+    conf = evaluate.confidences(qs, rows)
+    assert set(conf) == {1, 3} and all(len(c["out"]) == 2 and len(c["right"]) + len(c["wrong"]) == 2
+                                       for c in conf.values())
+    q = evaluate.worked_query(qs, rows, 2.5)
+    assert q.in_database and q.length_s == 3
+    md = viz.headline_markdown(head)
+    assert md.count("\n| neural |") == 2 and "ranked first" in md and "80" in md
+    r = rec.recognize(evaluate.render(q, irs, noises))
+    al = rec.alignment(evaluate.render(q, irs, noises), r.best, context_s=1.0)
+    assert al["similarity"].shape == (len(al["query_s"]), len(al["song_s"]))
+    assert len(al["query_s"]) == 2 * 5 - 1  # 3 s at a 0.25-s hop
+    assert al["song_s"][0] <= r.best.offset_s and al["song_s"][-1] >= r.best.offset_s + 2.0
+    viz.plt.close(viz.plot_alignment(al, truth_s=q.start_s))
+    viz.plt.close(viz.plot_confidences(conf, {1: 0.1, 3: 0.05}))
+
+
+def test_the_catalogue_model_is_the_one_recorded(setup, tmp_path):
+    from fplib.search import catalogue_model
+
+    model, path = catalogue_model(setup["cat"])
+    assert path == setup["ckpt"].resolve() and isinstance(model, torch.nn.Module)
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, {**load_checkpoint(setup["ckpt"]), "note": "other weights"})
+    with pytest.raises(ValueError, match="another model"):
+        catalogue_model(setup["cat"], other)

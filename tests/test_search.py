@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fplib import audio, index
-from fplib.catalogue import Catalogue, extract, fingerprint
+from fplib.catalogue import Catalogue, extract, fingerprint, song_name
 from fplib.features import FrontEnd, n_windows
 from fplib.models import build_model
 from fplib.search import Recognizer, calibrate_threshold
@@ -32,6 +32,14 @@ def _catalogue(tmp_path, songs, model):
     cat = Catalogue(tmp_path / "cat", FE, {"sha256": "test"})
     res = extract(audio.list_audio(songs), cat, model, progress=False, root=songs)
     return cat, res
+
+
+def test_song_names_are_paths_under_the_folder(tmp_path):
+    folder = tmp_path / "my music"
+    assert song_name(folder / "album" / "track 1.mp3", folder) == "album/track 1"
+    assert song_name(folder / "a.flac", str(folder) + "/") == "a"
+    assert song_name(tmp_path / "elsewhere" / "b.wav", folder) == "b"  # not under the folder: the file's stem
+    assert song_name(tmp_path / "c.ogg") == "c"
 
 
 def test_extract_resumes_and_reports(tmp_path, songs, model):

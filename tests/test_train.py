@@ -16,6 +16,7 @@ from fplib.losses import nt_xent
 from fplib.train import (
     TrainConfig,
     TrainingDiverged,
+    best_epoch,
     load_checkpoint,
     load_model,
     online_source,
@@ -39,6 +40,16 @@ def pairs(tmp_path_factory):
     return r.path
 
 
+def test_best_epoch_counts_from_one_like_the_log():
+    hist = [{"epoch": 0, "val_top1": 0.2, "best": True}, {"epoch": 1, "val_top1": 0.5, "best": True},
+            {"epoch": 2, "val_top1": 0.5, "best": False}, {"epoch": 3, "val_top1": 0.4, "best": False}]
+    assert best_epoch(hist) == (2, hist[1])  # the log printed "epoch 2: ... (best)"
+    unflagged = [{k: v for k, v in h.items() if k != "best"} for h in hist]
+    assert best_epoch(unflagged)[0] == 2  # the first of the tied best
+    with pytest.raises(ValueError):
+        best_epoch([])
+
+
 def test_static_training_writes_usable_checkpoints(pairs, tmp_path):
     hist = train(TrainConfig(**TINY), static_source(pairs / "train_set", pairs / "val_set", FE), tmp_path / "run",
                  FE, progress=False)
@@ -51,6 +62,8 @@ def test_static_training_writes_usable_checkpoints(pairs, tmp_path):
     ck = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ck["epoch"] == 2 and ck["model_name"] == "nafp_small" and ck["frontend"] == FE.to_dict()
     assert {"optimizer", "scheduler", "rng_cpu", "train_config", "model_settings"} <= set(ck)
+    n, record = best_epoch(hist)  # counted from 1, and it is the epoch best.pt holds
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] + 1 == n and record["best"]
     model, fe = load_model(tmp_path / "run" / "best.pt")
     with torch.no_grad():
         z = model(torch.randn(2, 1, 256, 32))
