@@ -126,8 +126,18 @@ class _Progress:
         if cell.cell_type != "code" or not cell.source.strip():
             return
         self.done += 1
-        tags = cell.get("metadata", {}).get("tags", [])
-        what = "parameters" if {"parameters", "injected-parameters"} & set(tags) else self.section
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        code = cell.source.lstrip()
+        if "injected-parameters" in tags:
+            what = "parameters (injected)"
+        elif "parameters" in tags:
+            what = "parameters (defaults)"
+        elif "config.notebook_params(" in code:
+            what = "checking the parameters"
+        elif code.startswith(("import ", "from ")) and self.done == 1:
+            what = "imports"
+        else:
+            what = self.section
         if self.echo is not None and not self.echo.at_line_start:
             self.out.write("\n")
             self.echo.at_line_start = True
