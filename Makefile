@@ -39,12 +39,15 @@ venv: $(STAMP)
 
 # Resolves pyproject.toml's dependencies with the dev and bench extras (every package, transitive
 # ones included, exact versions), with pip's own configuration (indexes, find-links, constraints).
+# Pins already in the lock are kept where they still fit, so adding a dependency adds only it and
+# what it needs; `make lock LOCK_ARGS=--upgrade` moves everything to the newest versions allowed.
+LOCK_ARGS ?=
 lock:
 	test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && \
 		$(LOCK_VENV)/bin/pip install $(PIP) $(PIP_TOOLS) 2>&1 | $(PIPQUIET); }
 	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet --extra dev --extra bench \
 		--strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links --newline LF \
-		--output-file $(LOCK) pyproject.toml 2>&1 | $(PIPQUIET)
+		$(LOCK_ARGS) --output-file $(LOCK) pyproject.toml 2>&1 | $(PIPQUIET)
 	! grep -i '^nvidia-' $(LOCK)
 	grep -qx 'torch==2.13.0+cpu' $(LOCK)
 
