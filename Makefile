@@ -1,32 +1,55 @@
 # Two commands do all the set-up on a fresh machine: `make demo` (the main job) and `make test`.
-# Each installs what it needs into .venv on first use (and again when pyproject.toml changes).
+# Each installs exactly requirements.lock into .venv on first use (and again when the lock or
+# pyproject.toml changes). `make lock` regenerates the lock from pyproject.toml after a dependency
+# change there (and in environment.yml, which mirrors it; tests/test_hygiene.py checks all three agree).
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+LOCK := requirements.lock
+# pip-compile (pip-tools) resolves the lock in its own small venv, so the project's venv never needs it
+LOCK_VENV := .venv-lock
+PIP_TOOLS := pip-tools==7.6.2
+PIP := --disable-pip-version-check -q
 # pip on these machines warns about every missing local index folder; keep the log readable
 PIPQUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help venv demo test lab bench clean-outputs
+.PHONY: help venv lock demo test lab bench clean-outputs
 
 help:
 	@echo "make demo   - run notebooks 01.. headless on the built-in demo corpus into outputs/demo/"
 	@echo "make test   - unit tests, notebook tests (nbval) and hygiene checks"
 	@echo "make lab    - open JupyterLab on the project"
 	@echo "make bench  - run the benchmarks in benchmarks/"
+	@echo "make lock   - regenerate $(LOCK) (every package, exact versions) from pyproject.toml"
 
-$(STAMP): pyproject.toml
+# Exactly the lock, nothing resolved here: torch is the CPU build (2.13.0+cpu, a local wheel on these
+# machines or PyTorch's CPU index elsewhere); an unpinned torch would pull multi-GB CUDA builds.
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip 2>&1 | $(PIPQUIET)
-	# torch first, pinned: the local CPU wheel (an unpinned torch pulls CUDA builds; FACTS.md 9)
-	$(PY) -m pip install --disable-pip-version-check -q torch==2.13.0 2>&1 | $(PIPQUIET)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev,bench]' 2>&1 | $(PIPQUIET)
-	$(PY) -c "import torch, fplib; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	$(PY) -m pip install $(PIP) --no-deps -r $(LOCK) 2>&1 | $(PIPQUIET)
+	$(PY) -m pip install $(PIP) --no-deps --no-build-isolation -e . 2>&1 | $(PIPQUIET)
+	$(PY) -m pip check
+	$(PY) -c "import torch, fplib; assert torch.__version__ == '2.13.0+cpu', torch.__version__"
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Resolves pyproject.toml's dependencies with the dev and bench extras (every package, transitive
+# ones included, exact versions), with pip's own configuration (indexes, find-links, constraints).
+# Pins already in the lock are kept where they still fit, so adding a dependency adds only it and
+# what it needs; `make lock LOCK_ARGS=--upgrade` moves everything to the newest versions allowed.
+LOCK_ARGS ?=
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && \
+		$(LOCK_VENV)/bin/pip install $(PIP) $(PIP_TOOLS) 2>&1 | $(PIPQUIET); }
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet --extra dev --extra bench \
+		--strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links --newline LF \
+		$(LOCK_ARGS) --output-file $(LOCK) pyproject.toml 2>&1 | $(PIPQUIET)
+	! grep -i '^nvidia-' $(LOCK)
+	grep -qx 'torch==2.13.0+cpu' $(LOCK)
 
 demo: $(STAMP)
 	$(PY) -m fplib.notebooks --profile demo

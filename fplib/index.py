@@ -26,6 +26,11 @@ from fplib.catalogue import Catalogue, Song
 # faiss warns below this many training points per centroid; fewer vectors than this per list
 # means the catalogue is too small for the requested nlist, which is then reduced.
 MIN_POINTS_PER_CENTROID = 39
+# The PQ codebooks always have 256 entries (8-bit codes), so faiss's default would ask for 39 x 256 =
+# 9,984 training vectors (about 80 minutes of music) and warn, once per sub-quantiser, below that.
+# A smaller catalogue still trains them (k-means needs one vector per entry; fewer than 256 vectors
+# fall back to Flat, see _fit_factory); the codes are then coarser, which the evaluation measures.
+PQ_MIN_POINTS_PER_CENTROID = 1
 
 
 def factory_string(m: int = 32, nlist: int = 256) -> str:
@@ -77,7 +82,11 @@ def new_index(factory: str, d: int) -> faiss.Index:
         ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
         if isinstance(ivf, faiss.IndexIVFPQ):
             ivf.do_polysemous_training = False
+            ivf.pq.cp.min_points_per_centroid = PQ_MIN_POINTS_PER_CENTROID
     except RuntimeError:
+        flat_or_pq = faiss.downcast_index(index)
+        if isinstance(flat_or_pq, faiss.IndexPQ):
+            flat_or_pq.pq.cp.min_points_per_centroid = PQ_MIN_POINTS_PER_CENTROID
         index = faiss.IndexIDMap2(index)
     return index
 

@@ -4,16 +4,21 @@ Parameters for a profile come from ``params/<profile>/<notebook>.yaml`` (overrid
 file means the notebook's own defaults). They are checked against the notebook's ``parameters`` cell
 before anything runs: an unknown name or a value of the wrong type is an error. Executed notebooks
 are written to ``outputs/<run_name>/notebooks/``.
+
+While it runs it prints one line per notebook (name, profile, where the executed copy goes), one line
+per code cell (its position and the heading of the section it belongs to), the notebooks' own printed
+output indented under it (``--quiet`` leaves that out), and the time each notebook took.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import nbformat
 import yaml
@@ -21,8 +26,12 @@ import yaml
 from fplib import storage
 from fplib.config import ParameterError, check_type
 
-# A cell running longer than this fails the run instead of hanging it (the demo's longest takes ~1 min).
+# A cell running longer than this fails the run instead of hanging it (the demo's longest takes ~1 min);
+# run(cell_timeout=...) and --cell-timeout override it.
 CELL_TIMEOUT_S = 1800
+# The kernel manager provisions CurveZMQ keys for the kernel (its kernelspec declares support), so the
+# local kernel's sockets are encrypted and the kernel does not warn that they are plain-text TCP.
+KERNEL_CONFIG = {"KernelManager": {"transport_encryption": "auto"}}
 TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict, "tuple": tuple}
 
 
@@ -75,11 +84,85 @@ def check_params(nb_path: Path, overrides: dict[str, Any], source: str = "parame
     return {k: check_type(k, v, schema[k][0]) for k, v in overrides.items()}
 
 
-def run(profile: str = "demo", only: list[str] | None = None, run_name: str | None = None,
-        extra: dict[str, Any] | None = None, log_output: bool = True) -> list[Path]:
-    """Execute the notebooks in order; returns the executed notebooks' paths. Stops at the first failure."""
-    import papermill as pm
+class _Indented:
+    """A text stream that writes to ``out`` with ``prefix`` at the start of every line."""
 
+    def __init__(self, out: TextIO, prefix: str):
+        self.out, self.prefix, self.at_line_start = out, prefix, True
+
+    def write(self, text: str) -> int:
+        for piece in text.splitlines(keepends=True):
+            if self.at_line_start:
+                self.out.write(self.prefix)
+            self.out.write(piece)
+            self.at_line_start = piece.endswith("\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def _heading(markdown: str) -> str | None:
+    """The text of the first Markdown heading in a cell, if any."""
+    m = re.search(r"^#+\s+(.+?)\s*$", markdown, re.M)
+    return m.group(1) if m else None
+
+
+class _Progress:
+    """nbclient hooks printing one line per code cell: its number, the total and its section heading."""
+
+    def __init__(self, out: TextIO, echo: _Indented | None):
+        self.out, self.echo = out, echo
+        self.total, self.done, self.section, self.t0 = 0, 0, "", time.time()
+        self.times: list[tuple[float, str]] = []
+
+    def on_notebook_start(self, notebook: Any, **_: Any) -> None:
+        self.total = sum(1 for c in notebook.cells if c.cell_type == "code" and c.source.strip())
+
+    def on_cell_start(self, cell: Any, **_: Any) -> None:
+        if cell.cell_type == "markdown":
+            self.section = _heading(cell.source) or self.section
+            return
+        if cell.cell_type != "code" or not cell.source.strip():
+            return
+        self.done += 1
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        code = cell.source.lstrip()
+        if "injected-parameters" in tags:
+            what = "parameters (injected)"
+        elif "parameters" in tags:
+            what = "parameters (defaults)"
+        elif "config.notebook_params(" in code:
+            what = "checking the parameters"
+        elif code.startswith(("import ", "from ")) and self.done == 1:
+            what = "imports"
+        else:
+            what = self.section
+        if self.echo is not None and not self.echo.at_line_start:
+            self.out.write("\n")
+            self.echo.at_line_start = True
+        self.out.write(f"   [{self.done:2d}/{self.total}] {what}\n")
+        self.out.flush()
+        self.t0 = time.time()
+
+    def on_cell_executed(self, cell: Any, **_: Any) -> None:
+        self.times.append((time.time() - self.t0, self.section))
+
+
+def run(profile: str = "demo", only: list[str] | None = None, run_name: str | None = None,
+        extra: dict[str, Any] | None = None, log_output: bool = True, cell_timeout: int | None = None,
+        out: TextIO | None = None) -> list[Path]:
+    """Execute the notebooks in order; returns the executed notebooks' paths. Stops at the first failure.
+
+    Progress goes to ``out`` (default: standard output), with the notebooks' own output indented under
+    each cell when ``log_output``. A cell running longer than ``cell_timeout`` seconds (default
+    ``CELL_TIMEOUT_S``) fails the run.
+    """
+    import papermill as pm
+    from traitlets.config import Config
+
+    out = out if out is not None else sys.stdout
+    timeout = int(cell_timeout if cell_timeout is not None else CELL_TIMEOUT_S)
     notebooks = list_notebooks()
     if only:
         notebooks = [p for p in notebooks if any(p.stem.startswith(o) or p.stem == o for o in only)]
@@ -95,18 +178,23 @@ def run(profile: str = "demo", only: list[str] | None = None, run_name: str | No
     executed = []
     for nb, params in plans:
         name = params.get("run_name", parameters_cell(nb).get("run_name", (None, "demo"))[1])
-        out = storage.run_dir(name) / "notebooks" / nb.name
-        out.parent.mkdir(parents=True, exist_ok=True)
-        print(f"== {nb.stem} -> {out}", flush=True)
+        dest = storage.run_dir(name) / "notebooks" / nb.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        print(f"== {nb.stem} (profile {profile}) -> {dest}", file=out, flush=True)
         t0 = time.time()
-        failed = out.with_suffix(".failed.ipynb")
+        failed = dest.with_suffix(".failed.ipynb")
         failed.unlink(missing_ok=True)
+        echo = _Indented(out, "         | ") if log_output else None
+        progress = _Progress(out, echo)
         try:
-            with storage.atomic_path(out) as tmp:
+            with storage.atomic_path(dest) as tmp:
                 try:
                     pm.execute_notebook(str(nb), str(tmp), parameters=params, cwd=str(nb.parent),
-                                        log_output=log_output, progress_bar=False, kernel_name="python3",
-                                        execution_timeout=CELL_TIMEOUT_S)
+                                        progress_bar=False, kernel_name="python3", execution_timeout=timeout,
+                                        stdout_file=echo, stderr_file=echo, config=Config(KERNEL_CONFIG),
+                                        on_notebook_start=progress.on_notebook_start,
+                                        on_cell_start=progress.on_cell_start,
+                                        on_cell_executed=progress.on_cell_executed)
                 except Exception:
                     if tmp.exists():
                         tmp.replace(failed)  # keep the executed notebook, error and all, for inspection
@@ -116,8 +204,14 @@ def run(profile: str = "demo", only: list[str] | None = None, run_name: str | No
                                  f"executed notebook with the error: {failed}") from None
         except Exception as e:  # a cell timeout, a dead kernel
             raise NotebookFailed(f"{nb.name} did not finish: {type(e).__name__}: {e}") from None
-        print(f"   done in {time.time() - t0:.1f} s", flush=True)
-        executed.append(out)
+        finally:
+            if echo is not None and not echo.at_line_start:
+                out.write("\n")
+        slowest = max(progress.times, default=(0.0, ""))
+        print(f"   {nb.stem} done in {time.time() - t0:.1f} s"
+              + (f" (slowest cell: {slowest[1]}, {slowest[0]:.1f} s)" if slowest[0] >= 1 else ""),
+              file=out, flush=True)
+        executed.append(dest)
     return executed
 
 
@@ -129,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                     help="override a parameter in every notebook that has it (VALUE is YAML: 3, 0.5, true, [0, 10])")
     ap.add_argument("--quiet", action="store_true", help="do not echo the notebooks' output")
+    ap.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT_S, metavar="SECONDS",
+                    help=f"fail a cell that runs longer than this (default: {CELL_TIMEOUT_S})")
     args = ap.parse_args(argv)
     try:
         extra = {}
@@ -140,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         known = set().union(*(parameters_cell(nb) for nb in list_notebooks()))
         if set(extra) - known:
             raise ParameterError(f"--set: unknown parameter(s) {sorted(set(extra) - known)}")
-        executed = run(args.profile, args.only, args.run_name, extra=extra, log_output=not args.quiet)
+        t0 = time.time()
+        executed = run(args.profile, args.only, args.run_name, extra=extra, log_output=not args.quiet,
+                       cell_timeout=args.cell_timeout)
+        print(f"== {len(executed)} notebook(s), profile {args.profile}, done in {time.time() - t0:.0f} s", flush=True)
         results = executed[-1].parent.parent / "05_build_index_and_evaluate" / "metrics.json" if executed else None
         if results is not None and results.exists() and executed[-1].stem.startswith("05"):
             from fplib.viz import format_table

@@ -159,13 +159,24 @@ def show_steps(song: str | Path, second: int, irs: IRBank, noises: NoiseBank, au
         display(player(steps[name][0], fe.sr))
 
 
-def explorer(songs: Sequence[Path], irs: IRBank, noises: NoiseBank, augmenter: Augmenter, seed: int = 0) -> None:
+def explorer(songs: Sequence[Path], irs: IRBank, noises: NoiseBank, augmenter: Augmenter,
+             seed: int = 0) -> dict:
     """Interactive augmentation explorer: song, second, SNR, impulse response, each step on or off.
 
-    Displays the figure and audio for the default settings as plain output first (what a headless
-    run such as papermill keeps), then the widgets, which re-render in JupyterLab.
+    Displays the figure and audio for the default settings as plain output (the static view, what a
+    headless run such as papermill or nbval keeps), then the widgets and an output area under them
+    that re-renders whenever a control changes (in JupyterLab). Returns the controls and the output
+    widget (``{"controls": {...}, "output": Output}``).
+
+    The output area is filled only on a change, never while the cell runs, unlike
+    ``ipywidgets.interactive_output``, which renders into its Output widget at once. A headless client
+    (nbclient, under papermill and nbval) has no browser and emulates an Output widget that captures
+    output: it writes the widget's new state back to the kernel on the shell channel while it waits
+    on that channel for the cell's reply, and that exchange can leave the run waiting for the cell
+    timeout. With nothing captured during the cell, a headless run sends the kernel nothing back.
     """
     import ipywidgets as W
+    from IPython.display import clear_output
 
     fe = augmenter.fe
     durations = {str(s): audio.info(s).duration for s in songs}
@@ -207,15 +218,24 @@ def explorer(songs: Sequence[Path], irs: IRBank, noises: NoiseBank, augmenter: A
     controls = dict(song=song_w, second=sec_w, snr=snr_w, ir_index=ir_w, offset_ms=offset_w, **on_w)
     render(**{k: w.value for k, w in controls.items()})  # the static view (kept by headless runs)
 
+    out = W.Output()
+
+    def rerender(change: dict) -> None:  # runs when a front end changes a control
+        with out:
+            clear_output(wait=True)
+            render(**{k: w.value for k, w in controls.items()})
+
     def on_song(change: dict) -> None:
         sec_w.max = max(0, int(durations[change["new"]]) - 1)
 
     song_w.observe(on_song, names="value")
-    out = W.interactive_output(render, controls)
+    for w in controls.values():
+        w.observe(rerender, names="value")
     ui = W.VBox([W.HBox([song_w, sec_w]), W.HBox([snr_w, ir_w, offset_w]), W.HBox(list(on_w.values()))])
-    display(W.HTML("<b>Interactive explorer</b> (re-renders in JupyterLab; the figure above is the static view)"),
+    display(W.HTML("<b>Interactive explorer</b> (in JupyterLab: change a control and the figure and audio "
+                   "for the new settings appear under the controls; the figure above is the static view)"),
             ui, out)
-
+    return {"controls": controls, "output": out}
 
 
 def plot_training(history: Sequence[dict], title: str = "") -> plt.Figure:

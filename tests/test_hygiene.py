@@ -1,5 +1,5 @@
 """Repository hygiene: notebooks stripped and thin, parameters declared properly, profiles valid,
-environment.yml in step with pyproject.toml, imports flowing one way, lint clean."""
+environment.yml and requirements.lock in step with pyproject.toml, imports flowing one way, lint clean."""
 
 import ast
 import re
@@ -12,6 +12,9 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from fplib import notebooks
 
@@ -88,21 +91,59 @@ def test_every_notebook_has_demo_cpu_and_full_profiles():
             assert (ROOT / "params" / profile / f"{nb.stem}.yaml").exists(), f"params/{profile}/{nb.stem}.yaml"
 
 
-def _names(reqs):
-    return {re.split(r"[<>=!~\[ ]", r, maxsplit=1)[0].lower(): r.replace(" ", "") for r in reqs}
-
-
-def test_environment_yml_matches_pyproject():
+def _wanted() -> list[str]:
+    """pyproject.toml's dependencies and the dev and bench extras (what `make demo` and `make test` need)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = list(project["dependencies"])
     for extra in ("dev", "bench"):
         wanted += project["optional-dependencies"][extra]
+    return wanted
+
+
+def _lock() -> dict[str, Version]:
+    """requirements.lock as {canonical name: exact version}; every entry must be a plain `name==version`."""
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        req = Requirement(line)
+        spec = list(req.specifier)
+        assert len(spec) == 1 and spec[0].operator == "==" and "*" not in spec[0].version and not req.extras \
+            and req.marker is None and req.url is None, f"requirements.lock: not an exact pin: {line}"
+        name = canonicalize_name(req.name)
+        assert name not in pins, f"requirements.lock: {name} twice"
+        pins[name] = Version(spec[0].version)
+    return pins
+
+
+def test_environment_yml_matches_pyproject():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     assert "python=3.11" in env["dependencies"]
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert pip[0] == "torch==2.13.0", "torch first, pinned"
     listed = [r for r in pip if not r.startswith("-e")]
-    assert _names(listed) == _names(wanted)
+    as_set = {canonicalize_name(Requirement(r).name): str(Requirement(r).specifier) for r in listed}
+    assert as_set == {canonicalize_name(Requirement(r).name): str(Requirement(r).specifier) for r in _wanted()}
+    assert len(listed) == len(as_set), "a package listed twice in environment.yml"
+
+
+def test_lock_pins_every_dependency_within_pyproject():
+    pins = _lock()
+    for r in _wanted():
+        req = Requirement(r)
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{r} is in pyproject.toml but not in requirements.lock: run `make lock`"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"requirements.lock pins {name}=={pins[name]}, outside pyproject.toml's {r}: run `make lock`")
+
+
+def test_lock_is_cpu_only():
+    pins = _lock()
+    assert str(pins["torch"]) == "2.13.0+cpu", "torch must be the CPU build (a CUDA build is multi-GB)"
+    cuda = sorted(n for n in pins if n.startswith(("nvidia-", "cuda-", "triton")))
+    assert not cuda, f"requirements.lock pulls GPU packages: {cuda}"
+    assert "fplib" not in pins, "the project itself is installed from the working tree (pip install -e .)"
 
 
 def _fplib_imports(path: Path) -> set[str]:

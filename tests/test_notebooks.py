@@ -1,5 +1,9 @@
 """Papermill runs with injected parameters (nbval runs every notebook on its defaults separately)."""
 
+import io
+import time
+
+import nbformat
 import papermill as pm
 import pytest
 
@@ -19,6 +23,44 @@ def test_papermill_run_with_injected_parameters():
     assert metrics["train_pairs"] == 2 * 4 and metrics["val_pairs"] == 2 * 1  # 0.8 of 5 songs train
     # a second run with the same parameters reuses the dataset instead of refusing or rewriting it
     notebooks.run("demo", only=["01"], run_name="pm-injected", extra=TINY, log_output=False)
+
+
+def test_explorer_runs_headless_with_its_static_view_and_a_short_cell_timeout(monkeypatch):
+    # the explorer cell used to leave a headless run waiting for the cell timeout: with a 120-s limit a
+    # hang fails here within minutes instead of half an hour
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's own inline backend, as in `make demo`
+    progress = io.StringIO()
+    t0 = time.time()
+    executed = notebooks.run("demo", only=["01"], run_name="pm-explorer", extra=TINY, cell_timeout=120, out=progress)
+    assert time.time() - t0 < 600
+    nb = nbformat.read(executed[0], as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "viz.explorer(" in c.source)
+    kinds = [k for o in cell.outputs for k in o.get("data", {})]
+    assert "image/png" in kinds, "the static view's figure"
+    assert sum("<audio" in o.get("data", {}).get("text/html", "") for o in cell.outputs) == 2, "clean and degraded"
+    assert kinds.count("application/vnd.jupyter.widget-view+json") == 3, "title, controls and output area"
+    # nothing was rendered into the output area while the cell ran (only a control change fills it)
+    states = nb.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"]
+    areas = [w["state"] for w in states.values() if w["model_name"] == "OutputModel"]
+    assert len(areas) == 1 and not areas[0].get("outputs")
+    text = progress.getvalue()
+    assert "== 01_generate_dataset (profile demo)" in text and "Explorer" in text and "done in" in text
+
+
+def test_explorer_rerenders_when_a_control_changes(tmp_path, monkeypatch):
+    from fplib import audio, augment, data, viz
+    from tests.helpers import make_folders
+
+    d = make_folders(tmp_path, n_songs=2, seconds=4.0)
+    aug = augment.Augmenter()
+    irs = data.IRBank(audio.list_audio(d["rir"]), aug.fe.sr, aug.cfg.ir_max_s)
+    noises = data.NoiseBank(audio.list_audio(d["noise"]), aug.fe.sr)
+    titles = []
+    monkeypatch.setattr(viz, "show", lambda fig: titles.append(fig._suptitle.get_text()))
+    ex = viz.explorer(audio.list_audio(d["songs"]), irs, noises, aug)
+    assert len(titles) == 1 and "SNR 5.0 dB" in titles[0]  # the static view, rendered once
+    ex["controls"]["snr"].value = 12.5
+    assert len(titles) == 2 and "SNR 12.5 dB" in titles[1]
 
 
 def test_unknown_or_ill_typed_parameters_are_refused_before_running():

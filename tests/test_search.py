@@ -208,3 +208,18 @@ def test_fingerprint_is_batched_consistently(model):
     a = fingerprint(wav, model, FE, batch=2)
     b = fingerprint(wav, model, FE, batch=256)
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_small_catalogue_trains_pq_without_faiss_warnings(tmp_path, capfd):
+    # fewer vectors than faiss's 39 per PQ centroid (9,984): the codebooks train on what there is,
+    # deliberately, and faiss prints nothing (it used to print one warning per sub-quantiser)
+    cat = _synthetic_catalogue(tmp_path, n_songs=8, per_song=250)
+    n = len(cat.all_vectors()[0])
+    assert 256 <= n < 39 * 256
+    capfd.readouterr()
+    path = index.build(cat, "small", tmp_path / "idx", nlist=16, m=32, nprobe=16)
+    err = capfd.readouterr().err
+    assert "WARNING" not in err, err
+    idx = index.load(path, cat)  # kept alive: the IVF view below points into it
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(idx))
+    assert isinstance(ivf, faiss.IndexIVFPQ) and ivf.pq.M == 32
