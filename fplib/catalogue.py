@@ -6,7 +6,7 @@ metadata, in a folder::
     vectors/<id>.npy   float32 [n_vectors, 128] of song <id>
 
 Vector ids are global and never reused: song ``s`` owns ``first_vector .. first_vector + n_vectors
-- 1``, and window ``j`` of it starts at ``j * hop`` seconds (SEED's mapping). Songs can be added and
+- 1``, and window ``j`` of it starts at ``j * hop`` seconds (the original scripts' mapping). Songs can be added and
 removed safely: a song's vectors are written (atomically) before its row is committed, so a killed
 extraction resumes where it stopped, and the checksum of the audio file prevents adding a song twice.
 """

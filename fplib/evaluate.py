@@ -1,4 +1,4 @@
-"""Evaluation (FACTS.md 8): degraded queries of several lengths and SNRs, cut at random positions
+"""Evaluation (NAFP's protocol): degraded queries of several lengths and SNRs, cut at random positions
 (not on the 0.5-s grid) from songs held out of training, run through the neural recogniser and the
 landmark baseline on the same database; out-of-database queries measure false positives.
 

@@ -1,8 +1,8 @@
-"""The faiss index over a catalogue's fingerprints (SEED's ``create_faiss_indexes.py``, FACTS.md 6).
+"""The faiss index over a catalogue's fingerprints (the original ``create_faiss_indexes.py``).
 
-``build(catalogue, name, out_dir)`` writes ``<name>.index`` (faiss), ``<name>.json`` (SEED's mapping
+``build(catalogue, name, out_dir)`` writes ``<name>.index`` (faiss), ``<name>.json`` (the original scripts' mapping
 ``{first vector id of a song: song name}``) and ``<name>.meta.json`` (factory string, metric, nprobe,
-the catalogue state it was built from). Fixed from SEED: the metric is inner product throughout
+the catalogue state it was built from). Fixed from the original script: the metric is inner product throughout
 (fingerprints are unit vectors, so it is their cosine similarity); training uses a bounded random
 sample; faiss's polysemous training (85 % of IVF-PQ training time, unused here) is off; nprobe is
 really set and read back; files are written atomically; an index that does not match its catalogue
@@ -34,7 +34,7 @@ PQ_MIN_POINTS_PER_CENTROID = 1
 
 
 def factory_string(m: int = 32, nlist: int = 256) -> str:
-    """SEED's IVF-PQ: ``nlist`` inverted lists, ``m`` sub-quantisers of 8 bits."""
+    """The original scripts' IVF-PQ: ``nlist`` inverted lists, ``m`` sub-quantisers of 8 bits."""
     return f"IVF{nlist},PQ{m}"
 
 

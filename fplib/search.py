@@ -1,11 +1,11 @@
 """Recognition: a query (file or array, 1 s or longer) -> the best songs with their offsets, a score,
 and a decision "in the database" or not.
 
-Sequence matching (NAFP's method, FACTS.md 7): every query window i is searched in the index; each
+Sequence matching (NAFP's method): every query window i is searched in the index; each
 neighbour id, minus i, proposes a start window in some song; every proposed (song, start) is
 re-scored on the uncompressed fingerprints as the mean inner product between query window i and
 database window start + i over all i (a window that falls outside the song counts 0). The best
-candidate names the song and the offset (start x hop). Unlike SEED's version, hits are only counted
+candidate names the song and the offset (start x hop). Unlike the original scripts' version, hits are only counted
 at the same alignment, so dense regions or two neighbouring songs cannot add up. Majority vote (the
 song most frequent among all neighbours) stays available for comparison.
 

@@ -183,3 +183,18 @@ def test_ruff_clean():
     r = subprocess.run([ruff, "check", "fplib", "tests", "benchmarks", "notebooks", "conftest.py"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_no_reference_to_files_outside_the_repository():
+    """What the code, notebooks and documents cite must be in the repository or in the README."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    pattern = re.compile(r"FACTS\.md|MODELS\.md|HOUSE_STYLE\.md|\.\./shared/")
+    this = Path(__file__).resolve()
+    offenders = []
+    for name in tracked:
+        path = ROOT / name
+        if path.resolve() == this or path.suffix not in {".py", ".md", ".ipynb", ".yml", ".yaml", ".toml", ""}:
+            continue
+        if path.is_file() and pattern.search(path.read_text(errors="ignore")):
+            offenders.append(name)
+    assert not offenders, f"cite files that are not in the repository: {offenders}"

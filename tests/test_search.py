@@ -121,7 +121,7 @@ def test_index_files_metric_and_settings(tmp_path, songs, model):
     path = index.build(cat, "demo", tmp_path / "idx", nprobe=3)
     assert path.exists() and path.with_suffix(".json").exists()
     mapping = index.storage.read_json(path.with_suffix(".json"))
-    assert mapping == {"0": "song_0", "15": "song_1", "30": "song_2", "45": "song_3"}  # SEED's format
+    assert mapping == {"0": "song_0", "15": "song_1", "30": "song_2", "45": "song_3"}  # the original scripts' format
     idx = index.load(path, cat)
     assert idx.metric_type == faiss.METRIC_INNER_PRODUCT and idx.ntotal == 60
     assert index.get_nprobe(idx) == 1  # 60 vectors train a single list
@@ -146,7 +146,7 @@ def test_ivfpq_defaults_polysemous_off_nprobe_really_set(tmp_path):
     assert isinstance(ivf, faiss.IndexIVFPQ) and ivf.nlist == 64 and ivf.pq.M == 32
     assert not ivf.do_polysemous_training
     assert ivf.nprobe == 16 and index.load(path, cat, nprobe=5) and index.get_nprobe(index.load(path, cat, 5)) == 5
-    assert index.bytes_per_vector(idx) == 40  # 32-byte PQ code + 8-byte id (FACTS.md 6)
+    assert index.bytes_per_vector(idx) == 40  # 32-byte PQ code + 8-byte id (IVF-PQ32)
     _, v = cat.all_vectors()
     _, found = idx.search(v[:200], 1)
     assert (found[:, 0] == np.arange(200)).mean() > 0.9  # a stored vector finds itself
