@@ -109,7 +109,7 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=6, help="streams per SNR")
     ap.add_argument("--fpr", type=float, default=0.05, help="threshold calibration (notebook 05's default 0.05)")
     ap.add_argument("--window", type=float, default=10.0)
-    ap.add_argument("--confirm", type=int, default=2)
+    ap.add_argument("--confirm", type=int, default=4)
     ap.add_argument("--seed", type=int, default=9001)
     ap.add_argument("--json")
     args = ap.parse_args()

@@ -788,8 +788,8 @@ def listen_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=float, default=10.0, help="rolling buffer, s (default: 10)")
     ap.add_argument("--change", type=float, default=3.0, help="the last seconds also decided on every hop, to "
                     "catch a change of song (default: 3; 0: off)")
-    ap.add_argument("--confirm", type=int, default=2, help="consecutive accepting hops (0.5 s) before an answer "
-                    "(default: 2)")
+    ap.add_argument("--confirm", type=int, default=4, help="consecutive accepting hops (0.5 s) before an answer; "
+                    "fewer answer sooner and falsely more often (default: 4)")
     ap.add_argument("--jump", type=float, default=1.5, help="an offset this far (s) from the expected one is a new "
                     "answer (default: 1.5)")
     ap.add_argument("--forget", type=float, default=4.0, help="report the song lost after this many seconds "

@@ -142,7 +142,7 @@ class Listener:
     song after which it is reported lost.
     """
 
-    def __init__(self, rec: Recognizer, window_s: float = 10.0, change_s: float | None = 3.0, confirm: int = 2,
+    def __init__(self, rec: Recognizer, window_s: float = 10.0, change_s: float | None = 3.0, confirm: int = 4,
                  jump_s: float = 1.5, forget_s: float = 4.0):
         self.rec, fe = rec, rec.fe
         self.sr, self.hop, self.win = fe.sr, fe.hop_len, fe.win_len
