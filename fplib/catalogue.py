@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from fplib import audio, storage
 from fplib.features import FrontEnd, logmel
+from fplib.storage import file_checksum  # noqa: F401  (part of this module's interface)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS songs (
@@ -53,15 +54,6 @@ class Song:
     first_vector: int
     n_vectors: int
     checksum: str
-
-
-def file_checksum(path: str | os.PathLike) -> str:
-    """SHA-256 of the file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Catalogue:

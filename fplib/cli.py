@@ -794,14 +794,17 @@ def listen_main(argv: list[str] | None = None) -> int:
                     "answer (default: 1.5)")
     ap.add_argument("--forget", type=float, default=4.0, help="report the song lost after this many seconds "
                     "without it (default: 4)")
-    ap.add_argument("--nprobe", type=int, default=None)
+    ap.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per search (default: as built)")
     ap.add_argument("--phases", type=int, default=None, help="query phases per 0.5-s hop (default: those the "
                     "threshold was calibrated with, else 1)")
     ap.add_argument("--decision", default=None, choices=["score", "margin"], help="what the threshold is compared "
                     "with (default: what it was calibrated with, else score)")
-    args = ap.parse_args(argv)
+    args = _parse(ap, argv)
+    if isinstance(args, int):
+        return args
     if args.format and not args.rate:
-        ap.error("--format needs --rate")
+        _err("--format needs --rate (raw PCM has no header to read it from)")
+        return USAGE
 
     from fplib import listen, search
 

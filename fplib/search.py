@@ -278,8 +278,8 @@ def check_model(checkpoint: str | os.PathLike, catalogue: Catalogue, fe) -> None
         raise ValueError(f"{checkpoint}: its front end {fe.to_dict()} differs from the catalogue's "
                          f"{catalogue.fe.to_dict()}")
     if catalogue.model and catalogue.model.get("sha256") != file_checksum(checkpoint):
-        raise ValueError(f"{catalogue.folder}: fingerprints were made by another model "
-                         f"({catalogue.model.get('checkpoint')})")
+        made_by = f"{catalogue.model.get('checkpoint')}, SHA-256 {str(catalogue.model.get('sha256'))[:12]}..."
+        raise ValueError(f"{catalogue.folder}: fingerprints were made by another model ({made_by}), not {checkpoint}")
 
 
 def catalogue_model(catalogue: Catalogue, checkpoint: str | os.PathLike | None = None,
@@ -305,7 +305,6 @@ def recognizer_from_files(checkpoint: str | os.PathLike | None, catalogue_dir: s
     (checking they belong together, by the checkpoint's checksum) and the index, with the threshold
     (and the query phases and decision it was calibrated with) from :func:`resolve_threshold`; its
     source is ``recognizer.threshold_source``."""
-    from fplib.catalogue import file_checksum
     from fplib.train import load_model
 
     if checkpoint is None:
@@ -315,13 +314,7 @@ def recognizer_from_files(checkpoint: str | os.PathLike | None, catalogue_dir: s
     model, fe = load_model(checkpoint)
     cat = Catalogue(catalogue_dir)
     try:
-        if cat.fe != fe:
-            raise ValueError(f"{checkpoint}: its front end {fe.to_dict()} differs from the catalogue's "
-                             f"{cat.fe.to_dict()}")
-        if cat.model and cat.model.get("sha256") != file_checksum(checkpoint):
-            raise ValueError(f"{catalogue_dir}: fingerprints were made by another model "
-                             f"({cat.model.get('checkpoint')}, SHA-256 {str(cat.model.get('sha256'))[:12]}...), "
-                             f"not {checkpoint}")
+        check_model(checkpoint, cat, fe)
         kw = {k: v for k, v in kw.items() if v is not None}
         source = "given"
         if "threshold" not in kw:

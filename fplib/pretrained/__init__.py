@@ -11,12 +11,12 @@ uses it. :func:`export` turns a training checkpoint into such a slim model file 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
 
 from fplib import storage
+from fplib.storage import file_checksum as sha256  # noqa: F401  (used by callers too)
 
 NAME = "fplib-small-v1"
 DIR_ENV = "FPLIB_PRETRAINED_DIR"
@@ -48,14 +48,6 @@ def card(folder: str | os.PathLike | None = None) -> dict:
                               f"here); pass --model CHECKPOINT, or set {DIR_ENV} to a folder holding {NAME}.pt and "
                               f"{NAME}.json")
     return storage.read_json(path)
-
-
-def sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 _verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> checksum already verified
