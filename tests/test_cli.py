@@ -3,6 +3,7 @@ real audio files (flac, wav, m4a), real checkpoints of a freshly initialised tin
 catalogues and faiss indexes, the real shipped-model machinery on an exported checkpoint."""
 
 import argparse
+import contextlib
 import json
 import shutil
 import subprocess
@@ -440,3 +441,40 @@ def test_commands_default_to_the_shipped_model(world, tmp_path, monkeypatch, cap
     monkeypatch.setenv(pretrained.DIR_ENV, str(tmp_path / "not_installed"))
     assert cli.main(["generate_fingerprints", "-i", str(world["songs"]), "-o", str(tmp_path / "c2")]) == 2
     assert "--model" in capsys.readouterr().err and not (tmp_path / "c2").exists()
+
+
+def test_generate_fingerprints_killed_then_run_again_gives_the_uninterrupted_catalogue(world, tmp_path):
+    import signal
+    import sqlite3
+    import time
+
+    songs = tmp_path / "songs"
+    for i in range(40):
+        audio.write(songs / f"s{i:02d}.wav", music_like(10.0, 8000, seed=500 + i), 8000)
+    cmd = [sys.executable, "-m", "fplib.cli", "generate_fingerprints", "-i", str(songs), "--model",
+           str(world["ckpt"]), "--no_progress", "--batch", "1", "-o"]
+    killed = tmp_path / "killed"
+    p = subprocess.Popen([*cmd, str(killed)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    n, deadline = 0, time.time() + 120
+    while n < 3 and time.time() < deadline and p.poll() is None:
+        time.sleep(0.01)
+        if (killed / "catalogue.sqlite").exists():
+            with contextlib.closing(sqlite3.connect(f"file:{killed / 'catalogue.sqlite'}?mode=ro", uri=True)) as db:
+                try:
+                    n = db.execute("SELECT COUNT(*) FROM songs").fetchone()[0]
+                except sqlite3.OperationalError:  # the schema is being created
+                    n = 0
+    p.send_signal(signal.SIGKILL)
+    assert p.wait() == -signal.SIGKILL, "the extraction finished before it could be killed"
+    with Catalogue(killed) as cat:
+        assert 3 <= len(cat) < 40
+    again = subprocess.run([*cmd, str(killed)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already there" in again.stdout, again.stdout + again.stderr
+    whole = tmp_path / "whole"
+    assert subprocess.run([*cmd, str(whole)], cwd=ROOT, capture_output=True, timeout=300).returncode == 0
+    with Catalogue(killed) as a, Catalogue(whole) as b:
+        va = {s.name: a.vectors(s) for s in a.songs()}
+        vb = {s.name: b.vectors(s) for s in b.songs()}
+    assert sorted(va) == sorted(vb) == [f"s{i:02d}" for i in range(40)]
+    for name in va:
+        np.testing.assert_array_equal(va[name], vb[name])
