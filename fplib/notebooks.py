@@ -242,14 +242,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {len(executed)} notebook(s), profile {args.profile}, done in {time.time() - t0:.0f} s", flush=True)
         results = executed[-1].parent.parent / "05_build_index_and_evaluate" / "metrics.json" if executed else None
         if results is not None and results.exists() and executed[-1].stem.startswith("05"):
-            from fplib.viz import format_table
+            from fplib.viz import headline_markdown
 
             metrics = storage.read_json(results)
-            print(f"\n== results ({results})\n{format_table(metrics['table'])}")
-            for key in ("top1", "fp_rate"):
-                print(f"{key} by query length: " + "; ".join(
-                    f"{system} " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in by_len.items())
-                    for system, by_len in metrics["summary"][key].items()))
+            print(f"\n== results: {results} (per SNR too; the executed notebook 05 explains every column)\n"
+                  f"{headline_markdown(metrics['headline'])}\n"
+                  "top-1: right song and offset, accepted as in the database; ranked first: the right answer ranked "
+                  "first, before the threshold;\nFP: out-of-database queries accepted; ms per query: front end, "
+                  "model, search and decision; DB bytes/s: index size per second of audio.")
     except (ParameterError, FileNotFoundError, ValueError, NotebookFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
