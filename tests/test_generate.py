@@ -108,7 +108,7 @@ def test_seed_cli_flags_and_defaults(tmp_path, corpus, capsys, monkeypatch):
     assert meta["settings"]["config"]["number_segments"] == 2 and meta["settings"]["config"]["train_ratio"] == 0.6
     assert cli.generate_training_dataset_main(["-i", str(tmp_path / "missing")]) == 2
     assert "folder not found" in capsys.readouterr().err
-    monkeypatch.chdir(tmp_path)  # the seed's default output path is the current folder
+    monkeypatch.chdir(tmp_path)  # the original scripts' default output path is the current folder
     assert cli.generate_training_dataset_main(["-i", str(corpus["songs"]), "-n", "1"]) == 0
     assert (tmp_path / "Dataset_8" / "train_data.json").exists()
 
