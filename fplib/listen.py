@@ -256,7 +256,7 @@ class Listener:
         if active.size:
             self._fill(ph, active, np.array([i]))
         ids = ids[ids >= 0]
-        song = self.rec._song_of(ids)
+        song = self.rec.song_of(ids)
         starts = ids - self.rec.starts[song] - i
         rows, fresh = [], []
         for s, st in zip(song.tolist(), starts.tolist()):

@@ -93,7 +93,8 @@ class Recognizer:
         t = self.threshold
         return float("-inf") if t is None else (t(n_windows) if isinstance(t, Threshold) else float(t))
 
-    def _song_of(self, ids: np.ndarray) -> np.ndarray:
+    def song_of(self, ids: np.ndarray) -> np.ndarray:
+        """Vector ids ``int64 [...]`` -> indices into ``self.songs`` (the song with the largest first id <= id)."""
         return np.searchsorted(self.starts, ids, side="right") - 1
 
     def load_query(self, query: str | os.PathLike | np.ndarray) -> np.ndarray:
@@ -168,7 +169,7 @@ class Recognizer:
     def _candidates(self, ids: np.ndarray) -> list[tuple[int, int]]:
         m, k = ids.shape
         valid = ids >= 0
-        song_idx = self._song_of(np.where(valid, ids, 0))
+        song_idx = self.song_of(np.where(valid, ids, 0))
         start = np.where(valid, ids - self.starts[song_idx], 0) - np.arange(m)[:, None]
         pairs = Counter(zip(song_idx[valid].tolist(), start[valid].tolist()))
         return [p for p, _ in pairs.most_common(200)]
@@ -191,7 +192,7 @@ class Recognizer:
     def _vote(self, ids: np.ndarray) -> list[Match]:
         m = ids.shape[0]
         valid = ids >= 0
-        song_idx = self._song_of(np.where(valid, ids, 0))
+        song_idx = self.song_of(np.where(valid, ids, 0))
         start = np.where(valid, ids - self.starts[song_idx], 0) - np.arange(m)[:, None]
         votes = Counter(song_idx[valid].tolist())
         out = []
