@@ -1,0 +1,56 @@
+"""fplib tunes glibc's allocator on import (fplib/runtime.py): a training step of the small model
+must not page-fault. Each measurement runs in a fresh process, as a user's would."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fplib import runtime
+
+STEP = r"""
+import json, resource
+import torch
+import fplib
+from fplib.models import build_model
+
+torch.manual_seed(0)
+torch.set_num_threads(1)
+model, _ = build_model("nafp_small")
+opt = torch.optim.Adam(model.parameters(), 1e-4)
+x = torch.randn(64, 1, 256, 32)
+
+def step():
+    opt.zero_grad()
+    y = model(x)
+    (y[:32] * y[32:]).sum().neg().backward()
+    opt.step()
+
+step(); step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    step()
+after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+print(json.dumps({"allocator": fplib.runtime.allocator, "faults_per_step": (after - before) / 3}))
+"""
+
+
+def _faults(**env) -> dict:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES", runtime.OPT_OUT)}
+    out = subprocess.run([sys.executable, "-c", STEP], env={**clean, **env}, capture_output=True, text=True,
+                         check=True, timeout=300)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+@pytest.mark.skipif(not runtime._glibc(), reason="the allocator settings are for glibc")
+def test_training_step_does_not_page_fault():
+    tuned = _faults()
+    default = _faults(**{runtime.OPT_OUT: "1"})
+    assert tuned["allocator"] == "glibc tuned"
+    assert default["allocator"].startswith("default")
+    # glibc's defaults: tens of thousands of faults per step (activations mapped and zeroed again)
+    assert default["faults_per_step"] > 20_000, default
+    assert tuned["faults_per_step"] < 500, (tuned, default)
