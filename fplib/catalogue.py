@@ -17,9 +17,11 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -394,3 +396,73 @@ def _sqlite_reason(e: sqlite3.DatabaseError) -> str:
         return f"truncated or corrupt SQLite database ({msg}); restore it from a copy or extract the catalogue again"
     return f"not a readable catalogue database (SQLite: {msg})"
 
+
+def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, FrontEnd]:
+    """:func:`fplib.train.load_model` for a user-supplied checkpoint: the model and its front end, or
+    :class:`BadFileError` naming the file and what is wrong with it (missing, a folder, empty, truncated,
+    not a torch file, a pickle of other objects, a bare state dict, weights of another architecture)."""
+    from fplib import train
+
+    path = check_file(checkpoint)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return train.load_model(path, device)
+    except Exception as e:  # every failure is reported as what is wrong with the file
+        raise BadFileError(path, _checkpoint_problem(path, e)) from None
+
+
+_FPLIB_KEYS = ("model", "model_name", "model_settings", "frontend")
+
+
+def _checkpoint_problem(path: Path, err: Exception) -> str:
+    """What is wrong with a checkpoint that :func:`fplib.train.load_model` could not load (``err``)."""
+    from fplib.models import model_names
+
+    first = " ".join(str(err).split("\n")[0].split())[:200]
+    with open(path, "rb") as f:
+        head = f.read(4)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        msg = " ".join(str(e).split())
+        if head != b"PK\x03\x04":  # torch.save writes a zip archive
+            if head[:1] == b"\x80":
+                return ("a plain Python pickle, not a torch checkpoint (fplib checkpoints are torch.save archives "
+                        "written by trainer or fplib.pretrained.export)")
+            return "not a torch checkpoint (not a torch.save archive)"
+        if "Weights only load failed" in msg:
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", msg)
+            what = f" (such as {found.group(1)})" if found else ""
+            return (f"holds pickled Python objects{what}, not only tensors and settings, e.g. a whole saved model: "
+                    f"not an fplib checkpoint (fplib never unpickles code)")
+        return "truncated or corrupt torch file (incomplete archive); copy or train it again"
+    if not isinstance(ck, dict):
+        return f"not an fplib model checkpoint: it holds a {type(ck).__name__}, not a dict of weights and settings"
+    if ck and all(isinstance(v, torch.Tensor) for v in ck.values()):
+        return (f"a bare state dict ({len(ck)} tensors, no settings): an fplib checkpoint also holds "
+                f"{', '.join(repr(k) for k in _FPLIB_KEYS[1:])}, as trainer and fplib.pretrained.export write it")
+    missing = [k for k in _FPLIB_KEYS if k not in ck]
+    if missing:
+        return f"not an fplib model checkpoint (no {', '.join(repr(k) for k in missing)})"
+    if ck["model_name"] not in model_names():
+        return f"unknown architecture {ck['model_name']!r} (fplib has {', '.join(model_names())})"
+    if not isinstance(ck["frontend"], dict) or not isinstance(ck["model_settings"], dict):
+        return "its 'frontend' and 'model_settings' are not dicts of settings"
+    try:
+        FrontEnd(**ck["frontend"])
+    except (TypeError, ValueError) as e:
+        return f"invalid front-end settings ({e})"
+    if isinstance(err, RuntimeError) and "state_dict" in str(err):
+        return (f"its weights do not fit the {ck['model_name']!r} architecture with settings {ck['model_settings']} "
+                f"({_first_mismatch(str(err))})")
+    return f"not a usable fplib model checkpoint ({type(err).__name__}: {first})"
+
+
+def _first_mismatch(msg: str) -> str:
+    """The first problem torch's ``load_state_dict`` lists (its message's second line)."""
+    lines = [" ".join(ln.split()).rstrip(".") for ln in msg.splitlines()[1:] if ln.strip()]
+    more = f"; {len(lines) - 1} more" if len(lines) > 1 else ""
+    return (lines[0][:200] if lines else " ".join(msg.split())[:200]) + more
