@@ -471,6 +471,23 @@ def test_every_bad_checkpoint_is_named_with_what_is_wrong(world, tmp_path, capsy
     assert not (tmp_path / "cat").exists()
 
 
+def test_a_broken_model_card_is_named(world, tmp_path, monkeypatch, capsys):
+    from fplib import pretrained
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    shutil.copyfile(pretrained.default_model(), shipped / f"{pretrained.NAME}.pt")
+    card = shipped / f"{pretrained.NAME}.json"
+    monkeypatch.setenv(pretrained.DIR_ENV, str(shipped))
+    for content, reason in (("{", "not a valid model card: invalid JSON (Expecting property name enclosed in double "
+                                  "quotes at line 1 column 2)"),
+                            ("[]", "not a model card (a list); reinstall fplib or pass --model CHECKPOINT")):
+        card.write_text(content)
+        rc, _, err = _recognize(capsys, world)
+        assert (rc, err) == (2, f"error: {card}: {reason}\n")
+    assert not pretrained.is_shipped("x") and pretrained.default_threshold() is None  # as if not installed
+
+
 def _spoil(idx: Path, case: str):
     meta, mapping = idx.with_suffix(".meta.json"), idx.with_suffix(".json")
     data = idx.read_bytes()
