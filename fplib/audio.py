@@ -21,6 +21,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from fplib.errors import BadFileError, file_problem
 from fplib.storage import atomic_path
 
 SR = 8000
@@ -38,13 +39,8 @@ _RESAMPLE_MARGIN_S = 0.02
 SILENCE_DBFS = -70.0
 
 
-class AudioError(ValueError):
+class AudioError(BadFileError):
     """A file that cannot be used as audio; ``str(err)`` is ``"<path>: <reason>"``."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -64,12 +60,9 @@ class AudioInfo:
 def info(path: str | os.PathLike) -> AudioInfo:
     """Header information of an audio file; raises :class:`AudioError` if it is not usable audio."""
     path = Path(path)
-    if not path.exists():
-        raise AudioError(path, "file not found")
-    if path.is_dir():
-        raise AudioError(path, "is a folder, not an audio file")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "empty file (0 bytes)")
+    problem = file_problem(path)  # before opening: a named pipe would block, a folder is no file
+    if problem:
+        raise AudioError(path, problem.replace("not a file", "not an audio file"))
     if _uses_av(path):
         return _av_info(path)
     try:

@@ -13,12 +13,16 @@ extraction resumes where it stopped, and the checksum of the audio file prevents
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import sqlite3
+import tempfile
 import time
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fplib import audio, storage
+from fplib.errors import BadFileError, check_file, file_problem
 from fplib.features import FrontEnd, logmel
 from fplib.storage import file_checksum  # noqa: F401  (part of this module's interface)
 
@@ -56,40 +61,144 @@ class Song:
     checksum: str
 
 
+class AlreadyInCatalogue(ValueError):
+    """The audio being added is already in the catalogue (``song``), e.g. added meanwhile by another process."""
+
+    def __init__(self, path: str | os.PathLike, song: Song):
+        self.song = song
+        super().__init__(f"{path}: its audio is already in the catalogue as song {song.id} {song.name!r}")
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+# how long a writer waits for another process's transaction on the same catalogue before giving up
+BUSY_TIMEOUT_S = 120.0
+SONG_COLUMNS = ("id", "name", "path", "duration", "first_vector", "n_vectors", "checksum", "added")
+
+
 class Catalogue:
     """Open (or create) the catalogue in ``folder``. ``fe`` and ``model`` (a description such as the
     checkpoint's checksum) are required to create one and checked against an existing one (the model
-    by its checksum only, :func:`same_model`)."""
+    by its checksum only, :func:`same_model`).
+
+    Opening an existing catalogue never creates or changes a file: ``catalogue.sqlite`` is checked first
+    (a regular, readable, non-empty SQLite file that passes SQLite's ``quick_check``, with fplib's tables
+    and settings), and anything else raises :class:`~fplib.errors.BadFileError` naming the file and the
+    problem. A new catalogue appears complete or not at all (written aside, then linked into place).
+    Several processes may add to one catalogue at once: each addition is one ``BEGIN IMMEDIATE``
+    transaction (writers wait up to :data:`BUSY_TIMEOUT_S` for each other)."""
 
     def __init__(self, folder: str | os.PathLike, fe: FrontEnd | None = None, model: dict | None = None):
         self.folder = Path(folder)
-        exists = (self.folder / "catalogue.sqlite").exists()
-        if not exists and fe is None:
-            raise FileNotFoundError(f"{self.folder}: no catalogue here (notebook 04_extract_fingerprints makes one)")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "vectors").mkdir(exist_ok=True)
-        self.db = sqlite3.connect(self.folder / "catalogue.sqlite")
+        self.path = self.folder / "catalogue.sqlite"
+        if self.folder.exists() and not self.folder.is_dir():
+            raise BadFileError(self.folder, "is a file, not a catalogue folder")
+        if not os.path.lexists(self.path):
+            if fe is None:
+                raise FileNotFoundError(f"{self.folder}: no catalogue here (notebook 04_extract_fingerprints or "
+                                        f"generate_fingerprints makes one)")
+            self._create(fe, model)
+        self.db = self._connect()
         try:
-            self._open(exists, fe, model)
+            self._open(fe, model)
         except BaseException:
             self.db.close()
             raise
 
-    def _open(self, exists: bool, fe: FrontEnd | None, model: dict | None) -> None:
-        self.db.executescript(SCHEMA)
-        if not exists:
-            with self.db:
-                self._set("frontend", fe.to_dict())
-                self._set("model", model or {})
-                self._set("next_vector", 0)
-        self.fe = FrontEnd(**self._get("frontend"))
-        self.model = self._get("model")
+    def _create(self, fe: FrontEnd, model: dict | None) -> None:
+        """Write a new, empty catalogue aside and link it into place; if another process made one
+        meanwhile, theirs is kept (and then opened and checked like any existing one)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "vectors").mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".catalogue.", suffix=".sqlite.tmp", dir=self.folder)
+        os.close(fd)
+        try:
+            with contextlib.closing(sqlite3.connect(tmp)) as db:
+                db.executescript(SCHEMA)
+                with db:
+                    for key, value in (("frontend", fe.to_dict()), ("model", model or {}), ("next_vector", 0)):
+                        db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+            os.chmod(tmp, 0o666 & ~_umask())
+            try:
+                os.link(tmp, self.path)  # fails if the name exists: never replaces a catalogue
+            except FileExistsError:
+                pass
+            except OSError:  # a file system without hard links
+                if not os.path.lexists(self.path):
+                    os.replace(tmp, self.path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def _connect(self) -> sqlite3.Connection:
+        """A connection to the existing ``catalogue.sqlite`` (never created here), after checking it is one."""
+        if os.path.isfile(self.path) and os.path.getsize(self.path) == 0:
+            raise BadFileError(self.path, "empty file (0 bytes), not a catalogue database (left as it is; delete it "
+                                          "to start a new catalogue here)")
+        check_file(self.path)
+        with open(self.path, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+        if head != SQLITE_HEADER:
+            raise BadFileError(self.path, "not an SQLite database (a catalogue.sqlite starts with 'SQLite format 3'"
+                                          "); not an fplib catalogue, or overwritten")
+        uri = f"{self.path.absolute().as_uri()}?mode=rw"  # mode=rw: an existing file only
+        # autocommit: transactions are explicit (BEGIN IMMEDIATE in _write), so a read-then-write is atomic
+        return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+
+    def _open(self, fe: FrontEnd | None, model: dict | None) -> None:
+        try:
+            check = self.db.execute("PRAGMA quick_check").fetchall()
+            if check != [("ok",)]:
+                raise BadFileError(self.path, f"corrupt SQLite database (quick_check: {check[0][0]}); restore it "
+                                              f"from a copy or extract the catalogue again")
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            missing = [t for t in ("songs", "meta") if t not in tables]
+            if missing:
+                raise BadFileError(self.path, f"an SQLite database, but not an fplib catalogue (no table "
+                                              f"{', '.join(missing)})")
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(songs)")}
+            if not set(SONG_COLUMNS) <= columns:
+                raise BadFileError(self.path, f"not an fplib catalogue: its songs table lacks "
+                                              f"{sorted(set(SONG_COLUMNS) - columns)}")
+            meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+            n_songs = self.db.execute("SELECT COUNT(*) FROM songs").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            raise BadFileError(self.path, _sqlite_reason(e)) from None
+        settings = {}
+        for key in ("frontend", "model", "next_vector"):
+            if key not in meta:
+                raise BadFileError(self.path, f"not a complete fplib catalogue: no {key!r} setting in its meta table")
+            try:
+                settings[key] = json.loads(meta[key])
+            except (json.JSONDecodeError, TypeError):
+                raise BadFileError(self.path, f"its {key!r} setting is not valid JSON: {meta[key]!r}") from None
+        try:
+            self.fe = FrontEnd(**settings["frontend"])
+        except (TypeError, ValueError) as e:
+            raise BadFileError(self.path, f"its front-end setting is invalid ({e})") from None
+        self.model = settings["model"]
+        if not isinstance(self.model, dict) or not isinstance(settings["next_vector"], int):
+            raise BadFileError(self.path, "its 'model' or 'next_vector' setting is invalid")
+        if n_songs and not (self.folder / "vectors").is_dir():
+            raise BadFileError(self.folder / "vectors", f"missing: the fingerprints of the catalogue's {n_songs} "
+                                                        f"songs are not there")
         if fe is not None and fe != self.fe:
             raise ValueError(f"{self.folder}: the catalogue was made with front end {self.fe.to_dict()}, "
                              f"not {fe.to_dict()}")
         if model is not None and self.model and not same_model(model, self.model):
             raise ValueError(f"{self.folder}: the catalogue was made with model {self.model}, not {model}; "
                              f"fingerprints of different models cannot be mixed")
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """One write transaction, taken at once (``BEGIN IMMEDIATE``), so that what it reads (the next free
+        vector id, whether a checksum is there) cannot change before it writes; all or nothing."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.rollback()
+            raise
+        self.db.commit()
 
     def _get(self, key: str):
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -118,7 +227,20 @@ class Catalogue:
         return Song(*r)
 
     def vectors(self, song: Song) -> np.ndarray:
-        return storage.load_array(self.folder / "vectors" / f"{song.id}.npy")
+        """Song ``song``'s fingerprints ``float32 [n_vectors, D]``, checked (:class:`BadFileError` if its
+        file is missing, unreadable, of another shape or not finite)."""
+        path = self.folder / "vectors" / f"{song.id}.npy"
+        check_file(path)
+        try:
+            v = storage.load_array(path)
+        except (OSError, ValueError, EOFError) as e:
+            raise BadFileError(path, f"not a readable fingerprint array, truncated or corrupt ({e})") from None
+        if v.dtype != np.float32 or v.ndim != 2 or len(v) != song.n_vectors:
+            raise BadFileError(path, f"holds {v.dtype} {list(v.shape)}, not the float32 [{song.n_vectors}, D] "
+                                     f"fingerprints of song {song.id} {song.name!r}")
+        if not np.isfinite(v).all():
+            raise BadFileError(path, f"the fingerprints of song {song.id} {song.name!r} contain NaN or infinity")
+        return v
 
     def all_vectors(self, songs: list[Song] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Vector ids ``int64 [N]`` and fingerprints ``float32 [N, D]`` of ``songs`` (default: all)."""
@@ -140,7 +262,11 @@ class Catalogue:
             name: str | None = None) -> Song:
         """Store one song's fingerprints; its row is committed only after its vectors are on disk."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        with self.db:
+        (self.folder / "vectors").mkdir(exist_ok=True)
+        with self._write():
+            known = self.find_checksum(checksum)
+            if known is not None:  # e.g. another process added the same audio meanwhile
+                raise AlreadyInCatalogue(path, known)
             first = int(self._get("next_vector"))
             cur = self.db.execute(
                 "INSERT INTO songs (name, path, duration, first_vector, n_vectors, checksum, added) "
@@ -159,7 +285,7 @@ class Catalogue:
     def remove_many(self, song_ids: list[int]) -> list[Song]:
         """Remove songs in one transaction (all or none); then delete their vector files."""
         songs = [self.song(i) for i in song_ids]
-        with self.db:
+        with self._write():
             self.db.executemany("DELETE FROM songs WHERE id = ?", [(i,) for i in song_ids])
         for i in song_ids:
             (self.folder / "vectors" / f"{i}.npy").unlink(missing_ok=True)
@@ -217,6 +343,10 @@ def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: tor
     result = ExtractResult([], [], [])
     files = [Path(f) for f in files]
     for f in tqdm(files, desc="fingerprints", unit="song", disable=not progress):
+        problem = file_problem(f)  # before reading: a named pipe would block forever
+        if problem:
+            result.skipped.append((str(f), problem))
+            continue
         try:
             checksum = file_checksum(f)
         except OSError as e:
@@ -232,7 +362,10 @@ def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: tor
             continue
         vectors = fingerprint(wav, model, fe, batch, device)
         name = song_name(f, root)
-        result.added.append(catalogue.add(f, vectors, len(wav) / fe.sr, checksum, name))
+        try:
+            result.added.append(catalogue.add(f, vectors, len(wav) / fe.sr, checksum, name))
+        except AlreadyInCatalogue:  # added meanwhile by another process
+            result.already.append(str(f))
     return result
 
 
@@ -247,3 +380,89 @@ def same_model(a: dict, b: dict) -> bool:
 def model_description(checkpoint: str | os.PathLike) -> dict:
     """How a catalogue records the model that made its fingerprints."""
     return {"checkpoint": str(Path(checkpoint).resolve()), "sha256": file_checksum(checkpoint)}
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _sqlite_reason(e: sqlite3.DatabaseError) -> str:
+    msg = str(e)
+    if "locked" in msg or "busy" in msg:
+        return f"busy: another process has held it locked for more than {BUSY_TIMEOUT_S:.0f} s ({msg})"
+    if "not a database" in msg or "malformed" in msg:
+        return f"truncated or corrupt SQLite database ({msg}); restore it from a copy or extract the catalogue again"
+    return f"not a readable catalogue database (SQLite: {msg})"
+
+
+def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, FrontEnd]:
+    """:func:`fplib.train.load_model` for a user-supplied checkpoint: the model and its front end, or
+    :class:`BadFileError` naming the file and what is wrong with it (missing, a folder, empty, truncated,
+    not a torch file, a pickle of other objects, a bare state dict, weights of another architecture)."""
+    from fplib import train
+
+    path = check_file(checkpoint)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return train.load_model(path, device)
+    except Exception as e:  # every failure is reported as what is wrong with the file
+        raise BadFileError(path, _checkpoint_problem(path, e)) from None
+
+
+_FPLIB_KEYS = ("model", "model_name", "model_settings", "frontend")
+
+
+def _checkpoint_problem(path: Path, err: Exception) -> str:
+    """What is wrong with a checkpoint that :func:`fplib.train.load_model` could not load (``err``)."""
+    from fplib.models import model_names
+
+    first = " ".join(str(err).split("\n")[0].split())[:200]
+    with open(path, "rb") as f:
+        head = f.read(4)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        msg = " ".join(str(e).split())
+        if head != b"PK\x03\x04":  # torch.save writes a zip archive
+            if head[:1] == b"\x80":
+                return ("a plain Python pickle, not a torch checkpoint (fplib checkpoints are torch.save archives "
+                        "written by trainer or fplib.pretrained.export)")
+            return "not a torch checkpoint (not a torch.save archive)"
+        if "Weights only load failed" in msg:
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", msg)
+            what = f" (such as {found.group(1)})" if found else ""
+            return (f"holds pickled Python objects{what}, not only tensors and settings, e.g. a whole saved model: "
+                    f"not an fplib checkpoint (fplib never unpickles code)")
+        return "truncated or corrupt torch file (incomplete archive); copy or train it again"
+    if not isinstance(ck, dict):
+        return f"not an fplib model checkpoint: it holds a {type(ck).__name__}, not a dict of weights and settings"
+    if ck and all(isinstance(v, torch.Tensor) for v in ck.values()):
+        return (f"a bare state dict ({len(ck)} tensors, no settings): an fplib checkpoint also holds "
+                f"{', '.join(repr(k) for k in _FPLIB_KEYS[1:])}, as trainer and fplib.pretrained.export write it")
+    missing = [k for k in _FPLIB_KEYS if k not in ck]
+    if missing:
+        return f"not an fplib model checkpoint (no {', '.join(repr(k) for k in missing)})"
+    if ck["model_name"] not in model_names():
+        return f"unknown architecture {ck['model_name']!r} (fplib has {', '.join(model_names())})"
+    if not isinstance(ck["frontend"], dict) or not isinstance(ck["model_settings"], dict):
+        return "its 'frontend' and 'model_settings' are not dicts of settings"
+    try:
+        FrontEnd(**ck["frontend"])
+    except (TypeError, ValueError) as e:
+        return f"invalid front-end settings ({e})"
+    if isinstance(err, RuntimeError) and "state_dict" in str(err):
+        return (f"its weights do not fit the {ck['model_name']!r} architecture with settings {ck['model_settings']} "
+                f"({_first_mismatch(str(err))})")
+    return f"not a usable fplib model checkpoint ({type(err).__name__}: {first})"
+
+
+def _first_mismatch(msg: str) -> str:
+    """The first problem torch's ``load_state_dict`` lists (its message's second line)."""
+    lines = [" ".join(ln.split()).rstrip(".") for ln in msg.splitlines()[1:] if ln.strip()]
+    more = f"; {len(lines) - 1} more" if len(lines) > 1 else ""
+    return (lines[0][:200] if lines else " ".join(msg.split())[:200]) + more

@@ -57,10 +57,11 @@ def _model_path(model: str | None) -> str:
 def _input_errors() -> tuple[type[BaseException], ...]:
     """What a bad input raises (imported late: these modules pull in numpy, torch, faiss)."""
     from fplib.config import ParameterError
+    from fplib.errors import BadFileError
     from fplib.pretrained import PretrainedError
 
-    return (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, KeyError, ParameterError,
-            PretrainedError)
+    return (BadFileError, FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, KeyError,
+            ParameterError, PretrainedError)
 
 
 def _generate_parser() -> argparse.ArgumentParser:
@@ -297,7 +298,9 @@ def create_faiss_indexes_main(argv: list[str] | None = None) -> int:
 
 def _collect_audio(paths: list[str]) -> tuple[list[tuple[str, str | None]], list[tuple[str, str]], list[str]]:
     """Files and folders -> ([(audio file, root folder for its name or None)], [(path, problem)],
-    [ignored non-audio files]); folders are scanned recursively."""
+    [ignored non-audio files]); folders are scanned recursively. Whatever is named like audio and is not
+    a folder is listed, even a named pipe or a broken link, so that reading it reports why it is skipped."""
+    import os
     from pathlib import Path
 
     from fplib import audio
@@ -306,13 +309,13 @@ def _collect_audio(paths: list[str]) -> tuple[list[tuple[str, str | None]], list
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            found = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith("."))
+            found = sorted(f for f in path.rglob("*") if not f.is_dir() and not f.name.startswith("."))
             songs = [f for f in found if f.suffix.lower() in audio.AUDIO_EXTENSIONS]
-            ignored += [str(f) for f in found if f.suffix.lower() not in audio.AUDIO_EXTENSIONS]
+            ignored += [str(f) for f in found if f.suffix.lower() not in audio.AUDIO_EXTENSIONS and f.is_file()]
             if not songs:
                 problems.append((p, f"no audio files ({', '.join(audio.AUDIO_EXTENSIONS)}) in this folder"))
             files += [(str(f), str(path)) for f in songs]
-        elif path.is_file():
+        elif os.path.lexists(path):  # a file, or a named pipe, a link... that reading it will report
             files.append((str(path), None))
         else:
             problems.append((p, "no such file or folder"))
@@ -376,8 +379,7 @@ def generate_fingerprints_main(argv: list[str] | None = None) -> int:
         for path, reason in problems:
             _err(f"{path}: {reason}")
         return USAGE
-    from fplib.catalogue import Catalogue, model_description
-    from fplib.train import load_model
+    from fplib.catalogue import Catalogue, load_model, model_description
 
     t0 = time.perf_counter()
     try:
@@ -597,8 +599,7 @@ def _db_add(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fplib import audio, index
-    from fplib.catalogue import Catalogue, file_checksum, model_description, same_model
-    from fplib.train import load_model
+    from fplib.catalogue import Catalogue, file_checksum, load_model, model_description, same_model
 
     files, problems, ignored = _collect_audio(args.songs)
     try:

@@ -6,7 +6,10 @@ the catalogue state it was built from). Fixed from the original script: the metr
 (fingerprints are unit vectors, so it is their cosine similarity); training uses a bounded random
 sample; faiss's polysemous training (85 % of IVF-PQ training time, unused here) is off; nprobe is
 really set and read back; files are written atomically; an index that does not match its catalogue
-is refused. Songs can be added and removed without rebuilding (``add_songs`` / ``remove_songs``).
+is refused: its metadata records the catalogue state and the model that made the vectors (checkpoint
+SHA-256), and every file of the set is checked when loaded (:class:`~fplib.errors.BadFileError` names
+the file and what is wrong: missing, truncated, corrupt, of another catalogue or model). Songs can be
+added and removed without rebuilding (``add_songs`` / ``remove_songs``).
 
 Beyond one machine, faiss's own tools apply: ``faiss.IndexShards`` to search shards in parallel,
 and ``merge`` (IVF ``merge_from``) to combine indexes built separately with the same trained quantiser.
@@ -21,7 +24,8 @@ import faiss
 import numpy as np
 
 from fplib import storage
-from fplib.catalogue import Catalogue, Song
+from fplib.catalogue import Catalogue, Song, same_model
+from fplib.errors import BadFileError, check_file, json_type, read_json
 
 # faiss warns below this many training points per centroid; fewer vectors than this per list
 # means the catalogue is too small for the requested nlist, which is then reduced.
@@ -122,31 +126,108 @@ def build(catalogue: Catalogue, name: str, out_dir: str | os.PathLike, m: int = 
 
 
 def _save(index: faiss.Index, path: Path, catalogue: Catalogue, extra: dict | None = None) -> None:
-    meta_path = path.with_suffix(".meta.json")
-    meta = storage.read_json(meta_path) if meta_path.exists() and extra is None else {}
+    mp = meta_path(path)
+    meta = storage.read_json(mp) if mp.exists() and extra is None else {}
     meta.update(extra or {})
     meta.update({"metric": "inner_product", "d": index.d, "ntotal": int(index.ntotal), "nprobe": get_nprobe(index),
                  "catalogue": str(catalogue.folder.resolve()), "catalogue_state": catalogue.state(),
-                 "bytes_per_vector": bytes_per_vector(index)})
+                 "model": catalogue.model or {}, "bytes_per_vector": bytes_per_vector(index)})
     with storage.atomic_path(path) as tmp:
         faiss.write_index(index, str(tmp))
-    storage.write_json(path.with_suffix(".json"), {str(s.first_vector): s.name for s in catalogue.songs()})
-    storage.write_json(meta_path, meta)
+    storage.write_json(mapping_path(path), {str(s.first_vector): s.name for s in catalogue.songs()})
+    storage.write_json(mp, meta)
+
+
+def read_index(path: str | os.PathLike) -> faiss.Index:
+    """``faiss.read_index``, with :class:`BadFileError` naming the file instead of faiss's C++ error."""
+    check_file(path)
+    try:
+        return faiss.read_index(str(path))
+    except (RuntimeError, MemoryError) as e:
+        detail = " ".join(str(e).split()).rsplit("Error: ", 1)[-1].replace(f" in {path}", "")
+        detail = detail.split(" failed: ", 1)[-1]  # faiss's assertion text says nothing to a user
+        raise BadFileError(path, f"not a readable faiss index, truncated or corrupt (faiss: {detail[:200]})") from None
+
+
+def mapping_path(path: str | os.PathLike) -> Path:
+    """``NAME.json``: ``{first vector id of a song: song name}`` (the original scripts' mapping)."""
+    return Path(path).with_suffix(".json")
+
+
+def meta_path(path: str | os.PathLike) -> Path:
+    """``NAME.meta.json``: how the index was built, from which catalogue state and model."""
+    return Path(path).with_suffix(".meta.json")
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """An index's ``NAME.meta.json``, checked (:class:`BadFileError` if missing, not JSON or incomplete)."""
+    mp = meta_path(path)
+    if not os.path.lexists(mp):
+        raise BadFileError(mp, f"missing: the metadata of {path} (written with it by create_faiss_indexes); "
+                               f"rebuild the index")
+    meta = read_json(mp, "index metadata file")
+    if not isinstance(meta, dict):
+        raise BadFileError(mp, f"not an fplib index metadata file: it holds {json_type(meta)}, not an object")
+    missing = [k for k in ("catalogue_state", "ntotal", "d") if k not in meta]
+    if missing:
+        raise BadFileError(mp, f"not a complete fplib index metadata file (no {', '.join(map(repr, missing))})")
+    return meta
+
+
+def _describe_model(model: dict | None) -> str:
+    if not model:
+        return "no model recorded"
+    sha = str(model.get("sha256") or "")
+    return f"{model.get('checkpoint', 'a model')}, SHA-256 {sha[:12]}..." if sha else str(model)
+
+
+def _check_model(path: Path, meta: dict, catalogue: Catalogue, rebuild: str) -> None:
+    """Refuse an index whose vectors another model made than the catalogue's."""
+    if "model" not in meta:
+        raise BadFileError(path, f"built by an older fplib that did not record which model made its vectors, so it "
+                                 f"cannot be checked against the catalogue; {rebuild}")
+    if not isinstance(meta["model"], dict) or not same_model(meta["model"], catalogue.model or {}):
+        raise BadFileError(path, f"built from the fingerprints of another model ({_describe_model(meta['model'])}) "
+                                 f"than the catalogue {catalogue.folder} ({_describe_model(catalogue.model)}); "
+                                 f"its neighbours would be meaningless; {rebuild}")
+
+
+def _rebuild(path: Path, catalogue: Catalogue) -> str:
+    return f"rebuild it: create_faiss_indexes -i {catalogue.folder} -n {path.stem} -o {path.parent}"
 
 
 def load(path: str | os.PathLike, catalogue: Catalogue, nprobe: int | None = None) -> faiss.Index:
-    """Read an index and check that it matches ``catalogue``; set ``nprobe`` (default: as saved)."""
+    """Read an index and check that it matches ``catalogue``; set ``nprobe`` (default: as saved).
+
+    Every file of the index is checked: ``NAME.index`` (a readable faiss index of the catalogue's
+    vectors), ``NAME.meta.json`` (the catalogue state and the model the index was built from) and
+    ``NAME.json`` (the song mapping); a problem raises :class:`BadFileError` naming the file."""
     path = Path(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"{path}: no index (notebook 05 or create_faiss_indexes builds it)")
-    meta = storage.read_json(path.with_suffix(".meta.json"))
-    index = faiss.read_index(str(path))
-    n_cat = sum(s.n_vectors for s in catalogue.songs())
+    check_file(path)
+    meta = read_meta(path)
+    rebuild = _rebuild(path, catalogue)
+    _check_model(path, meta, catalogue, rebuild)
+    index = read_index(path)
+    songs = catalogue.songs()
+    n_cat = sum(s.n_vectors for s in songs)
     if meta.get("catalogue_state") != catalogue.state() or index.ntotal != n_cat:
-        raise ValueError(f"{path}: built from another state of the catalogue ({index.ntotal} vectors, catalogue "
-                         f"{catalogue.folder} has {n_cat}); rebuild it or add/remove songs through fplib.index")
+        raise BadFileError(path, f"built from another state of the catalogue ({index.ntotal} vectors, catalogue "
+                                 f"{catalogue.folder} has {n_cat}); {rebuild}, or add/remove songs through "
+                                 f"fplib db")
     if index.ntotal == 0:
-        raise ValueError(f"{path}: the index is empty")
+        raise BadFileError(path, "the index is empty")
+    if index.d != meta.get("d") or (songs and index.d != catalogue.vectors(songs[0]).shape[1]):
+        raise BadFileError(path, f"holds {index.d}-d vectors, not the catalogue's fingerprints; {rebuild}")
+    mp = mapping_path(path)
+    if not os.path.lexists(mp):
+        raise BadFileError(mp, f"missing: the song mapping of {path} (written with it); {rebuild}")
+    mapping = read_json(mp, "index song mapping")
+    if mapping != {str(s.first_vector): s.name for s in songs}:
+        what = f"{len(mapping)} songs" if isinstance(mapping, dict) else json_type(mapping)
+        raise BadFileError(mp, f"not the song mapping of the catalogue {catalogue.folder} (it holds {what}, "
+                               f"the catalogue {len(songs)} songs); {rebuild}")
     set_nprobe(index, nprobe if nprobe is not None else (meta.get("nprobe") or 1))
     return index
 
@@ -158,11 +239,12 @@ def add_songs(path: str | os.PathLike, catalogue: Catalogue, songs: list[Song]) 
     with its mapping and metadata."""
     path = Path(path)
     new_ids = {s.id for s in songs}
-    index = faiss.read_index(str(path))
-    meta = storage.read_json(path.with_suffix(".meta.json"))
+    meta = read_meta(path)
+    _check_model(path, meta, catalogue, _rebuild(path, catalogue))
+    index = read_index(path)
     expected = sum(s.n_vectors for s in catalogue.songs() if s.id not in new_ids)
     if index.ntotal != expected:
-        raise ValueError(f"{path}: holds {index.ntotal} vectors, the catalogue without the new songs {expected}")
+        raise BadFileError(path, f"holds {index.ntotal} vectors, the catalogue without the new songs {expected}")
     ids, vectors = catalogue.all_vectors(songs)
     if len(ids):
         index.add_with_ids(vectors, ids)
@@ -187,9 +269,9 @@ def remove_songs(path: str | os.PathLike, catalogue: Catalogue, song_ids: list[i
 
 def merge(paths: list[str | os.PathLike]) -> faiss.Index:
     """Merge IVF indexes built separately from one trained quantiser (faiss ``merge_from``)."""
-    first = faiss.read_index(str(paths[0]))
+    first = read_index(paths[0])
     for p in paths[1:]:
-        other = faiss.read_index(str(p))
+        other = read_index(p)
         first.merge_from(other, 0)
     return first
 

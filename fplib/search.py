@@ -38,7 +38,8 @@ import torch
 
 from fplib import audio
 from fplib import index as fpindex
-from fplib.catalogue import Catalogue, fingerprint
+from fplib.catalogue import Catalogue, fingerprint, load_model
+from fplib.errors import BadFileError, json_type, read_json
 from fplib.features import n_windows
 
 
@@ -90,8 +91,15 @@ class Recognizer:
         self.vectors = {s.id: catalogue.vectors(s) for s in self.songs}
 
     def threshold_for(self, n_windows: int) -> float:
+        """The threshold for a query of ``n_windows`` windows (-inf without one); a threshold that is not a
+        finite number is an error, never a silent "accept all" or "reject all"."""
         t = self.threshold
-        return float("-inf") if t is None else (t(n_windows) if isinstance(t, Threshold) else float(t))
+        if t is None:
+            return float("-inf")
+        value = t(n_windows) if isinstance(t, Threshold) else float(t)
+        if not np.isfinite(value):
+            raise ValueError(f"the threshold for {n_windows} window(s) is {value}, not a finite number")
+        return value
 
     def song_of(self, ids: np.ndarray) -> np.ndarray:
         """Vector ids ``int64 [...]`` -> indices into ``self.songs`` (the song with the largest first id <= id)."""
@@ -254,21 +262,65 @@ def resolve_threshold(index_path: str | os.PathLike, catalogue: Catalogue, no_th
     None with ``no_threshold`` (every query accepted); else the index's own ``NAME.threshold.json``;
     else, for a catalogue made by the shipped model, that model's default threshold
     (:mod:`fplib.pretrained`); otherwise :class:`MissingThresholdError`, saying to run calibrate_threshold."""
-    from fplib import pretrained, storage
+    from fplib import pretrained
 
     path = threshold_path(index_path)
     if no_threshold:
         return None, "none (--no-threshold): every query is accepted as in the database"
-    if path.exists():
-        return storage.read_json(path), str(path)
+    if os.path.lexists(path):
+        return load_threshold(path), str(path)
     if pretrained.is_shipped((catalogue.model or {}).get("sha256"), pretrained_dir):
         default = pretrained.default_threshold(pretrained_dir)
         if default is not None:
-            return default, f"the shipped model's default ({pretrained.NAME}; calibrate_threshold fits this catalogue)"
+            card = pretrained.directory(pretrained_dir) / f"{pretrained.NAME}.json"
+            return (check_threshold(default, card),
+                    f"the shipped model's default ({pretrained.NAME}; calibrate_threshold fits this catalogue)")
     raise MissingThresholdError(
         f"{path}: no threshold for this index, so 'not in the database' cannot be decided; run "
         + THRESHOLD_HINT.format(cat=catalogue.folder, index=index_path)
         + " (or pass --no-threshold to accept every query)")
+
+
+def load_threshold(path: str | os.PathLike) -> dict:
+    """A ``NAME.threshold.json``, checked by :func:`check_threshold` (:class:`BadFileError` names the file)."""
+    return check_threshold(read_json(path, "threshold file"), path)
+
+
+def check_threshold(saved, path: str | os.PathLike) -> dict:
+    """``saved`` if it is valid threshold settings (``NAME.threshold.json`` format: ``threshold``, a finite
+    number or ``{"windows": [increasing counts >= 1], "values": [finite numbers]}``; optional ``phases``, an
+    integer >= 1, and ``decision``, "score" or "margin"); else :class:`BadFileError` for ``path`` saying why."""
+    how = "calibrate_threshold writes it"
+
+    def bad(reason: str):
+        return BadFileError(path, f"not a valid threshold file: {reason} ({how})")
+
+    if not isinstance(saved, dict):
+        raise bad(f"it holds {json_type(saved)}, not an object with a 'threshold'")
+    if "threshold" not in saved:
+        raise bad("no 'threshold' in it")
+    t = saved["threshold"]
+
+    def finite(v) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+    if isinstance(t, dict):
+        windows, values = t.get("windows"), t.get("values")
+        if not isinstance(windows, list) or not isinstance(values, list) or not windows or len(windows) != len(values):
+            raise bad("'threshold' needs 'windows' and 'values', two lists of the same non-zero length")
+        if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in windows) or any(
+                b <= a for a, b in zip(windows, windows[1:])):
+            raise bad(f"'threshold' 'windows' must be increasing whole numbers >= 1, got {windows}")
+        if not all(finite(v) for v in values):
+            raise bad(f"'threshold' 'values' must be finite numbers, got {values}")
+    elif not finite(t):
+        raise bad(f"'threshold' must be a finite number or {{'windows': [...], 'values': [...]}}, got {t!r}")
+    phases = saved.get("phases", 1)
+    if not isinstance(phases, int) or isinstance(phases, bool) or phases < 1:
+        raise bad(f"'phases' must be a whole number >= 1, got {phases!r}")
+    if saved.get("decision", "score") not in ("score", "margin"):
+        raise bad(f"'decision' must be 'score' or 'margin', got {saved.get('decision')!r}")
+    return saved
 
 
 def check_model(checkpoint: str | os.PathLike, catalogue: Catalogue, fe) -> None:
@@ -287,8 +339,6 @@ def catalogue_model(catalogue: Catalogue, checkpoint: str | os.PathLike | None =
                     device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Path]:
     """The model that made ``catalogue``'s fingerprints: ``checkpoint`` if given, else the one the
     catalogue recorded (notebook 04 records it); checked against the catalogue either way."""
-    from fplib.train import load_model
-
     path = Path(checkpoint) if checkpoint else Path((catalogue.model or {}).get("checkpoint", ""))
     if not checkpoint and not (catalogue.model or {}).get("checkpoint"):
         raise FileNotFoundError(f"{catalogue.folder}: the catalogue does not record its model; give the checkpoint")
@@ -306,8 +356,6 @@ def recognizer_from_files(checkpoint: str | os.PathLike | None, catalogue_dir: s
     (checking they belong together, by the checkpoint's checksum) and the index, with the threshold
     (and the query phases and decision it was calibrated with) from :func:`resolve_threshold`; its
     source is ``recognizer.threshold_source``."""
-    from fplib.train import load_model
-
     if checkpoint is None:
         from fplib import pretrained
 

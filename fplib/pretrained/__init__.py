@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from fplib import storage
+from fplib.errors import BadFileError, json_type, read_json
 from fplib.storage import file_checksum as sha256  # noqa: F401  (used by callers too)
 
 NAME = "fplib-small-v1"
@@ -47,7 +48,11 @@ def card(folder: str | os.PathLike | None = None) -> dict:
         raise PretrainedError(f"{path}: the shipped model's card is missing (the pretrained model is not installed "
                               f"here); pass --model CHECKPOINT, or set {DIR_ENV} to a folder holding {NAME}.pt and "
                               f"{NAME}.json")
-    return storage.read_json(path)
+    c = read_json(path, "model card")
+    if not isinstance(c, dict) or not isinstance(c.get("sha256"), str):
+        what = json_type(c) if not isinstance(c, dict) else "no 'sha256'"
+        raise BadFileError(path, f"not a model card ({what}); reinstall fplib or pass --model CHECKPOINT")
+    return c
 
 
 _verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> checksum already verified
@@ -75,7 +80,7 @@ def default_threshold(folder: str | os.PathLike | None = None) -> dict | None:
     no card."""
     try:
         return card(folder).get("threshold")
-    except PretrainedError:
+    except (PretrainedError, BadFileError):
         return None
 
 
@@ -83,7 +88,7 @@ def is_shipped(checksum: str | None, folder: str | os.PathLike | None = None) ->
     """Whether ``checksum`` (a SHA-256, as a catalogue records its model) is the shipped model's."""
     try:
         return bool(checksum) and card(folder).get("sha256") == checksum
-    except PretrainedError:
+    except (PretrainedError, BadFileError):
         return False
 
 
