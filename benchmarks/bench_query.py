@@ -1,7 +1,9 @@
-"""End-to-end query time with the full NAFP model on this CPU: decode, front end, model, search and
-decision for a 1-s and a 10-s query, against a reference done the original scripts' way (librosa
-features and the model one window at a time, with the head as 128 modules in a loop; the same
-decoding, search and decision), in the same run.
+"""End-to-end query time per model family and width on this CPU: decode, front end, network, search
+and decision for 1-, 3- and 10-s queries with fplib's default path (the network in ONNX Runtime,
+``fplib/engine.py``), next to the same path with the network in torch eager (``FPLIB_ENGINE=torch``)
+and a reference done the original scripts' way (librosa features and the model one window at a time,
+for the full NAFP with the head as 128 modules in a loop; the same decoding, search and decision),
+all in the same run. Families so far: NAFP at full width and at a quarter width (``nafp_small``).
 
     .venv/bin/python benchmarks/bench_query.py [--repeat 5] [--json out.json]
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -21,13 +24,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fplib import audio, index, synth
+from fplib import audio, engine, index, synth
 from fplib.catalogue import Catalogue, extract
 from fplib.models import build_model
 from fplib.search import Recognizer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reference import LoopNAFP, fingerprint_one_by_one  # noqa: E402
+
+
+def measure(fn, repeat: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
 
 
 def main() -> None:
@@ -37,50 +50,47 @@ def main() -> None:
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    torch.manual_seed(0)
-    model, _ = build_model("nafp")
-    model.eval()
-    reference_model = LoopNAFP(model).eval()
+    rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         corpus = synth.make_demo_corpus(tmp / "corpus", synth.CorpusSpec(n_songs=args.songs, song_seconds=30.0,
                                                                           n_noises=1, n_irs=1), progress=False)
-        cat = Catalogue(tmp / "cat", model.fe, {"sha256": "random-init"})
-        extract(audio.list_audio(corpus["music"]), cat, model, progress=False)
-        path = index.build(cat, "bench", tmp)
-        rec = Recognizer(model, cat, path)
-        song = audio.list_audio(corpus["music"])[1]
-        rows = {}
-        for length in (1.0, 10.0):
-            q = tmp / f"query_{length:g}s.wav"
-            audio.write(q, audio.load(song, offset=7.3, duration=length))
-            ours, ref, parts = [], [], []
-            for _ in range(args.repeat + 1):
-                t = time.perf_counter()
+        songs = audio.list_audio(corpus["music"])
+        for name in ("nafp_small", "nafp"):
+            torch.manual_seed(0)
+            model, _ = build_model(name)
+            model.eval()
+            reference_model = LoopNAFP(model).eval() if name == "nafp" else model
+            cat = Catalogue(tmp / name, model.fe, {"sha256": f"random-init {name}"})
+            extract(songs, cat, model, progress=False)
+            rec = Recognizer(model, cat, index.build(cat, "bench", tmp / name))
+            for length in (1.0, 3.0, 10.0):
+                q = tmp / f"query_{length:g}s.wav"
+                audio.write(q, audio.load(songs[1], offset=7.3, duration=length))
+
+                def reference(q=q, m=reference_model, rec=rec):
+                    wav = audio.load(q, m.fe.sr)
+                    fp = fingerprint_one_by_one(wav, m, m.fe)
+                    _, ids = rec.index.search(fp, rec.k)
+                    rec._sequence(fp, ids)
+
                 r = rec.recognize(q)
-                ours.append(time.perf_counter() - t)
-                parts.append(r.timings_ms)
-                t = time.perf_counter()
-                wav = audio.load(q, model.fe.sr)
-                fp = fingerprint_one_by_one(wav, reference_model, model.fe)
-                _, ids = rec.index.search(fp, rec.k)
-                rec._sequence(fp, ids)
-                ref.append(time.perf_counter() - t)
-            ours, ref, parts = ours[1:], ref[1:], parts[1:]  # the first run warms up
-            rows[f"{length:g}s"] = {
-                "fplib_ms": 1000 * statistics.median(ours), "reference_ms": 1000 * statistics.median(ref),
-                "fplib_frontend_model_ms": statistics.median(p["frontend_model_ms"] for p in parts),
-                "fplib_search_ms": statistics.median(p["search_ms"] for p in parts),
-                "found": r.best.name if r.best else None}
-        n_vectors = sum(s.n_vectors for s in cat.songs())
-    print(f"\nbench_query: full NAFP ({sum(p.numel() for p in model.parameters()):,} parameters), torch "
-          f"{torch.__version__}, 2 threads; database {args.songs} songs, {n_vectors} vectors; median of {args.repeat}")
-    print(f"{'query':>7s}{'fplib ms':>11s}{'reference ms':>14s}{'speed-up':>10s}   fplib: front end + model / search")
+                row = {"fplib_ms": measure(lambda q=q, rec=rec: rec.recognize(q), args.repeat)}
+                os.environ[engine.ENGINE_ENV] = "torch"
+                row["torch_ms"] = measure(lambda q=q, rec=rec: rec.recognize(q), args.repeat)
+                del os.environ[engine.ENGINE_ENV]
+                row["reference_ms"] = measure(reference, args.repeat)
+                row["found"] = r.best.name if r.best else None
+                rows[f"{name} {length:g}s"] = row
+    print(f"\nbench_query: torch {torch.__version__}, 2 threads; database {args.songs} songs of 30 s; "
+          f"median of {args.repeat}")
+    print(f"{'model, query':>18s}{'fplib ms':>10s}{'torch ms':>10s}{'reference ms':>14s}{'vs torch':>10s}"
+          f"{'vs reference':>14s}")
     for k, r in rows.items():
-        print(f"{k:>7s}{r['fplib_ms']:11.1f}{r['reference_ms']:14.1f}{r['reference_ms'] / r['fplib_ms']:9.1f}x"
-              f"   {r['fplib_frontend_model_ms']:.1f} / {r['fplib_search_ms']:.1f} ms")
-    print("reference: librosa features and the model (head as 128 modules in a loop) one window at a time; "
-          "same decoding, search and decision")
+        print(f"{k:>18s}{r['fplib_ms']:10.1f}{r['torch_ms']:10.1f}{r['reference_ms']:14.1f}"
+              f"{r['torch_ms'] / r['fplib_ms']:9.2f}x{r['reference_ms'] / r['fplib_ms']:13.2f}x")
+    print("fplib: the network in ONNX Runtime; torch: the same path with FPLIB_ENGINE=torch; reference: librosa "
+          "features and the model one window at a time (full NAFP: head as 128 modules in a loop)")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

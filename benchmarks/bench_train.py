@@ -2,12 +2,18 @@
 in the same run (machines are noisy: compare ratios, not absolute figures).
 
 1. Training pairs/s (forward + backward + Adam step on a batch of clean/degraded log-mel pairs) for
-   the full NAFP model and the small variant.
-2. Inference windows/s at batch 256 for the full model, next to
+   the full NAFP model and the small variant, each in a fresh process with fplib's allocator
+   settings (``fplib/runtime.py``) and, as the reference, with glibc's defaults
+   (``FPLIB_DEFAULT_MALLOC=1``): pairs/s, the share of CPU time spent in the kernel (system time) and
+   minor page faults per step.
+2. Inference windows/s at batch 256 for both widths: fplib's engine (ONNX Runtime on CPU,
+   ``fplib/engine.py``) next to
+   - torch eager on the same module,
    - a reference of the same network whose divide-and-encode head is 128 separate small modules
-     called in a Python loop (the original scripts' way), and
-   - the machine's limit: its measured float32 matrix-multiply rate divided by NAFP's 0.607 GFLOPs
-     per window (NAFP's own count), so we see how far from the hardware we are.
+     called in a Python loop (the original scripts' way, full width only), and
+   - the machine's limit: its measured float32 matrix-multiply rate divided by the network's FLOPs
+     per window (0.607 GFLOPs for NAFP, NAFP's own count; 0.039 for the small one), so we see how
+     far from the hardware we are.
 3. The online data pipeline alone (decode the needed segment, degrade on the device, log-mel), no
    model: pairs/s with 0, 1 and 2 DataLoader workers, on a synthetic demo corpus.
 
@@ -18,8 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +38,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fplib import audio, synth
+from fplib import audio, engine, runtime, synth
 from fplib.augment import Augmenter
 from fplib.data import IRBank, NoiseBank, SegmentDataset, collate_segments, worker_init_fn
 from fplib.losses import nt_xent
@@ -38,7 +47,7 @@ from fplib.models import build_model
 sys.path.insert(0, str(Path(__file__).parent))
 from reference import LoopNAFP  # noqa: E402
 
-NAFP_GFLOPS_PER_WINDOW = 0.607
+NAFP_GFLOPS_PER_WINDOW = {"nafp": 0.607, "nafp_small": 0.0388}  # torch.utils.flop_counter agrees
 
 
 def timed(fn, repeat: int) -> float:
@@ -70,8 +79,41 @@ def train_pairs_per_s(name: str, batch: int, repeat: int, device: torch.device) 
     return batch / timed(step, repeat)
 
 
-def infer_windows_per_s(model: nn.Module, batch: int, repeat: int, device: torch.device) -> float:
-    model.to(device).eval()
+def train_child(name: str, batch: int, repeat: int, threads: int) -> None:
+    """In a fresh process: pairs/s, system-time share and page faults per training step (JSON)."""
+    torch.set_num_threads(threads)
+    model, _ = build_model(name)
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    x = torch.randn(2 * batch, 1, 256, 32)
+
+    def step():
+        loss = nt_xent(*model(x).chunk(2))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()
+    step()
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    for _ in range(repeat):
+        step()
+    r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    user, system = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+    print(json.dumps({"pairs_per_s": batch * repeat / (t1 - t0), "system_share": system / (user + system),
+                      "faults_per_step": (r1.ru_minflt - r0.ru_minflt) / repeat, "allocator": runtime.allocator}))
+
+
+def train_in_process(name: str, batch: int, repeat: int, threads: int, default_malloc: bool) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+    env[runtime.OPT_OUT] = "1" if default_malloc else ""
+    out = subprocess.run([sys.executable, __file__, "--train-child", name, str(batch), str(repeat), str(threads)],
+                         env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def infer_windows_per_s(model, batch: int, repeat: int, device: torch.device) -> float:
+    if isinstance(model, nn.Module):
+        model.to(device).eval()
     x = torch.randn(batch, 1, 256, 32, device=device)
 
     def run():
@@ -118,32 +160,46 @@ def pipeline_pairs_per_s(corpus: dict[str, Path], workers: int, batches: int, de
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repeats (about 1 minute)")
+    ap.add_argument("--quick", action="store_true", help="fewer repeats (about 2 minutes)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2, this machine's cores)")
+    ap.add_argument("--small-batch", type=int, default=128, help="pairs per step, small model (the CPU recipe's)")
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--train-child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.train_child:
+        name, batch, repeat, threads = args.train_child
+        return train_child(name, int(batch), int(repeat), int(threads))
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rep = 2 if args.quick else 4
-    fig: dict[str, float] = {}
+    fig: dict = {}
 
     print(f"bench_train: torch {torch.__version__}, {args.threads} threads, {device}, {platform.processor() or ''}")
-    fig["train_pairs_per_s_small"] = train_pairs_per_s("nafp_small", 32, rep + 2, device)
-    fig["train_pairs_per_s_full"] = train_pairs_per_s("nafp", 16 if device.type == "cpu" else 320, rep, device)
-    print(f"training pairs/s: small {fig['train_pairs_per_s_small']:.1f}, full {fig['train_pairs_per_s_full']:.1f}")
+    if device.type == "cpu":
+        for name, batch, r in (("nafp_small", args.small_batch, rep), ("nafp", 16, rep)):
+            for label, default in (("fplib", False), ("glibc defaults", True)):
+                fig[f"train_{name}_{label}"] = train_in_process(name, batch, r, args.threads, default)
+    else:
+        fig["train_pairs_per_s_small"] = train_pairs_per_s("nafp_small", 32, rep + 2, device)
+        fig["train_pairs_per_s_full"] = train_pairs_per_s("nafp", 320, rep, device)
 
     batch = 256
-    full, _ = build_model("nafp")
-    loop = LoopNAFP(full)
-    fig["infer_windows_per_s_full"] = infer_windows_per_s(full, batch, rep, device)
-    fig["infer_windows_per_s_loop_head"] = infer_windows_per_s(loop, batch, rep, device)
     fig["matmul_gflops"] = matmul_gflops(device)
-    fig["machine_limit_windows_per_s"] = fig["matmul_gflops"] / NAFP_GFLOPS_PER_WINDOW
-    head_x = torch.randn(batch, 1024, device=device)
-    with torch.inference_mode():
-        fig["head_ms_batched"] = 1000 * timed(lambda: full.head(head_x), 10)
-        fig["head_ms_loop"] = 1000 * timed(lambda: loop.head(head_x), 10)
+    for name in ("nafp_small", "nafp"):
+        model, _ = build_model(name)
+        model.to(device).eval()
+        x = torch.randn(batch, 1, 256, 32, device=device)
+        fig[f"infer_{name}_engine"] = infer_windows_per_s(engine.runner(model, x), batch, rep, device)
+        fig[f"infer_{name}_eager"] = infer_windows_per_s(model, batch, rep, device)
+        fig[f"limit_{name}"] = fig["matmul_gflops"] / NAFP_GFLOPS_PER_WINDOW[name]
+        if name == "nafp":
+            loop = LoopNAFP(model)
+            fig["infer_nafp_loop_head"] = infer_windows_per_s(loop, batch, rep, device)
+            head_x = torch.randn(batch, 1024, device=device)
+            with torch.inference_mode():
+                fig["head_ms_batched"] = 1000 * timed(lambda m=model, h=head_x: m.head(h), 10)
+                fig["head_ms_loop"] = 1000 * timed(lambda m=loop, h=head_x: m.head(h), 10)
 
     with tempfile.TemporaryDirectory() as tmp:
         corpus = synth.make_demo_corpus(Path(tmp), synth.CorpusSpec(n_songs=8, song_seconds=20.0, n_noises=4,
@@ -153,20 +209,27 @@ def main() -> None:
                                                                              device)
 
     print()
-    print(f"{'':44s}{'fplib':>12s}{'reference':>14s}{'ratio':>9s}")
-    rows = [
-        ("inference windows/s, full NAFP, batch 256", fig["infer_windows_per_s_full"],
-         fig["infer_windows_per_s_loop_head"], "reference: the head as 128 modules in a Python loop"),
-        ("  divide-and-encode head alone, batches/s", 1000 / fig["head_ms_batched"], 1000 / fig["head_ms_loop"],
-         "batched matrix products against the loop"),
-        ("  against the machine limit, windows/s", fig["infer_windows_per_s_full"],
-         fig["machine_limit_windows_per_s"],
-         f"limit: {fig['matmul_gflops']:.0f} GFLOP/s matmul / {NAFP_GFLOPS_PER_WINDOW} GFLOPs per window"),
-    ]
-    for label, ours, ref, note in rows:
-        print(f"{label:44s}{ours:12.2f}{ref:14.2f}{ours / ref:8.2f}x   ({note})")
-    print(f"{'training pairs/s, small (batch 32)':44s}{fig['train_pairs_per_s_small']:12.1f}")
-    print(f"{'training pairs/s, full (batch 16 on CPU)':44s}{fig['train_pairs_per_s_full']:12.1f}")
+    if device.type == "cpu":
+        print("training (fresh process per row, alone):")
+        print(f"{'':34s}{'pairs/s':>9s}{'system time':>13s}{'faults/step':>13s}")
+        for name, batch in (("nafp_small", args.small_batch), ("nafp", 16)):
+            a, b = fig[f"train_{name}_fplib"], fig[f"train_{name}_glibc defaults"]
+            for label, r in (("fplib", a), ("glibc defaults (reference)", b)):
+                print(f"  {name} b{batch} {label:{24 - len(name)}s}{r['pairs_per_s']:9.1f}{r['system_share']:13.1%}"
+                      f"{r['faults_per_step']:13.0f}")
+            print(f"  {'':32s}ratio {a['pairs_per_s'] / b['pairs_per_s']:.2f}x pairs/s")
+    else:
+        print(f"training pairs/s: small {fig['train_pairs_per_s_small']:.1f}, full {fig['train_pairs_per_s_full']:.1f}")
+    print(f"\ninference, batch 256, windows/s (machine limit: {fig['matmul_gflops']:.0f} GFLOP/s matmul / "
+          f"the network's GFLOPs per window):")
+    print(f"{'':14s}{'fplib':>9s}{'torch eager':>13s}{'ratio':>8s}{'limit':>9s}{'fplib/limit':>13s}")
+    for name in ("nafp_small", "nafp"):
+        e, t, lim = fig[f"infer_{name}_engine"], fig[f"infer_{name}_eager"], fig[f"limit_{name}"]
+        print(f"  {name:12s}{e:9.1f}{t:13.1f}{e / t:7.2f}x{lim:9.0f}{e / lim:13.0%}")
+    print(f"  nafp, the head as 128 modules in a Python loop (original scripts): {fig['infer_nafp_loop_head']:.1f}; "
+          f"head alone: batched {1000 / fig['head_ms_batched']:.0f} against loop {1000 / fig['head_ms_loop']:.0f} "
+          f"batches/s")
+    print()
     for w in (0, 1, 2):
         label = f"online pipeline pairs/s, no model, {w} workers"
         print(f"{label:44s}{fig[f'pipeline_pairs_per_s_{w}_workers']:12.1f}")

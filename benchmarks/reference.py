@@ -7,8 +7,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from fplib import audio
+from fplib.catalogue import Catalogue, fingerprint
 from fplib.features import FrontEnd
 from fplib.models import NAFP
+from fplib.storage import file_checksum
 
 
 class LoopHead(nn.Module):
@@ -50,3 +53,15 @@ def fingerprint_one_by_one(wav: np.ndarray, model: nn.Module, fe: FrontEnd = Fro
             x = torch.from_numpy(librosa_logmel(wav[start : start + fe.win_len], fe))[None, None]
             out.append(model(x)[0].numpy())
     return np.stack(out)
+
+
+def extract_sequential(files: list, catalogue: Catalogue, model: nn.Module, batch: int = 256) -> None:
+    """Fingerprint songs into a catalogue one at a time in one thread: read and checksum, decode and
+    resample, front end, network, write (fplib's extraction before decoding ran beside the network)."""
+    fe = catalogue.fe
+    for f in files:
+        checksum = file_checksum(f)
+        if catalogue.find_checksum(checksum):
+            continue
+        wav = audio.load(f, fe.sr, min_duration=fe.win_s)
+        catalogue.add(f, fingerprint(wav, model, fe, batch), len(wav) / fe.sr, checksum, f.stem)

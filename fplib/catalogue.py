@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fplib import audio, storage
+from fplib import audio, engine, storage
 from fplib.errors import BadFileError, check_file, file_problem
 from fplib.features import FrontEnd, logmel
 from fplib.storage import file_checksum  # noqa: F401  (part of this module's interface)
@@ -305,12 +305,14 @@ class Catalogue:
 def fingerprint(wav: np.ndarray | torch.Tensor, model: torch.nn.Module, fe: FrontEnd, batch: int = 256,
                 device: str | torch.device = "cpu") -> np.ndarray:
     """A signal ``float32 [T]`` at ``fe.sr`` -> fingerprints ``float32 [N, D]`` of its windows every
-    ``fe.hop_s`` (front end and model batched on ``device``)."""
+    ``fe.hop_s`` (front end and model batched on ``device``; on CPU the network runs in ONNX Runtime,
+    see :mod:`fplib.engine`)."""
     feats = logmel(torch.as_tensor(wav), fe, device=device)
+    run = engine.runner(model, feats[:1])
     out = []
     with torch.inference_mode():
         for i in range(0, feats.shape[0], batch):
-            out.append(model(feats[i : i + batch]).float().cpu())
+            out.append(run(feats[i : i + batch]).float().cpu())
     return torch.cat(out).numpy()
 
 
@@ -333,40 +335,87 @@ def song_name(path: str | os.PathLike, root: str | os.PathLike | None = None) ->
     return path.stem
 
 
+class _Decoded(torch.utils.data.Dataset):
+    """Song ``i`` of ``files`` read, checksummed and decoded to ``fe.sr`` (in a DataLoader worker):
+    ``(i, "ok", (checksum, wav))``, ``(i, "already", checksum)`` for audio in ``known`` (not decoded),
+    or ``(i, "skipped", (path, reason))``."""
+
+    def __init__(self, files: list[Path], fe: FrontEnd, known: set[str]):
+        self.files, self.fe, self.known = files, fe, known
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple:
+        f = self.files[i]
+        problem = file_problem(f)  # before reading: a named pipe would block forever
+        if problem:
+            return i, "skipped", (str(f), problem)
+        try:
+            checksum = file_checksum(f)
+        except OSError as e:
+            return i, "skipped", (str(f), f"cannot read: {e.strerror}")
+        if checksum in self.known:
+            return i, "already", checksum
+        try:
+            wav = audio.load(f, self.fe.sr, min_duration=self.fe.win_s)
+        except audio.AudioError as e:
+            return i, "skipped", (e.path, e.reason)
+        return i, "ok", (checksum, torch.from_numpy(wav))
+
+
+def _as_is(item):
+    return item
+
+
 def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: torch.nn.Module,
             device: str | torch.device = "cpu", batch: int = 256, progress: bool = True,
-            root: str | os.PathLike | None = None) -> ExtractResult:
+            root: str | os.PathLike | None = None, workers: int | None = None) -> ExtractResult:
     """Fingerprint ``files`` into ``catalogue`` (already present audio is skipped, so an interrupted run
-    resumes). Unreadable or sub-window songs are skipped and reported. Names: :func:`song_name`."""
+    resumes). Unreadable or sub-window songs are skipped and reported. Names: :func:`song_name`.
+
+    Songs are read and decoded by ``workers`` DataLoader worker processes (default: 1 where the
+    machine has more than one core and there is more than one file) while this process runs the
+    front end and the network on the songs before them; songs are added in the order of ``files``,
+    each in its own transaction, so the catalogue is the same with or without workers."""
     fe = catalogue.fe
     model = model.to(device).eval()
     result = ExtractResult([], [], [])
     files = [Path(f) for f in files]
-    for f in tqdm(files, desc="fingerprints", unit="song", disable=not progress):
-        problem = file_problem(f)  # before reading: a named pipe would block forever
-        if problem:
-            result.skipped.append((str(f), problem))
+    if workers is None:
+        workers = 1 if len(files) > 1 and (os.cpu_count() or 1) > 1 else 0
+    known = {r[0] for r in catalogue.db.execute("SELECT checksum FROM songs")}
+    loader = torch.utils.data.DataLoader(_Decoded(files, fe, known), batch_size=None, num_workers=workers,
+                                         collate_fn=_as_is, prefetch_factor=2 if workers else None)
+    threads = torch.get_num_threads()
+    try:
+        # the decoding workers take a core each: fewer threads here than the network would otherwise
+        # use, so that no operator waits for a thread the decoder has preempted
+        if workers and str(device) == "cpu":
+            torch.set_num_threads(max(1, threads - workers))
+        _extract_loop(loader, files, catalogue, model, fe, batch, device, root, result, progress)
+    finally:
+        torch.set_num_threads(threads)
+    return result
+
+
+def _extract_loop(loader, files, catalogue, model, fe, batch, device, root, result, progress) -> None:
+    for i, status, payload in tqdm(loader, total=len(files), desc="fingerprints", unit="song",
+                                   disable=not progress):
+        f = files[i]
+        if status == "skipped":
+            result.skipped.append(payload)
             continue
-        try:
-            checksum = file_checksum(f)
-        except OSError as e:
-            result.skipped.append((str(f), f"cannot read: {e.strerror}"))
-            continue
-        if catalogue.find_checksum(checksum):
+        checksum = payload if status == "already" else payload[0]
+        if status == "already" or catalogue.find_checksum(checksum):
             result.already.append(str(f))
             continue
-        try:
-            wav = audio.load(f, fe.sr, min_duration=fe.win_s)
-        except audio.AudioError as e:
-            result.skipped.append((e.path, e.reason))
-            continue
+        wav = payload[1].numpy()
         vectors = fingerprint(wav, model, fe, batch, device)
-        name = song_name(f, root)
         try:
-            result.added.append(catalogue.add(f, vectors, len(wav) / fe.sr, checksum, name))
+            result.added.append(catalogue.add(f, vectors, len(wav) / fe.sr, checksum, song_name(f, root)))
         except AlreadyInCatalogue:  # added meanwhile by another process
             result.already.append(str(f))
-    return result
 
 
 def same_model(a: dict, b: dict) -> bool:

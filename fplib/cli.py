@@ -338,7 +338,8 @@ def _print_ignored(ignored: list[str]) -> None:
         print(f"{len(ignored)} other file(s) ignored (not an audio extension): {shown}", file=sys.stderr)
 
 
-def _fingerprint_files(files: list[tuple[str, str | None]], cat, model, device: str, batch: int, progress: bool):
+def _fingerprint_files(files: list[tuple[str, str | None]], cat, model, device: str, batch: int, progress: bool,
+                       workers: int | None = None):
     """Fingerprint ``files`` into ``cat``, naming each song by its path under its root folder (or its
     file name): one :class:`fplib.catalogue.ExtractResult` for all."""
     from itertools import groupby
@@ -347,7 +348,8 @@ def _fingerprint_files(files: list[tuple[str, str | None]], cat, model, device: 
 
     total = ExtractResult([], [], [])
     for root, group in groupby(files, key=lambda fr: fr[1]):
-        r = extract([f for f, _ in group], cat, model, device=device, batch=batch, progress=progress, root=root)
+        r = extract([f for f, _ in group], cat, model, device=device, batch=batch, progress=progress, root=root,
+                    workers=workers)
         total.added += r.added
         total.already += r.already
         total.skipped += r.skipped
@@ -370,6 +372,8 @@ def generate_fingerprints_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help=f"checkpoint that computes the fingerprints (default: {SHIPPED})")
     ap.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default: cpu)")
     ap.add_argument("--batch", type=int, default=256, help="windows per forward pass (default: 256)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="processes decoding songs beside the network (default: 1 on a multi-core machine)")
     ap.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = _parse(ap, argv)
     if isinstance(args, int):
@@ -390,7 +394,8 @@ def generate_fingerprints_main(argv: list[str] | None = None) -> int:
         _err(e)
         return USAGE
     try:
-        result = _fingerprint_files(files, cat, model, args.device, args.batch, not args.no_progress)
+        result = _fingerprint_files(files, cat, model, args.device, args.batch, not args.no_progress,
+                                    args.workers)
         n_songs, total_s = len(cat), sum(s.duration for s in cat.songs())
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue (fingerprinted songs are kept)", file=sys.stderr)

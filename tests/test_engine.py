@@ -1,0 +1,83 @@
+"""The inference engine (fplib/engine.py): ONNX Runtime on CPU gives torch's fingerprints, exports a
+model once (cached on disk by its weights), follows FPLIB_ENGINE, and leaves training models alone."""
+
+import numpy as np
+import pytest
+import torch
+
+from fplib import engine
+from fplib.models import build_model
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(engine.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv(engine.ENGINE_ENV, raising=False)
+    return tmp_path / "cache" / "onnx"
+
+
+def _model(seed: int):
+    torch.manual_seed(seed)
+    model, _ = build_model("nafp_small", width=0.125)
+    return model.eval()
+
+
+def test_onnxruntime_gives_torchs_fingerprints_and_is_cached_by_weights(cache):
+    model = _model(0)
+    x = torch.randn(5, 1, 256, 32)
+    run = engine.runner(model, x)
+    assert isinstance(run, engine.OnnxRunner)
+    with torch.inference_mode():
+        want = model(x)
+    got = run(x)
+    assert got.shape == (5, 128) and got.dtype == torch.float32
+    assert float((got - want).abs().max()) < 1e-5
+    assert float((run(x[:1]) - want[:1]).abs().max()) < 1e-5  # any batch size
+    assert engine.runner(model, x) is run  # one session per model and thread count
+    files = list(cache.glob("*.onnx"))
+    assert [f.stem for f in files] == [engine.model_key(model)]
+    mtime = files[0].stat().st_mtime_ns
+
+    same = _model(0)  # another object, the same weights: the cached graph is used, not re-exported
+    assert float((engine.runner(same, x)(x) - want).abs().max()) < 1e-5
+    assert files[0].stat().st_mtime_ns == mtime and len(list(cache.glob("*.onnx"))) == 1
+
+    with torch.no_grad():  # new weights (an optimiser step): a new session with the new weights
+        model.head.b2.add_(1.0)
+    run2 = engine.runner(model, x)
+    assert run2 is not run
+    with torch.inference_mode():
+        assert float((run2(x) - model(x)).abs().max()) < 1e-5
+    assert len(list(cache.glob("*.onnx"))) == 2
+
+
+def test_torch_is_used_when_asked_in_training_and_never_for_a_bad_name(cache, monkeypatch):
+    model = _model(1)
+    x = torch.randn(2, 1, 256, 32)
+    assert engine.runner(model.train(), x) is model  # a model being trained runs as it is
+    monkeypatch.setenv(engine.ENGINE_ENV, "torch")
+    assert engine.runner(model.eval(), x) is model
+    monkeypatch.setenv(engine.ENGINE_ENV, "tensorrt")
+    with pytest.raises(ValueError, match="FPLIB_ENGINE='tensorrt'"):
+        engine.runner(model, x)
+    assert not cache.exists()
+
+
+def test_extraction_with_a_decoding_worker_gives_the_same_catalogue(tmp_path, cache):
+    from fplib.catalogue import Catalogue, extract
+    from tests.helpers import make_folders
+
+    songs = sorted(make_folders(tmp_path / "c", n_songs=4, seconds=6.0)["songs"].glob("*.flac"))
+    model = _model(2)
+    cats = []
+    for workers in (0, 1):
+        cat = Catalogue(tmp_path / f"cat{workers}", model.fe, {"sha256": "test"})
+        r = extract([*songs, tmp_path / "missing.wav"], cat, model, progress=False, workers=workers)
+        assert len(r.added) == 4 and [p for p, _ in r.skipped] == [str(tmp_path / "missing.wav")]
+        cats.append(cat)
+    a, b = (c.all_vectors() for c in cats)
+    assert [s.name for s in cats[0].songs()] == [s.name for s in cats[1].songs()]
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    again = extract(songs, cats[1], model, progress=False, workers=1)  # resumes: nothing decoded again
+    assert not again.added and len(again.already) == 4
