@@ -1,11 +1,13 @@
 """Inference engine: runs a fingerprinting network on log-mel batches as fast as this machine allows.
 
 On CPU the network runs in ONNX Runtime: the model is exported once with ``torch.onnx.export`` and
-the session uses as many threads as torch does. Measured on a 2-core CPU at 256 windows per batch
-(``benchmarks/bench_train.py`` prints the figures beside torch's own in one run): about 1.7x torch's
-eager speed for ``nafp_small`` and 2x for the full NAFP; ``torch.compile`` (default and
-max-autotune), channels-last and TorchScript freezing were each within 10 % of eager there. The
-outputs agree with torch's to about 1e-6 (cosine similarity unchanged to 6 digits).
+the session uses as many threads as torch does, without busy-waiting between runs (spinning threads
+would hold the cores torch's front end needs: a 1-s query then took 41 ms instead of 5 ms). Measured
+on a 2-core CPU at 256 windows per batch (``benchmarks/bench_train.py`` prints the figures beside
+torch's own in one run): 1.1-2x torch's eager speed for ``nafp_small`` and 1.5-1.8x for the full
+NAFP (the machine is noisy); ``torch.compile`` (default and max-autotune), channels-last and
+TorchScript freezing were each within 10 % of eager there. The outputs agree with torch's to about
+1e-6.
 
 The export costs a few seconds, so the exported graph is cached on disk under
 ``$FPLIB_CACHE`` (default ``~/.cache/fplib``) in ``onnx/<key>.onnx``, where the key hashes the model's
@@ -102,7 +104,8 @@ class OnnxRunner:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
-        # no busy-waiting between operators: the threads would take the CPU from decoding workers
+        # no busy-waiting between runs: spinning threads would hold the cores that torch's own threads
+        # (the front end, between two runs) need
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
 
