@@ -63,6 +63,8 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_augment.py
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_extract.py
+	$(PY) benchmarks/bench_query.py
 
 clean-outputs:
 	rm -rf outputs/demo
