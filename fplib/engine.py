@@ -11,10 +11,10 @@ TorchScript freezing were each within 10 % of eager there. The outputs agree wit
 
 The export costs a few seconds, so the exported graph is cached on disk under
 ``$FPLIB_CACHE`` (default ``~/.cache/fplib``) in ``onnx/<key>.onnx``, where the key hashes the model's
-class, settings, weights and the torch and onnx versions: a model is exported once per machine,
-and a retrained model (other weights) gets a new key. On GPU, or with ``FPLIB_ENGINE=torch`` in the
-environment, or where the export or ONNX Runtime fails (the reason is warned once), the torch
-module itself runs.
+class, settings, weights and the torch and onnx versions: a model is exported once per machine, a
+retrained model (other weights) gets a new key, and the 16 most recently used graphs are kept. On
+GPU, in training mode, with ``FPLIB_ENGINE=torch`` in the environment, or where the export or ONNX
+Runtime fails (the reason is warned once), the torch module itself runs.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from fplib.storage import atomic_path
 
 ENGINE_ENV = "FPLIB_ENGINE"  # "onnxruntime" (default on CPU) or "torch"
 CACHE_ENV = "FPLIB_CACHE"
+CACHE_KEEP = 16  # exported graphs kept on disk (least recently used removed first)
 
 _log = logging.getLogger(__name__)
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {threads: (version, runner)}
@@ -85,6 +86,14 @@ def _export(model: torch.nn.Module, example: torch.Tensor) -> bytes:
             lg.setLevel(lvl)
 
 
+def _prune(folder: Path, keep: int = CACHE_KEEP) -> None:
+    """Remove all but the ``keep`` most recently used exported graphs."""
+    graphs = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in graphs[keep:]:
+        with contextlib.suppress(OSError):
+            old.unlink()
+
+
 class OnnxRunner:
     """``float32 [B, 1, n_mels, n_frames]`` -> ``float32 [B, D]`` through an ONNX Runtime session."""
 
@@ -94,12 +103,15 @@ class OnnxRunner:
         path = cache_dir() / "onnx" / f"{model_key(model)}.onnx"
         try:
             data = path.read_bytes()
+            with contextlib.suppress(OSError):
+                os.utime(path)  # recently used: kept by _prune
         except OSError:
             data = _export(model, example[:1].expand(2, *example.shape[1:]).detach().cpu().float().contiguous())
             with contextlib.suppress(OSError):  # a read-only home only costs the next export
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(path) as tmp:
                     tmp.write_bytes(data)
+                _prune(path.parent)
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
