@@ -19,6 +19,7 @@ ranks, so every anchor sees the negatives of the whole global batch, exactly as 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -135,19 +136,38 @@ class OnlineSource:
     seed: int
 
     collate = staticmethod(collate_segments)
+    failed: dict[str, str] = field(default_factory=dict)  # songs that failed to decode during training
 
     def batches(self, b: dict, device: torch.device, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (clean, degraded) pairs of a batch; items whose song failed to decode are left out."""
+        b = self.usable(b)
         seg = b["seg"].to(device, non_blocking=True)
         noise = b["noise"].to(device, non_blocking=True) if "noise" in b else None
         ir = b["ir"].to(device, non_blocking=True) if "ir" in b else None
         with torch.no_grad():
             return self.augmenter.pairs(seg, noise, ir, g)
 
+    def usable(self, b: dict) -> dict:
+        """``b`` without its failed items (:func:`fplib.data.collate_segments` marks them); each newly failed
+        song is reported once on standard error."""
+        errors = b.get("errors") or []
+        for path, reason in errors:
+            if path not in self.failed:
+                self.failed[path] = reason
+                print(f"skipped {path}: {reason} (its segments are left out; training goes on)", file=sys.stderr,
+                      flush=True)
+        if not errors:
+            return b
+        ok = b["ok"]
+        return {k: v[ok] for k, v in b.items() if isinstance(v, torch.Tensor)}
+
     def val_pairs(self, device: torch.device, batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.val.set_epoch(0)  # the same validation segments and degradations every epoch
         loader = DataLoader(self.val, batch_size=batch, shuffle=False, collate_fn=collate_segments)
         for k, b in enumerate(loader):
-            yield self.batches(b, device, torch.Generator().manual_seed(self.seed * 1000003 + k))
+            xa, xb = self.batches(b, device, torch.Generator().manual_seed(self.seed * 1000003 + k))
+            if len(xa):
+                yield xa, xb
 
 
 def static_source(train_dir: str | os.PathLike, val_dir: str | os.PathLike, fe: FrontEnd) -> StaticSource:
@@ -181,10 +201,10 @@ def online_source(train_songs: str | os.PathLike, train_irs: str | os.PathLike |
     va_irs, va_noises = banks("validation impulse responses", "validation noises")
     train = SegmentDataset(files["training songs"], tr_noises, tr_irs, augmenter.context, seed=cfg.seed,
                            items_per_song=cfg.items_per_song, win_s=fe.win_s, sr=fe.sr, skipped=skipped,
-                           preload=cfg.preload)
+                           preload=cfg.preload, what="training songs")
     val = SegmentDataset(files["validation songs"], va_noises, va_irs, augmenter.context, seed=cfg.seed + 1,
                          items_per_song=cfg.val_items_per_song, win_s=fe.win_s, sr=fe.sr, skipped=skipped,
-                         preload=cfg.preload)
+                         preload=cfg.preload, what="validation songs")
     return OnlineSource(train, val, augmenter, cfg.seed)
 
 
@@ -360,6 +380,15 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
             g = torch.Generator().manual_seed(int(item_rng(cfg.seed, "augment", epoch, step, rank).integers(2**62)))
             xa, xb = source.batches(b, dev, g)
             wait += time.time() - t_fetch
+            if world > 1:  # items left out (songs that failed to decode): every rank takes as many pairs
+                n_ok = torch.tensor([xa.shape[0]], device=dev)
+                dist.all_reduce(n_ok, op=dist.ReduceOp.MIN)
+                xa, xb = xa[: int(n_ok)], xb[: int(n_ok)]
+            if xa.shape[0] < 2:  # no negatives left in this batch: no step, the schedule goes on
+                scheduler.step()
+                bar.update(1)
+                t_fetch = time.time()
+                continue
             with torch.autocast("cuda", dtype=amp_dtype) if use_amp else nullcontext():
                 z = ddp(torch.cat([xa, xb]))
             za, zb = z.float().chunk(2)
@@ -397,7 +426,7 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
             dist.all_gather(sums, checksum)
             if any(not torch.equal(s, sums[0]) for s in sums):
                 raise RuntimeError(f"ranks hold different weights after epoch {epoch + 1}: {[float(s) for s in sums]}")
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), **val,
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), **val,
                   "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 2),
                   "pairs_per_s": round(n_pairs / max(train_s, 1e-9), 1),
                   "data_wait_frac": round(wait / max(train_s, 1e-9), 3), "best": bool(improved)}
