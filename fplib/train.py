@@ -11,6 +11,14 @@ retrieval), ``last.pt`` (end of the last finished epoch), ``metrics.jsonl`` (one
 ``torch.load(weights_only=True)`` (no arbitrary pickle). Every random draw derives from the seed and
 the epoch, so a resumed run reproduces the curve of an uninterrupted one.
 
+At the end of an epoch ``last.pt`` is written first: it is what makes the epoch count as done, and it
+holds the epoch's metrics and whether it was the best. Then ``best.pt`` (if the epoch was the best)
+and the epoch's line of ``metrics.jsonl``. A resumed run first finishes what a killed one left undone
+after ``last.pt`` (the best checkpoint, the metrics line), so a kill at any point followed by a resume
+gives the files of an uninterrupted run (every file is written atomically, see :mod:`fplib.storage`).
+A song that fails to decode during training (in a DataLoader worker or not) is skipped: its items are
+left out of their batches, it is reported once, and training goes on.
+
 Several GPUs or machines: run the same entry point under ``torchrun``. ``batch_size`` is the global
 batch: each of the W ranks takes ``batch_size / W`` pairs, and NT-Xent gathers the embeddings of all
 ranks, so every anchor sees the negatives of the whole global batch, exactly as one process would.
@@ -211,9 +219,11 @@ def online_source(train_songs: str | os.PathLike, train_irs: str | os.PathLike |
 # -- checkpoints --------------------------------------------------------------------------------
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """Atomic ``torch.save`` of a dict of tensors and plain Python values."""
-    with storage.atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """Atomic ``torch.save`` of a dict of tensors and plain Python values. The same state gives the same
+    bytes (saved through a file object, the archive is not named after the temporary file); a full disk
+    raises :class:`fplib.storage.DiskFullError`."""
+    with storage.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -306,6 +316,7 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the training data ({len(source.train)} items)")
     steps_per_epoch = len(source.train) // cfg.batch_size
     total_steps = cfg.epochs * steps_per_epoch
+    run_params = {k: v for k, v in (run_params or {}).items() if k != "resume"}  # how it was run, not what
 
     torch.manual_seed(cfg.seed)
     model, settings = build_model(cfg.model, fe, **cfg.model_settings)
@@ -320,6 +331,8 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
     history: list[dict] = []
     start_epoch, best, stale = 0, -1.0, 0
     last_path, best_path, log_path = out_dir / "last.pt", out_dir / "best.pt", out_dir / "metrics.jsonl"
+    if rank == 0:
+        storage.clean_stale_temps(out_dir)  # what killed writes left behind
     if resume and last_path.exists():
         before = storage.read_json(out_dir / "config.json") if (out_dir / "config.json").exists() else {}
         if before.get("train", to_dict(cfg)) != to_dict(cfg) or before.get("frontend", fe.to_dict()) != fe.to_dict():
@@ -336,9 +349,10 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
         scaler.load_state_dict(ck["scaler"])
         torch.set_rng_state(ck["rng_cpu"].cpu())
         start_epoch, best, stale = ck["epoch"] + 1, ck["best_val_top1"], ck["stale_epochs"]
-        history = [h for h in storage.read_jsonl(log_path) if h["epoch"] <= ck["epoch"]]
+        run_params = ck.get("params", run_params)  # the run keeps the parameters it was started with
+        history = _history_until(storage.read_jsonl(log_path), ck)
         if rank == 0:
-            _rewrite_jsonl(log_path, history)
+            _finish_epoch(out_dir, ck, history)
     elif rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         if log_path.exists() or last_path.exists():
@@ -439,7 +453,7 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                      "rng_cpu": torch.get_rng_state(), "best_val_top1": best, "stale_epochs": stale,
                      "train_config": to_dict(cfg), "params": run_params or {}, "metrics": record}
-            save_checkpoint(last_path, state)
+            save_checkpoint(last_path, state)  # the epoch is done once this is written (see the docstring)
             if improved:
                 save_checkpoint(best_path, state)
             storage.append_jsonl(log_path, record)
@@ -455,6 +469,40 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
 
 def _weights_checksum(model: torch.nn.Module) -> torch.Tensor:
     return torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+
+
+def _history_until(records: list[dict], ck: dict) -> list[dict]:
+    """The metrics of epochs 0 .. ``ck``'s epoch, one each: a killed run may have logged the epoch after
+    ``last.pt`` or not have logged ``last.pt``'s own; the checkpoint holds its own epoch's record."""
+    by_epoch = {}
+    for r in records:
+        if r.get("epoch", -1) <= ck["epoch"]:
+            by_epoch.setdefault(r["epoch"], r)
+    if "metrics" in ck:
+        by_epoch[ck["epoch"]] = ck["metrics"]
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _finish_epoch(out_dir: Path, ck: dict, history: list[dict]) -> None:
+    """Write what the end of ``ck``'s epoch writes after ``last.pt``, where a killed run did not: ``best.pt``
+    (the same state as ``last.pt`` when that epoch was the best) and the metrics log."""
+    last_path, best_path, log_path = out_dir / "last.pt", out_dir / "best.pt", out_dir / "metrics.jsonl"
+    if ck.get("metrics", {}).get("best") and (
+            not best_path.exists() or storage.file_checksum(best_path) != storage.file_checksum(last_path)):
+        import shutil
+
+        with storage.atomic_path(best_path) as tmp:
+            shutil.copyfile(last_path, tmp)
+    if storage.read_jsonl(log_path) != history or not _ends_with_newline(log_path):
+        _rewrite_jsonl(log_path, history)
+
+
+def _ends_with_newline(path: Path) -> bool:
+    if not path.exists() or path.stat().st_size == 0:
+        return True
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def _rewrite_jsonl(path: Path, records: list[dict]) -> None:
