@@ -557,7 +557,9 @@ def split_online_data(songs: str | os.PathLike, irs: str | os.PathLike, noises: 
     """The original ``dynamic_online`` split: ``out/online_data/{train,val}/{train,val}_{set,impulse_responses,
     background_noises}``. Files are linked, not copied (symbolic links, or hard links where symbolic
     links are not allowed, copies only as a last resort), so gigabytes of audio are not duplicated.
-    The split is seeded; an existing split with the same files is reused, a different one is an error."""
+    The split is seeded; an existing split with the same files is reused, a different one is an error
+    (``split.json`` records each folder by its place under ``online_data`` and each file by its absolute
+    path, so the same folders given by another path, relative or absolute, are the same split)."""
     from fplib.data import split_files
 
     root = Path(out) / "online_data"
@@ -571,17 +573,28 @@ def split_online_data(songs: str | os.PathLike, irs: str | os.PathLike, noises: 
             targets = [t for _, t in plan[str(dest)]]
             if len(set(targets)) != len(targets):
                 raise ValueError(f"{folder}: two files map to the same name in {dest} (a/b.wav and a__b.wav?)")
-    manifest = {d: sorted(str(src) for src, _ in pairs) for d, pairs in plan.items()}
+    manifest = {_split_key(d): sorted(str(src.resolve()) for src, _ in pairs) for d, pairs in plan.items()}
     meta_path = root / "split.json"
     if meta_path.exists():
-        if storage.read_json(meta_path) != manifest:
-            raise FileExistsError(f"{root}: holds a different split; remove it or choose another output path")
+        before = storage.read_json(meta_path)
+        old = {_split_key(d): sorted(str(Path(f).resolve()) for f in files) for d, files in before.items()}
+        if old != manifest:
+            changed = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
+            raise FileExistsError(f"{root}: holds a different split (other files in {', '.join(changed)}); "
+                                  f"remove it or choose another output path")
+        if before != manifest:  # written by an earlier version, with the paths as given
+            storage.write_json(meta_path, manifest)
     else:
         for pairs in plan.values():
             for src, dst in pairs:
                 _link(src.resolve(), dst)
         storage.write_json(meta_path, manifest)
     return {d.rsplit("/", 1)[-1]: Path(d) for d in plan}
+
+
+def _split_key(folder: str) -> str:
+    """``.../online_data/train/train_set`` -> ``train/train_set``."""
+    return "/".join(Path(folder.replace("\\", "/")).parts[-2:])
 
 
 def _link(src: Path, dst: Path) -> None:
