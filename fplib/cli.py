@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -43,6 +44,20 @@ def _parse(ap: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Name
 
 def _err(msg: str) -> None:
     print(f"error: {msg}", file=sys.stderr)
+
+
+def _plain_name(what: str):
+    """An argparse ``type`` for an option that names files inside an output folder: a plain name, never a
+    path (``../x`` or ``a/b`` would write outside the folder)."""
+
+    def check(value: str) -> str:
+        seps = {"/", "\\", os.sep, os.altsep} - {None}
+        if not value or value in (".", "..") or any(c in value for c in seps) or "\0" in value:
+            raise argparse.ArgumentTypeError(f"{value!r}: the {what} must be a plain name, not a path "
+                                             f"(no '/', '\\', '.' or '..'); choose the folder with -o")
+        return value
+
+    return check
 
 
 def _model_path(model: str | None) -> str:
@@ -91,8 +106,10 @@ def generate_training_dataset_main(argv: list[str] | None = None) -> int:
         return args
     from fplib import audio
     from fplib.config import ParameterError
+    from fplib.data import NoUsableFiles
     from fplib.features import FrontEnd
     from fplib.generate import DatasetExistsError, GenerateConfig, generate_dataset
+    from fplib.storage import DiskFullError
 
     try:
         cfg = GenerateConfig(number_segments=args.number_segments, train_ratio=args.train_ratio, seed=args.seed,
@@ -100,10 +117,22 @@ def generate_training_dataset_main(argv: list[str] | None = None) -> int:
         result = generate_dataset(args.input_folder, args.output_path, args.impulse_response, args.background_noise,
                                   cfg=cfg, fe=FrontEnd(f_min=args.f_min), overwrite=args.overwrite,
                                   device=args.device)
+    except NoUsableFiles as e:
+        _err(e)
+        return FAILED
+    except DiskFullError as e:
+        _err(f"{e}; free some space, then rerun the same command to resume (nothing already written was lost)")
+        return FAILED
     except (DatasetExistsError, FileNotFoundError, NotADirectoryError, ValueError, ParameterError,
             audio.AudioError) as e:
         _err(e)
         return USAGE
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return INTERRUPTED
+    if not result.complete:
+        _err(f"{result.path}: the dataset is not complete; rerun the same command to resume")
+        return FAILED
     print(f"{result.path}: {result.n_train} training and {result.n_val} validation pairs")
     if result.skipped:
         print(f"{len(result.skipped)} file(s) skipped:")
@@ -123,7 +152,7 @@ def _trainer_options(ap: argparse.ArgumentParser, defaults: bool) -> None:
     ap.add_argument("-ep", "--epochs", type=int, default=d(200), help="maximum epochs; early stopping may end sooner "
                     "(default: 200)")
     ap.add_argument("-bs", "--batch_size", type=int, default=d(32), help="global batch of pairs (default: 32)")
-    ap.add_argument("-m", "--model_name", default=d("fingerprinter"),
+    ap.add_argument("-m", "--model_name", default=d("fingerprinter"), type=_plain_name("model name"),
                     help="name of the saved model: OUT/NAME.pt (best) and the run folder OUT/NAME/ "
                          "(default: fingerprinter)")
     ap.add_argument("--optim", default=d("Adam"), choices=["Adam", "Lamb", "adam", "lamb"], help="optimiser "
@@ -196,13 +225,14 @@ def trainer_main(argv: list[str] | None = None) -> int:
 
     import torch.distributed as dist
 
-    from fplib import audio
+    from fplib import audio, storage
     from fplib import train as T
     from fplib.augment import AugmentConfig
     from fplib.config import ParameterError, from_dict
-    from fplib.data import Skipped
+    from fplib.data import NoUsableFiles, Skipped
     from fplib.features import FrontEnd
 
+    source = None
     try:
         cfg = T.TrainConfig(model=args.arch, epochs=args.epochs, batch_size=args.batch_size, optim=args.optim,
                             lr=args.lr, lr_ref_batch=args.lr_ref_batch, patience=args.patience, seed=args.seed,
@@ -236,15 +266,27 @@ def trainer_main(argv: list[str] | None = None) -> int:
         if rank == 0 and skipped.items:
             print(skipped.report(), file=sys.stderr)
         T.train(cfg, source, run_dir, fe, resume=args.resume, device=args.device,
-                run_params={k: v for k, v in vars(args).items()})
+                run_params={k: v for k, v in vars(args).items() if k != "resume"})
         if rank == 0 and (run_dir / "best.pt").exists():
             import shutil
 
-            from fplib.storage import atomic_path
-
-            with atomic_path(out / f"{args.model_name}.pt") as tmp:
+            storage.clean_stale_temps(out)
+            with storage.atomic_path(out / f"{args.model_name}.pt") as tmp:
                 shutil.copyfile(run_dir / "best.pt", tmp)
+            failed = sorted(getattr(source, "failed", {}).items())
+            if failed:
+                print(f"{len(failed)} song(s) failed to decode during training; their segments were left out:",
+                      file=sys.stderr)
+                for path, reason in failed:
+                    print(f"  {path}: {reason}", file=sys.stderr)
             print(f"best model: {out / f'{args.model_name}.pt'} (run folder {run_dir})")
+    except NoUsableFiles as e:
+        _err(e)
+        return FAILED
+    except storage.DiskFullError as e:
+        _err(f"{e}; free some space, then continue with the same command plus --resume (nothing already written "
+             f"was lost)")
+        return FAILED
     except (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, ParameterError, audio.AudioError,
             T.TrainingDiverged) as e:
         _err(e)
@@ -265,7 +307,9 @@ def create_faiss_indexes_main(argv: list[str] | None = None) -> int:
                                  "of fingerprints: NAME.index, NAME.json ({first vector id: song}), NAME.meta.json.")
     ap.add_argument("-i", required=True, metavar="CATALOGUE",
                     help="the fingerprints: a catalogue folder (generate_fingerprints or notebook 04)")
-    ap.add_argument("-n", required=True, metavar="NAME", help="name of the index files")
+    ap.add_argument("-n", required=True, metavar="NAME", type=_plain_name("index name"),
+                    help="name of the index files: NAME.index, NAME.json, NAME.meta.json in the -o folder (a plain "
+                         "name, not a path)")
     ap.add_argument("-m", type=int, default=32, help="PQ sub-quantisers, bytes per stored vector (default: 32)")
     ap.add_argument("-d", type=int, default=128, help="fingerprint dimension (default: 128)")
     ap.add_argument("-nlist", type=int, default=256, help="IVF lists, reduced automatically for small catalogues "
@@ -279,14 +323,18 @@ def create_faiss_indexes_main(argv: list[str] | None = None) -> int:
         return args
     from pathlib import Path
 
-    from fplib import index
+    from fplib import index, storage
     from fplib.catalogue import Catalogue
 
     try:
         with Catalogue(args.i) as cat:
+            storage.clean_stale_temps(args.output_path)  # what a killed build left behind
             path = index.build(cat, args.n, Path(args.output_path), m=args.m, d=args.d, nlist=args.nlist,
                                factory=args.factory, nprobe=args.nprobe)
             n_songs = len(cat)
+    except storage.DiskFullError as e:
+        _err(f"{e}; free some space and run the same command again")
+        return FAILED
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         _err(e)
         return USAGE
@@ -376,6 +424,7 @@ def generate_fingerprints_main(argv: list[str] | None = None) -> int:
         for path, reason in problems:
             _err(f"{path}: {reason}")
         return USAGE
+    from fplib import storage
     from fplib.catalogue import Catalogue, model_description
     from fplib.train import load_model
 
@@ -388,8 +437,12 @@ def generate_fingerprints_main(argv: list[str] | None = None) -> int:
         _err(e)
         return USAGE
     try:
+        storage.clean_stale_temps(cat.folder, cat.folder / "vectors")  # what a killed run left behind
         result = _fingerprint_files(files, cat, model, args.device, args.batch, not args.no_progress)
         n_songs, total_s = len(cat), sum(s.duration for s in cat.songs())
+    except storage.DiskFullError as e:
+        _err(f"{e}; free some space and run the same command again to continue (fingerprinted songs are kept)")
+        return FAILED
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue (fingerprinted songs are kept)", file=sys.stderr)
         return INTERRUPTED
