@@ -575,6 +575,7 @@ def split_online_data(songs: str | os.PathLike, irs: str | os.PathLike, noises: 
                 raise ValueError(f"{folder}: two files map to the same name in {dest} (a/b.wav and a__b.wav?)")
     manifest = {_split_key(d): sorted(str(src.resolve()) for src, _ in pairs) for d, pairs in plan.items()}
     meta_path = root / "split.json"
+    storage.clean_stale_temps(root)  # a split.json whose writer was killed
     if meta_path.exists():
         before = storage.read_json(meta_path)
         old = {_split_key(d): sorted(str(Path(f).resolve()) for f in files) for d, files in before.items()}
