@@ -358,6 +358,10 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
         if log_path.exists() or last_path.exists():
             if not resume:
                 raise FileExistsError(f"{out_dir}: holds a training run; resume it or choose another folder")
+        if resume and (out_dir / "config.json").exists():  # started before, killed before its first epoch ended
+            before = storage.read_json(out_dir / "config.json")
+            if before.get("train") == to_dict(cfg) and before.get("frontend") == fe.to_dict():
+                run_params = before.get("params", run_params)
         storage.write_json(out_dir / "config.json", {"train": to_dict(cfg), "frontend": fe.to_dict(),
                                                      "model_settings": settings, "params": run_params or {}})
 
