@@ -186,6 +186,11 @@ def _trainer_options(ap: argparse.ArgumentParser, defaults: bool) -> None:
                     "it stopped")
 
 
+# the trainer's options that are paths: recorded with the run as absolute paths, however they were typed
+_TRAINER_PATHS = ("output_path", "train_path", "val_path", "train_ir", "train_bn", "val_ir", "val_bn", "path",
+                  "impulse_responses", "background_noises")
+
+
 def _trainer_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="trainer", description="Contrastive training of the neural fingerprinter. "
                                  "Common options go before or after the mode.")
@@ -266,7 +271,8 @@ def trainer_main(argv: list[str] | None = None) -> int:
         if rank == 0 and skipped.items:
             print(skipped.report(), file=sys.stderr)
         T.train(cfg, source, run_dir, fe, resume=args.resume, device=args.device,
-                run_params={k: v for k, v in vars(args).items() if k != "resume"})
+                run_params={k: str(Path(v).resolve()) if k in _TRAINER_PATHS and v else v
+                            for k, v in vars(args).items() if k != "resume"})
         if rank == 0 and (run_dir / "best.pt").exists():
             import shutil
 

@@ -188,16 +188,19 @@ TINY = ["-ep", "2", "-bs", "4", "--lr", "1e-3", "--lr_ref_batch", "4", "--arch",
 
 @pytest.fixture(scope="module")
 def trained(corpus, tmp_path_factory):
-    """An uninterrupted run (in a child process, like the runs it is compared with)."""
+    """An uninterrupted run (in a child process, like the runs it is compared with), made in the folder
+    ``here`` and moved to ``ref``: runs compared with it work in ``here`` too, since the trainer records
+    its options (-o included) as absolute paths."""
     root = tmp_path_factory.mktemp("trained")
     argv = ["trainer", *TINY, "static", "-tp", str(corpus["ref"] / "train_set"), "-vp", str(corpus["ref"] / "val_set")]
-    job = run_job(argv, root)
+    job = run_job(argv, root / "here")
     assert job.rc == 0, job.err
-    return {"argv": argv, "ref": root / "run"}
+    (root / "here").rename(root / "ref")
+    return {"argv": argv, "ref": root / "ref" / "run", "here": root / "here"}
 
 
-def test_trainer_killed_or_out_of_disk_at_each_write_then_resumed(trained, tmp_path):
-    argv, resume = trained["argv"], [*trained["argv"], "--resume"]
+def test_trainer_killed_or_out_of_disk_at_each_write_then_resumed(trained):
+    argv, resume, tmp_path = trained["argv"], [*trained["argv"], "--resume"], trained["here"]
     run = tmp_path / "run" / "tiny"
     # 1. the disk fills while best.pt of epoch 1 is written (last.pt, which counts the epoch done, is there)
     job = run_job(argv, tmp_path, fault="enospc:best.pt")
