@@ -54,7 +54,7 @@ def _plain_name(what: str):
         seps = {"/", "\\", os.sep, os.altsep} - {None}
         if not value or value in (".", "..") or any(c in value for c in seps) or "\0" in value:
             raise argparse.ArgumentTypeError(f"{value!r}: the {what} must be a plain name, not a path "
-                                             f"(no '/', '\\', '.' or '..'); choose the folder with -o")
+                                             f"(no '/' or '\\' in it, not '.' or '..'); choose the folder with -o")
         return value
 
     return check
