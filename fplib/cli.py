@@ -14,9 +14,10 @@ Training: ``generate_training_dataset -i SONGS [-n 5] [-tr 0.8] [-ir IRS] [-bn N
 ``torchrun --nproc_per_node N -m fplib.cli trainer ...`` runs on several GPUs or machines.
 
 Commands without ``--model`` use the shipped pretrained model (:mod:`fplib.pretrained`). Exit codes:
-0 done, 1 some inputs failed (listed, the rest was done), 2 usage or input error (nothing done),
-130 interrupted. Heavy modules (torch, faiss) are imported only after the arguments are parsed, so
-``--help`` and usage errors are fast.
+0 done, 1 some inputs failed (listed, the rest was done), every input was unusable (listed), or the
+disk is full (the file named; what was written is kept: rerun to continue), 2 usage or input error
+(nothing done), 130 interrupted (rerun to continue). Heavy modules (torch, faiss) are imported only
+after the arguments are parsed, so ``--help`` and usage errors are fast.
 """
 
 from __future__ import annotations
