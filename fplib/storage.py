@@ -99,8 +99,10 @@ def _host_tag() -> str:
 _HOST = _host_tag()
 # .<stem>.<host>-<pid>.<random>.tmp<suffix>: what atomic_path creates (mkstemp's random part: 8 of [a-z0-9_])
 _TEMP = re.compile(r"^\.(?P<stem>.*)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]*)?$")
-# what fplib's earlier versions created (no writer recorded): judged by age
+# what fplib's earlier versions created (no writer recorded)
 _OLD_TEMP = re.compile(r"^\.(?P<stem>.*)\.[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]*)?$")
+# a temporary file whose writer cannot be checked (another machine, an earlier version) is stale once
+# untouched this long: a live writer keeps writing to it
 OLD_TEMP_AGE_S = 24 * 3600.0
 
 
@@ -129,26 +131,36 @@ def is_temp_file(path: str | os.PathLike) -> bool:
 
 
 def is_live_temp(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a temporary file of :func:`atomic_path` whose writer may still be at work (a live
-    process of this machine, or any process of another machine): never delete it."""
-    m = _TEMP.match(Path(path).name)
-    return bool(m) and (m["host"] != _HOST or _pid_alive(int(m["pid"])))
+    """Whether ``path`` is a temporary file of :func:`atomic_path` whose writer may still be at work: never
+    delete it (:func:`is_stale_temp` is not simply its negation: a file that is neither is left alone)."""
+    path = Path(path)
+    m = _TEMP.match(path.name)
+    if not m:
+        return False
+    if m["host"] == _HOST:
+        return _pid_alive(int(m["pid"]))
+    return not _untouched_for(path, OLD_TEMP_AGE_S)
 
 
 def is_stale_temp(path: str | os.PathLike, now: float | None = None) -> bool:
-    """Whether ``path`` is a temporary file of :func:`atomic_path` whose writer is gone: one written on
-    this machine by a process that no longer runs, or one of an earlier fplib (no writer recorded)
-    untouched for :data:`OLD_TEMP_AGE_S`. A file of a live writer, or of another machine, is never stale."""
+    """Whether ``path`` is a temporary file of :func:`atomic_path` whose writer is gone: one written on this
+    machine by a process that no longer runs; or one whose writer cannot be checked (another machine's, or
+    an earlier fplib's, which recorded no writer) untouched for :data:`OLD_TEMP_AGE_S`. A file of a live
+    writer of this machine is never stale."""
     path = Path(path)
     m = _TEMP.match(path.name)
-    if m:
-        return m["host"] == _HOST and not _pid_alive(int(m["pid"]))
-    if _OLD_TEMP.match(path.name):
-        try:
-            return (now or time.time()) - path.stat().st_mtime > OLD_TEMP_AGE_S
-        except OSError:
-            return False
+    if m and m["host"] == _HOST:
+        return not _pid_alive(int(m["pid"]))
+    if m or _OLD_TEMP.match(path.name):
+        return _untouched_for(path, OLD_TEMP_AGE_S, now)
     return False
+
+
+def _untouched_for(path: Path, seconds: float, now: float | None = None) -> bool:
+    try:
+        return (now or time.time()) - path.stat().st_mtime > seconds
+    except OSError:
+        return False
 
 
 def clean_stale_temps(*folders: str | os.PathLike) -> list[Path]:

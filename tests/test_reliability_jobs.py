@@ -371,17 +371,20 @@ def test_stale_temporary_files_are_cleaned_but_never_a_live_writers(tmp_path):
                               stdout=subprocess.PIPE, text=True, env=env)
     live = Path(writer.stdout.readline().strip())
     assert live.exists() and f"-{writer.pid}." in live.name
-    other_host = tmp_path / f".big.{'0' * 8}-1.abcdefgh.tmp.pt"  # another machine's writer: never judged here
-    old, fresh = tmp_path / ".big.k2j4h5g6.tmp.pt", tmp_path / ".big.z9y8x7w6.tmp.pt"  # no writer recorded
-    for f in (other_host, old, fresh):
+    # writers that cannot be checked from here (another machine; an earlier version, which recorded none):
+    # stale only once untouched for a day
+    other_host, other_host_old = (tmp_path / f".big.{'0' * 8}-1.{x}.tmp.pt" for x in ("abcdefgh", "hgfedcba"))
+    old, fresh = tmp_path / ".big.k2j4h5g6.tmp.pt", tmp_path / ".big.z9y8x7w6.tmp.pt"
+    for f in (other_host, other_host_old, old, fresh):
         f.write_bytes(b"x")
-    os.utime(old, (time.time() - 2 * 86400,) * 2)
+    for f in (other_host_old, old):
+        os.utime(f, (time.time() - 2 * 86400,) * 2)
     mine = tmp_path / "notes.tmp.txt"
     mine.write_text("the user's")
     cleaner = [sys.executable, "-c", "import sys; from fplib import storage; "
                "print(sorted(p.name for p in storage.clean_stale_temps(sys.argv[1])))", str(tmp_path)]
     first = subprocess.run(cleaner, capture_output=True, text=True, env=env, check=True).stdout
-    assert first.strip() == str([old.name])  # the live writer's file stays
+    assert first.strip() == str(sorted([old.name, other_host_old.name]))  # the live writer's file stays
     writer.send_signal(signal.SIGKILL)
     writer.wait()
     second = subprocess.run(cleaner, capture_output=True, text=True, env=env, check=True).stdout
