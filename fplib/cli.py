@@ -14,15 +14,17 @@ Training: ``generate_training_dataset -i SONGS [-n 5] [-tr 0.8] [-ir IRS] [-bn N
 ``torchrun --nproc_per_node N -m fplib.cli trainer ...`` runs on several GPUs or machines.
 
 Commands without ``--model`` use the shipped pretrained model (:mod:`fplib.pretrained`). Exit codes:
-0 done, 1 some inputs failed (listed, the rest was done), 2 usage or input error (nothing done),
-130 interrupted. Heavy modules (torch, faiss) are imported only after the arguments are parsed, so
-``--help`` and usage errors are fast.
+0 done, 1 some inputs failed (listed, the rest was done), every input was unusable (listed), or the
+disk is full (the file named; what was written is kept: rerun to continue), 2 usage or input error
+(nothing done), 130 interrupted (rerun to continue). Heavy modules (torch, faiss) are imported only
+after the arguments are parsed, so ``--help`` and usage errors are fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -43,6 +45,20 @@ def _parse(ap: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Name
 
 def _err(msg: str) -> None:
     print(f"error: {msg}", file=sys.stderr)
+
+
+def _plain_name(what: str):
+    """An argparse ``type`` for an option that names files inside an output folder: a plain name, never a
+    path (``../x`` or ``a/b`` would write outside the folder)."""
+
+    def check(value: str) -> str:
+        seps = {"/", "\\", os.sep, os.altsep} - {None}
+        if not value or value in (".", "..") or any(c in value for c in seps) or "\0" in value:
+            raise argparse.ArgumentTypeError(f"{value!r}: the {what} must be a plain name, not a path "
+                                             f"(no '/' or '\\' in it, not '.' or '..'); choose the folder with -o")
+        return value
+
+    return check
 
 
 def _model_path(model: str | None) -> str:
@@ -92,8 +108,10 @@ def generate_training_dataset_main(argv: list[str] | None = None) -> int:
         return args
     from fplib import audio
     from fplib.config import ParameterError
+    from fplib.data import NoUsableFiles
     from fplib.features import FrontEnd
     from fplib.generate import DatasetExistsError, GenerateConfig, generate_dataset
+    from fplib.storage import DiskFullError
 
     try:
         cfg = GenerateConfig(number_segments=args.number_segments, train_ratio=args.train_ratio, seed=args.seed,
@@ -101,10 +119,22 @@ def generate_training_dataset_main(argv: list[str] | None = None) -> int:
         result = generate_dataset(args.input_folder, args.output_path, args.impulse_response, args.background_noise,
                                   cfg=cfg, fe=FrontEnd(f_min=args.f_min), overwrite=args.overwrite,
                                   device=args.device)
+    except NoUsableFiles as e:
+        _err(e)
+        return FAILED
+    except DiskFullError as e:
+        _err(f"{e}; free some space, then rerun the same command to resume (nothing already written was lost)")
+        return FAILED
     except (DatasetExistsError, FileNotFoundError, NotADirectoryError, ValueError, ParameterError,
             audio.AudioError) as e:
         _err(e)
         return USAGE
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return INTERRUPTED
+    if not result.complete:
+        _err(f"{result.path}: the dataset is not complete; rerun the same command to resume")
+        return FAILED
     print(f"{result.path}: {result.n_train} training and {result.n_val} validation pairs")
     if result.skipped:
         print(f"{len(result.skipped)} file(s) skipped:")
@@ -124,7 +154,7 @@ def _trainer_options(ap: argparse.ArgumentParser, defaults: bool) -> None:
     ap.add_argument("-ep", "--epochs", type=int, default=d(200), help="maximum epochs; early stopping may end sooner "
                     "(default: 200)")
     ap.add_argument("-bs", "--batch_size", type=int, default=d(32), help="global batch of pairs (default: 32)")
-    ap.add_argument("-m", "--model_name", default=d("fingerprinter"),
+    ap.add_argument("-m", "--model_name", default=d("fingerprinter"), type=_plain_name("model name"),
                     help="name of the saved model: OUT/NAME.pt (best) and the run folder OUT/NAME/ "
                          "(default: fingerprinter)")
     ap.add_argument("--optim", default=d("Adam"), choices=["Adam", "Lamb", "adam", "lamb"], help="optimiser "
@@ -156,6 +186,11 @@ def _trainer_options(ap: argparse.ArgumentParser, defaults: bool) -> None:
                     "(default: mixed)")
     ap.add_argument("--resume", action="store_true", default=d(False), help="continue the run in OUT/NAME/ where "
                     "it stopped")
+
+
+# the trainer's options that are paths: recorded with the run as absolute paths, however they were typed
+_TRAINER_PATHS = ("output_path", "train_path", "val_path", "train_ir", "train_bn", "val_ir", "val_bn", "path",
+                  "impulse_responses", "background_noises")
 
 
 def _trainer_parser() -> argparse.ArgumentParser:
@@ -197,13 +232,14 @@ def trainer_main(argv: list[str] | None = None) -> int:
 
     import torch.distributed as dist
 
-    from fplib import audio
+    from fplib import audio, storage
     from fplib import train as T
     from fplib.augment import AugmentConfig
     from fplib.config import ParameterError, from_dict
-    from fplib.data import Skipped
+    from fplib.data import NoUsableFiles, Skipped
     from fplib.features import FrontEnd
 
+    source = None
     try:
         cfg = T.TrainConfig(model=args.arch, epochs=args.epochs, batch_size=args.batch_size, optim=args.optim,
                             lr=args.lr, lr_ref_batch=args.lr_ref_batch, patience=args.patience, seed=args.seed,
@@ -237,15 +273,28 @@ def trainer_main(argv: list[str] | None = None) -> int:
         if rank == 0 and skipped.items:
             print(skipped.report(), file=sys.stderr)
         T.train(cfg, source, run_dir, fe, resume=args.resume, device=args.device,
-                run_params={k: v for k, v in vars(args).items()})
+                run_params={k: str(Path(v).resolve()) if k in _TRAINER_PATHS and v else v
+                            for k, v in vars(args).items() if k != "resume"})
         if rank == 0 and (run_dir / "best.pt").exists():
             import shutil
 
-            from fplib.storage import atomic_path
-
-            with atomic_path(out / f"{args.model_name}.pt") as tmp:
+            storage.clean_stale_temps(out)
+            with storage.atomic_path(out / f"{args.model_name}.pt") as tmp:
                 shutil.copyfile(run_dir / "best.pt", tmp)
+            failed = sorted(getattr(source, "failed", {}).items())
+            if failed:
+                print(f"{len(failed)} song(s) failed to decode during training; their segments were left out:",
+                      file=sys.stderr)
+                for path, reason in failed:
+                    print(f"  {path}: {reason}", file=sys.stderr)
             print(f"best model: {out / f'{args.model_name}.pt'} (run folder {run_dir})")
+    except NoUsableFiles as e:
+        _err(e)
+        return FAILED
+    except storage.DiskFullError as e:
+        _err(f"{e}; free some space, then continue with the same command plus --resume (nothing already written "
+             f"was lost)")
+        return FAILED
     except (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, ParameterError, audio.AudioError,
             T.TrainingDiverged) as e:
         _err(e)
@@ -266,7 +315,9 @@ def create_faiss_indexes_main(argv: list[str] | None = None) -> int:
                                  "of fingerprints: NAME.index, NAME.json ({first vector id: song}), NAME.meta.json.")
     ap.add_argument("-i", required=True, metavar="CATALOGUE",
                     help="the fingerprints: a catalogue folder (generate_fingerprints or notebook 04)")
-    ap.add_argument("-n", required=True, metavar="NAME", help="name of the index files")
+    ap.add_argument("-n", required=True, metavar="NAME", type=_plain_name("index name"),
+                    help="name of the index files: NAME.index, NAME.json, NAME.meta.json in the -o folder (a plain "
+                         "name, not a path)")
     ap.add_argument("-m", type=int, default=32, help="PQ sub-quantisers, bytes per stored vector (default: 32)")
     ap.add_argument("-d", type=int, default=128, help="fingerprint dimension (default: 128)")
     ap.add_argument("-nlist", type=int, default=256, help="IVF lists, reduced automatically for small catalogues "
@@ -280,14 +331,18 @@ def create_faiss_indexes_main(argv: list[str] | None = None) -> int:
         return args
     from pathlib import Path
 
-    from fplib import index
+    from fplib import index, storage
     from fplib.catalogue import Catalogue
 
     try:
         with Catalogue(args.i) as cat:
+            storage.clean_stale_temps(args.output_path)  # what a killed build left behind
             path = index.build(cat, args.n, Path(args.output_path), m=args.m, d=args.d, nlist=args.nlist,
                                factory=args.factory, nprobe=args.nprobe)
             n_songs = len(cat)
+    except storage.DiskFullError as e:
+        _err(f"{e}; free some space and run the same command again")
+        return FAILED
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         _err(e)
         return USAGE
@@ -383,6 +438,7 @@ def generate_fingerprints_main(argv: list[str] | None = None) -> int:
         for path, reason in problems:
             _err(f"{path}: {reason}")
         return USAGE
+    from fplib import storage
     from fplib.catalogue import Catalogue, load_model, model_description
 
     t0 = time.perf_counter()
@@ -394,9 +450,13 @@ def generate_fingerprints_main(argv: list[str] | None = None) -> int:
         _err(e)
         return USAGE
     try:
+        storage.clean_stale_temps(cat.folder, cat.folder / "vectors")  # what a killed run left behind
         result = _fingerprint_files(files, cat, model, args.device, args.batch, not args.no_progress,
                                     args.workers)
         n_songs, total_s = len(cat), sum(s.duration for s in cat.songs())
+    except storage.DiskFullError as e:
+        _err(f"{e}; free some space and run the same command again to continue (fingerprinted songs are kept)")
+        return FAILED
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue (fingerprinted songs are kept)", file=sys.stderr)
         return INTERRUPTED

@@ -68,6 +68,15 @@ def split_files(files: list[Path], train_ratio: float, seed: int) -> tuple[list[
     return train, val
 
 
+class NoUsableFiles(ValueError):
+    """Every file of one kind was unusable; the message lists each file with its reason."""
+
+    def __init__(self, what: str, items: list[tuple[str, str]], note: str = ""):
+        self.what, self.items = what, list(items)
+        lines = "".join(f"\n  {p}: {r}" for p, r in self.items)
+        super().__init__(f"no usable {what}: {len(self.items)} file(s), all skipped{note}:{lines}")
+
+
 @dataclass
 class Skipped:
     """Files that could not be used, with the reason, for the end-of-job report."""
@@ -90,6 +99,7 @@ class NoiseBank:
     def __init__(self, files: list[Path], sr: int = audio.SR, skipped: Skipped | None = None):
         self.files: list[Path] = []
         self.waves: list[np.ndarray] = []
+        failed = Skipped()
         for f in files:
             try:
                 self.waves.append(audio.load(f, sr))
@@ -98,8 +108,9 @@ class NoiseBank:
                 if skipped is None:
                     raise
                 skipped.add(e)
+                failed.add(e)
         if not self.waves:
-            raise ValueError("no usable background-noise files (see the skipped-file report)")
+            raise NoUsableFiles("background-noise files", failed.items)
 
     def __len__(self) -> int:
         return len(self.waves)
@@ -119,6 +130,7 @@ class IRBank:
     def __init__(self, files: list[Path], sr: int = audio.SR, max_s: float = 0.5, skipped: Skipped | None = None):
         self.files: list[Path] = []
         self.irs: list[np.ndarray] = []
+        failed = Skipped()
         for f in files:
             try:
                 ir = audio.load(f, sr)
@@ -126,13 +138,14 @@ class IRBank:
                 if skipped is None:
                     raise
                 skipped.add(e)
+                failed.add(e)
                 continue
             onset = int(ir_onset(torch.from_numpy(ir)[None])[0])
             ir = ir[: onset + int(round(max_s * sr)) + 1]
             self.irs.append((ir / np.abs(ir).max()).astype(np.float32))
             self.files.append(Path(f))
         if not self.irs:
-            raise ValueError("no usable impulse-response files (see the skipped-file report)")
+            raise NoUsableFiles("impulse-response files", failed.items)
 
     def __len__(self) -> int:
         return len(self.irs)
@@ -179,12 +192,18 @@ class SegmentDataset(torch.utils.data.Dataset):
     built. With ``preload`` every song is decoded once, at ``sr``, and held in memory (4 bytes per
     sample: an hour of music at 8 kHz is 115 MB), which spares the per-item decoding that otherwise
     dominates on a CPU. Batch with :func:`collate_segments`.
+
+    A segment that fails to decode later (NaN samples in the middle of a file, a file changed or
+    removed since) does not raise, in a DataLoader worker or not: the item comes back silent with
+    ``error = (path, reason)``, and :func:`collate_segments` marks it so that the training loop leaves it out.
     """
 
     def __init__(self, songs: list[Path], noises: NoiseBank | None, irs: IRBank | None, context: int,
                  seed: int = 0, items_per_song: int = 1, win_s: float = 1.0, sr: int = audio.SR,
-                 silence_dbfs: float = -50.0, skipped: Skipped | None = None, preload: bool = False):
+                 silence_dbfs: float = -50.0, skipped: Skipped | None = None, preload: bool = False,
+                 what: str = "songs"):
         self.songs: list[Path] = []
+        failed = Skipped()
         self.durations: list[float] = []
         self.decoded: list[np.ndarray] | None = [] if preload else None
         for s in songs:
@@ -199,13 +218,14 @@ class SegmentDataset(torch.utils.data.Dataset):
                 if skipped is None:
                     raise
                 skipped.add(e)
+                failed.add(e)
                 continue
             self.songs.append(Path(s))
             self.durations.append(duration)
             if self.decoded is not None:
                 self.decoded.append(wav)
         if not self.songs:
-            raise ValueError("no usable songs (see the skipped-file report)")
+            raise NoUsableFiles(what, failed.items)
         self.noises, self.irs = noises, irs
         self.context, self.seed, self.items_per_song = context, seed, items_per_song
         self.win_s, self.sr, self.silence_dbfs = win_s, sr, silence_dbfs
@@ -218,34 +238,49 @@ class SegmentDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.songs) * self.items_per_song
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, i: int) -> dict:
         rng = item_rng(self.seed, "item", self.epoch, i)
         song, duration = self.songs[i // self.items_per_song], self.durations[i // self.items_per_song]
         win = int(round(self.win_s * self.sr))
-        for _ in range(8):  # a few tries to avoid silent positions
-            start = float(rng.uniform(0.0, duration - self.win_s))
-            if self.decoded is None:
-                seg = read_with_context(song, start, self.win_s, self.context / self.sr, duration, self.sr)
-            else:
-                seg = slice_with_context(self.decoded[i // self.items_per_song], start, self.win_s,
-                                         self.context / self.sr, self.sr)
-            if audio.rms_dbfs(seg[self.context : self.context + win]) >= self.silence_dbfs:
-                break
+        error = None
+        try:
+            for _ in range(8):  # a few tries to avoid silent positions
+                start = float(rng.uniform(0.0, duration - self.win_s))
+                if self.decoded is None:
+                    seg = read_with_context(song, start, self.win_s, self.context / self.sr, duration, self.sr)
+                else:
+                    seg = slice_with_context(self.decoded[i // self.items_per_song], start, self.win_s,
+                                             self.context / self.sr, self.sr)
+                if audio.rms_dbfs(seg[self.context : self.context + win]) >= self.silence_dbfs:
+                    break
+        except (audio.AudioError, OSError) as e:
+            error = (e.path, e.reason) if isinstance(e, audio.AudioError) else (str(song), f"cannot read: {e}")
+            seg = np.zeros(win + 2 * self.context, dtype=np.float32)
         item = {"seg": torch.from_numpy(seg), "start": torch.tensor(start),
                 "song": torch.tensor(i // self.items_per_song)}
         if self.noises is not None:
             item["noise"] = torch.from_numpy(self.noises.sample(rng, win).copy())
         if self.irs is not None:
             item["ir"] = torch.from_numpy(self.irs.sample(rng))
+        if error is not None:
+            item["error"] = error
         return item
 
 
-def collate_segments(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack a list of :class:`SegmentDataset` items; IRs of different lengths are zero-padded."""
+def collate_segments(items: list[dict]) -> dict:
+    """Stack a list of :class:`SegmentDataset` items; IRs of different lengths are zero-padded. Items
+    that failed to decode are marked: ``ok`` is False for them and ``errors`` lists their ``(path,
+    reason)`` (both only when some failed)."""
     out = {}
     for key in items[0]:
+        if key == "error":
+            continue
         if key == "ir":
             out[key] = pad_stack([it[key].numpy() for it in items])
         else:
             out[key] = torch.stack([it[key] for it in items])
+    errors = [it["error"] for it in items if "error" in it]
+    if errors:
+        out["ok"] = torch.tensor(["error" not in it for it in items])
+        out["errors"] = errors
     return out

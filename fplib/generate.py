@@ -16,6 +16,11 @@ are degraded with rooms and noises never seen in training. An existing complete 
 overwritten unless asked (asking again with the same settings just returns it); an interrupted one is
 resumed (same settings required). Every song's
 draws derive from (seed, song path), so a resumed run writes exactly what an uninterrupted one would.
+
+Every file is written atomically and a song counts as done only once its line is in ``progress.jsonl``
+(a line cut short by a kill is ignored and the song done again), so a run killed at any point and
+run again gives the files of an uninterrupted run. A dataset with no training or no validation pair
+(every song of the split unusable) is an error (:class:`fplib.data.NoUsableFiles`) that lists the songs.
 """
 
 from __future__ import annotations
@@ -32,7 +37,17 @@ from tqdm.auto import tqdm
 from fplib import audio, storage
 from fplib.augment import AugmentConfig, Augmenter
 from fplib.config import to_dict
-from fplib.data import IRBank, NoiseBank, Skipped, item_rng, pad_stack, read_with_context, split_files, torch_generator
+from fplib.data import (
+    IRBank,
+    NoiseBank,
+    NoUsableFiles,
+    Skipped,
+    item_rng,
+    pad_stack,
+    read_with_context,
+    split_files,
+    torch_generator,
+)
 from fplib.features import FrontEnd
 
 # The original static generator drew SNRs from 0-20 dB; everything else as AugmentConfig.
@@ -112,6 +127,7 @@ def generate_dataset(
         "augment": to_dict(aug),
         "frontend": fe.to_dict(),
     }
+    storage.clean_stale_temps(out, *(out / sub for sub in ("train_set", "val_set", "Samples")))
     _prepare_output(out, settings, overwrite)
 
     skipped = Skipped()  # unusable impulse responses and noises (songs are logged in progress.jsonl)
@@ -129,28 +145,30 @@ def generate_dataset(
     n_done_now = 0
     bar = tqdm(total=len(songs), initial=len(songs) - len(todo), desc=f"pairs -> {out.name}", unit="song",
                disable=not progress)
-    for split, song in todo:
-        if max_songs is not None and n_done_now >= max_songs:
-            break
-        if split not in banks:
-            banks[split] = (
-                IRBank(ir_split[split], fe.sr, aug.ir_max_s, skipped) if ir_split[split] else None,
-                NoiseBank(noise_split[split], fe.sr, skipped) if noise_split[split] else None,
-            )
-        irs, noises = banks[split]
-        rel = str(song.relative_to(input_folder))
-        samples = split == "train" and n_sampled < cfg.n_sample_songs
-        try:
-            names = _process_song(song, rel, segment_name(song, input_folder), out / f"{split}_set",
-                                  out / "Samples" if samples else None, irs, noises, augmenter, cfg, device)
-            record = {"split": split, "song": rel, "segments": names, "samples": samples}
-            n_sampled += samples
-        except audio.AudioError as e:
-            record = {"split": split, "song": rel, "skipped": e.reason}
-        storage.append_jsonl(out / "progress.jsonl", record)
-        n_done_now += 1
-        bar.update(1)
-    bar.close()
+    try:
+        for split, song in todo:
+            if max_songs is not None and n_done_now >= max_songs:
+                break
+            if split not in banks:
+                banks[split] = (
+                    IRBank(ir_split[split], fe.sr, aug.ir_max_s, skipped) if ir_split[split] else None,
+                    NoiseBank(noise_split[split], fe.sr, skipped) if noise_split[split] else None,
+                )
+            irs, noises = banks[split]
+            rel = str(song.relative_to(input_folder))
+            samples = split == "train" and n_sampled < cfg.n_sample_songs
+            try:
+                names = _process_song(song, rel, segment_name(song, input_folder), out / f"{split}_set",
+                                      out / "Samples" if samples else None, irs, noises, augmenter, cfg, device)
+                record = {"split": split, "song": rel, "segments": names, "samples": samples}
+                n_sampled += samples
+            except audio.AudioError as e:
+                record = {"split": split, "song": rel, "skipped": e.reason}
+            storage.append_jsonl(out / "progress.jsonl", record)
+            n_done_now += 1
+            bar.update(1)
+    finally:
+        bar.close()  # before any message about an interruption
     return _finish(out, settings, skipped)
 
 
@@ -210,7 +228,8 @@ def _prepare_output(out: Path, settings: dict, overwrite: bool) -> None:
         if overwrite:
             shutil.rmtree(out)
         elif not meta_path.exists():
-            if any(out.iterdir()):
+            if any(not storage.is_temp_file(p) and p.name not in ("train_set", "val_set", "Samples")
+                   for p in out.iterdir()):
                 raise DatasetExistsError(f"{out}: exists and is not a dataset written by fplib; "
                                          f"choose another output path or pass overwrite")
         else:
@@ -225,9 +244,10 @@ def _prepare_output(out: Path, settings: dict, overwrite: bool) -> None:
                 raise DatasetExistsError(f"{out}: an interrupted dataset with different settings ({changed}) "
                                          f"exists; pass overwrite (--overwrite) to start again")
             return  # resume
+    out.mkdir(parents=True, exist_ok=True)
+    storage.write_json(meta_path, {"complete": False, "settings": settings})
     for sub in ("train_set", "val_set", "Samples"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    storage.write_json(meta_path, {"complete": False, "settings": settings})
 
 
 def _finish(out: Path, settings: dict, skipped: Skipped) -> GenerateResult:
@@ -255,6 +275,13 @@ def _finish(out: Path, settings: dict, skipped: Skipped) -> GenerateResult:
     })
     root = Path(settings["input_folder"])
     report = [(str(root / song), reason) for song, reason in skipped_all.items()] + sorted(other)
+    if complete and not (n_train and n_val):
+        empty = [split for split, n in (("train", n_train), ("val", n_val)) if not n]
+        failed = [(str(root / r["song"]), r["skipped"]) for r in records if "skipped" in r and r["split"] in empty]
+        kind = {"train": "training", "val": "validation"}
+        what = "songs" if len(empty) == 2 else f"{kind[empty[0]]} songs"
+        note = "" if len(empty) == 2 else f" (those drawn for {kind[empty[0]]}; add usable songs or change the split)"
+        raise NoUsableFiles(what, failed, note + f", as {out / 'generation.json'} records")
     return GenerateResult(out, complete, n_train, n_val, report)
 
 

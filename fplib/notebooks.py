@@ -66,6 +66,8 @@ def parameters_cell(nb_path: Path) -> dict[str, tuple[Any, Any]]:
 
 def load_params(profile: str, nb_path: Path) -> dict[str, Any]:
     """The profile's overrides for a notebook, checked against its parameters cell."""
+    if not profile or Path(profile).name != profile or profile in (".", ".."):
+        raise ValueError(f"profile {profile!r}: a profile is the plain name of a folder under params/, not a path")
     path = storage.project_root() / "params" / profile / f"{nb_path.stem}.yaml"
     if not (storage.project_root() / "params" / profile).is_dir():
         raise FileNotFoundError(f"no parameter profile {profile!r} (expected a folder params/{profile}/)")

@@ -1,17 +1,26 @@
 """Files: project paths, atomic writes, plain (never pickled) arrays, JSON and JSON-lines logs.
 
 Everything fplib writes goes through these helpers so that an interrupted job never leaves a
-half-written file under its final name: data go to a temporary file in the same folder, which is
-then renamed over the target (``os.replace`` is atomic on POSIX file systems).
+half-written file under its final name: data go to a temporary file in the same folder, flushed to
+disk, which is then renamed over the target (``os.replace`` is atomic on POSIX file systems).
+
+Temporary files are named ``.<stem>.<host>-<pid>.<random>.tmp<suffix>`` (host: a hash of the machine's
+name, pid: the writing process), so that a later job can tell the leftovers of a killed writer
+(:func:`clean_stale_temps`) from the file of a writer still at work. A full disk raises
+:class:`DiskFullError`, which names the file; the previous version of the file is left untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,26 +56,172 @@ def run_dir(run_name: str) -> Path:
     return path
 
 
+class DiskFullError(OSError):
+    """A write failed because the disk (or the user's quota) is full; ``filename`` is the file."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__(errno.ENOSPC, "no space left on device", str(path))
+
+    def __str__(self) -> str:
+        return f"{self.filename}: no space left on device (errno ENOSPC) while writing it"
+
+
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_DISK_FULL_TEXTS = ("no space left on device", "disk quota exceeded")
+
+
+def is_disk_full(err: BaseException, folder: str | os.PathLike | None = None) -> bool:
+    """Whether ``err`` (or an exception it was raised from) says the disk is full. Libraries that
+    report write errors without an errno (libsndfile, torch's zip writer) are judged by ``folder``'s
+    file system: less than 1 MiB left counts as full."""
+    seen = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DiskFullError) or (isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS):
+            return True
+        if any(t in str(e).lower() for t in _DISK_FULL_TEXTS):
+            return True
+        e = e.__cause__ or e.__context__
+    if folder is not None and isinstance(err, (OSError, RuntimeError)):  # an I/O error without an errno
+        try:
+            st = os.statvfs(folder)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < (1 << 20)
+    return False
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+_HOST = _host_tag()
+# .<stem>.<host>-<pid>.<random>.tmp<suffix>: what atomic_path creates (mkstemp's random part: 8 of [a-z0-9_])
+_TEMP = re.compile(r"^\.(?P<stem>.*)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]*)?$")
+# what fplib's earlier versions created (no writer recorded)
+_OLD_TEMP = re.compile(r"^\.(?P<stem>.*)\.[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]*)?$")
+# a temporary file whose writer cannot be checked (another machine, an earlier version) is stale once
+# untouched this long: a live writer keeps writing to it
+OLD_TEMP_AGE_S = 24 * 3600.0
+
+
+def temp_name(target: str | os.PathLike) -> tuple[str, str]:
+    """The (prefix, suffix) of :func:`atomic_path`'s temporary files for ``target`` (mkstemp adds the middle)."""
+    target = Path(target)
+    return f".{target.stem}.{_HOST}-{os.getpid()}.", f".tmp{target.suffix}"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not ours to judge
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def is_temp_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is named like a temporary file of :func:`atomic_path` (this version or earlier)."""
+    name = Path(path).name
+    return bool(_TEMP.match(name) or _OLD_TEMP.match(name))
+
+
+def is_live_temp(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a temporary file of :func:`atomic_path` whose writer may still be at work: never
+    delete it (:func:`is_stale_temp` is not simply its negation: a file that is neither is left alone)."""
+    path = Path(path)
+    m = _TEMP.match(path.name)
+    if not m:
+        return False
+    if m["host"] == _HOST:
+        return _pid_alive(int(m["pid"]))
+    return not _untouched_for(path, OLD_TEMP_AGE_S)
+
+
+def is_stale_temp(path: str | os.PathLike, now: float | None = None) -> bool:
+    """Whether ``path`` is a temporary file of :func:`atomic_path` whose writer is gone: one written on this
+    machine by a process that no longer runs; or one whose writer cannot be checked (another machine's, or
+    an earlier fplib's, which recorded no writer) untouched for :data:`OLD_TEMP_AGE_S`. A file of a live
+    writer of this machine is never stale."""
+    path = Path(path)
+    m = _TEMP.match(path.name)
+    if m and m["host"] == _HOST:
+        return not _pid_alive(int(m["pid"]))
+    if m or _OLD_TEMP.match(path.name):
+        return _untouched_for(path, OLD_TEMP_AGE_S, now)
+    return False
+
+
+def _untouched_for(path: Path, seconds: float, now: float | None = None) -> bool:
+    try:
+        return (now or time.time()) - path.stat().st_mtime > seconds
+    except OSError:
+        return False
+
+
+def clean_stale_temps(*folders: str | os.PathLike) -> list[Path]:
+    """Delete the stale temporary files (:func:`is_stale_temp`) directly in ``folders``; returns them.
+    Long jobs call it on their own output folders when they start."""
+    removed = []
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if entry.name.startswith(".") and ".tmp" in entry.name and entry.is_file(follow_symlinks=False) \
+                    and is_stale_temp(entry.path):
+                try:
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; on success rename it onto ``target``.
+    """Yield a temporary path next to ``target``; on success flush it to disk and rename it onto ``target``.
 
     The temporary name keeps the target's suffix so that writers which infer the format from the
     extension (soundfile, numpy) do the right thing. On error the temporary file is removed and the
-    previous ``target`` (if any) is left untouched.
+    previous ``target`` (if any) is left untouched; a full disk raises :class:`DiskFullError`.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    prefix, suffix = temp_name(target)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
+    except OSError as e:
+        if is_disk_full(e):
+            raise DiskFullError(target) from e
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
     try:
         yield tmp_path
+        _fsync(tmp_path)  # a file system that reports a full disk late (on flush) reports it here
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as e:
         tmp_path.unlink(missing_ok=True)
+        if not isinstance(e, DiskFullError) and isinstance(e, Exception) and is_disk_full(e, target.parent):
+            raise DiskFullError(target) from e
         raise
+
+
+def _fsync(path: Path) -> None:
+    if not path.exists():  # the writer removed or renamed it: its own business
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -100,24 +255,65 @@ def load_array(path: str | os.PathLike) -> np.ndarray:
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append one JSON record as a line and flush it to disk (a progress log that survives kills)."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one JSON record as a line and flush it to disk (a progress log that survives kills).
+
+    A last line cut short by an earlier kill is cut off first, so that the new record starts a line
+    of its own; if this append fails (a full disk, an interrupt) the file is cut back to what it was.
+    """
+    path = Path(path)
+    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    with open(path, "ab") as f:
+        size = f.seek(0, os.SEEK_END)
+        keep = _complete_lines_size(path, size)
+        try:
+            if keep != size:
+                f.truncate(keep)
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                f.truncate(keep)
+            if isinstance(e, Exception) and is_disk_full(e):
+                raise DiskFullError(path) from e
+            raise
+
+
+def _complete_lines_size(path: Path, size: int) -> int:
+    """The length of ``path``'s first ``size`` bytes up to and including its last newline."""
+    if size == 0:
+        return 0
+    with open(path, "rb") as f:
+        pos = size
+        while pos > 0:
+            step = min(1 << 16, pos)
+            f.seek(pos - step)
+            block = f.read(step)
+            i = block.rfind(b"\n")
+            if i >= 0:
+                return pos - step + i + 1
+            pos -= step
+    return 0
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSON-lines log; a last line cut short by a kill is ignored."""
+    """Read a JSON-lines log. A last line cut short by a kill (no newline at its end) is ignored, and so
+    is any line that is not a JSON object (what an earlier version could leave after such a cut): the
+    work it recorded is simply done again."""
     path = Path(path)
     if not path.exists():
         return []
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    lines.pop()  # after the last newline: empty, or a torn line
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in lines:
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            break
+            continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 

@@ -1209,7 +1209,8 @@ def make_demo_corpus(
     wanted = {(folder, name) for folder, name, _, _ in plan}
     for folder, d in dirs.items():
         for f in d.iterdir():
-            if f.is_file() and _OWN_FILE.match(f.name) and (folder, f.name) not in wanted:
+            if f.is_file() and _OWN_FILE.match(f.name) and (folder, f.name) not in wanted \
+                    and not storage.is_live_temp(f):  # another process may be writing the same corpus
                 f.unlink()
     files = []
     for folder, name, seed, kind in tqdm(plan, desc="demo corpus", unit="file", disable=not progress):

@@ -11,6 +11,14 @@ retrieval), ``last.pt`` (end of the last finished epoch), ``metrics.jsonl`` (one
 ``torch.load(weights_only=True)`` (no arbitrary pickle). Every random draw derives from the seed and
 the epoch, so a resumed run reproduces the curve of an uninterrupted one.
 
+At the end of an epoch ``last.pt`` is written first: it is what makes the epoch count as done, and it
+holds the epoch's metrics and whether it was the best. Then ``best.pt`` (if the epoch was the best)
+and the epoch's line of ``metrics.jsonl``. A resumed run first finishes what a killed one left undone
+after ``last.pt`` (the best checkpoint, the metrics line), so a kill at any point followed by a resume
+gives the files of an uninterrupted run (every file is written atomically, see :mod:`fplib.storage`).
+A song that fails to decode during training (in a DataLoader worker or not) is skipped: its items are
+left out of their batches, it is reported once, and training goes on.
+
 Several GPUs or machines: run the same entry point under ``torchrun``. ``batch_size`` is the global
 batch: each of the W ranks takes ``batch_size / W`` pairs, and NT-Xent gathers the embeddings of all
 ranks, so every anchor sees the negatives of the whole global batch, exactly as one process would.
@@ -19,6 +27,7 @@ ranks, so every anchor sees the negatives of the whole global batch, exactly as 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -135,19 +144,38 @@ class OnlineSource:
     seed: int
 
     collate = staticmethod(collate_segments)
+    failed: dict[str, str] = field(default_factory=dict)  # songs that failed to decode during training
 
     def batches(self, b: dict, device: torch.device, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (clean, degraded) pairs of a batch; items whose song failed to decode are left out."""
+        b = self.usable(b)
         seg = b["seg"].to(device, non_blocking=True)
         noise = b["noise"].to(device, non_blocking=True) if "noise" in b else None
         ir = b["ir"].to(device, non_blocking=True) if "ir" in b else None
         with torch.no_grad():
             return self.augmenter.pairs(seg, noise, ir, g)
 
+    def usable(self, b: dict) -> dict:
+        """``b`` without its failed items (:func:`fplib.data.collate_segments` marks them); each newly failed
+        song is reported once on standard error."""
+        errors = b.get("errors") or []
+        for path, reason in errors:
+            if path not in self.failed:
+                self.failed[path] = reason
+                print(f"skipped {path}: {reason} (its segments are left out; training goes on)", file=sys.stderr,
+                      flush=True)
+        if not errors:
+            return b
+        ok = b["ok"]
+        return {k: v[ok] for k, v in b.items() if isinstance(v, torch.Tensor)}
+
     def val_pairs(self, device: torch.device, batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.val.set_epoch(0)  # the same validation segments and degradations every epoch
         loader = DataLoader(self.val, batch_size=batch, shuffle=False, collate_fn=collate_segments)
         for k, b in enumerate(loader):
-            yield self.batches(b, device, torch.Generator().manual_seed(self.seed * 1000003 + k))
+            xa, xb = self.batches(b, device, torch.Generator().manual_seed(self.seed * 1000003 + k))
+            if len(xa):
+                yield xa, xb
 
 
 def static_source(train_dir: str | os.PathLike, val_dir: str | os.PathLike, fe: FrontEnd) -> StaticSource:
@@ -181,19 +209,21 @@ def online_source(train_songs: str | os.PathLike, train_irs: str | os.PathLike |
     va_irs, va_noises = banks("validation impulse responses", "validation noises")
     train = SegmentDataset(files["training songs"], tr_noises, tr_irs, augmenter.context, seed=cfg.seed,
                            items_per_song=cfg.items_per_song, win_s=fe.win_s, sr=fe.sr, skipped=skipped,
-                           preload=cfg.preload)
+                           preload=cfg.preload, what="training songs")
     val = SegmentDataset(files["validation songs"], va_noises, va_irs, augmenter.context, seed=cfg.seed + 1,
                          items_per_song=cfg.val_items_per_song, win_s=fe.win_s, sr=fe.sr, skipped=skipped,
-                         preload=cfg.preload)
+                         preload=cfg.preload, what="validation songs")
     return OnlineSource(train, val, augmenter, cfg.seed)
 
 
 # -- checkpoints --------------------------------------------------------------------------------
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """Atomic ``torch.save`` of a dict of tensors and plain Python values."""
-    with storage.atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """Atomic ``torch.save`` of a dict of tensors and plain Python values. The same state gives the same
+    bytes (saved through a file object, the archive is not named after the temporary file); a full disk
+    raises :class:`fplib.storage.DiskFullError`."""
+    with storage.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -286,6 +316,7 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the training data ({len(source.train)} items)")
     steps_per_epoch = len(source.train) // cfg.batch_size
     total_steps = cfg.epochs * steps_per_epoch
+    run_params = {k: v for k, v in (run_params or {}).items() if k != "resume"}  # how it was run, not what
 
     torch.manual_seed(cfg.seed)
     model, settings = build_model(cfg.model, fe, **cfg.model_settings)
@@ -300,6 +331,8 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
     history: list[dict] = []
     start_epoch, best, stale = 0, -1.0, 0
     last_path, best_path, log_path = out_dir / "last.pt", out_dir / "best.pt", out_dir / "metrics.jsonl"
+    if rank == 0:
+        storage.clean_stale_temps(out_dir)  # what killed writes left behind
     if resume and last_path.exists():
         before = storage.read_json(out_dir / "config.json") if (out_dir / "config.json").exists() else {}
         if before.get("train", to_dict(cfg)) != to_dict(cfg) or before.get("frontend", fe.to_dict()) != fe.to_dict():
@@ -316,14 +349,19 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
         scaler.load_state_dict(ck["scaler"])
         torch.set_rng_state(ck["rng_cpu"].cpu())
         start_epoch, best, stale = ck["epoch"] + 1, ck["best_val_top1"], ck["stale_epochs"]
-        history = [h for h in storage.read_jsonl(log_path) if h["epoch"] <= ck["epoch"]]
+        run_params = ck.get("params", run_params)  # the run keeps the parameters it was started with
+        history = _history_until(storage.read_jsonl(log_path), ck)
         if rank == 0:
-            _rewrite_jsonl(log_path, history)
+            _finish_epoch(out_dir, ck, history)
     elif rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         if log_path.exists() or last_path.exists():
             if not resume:
                 raise FileExistsError(f"{out_dir}: holds a training run; resume it or choose another folder")
+        if resume and (out_dir / "config.json").exists():  # started before, killed before its first epoch ended
+            before = storage.read_json(out_dir / "config.json")
+            if before.get("train") == to_dict(cfg) and before.get("frontend") == fe.to_dict():
+                run_params = before.get("params", run_params)
         storage.write_json(out_dir / "config.json", {"train": to_dict(cfg), "frontend": fe.to_dict(),
                                                      "model_settings": settings, "params": run_params or {}})
 
@@ -360,6 +398,15 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
             g = torch.Generator().manual_seed(int(item_rng(cfg.seed, "augment", epoch, step, rank).integers(2**62)))
             xa, xb = source.batches(b, dev, g)
             wait += time.time() - t_fetch
+            if world > 1:  # items left out (songs that failed to decode): every rank takes as many pairs
+                n_ok = torch.tensor([xa.shape[0]], device=dev)
+                dist.all_reduce(n_ok, op=dist.ReduceOp.MIN)
+                xa, xb = xa[: int(n_ok)], xb[: int(n_ok)]
+            if xa.shape[0] < 2:  # no negatives left in this batch: no step, the schedule goes on
+                scheduler.step()
+                bar.update(1)
+                t_fetch = time.time()
+                continue
             with torch.autocast("cuda", dtype=amp_dtype) if use_amp else nullcontext():
                 z = ddp(torch.cat([xa, xb]))
             za, zb = z.float().chunk(2)
@@ -397,7 +444,7 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
             dist.all_gather(sums, checksum)
             if any(not torch.equal(s, sums[0]) for s in sums):
                 raise RuntimeError(f"ranks hold different weights after epoch {epoch + 1}: {[float(s) for s in sums]}")
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), **val,
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), **val,
                   "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 2),
                   "pairs_per_s": round(n_pairs / max(train_s, 1e-9), 1),
                   "data_wait_frac": round(wait / max(train_s, 1e-9), 3), "best": bool(improved)}
@@ -410,7 +457,7 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                      "rng_cpu": torch.get_rng_state(), "best_val_top1": best, "stale_epochs": stale,
                      "train_config": to_dict(cfg), "params": run_params or {}, "metrics": record}
-            save_checkpoint(last_path, state)
+            save_checkpoint(last_path, state)  # the epoch is done once this is written (see the docstring)
             if improved:
                 save_checkpoint(best_path, state)
             storage.append_jsonl(log_path, record)
@@ -426,6 +473,40 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
 
 def _weights_checksum(model: torch.nn.Module) -> torch.Tensor:
     return torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+
+
+def _history_until(records: list[dict], ck: dict) -> list[dict]:
+    """The metrics of epochs 0 .. ``ck``'s epoch, one each: a killed run may have logged the epoch after
+    ``last.pt`` or not have logged ``last.pt``'s own; the checkpoint holds its own epoch's record."""
+    by_epoch = {}
+    for r in records:
+        if r.get("epoch", -1) <= ck["epoch"]:
+            by_epoch.setdefault(r["epoch"], r)
+    if "metrics" in ck:
+        by_epoch[ck["epoch"]] = ck["metrics"]
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _finish_epoch(out_dir: Path, ck: dict, history: list[dict]) -> None:
+    """Write what the end of ``ck``'s epoch writes after ``last.pt``, where a killed run did not: ``best.pt``
+    (the same state as ``last.pt`` when that epoch was the best) and the metrics log."""
+    last_path, best_path, log_path = out_dir / "last.pt", out_dir / "best.pt", out_dir / "metrics.jsonl"
+    if ck.get("metrics", {}).get("best") and (
+            not best_path.exists() or storage.file_checksum(best_path) != storage.file_checksum(last_path)):
+        import shutil
+
+        with storage.atomic_path(best_path) as tmp:
+            shutil.copyfile(last_path, tmp)
+    if storage.read_jsonl(log_path) != history or not _ends_with_newline(log_path):
+        _rewrite_jsonl(log_path, history)
+
+
+def _ends_with_newline(path: Path) -> bool:
+    if not path.exists() or path.stat().st_size == 0:
+        return True
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def _rewrite_jsonl(path: Path, records: list[dict]) -> None:
@@ -480,7 +561,9 @@ def split_online_data(songs: str | os.PathLike, irs: str | os.PathLike, noises: 
     """The original ``dynamic_online`` split: ``out/online_data/{train,val}/{train,val}_{set,impulse_responses,
     background_noises}``. Files are linked, not copied (symbolic links, or hard links where symbolic
     links are not allowed, copies only as a last resort), so gigabytes of audio are not duplicated.
-    The split is seeded; an existing split with the same files is reused, a different one is an error."""
+    The split is seeded; an existing split with the same files is reused, a different one is an error
+    (``split.json`` records each folder by its place under ``online_data`` and each file by its absolute
+    path, so the same folders given by another path, relative or absolute, are the same split)."""
     from fplib.data import split_files
 
     root = Path(out) / "online_data"
@@ -494,17 +577,29 @@ def split_online_data(songs: str | os.PathLike, irs: str | os.PathLike, noises: 
             targets = [t for _, t in plan[str(dest)]]
             if len(set(targets)) != len(targets):
                 raise ValueError(f"{folder}: two files map to the same name in {dest} (a/b.wav and a__b.wav?)")
-    manifest = {d: sorted(str(src) for src, _ in pairs) for d, pairs in plan.items()}
+    manifest = {_split_key(d): sorted(str(src.resolve()) for src, _ in pairs) for d, pairs in plan.items()}
     meta_path = root / "split.json"
+    storage.clean_stale_temps(root)  # a split.json whose writer was killed
     if meta_path.exists():
-        if storage.read_json(meta_path) != manifest:
-            raise FileExistsError(f"{root}: holds a different split; remove it or choose another output path")
+        before = storage.read_json(meta_path)
+        old = {_split_key(d): sorted(str(Path(f).resolve()) for f in files) for d, files in before.items()}
+        if old != manifest:
+            changed = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
+            raise FileExistsError(f"{root}: holds a different split (other files in {', '.join(changed)}); "
+                                  f"remove it or choose another output path")
+        if before != manifest:  # written by an earlier version, with the paths as given
+            storage.write_json(meta_path, manifest)
     else:
         for pairs in plan.values():
             for src, dst in pairs:
                 _link(src.resolve(), dst)
         storage.write_json(meta_path, manifest)
     return {d.rsplit("/", 1)[-1]: Path(d) for d in plan}
+
+
+def _split_key(folder: str) -> str:
+    """``.../online_data/train/train_set`` -> ``train/train_set``."""
+    return "/".join(Path(folder.replace("\\", "/")).parts[-2:])
 
 
 def _link(src: Path, dst: Path) -> None:

@@ -1,0 +1,217 @@
+"""Fault injection for real processes: kill a job (SIGKILL) at a chosen write, or make that write fail.
+
+``FPLIB_FAULT="ACTION:PATTERN[:N]"`` names the N-th (default: first) write whose file name matches
+PATTERN (fnmatch: ``best.pt``, ``*.npy``, ``*``) among the writes that go through
+:func:`fplib.storage.atomic_path` (every file fplib writes) and :func:`fplib.storage.append_jsonl`
+(progress and metrics logs). ACTION is one of
+
+* ``kill-before``: SIGKILL itself just before the write starts;
+* ``kill-torn``: SIGKILL itself in the middle of the write: half the data are on disk, in the temporary
+  file (or, for a log, half of the new line at the end of the log itself);
+* ``kill-after``: SIGKILL itself just after the write completed;
+* ``enospc``: the write fails with ``OSError(ENOSPC)`` half-way, as on a full disk;
+* ``interrupt``: ``KeyboardInterrupt`` (Ctrl-C) arrives just before the write;
+* ``count``: nothing fails; every matching write's file name is appended to ``$FPLIB_FAULT_LOG``.
+
+``python -m tests.faults COMMAND ARGS...`` runs ``fplib COMMAND ARGS...`` with the fault installed;
+:func:`install` installs it in the current process (e.g. a forked child that then calls ``fplib.cli.main``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fnmatch
+import os
+import signal
+import sys
+from pathlib import Path
+
+ACTIONS = ("kill-before", "kill-torn", "kill-after", "enospc", "interrupt", "count")
+
+
+def parse(spec: str) -> tuple[str, str, int]:
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or parts[0] not in ACTIONS:
+        raise ValueError(f"FPLIB_FAULT={spec!r}: expected ACTION:PATTERN[:N], ACTION one of {ACTIONS}")
+    return parts[0], parts[1], int(parts[2]) if len(parts) == 3 else 1
+
+
+def _kill() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _half(path: Path) -> None:
+    """Cut a file to half its size (what a kill in the middle of writing it leaves)."""
+    if path.exists():
+        os.truncate(path, path.stat().st_size // 2)
+
+
+def install(spec: str | None = None) -> None:
+    """Patch fplib's writers in this process with the fault ``spec`` (default: ``$FPLIB_FAULT``)."""
+    spec = spec if spec is not None else os.environ.get("FPLIB_FAULT", "")
+    if not spec:
+        return
+    action, pattern, nth = parse(spec)
+    from fplib import storage
+
+    seen = [0]
+    log = os.environ.get("FPLIB_FAULT_LOG")
+
+    def hit(target) -> bool:
+        name = Path(target).name
+        if not fnmatch.fnmatchcase(name, pattern):
+            return False
+        seen[0] += 1
+        if action == "count":
+            if log:
+                with open(log, "a", encoding="utf-8") as f:
+                    f.write(name + "\n")
+            return False
+        return seen[0] == nth
+
+    original_atomic, original_append = storage.atomic_path, storage.append_jsonl
+
+    @contextlib.contextmanager
+    def atomic_path(target):
+        now = hit(target)
+        if now and action == "kill-before":
+            _kill()
+        if now and action == "interrupt":
+            raise KeyboardInterrupt
+        with original_atomic(target) as tmp:
+            yield tmp
+            if now and action == "kill-torn":
+                _half(tmp)
+                _kill()
+            if now and action == "enospc":
+                _half(tmp)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if now and action == "kill-after":
+            _kill()
+
+    def append_jsonl(path, record):
+        now = hit(path)
+        if now and action == "kill-before":
+            _kill()
+        if now and action == "interrupt":
+            raise KeyboardInterrupt
+        if now and action == "kill-torn":
+            import json
+
+            line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+            with open(path, "ab") as f:
+                f.write(line[: len(line) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+            _kill()
+        if now and action == "enospc":
+            real_fsync = storage.os.fsync
+
+            def full(fd):  # the line is written; the disk turns out to be full when it is flushed
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+            storage.os.fsync = full
+            try:
+                return original_append(path, record)
+            finally:
+                storage.os.fsync = real_fsync
+        original_append(path, record)
+        if now and action == "kill-after":
+            _kill()
+
+    storage.atomic_path = atomic_path
+    storage.append_jsonl = append_jsonl
+    for name, module in list(sys.modules.items()):  # modules that imported the name itself (fplib.audio)
+        if name.startswith("fplib.") and getattr(module, "atomic_path", None) is original_atomic:
+            module.atomic_path = atomic_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    install()
+    from fplib import cli
+
+    return cli.main(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+# -- comparing the files of a killed-and-rerun job with those of an uninterrupted one ------------------
+
+# per-epoch fields that measure time, different in every run (killed or not)
+TIMING_FIELDS = ("seconds", "pairs_per_s", "data_wait_frac")
+
+
+def _without_timing(record):
+    return {k: v for k, v in record.items() if k not in TIMING_FIELDS} if isinstance(record, dict) else record
+
+
+def _same(a, b) -> bool:
+    import numpy as np
+    import torch
+
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype \
+            and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.array_equal(a, b)
+    return a == b or (a != a and b != b)  # NaN == NaN here
+
+
+def _checkpoint_content(path: Path) -> dict:
+    from fplib.train import load_checkpoint
+
+    ck = load_checkpoint(path)
+    if "metrics" in ck:
+        ck["metrics"] = _without_timing(ck["metrics"])
+    return ck
+
+
+def _catalogue_content(path: Path) -> tuple:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        songs = db.execute("SELECT id, name, path, duration, first_vector, n_vectors, checksum FROM songs "
+                           "ORDER BY id").fetchall()
+        meta = db.execute("SELECT key, value FROM meta ORDER BY key").fetchall()
+    return songs, meta
+
+
+def compare_trees(ref: Path, got: Path) -> tuple[list[str], list[str]]:
+    """The files under ``got`` against those under ``ref``: (differences, files equal only in content).
+
+    Every file must be byte-identical, except where a file legitimately embeds the time: checkpoints
+    (``*.pt``: the epoch's metrics record holds its duration) and ``metrics.jsonl`` are compared without
+    the timing fields (:data:`TIMING_FIELDS`), ``catalogue.sqlite`` by its rows without the time each
+    song was added (SQLite's pages differ anyway). Leftover temporary files count as differences."""
+    import json
+
+    ref_files = {p.relative_to(ref).as_posix() for p in ref.rglob("*") if p.is_file()}
+    got_files = {p.relative_to(got).as_posix() for p in got.rglob("*") if p.is_file()}
+    diffs = [f"{f}: missing" for f in sorted(ref_files - got_files)]
+    diffs += [f"{f}: not in the uninterrupted run" for f in sorted(got_files - ref_files)]
+    content_only = []
+    for f in sorted(ref_files & got_files):
+        a, b = ref / f, got / f
+        if a.read_bytes() == b.read_bytes():
+            continue
+        name = Path(f).name
+        if name.endswith(".pt"):
+            same = _same(_checkpoint_content(a), _checkpoint_content(b))
+        elif name == "metrics.jsonl":
+            rows = [[_without_timing(json.loads(ln)) for ln in p.read_text().splitlines()] for p in (a, b)]
+            same = rows[0] == rows[1]
+        elif name == "catalogue.sqlite":
+            same = _catalogue_content(a) == _catalogue_content(b)
+        else:
+            same = False
+        (content_only if same else diffs).append(f if same else f"{f}: different content")
+    return diffs, content_only
