@@ -382,6 +382,7 @@ def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: tor
     model = model.to(device).eval()
     result = ExtractResult([], [], [])
     files = [Path(f) for f in files]
+    storage.clean_stale_temps(catalogue.folder, catalogue.folder / "vectors")  # left by a killed run
     if workers is None:
         workers = 1 if len(files) > 1 and (os.cpu_count() or 1) > 1 else 0
     known = {r[0] for r in catalogue.db.execute("SELECT checksum FROM songs")}

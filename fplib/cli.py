@@ -23,6 +23,7 @@ after the arguments are parsed, so ``--help`` and usage errors are fast.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -45,6 +46,24 @@ def _parse(ap: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Name
 
 def _err(msg: str) -> None:
     print(f"error: {msg}", file=sys.stderr)
+
+
+def _disk_full_fails(main):
+    """A command whose writes may meet a full disk: a clear error and exit 1, not a traceback."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except OSError as e:
+            from fplib.storage import DiskFullError
+
+            if not isinstance(e, DiskFullError):
+                raise
+            _err(f"{e}; free some space and run the same command again")
+            return FAILED
+
+    return wrapped
 
 
 def _plain_name(what: str):
@@ -475,6 +494,7 @@ def generate_fingerprints_main(argv: list[str] | None = None) -> int:
     return FAILED if result.skipped else OK
 
 
+@_disk_full_fails
 def calibrate_threshold_main(argv: list[str] | None = None) -> int:
     """Calibrate "not in the database" for a catalogue and index (writes NAME.threshold.json)."""
     ap = argparse.ArgumentParser(
@@ -594,6 +614,7 @@ def _db_parser() -> argparse.ArgumentParser:
     return ap
 
 
+@_disk_full_fails
 def db_main(argv: list[str] | None = None) -> int:
     """Add, remove or list songs of a catalogue and its index (no rebuild)."""
     args = _parse(_db_parser(), argv)

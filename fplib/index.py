@@ -106,7 +106,9 @@ def train_index(index: faiss.Index, vectors: np.ndarray, max_train: int, seed: i
 def build(catalogue: Catalogue, name: str, out_dir: str | os.PathLike, m: int = 32, d: int = 128, nlist: int = 256,
           factory: str | None = None, nprobe: int = 40, max_train: int = 100_000, seed: int = 0) -> Path:
     """Build ``<out_dir>/<name>.index`` (+ ``.json`` mapping, ``.meta.json``) from every song of
-    ``catalogue``; returns the index path."""
+    ``catalogue``; returns the index path. ``name`` is a plain file name, never a path."""
+    if not name or name in (".", "..") or Path(name).name != name or "\\" in name:
+        raise ValueError(f"{name!r}: an index name must be a plain name, not a path; choose the folder with out_dir")
     ids, vectors = catalogue.all_vectors()
     if len(ids) == 0:
         raise ValueError(f"{catalogue.folder}: the catalogue is empty; extract fingerprints first")
@@ -126,6 +128,7 @@ def build(catalogue: Catalogue, name: str, out_dir: str | os.PathLike, m: int = 
 
 
 def _save(index: faiss.Index, path: Path, catalogue: Catalogue, extra: dict | None = None) -> None:
+    storage.clean_stale_temps(path.parent)  # what a killed earlier write left behind
     mp = meta_path(path)
     meta = storage.read_json(mp) if mp.exists() and extra is None else {}
     meta.update(extra or {})

@@ -547,3 +547,39 @@ def test_every_bad_index_file_is_named_with_what_is_wrong(world, tmp_path, capsy
     rc, _, err = _recognize(capsys, world, "--no-threshold", cat=cat)
     assert rc == 2 and err.startswith(f"error: {world['index']}: built from another state of the catalogue (45 "
                                       f"vectors, catalogue {cat} has 49)")
+
+
+def test_db_add_on_a_full_disk_fails_clearly_and_changes_nothing(world, tmp_path, capsys, monkeypatch):
+    from fplib import storage
+    from tests import faults
+
+    shutil.copytree(world["cat"], tmp_path / "cat")
+    idx = _index_copy(world, tmp_path)
+    new = tmp_path / "new.wav"
+    audio.write(new, music_like(6.0, 8000, seed=9), 8000)
+    before = _snapshot(tmp_path / "cat", idx.parent)
+    with Catalogue(tmp_path / "cat") as cat:
+        state = cat.state()
+    monkeypatch.setattr(storage, "atomic_path", storage.atomic_path)  # restored after the test
+    monkeypatch.setattr(storage, "append_jsonl", storage.append_jsonl)
+    faults.install("enospc:x.index")
+    rc, _, err = _main(capsys, "db", "add", new, "--catalogue", tmp_path / "cat", "--index", idx)
+    assert rc == 1, err
+    assert "x.index: no space left on device" in err and "Traceback" not in err
+
+    def files(snap):  # the song was added, then rolled back: the same files, the same songs in the catalogue
+        return {p: v for p, v in snap.items() if v[3] is not None and not p.endswith("catalogue.sqlite")}
+
+    assert files(_snapshot(tmp_path / "cat", idx.parent)) == files(before)
+    assert set(_snapshot(tmp_path / "cat", idx.parent)) == set(before)
+    with Catalogue(tmp_path / "cat") as cat:
+        assert cat.state() == state and len(cat) == 3
+        index.load(idx, cat)  # the index still belongs to the catalogue
+
+
+def test_an_index_name_that_is_a_path_is_refused_by_the_library(world, tmp_path):
+    with Catalogue(world["cat"]) as cat:
+        for name in ("../x", "a/b", "..", ""):
+            with pytest.raises(ValueError, match="must be a plain name, not a path"):
+                index.build(cat, name, tmp_path)
+    assert not any(tmp_path.iterdir())
