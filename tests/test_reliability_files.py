@@ -26,7 +26,7 @@ from fplib import audio, cli, index, search
 from fplib.catalogue import Catalogue, load_model
 from fplib.errors import BadFileError
 from fplib.features import FrontEnd
-from fplib.models import build_model
+from fplib.models import build_model, model_names
 from fplib.train import save_checkpoint
 from tests.helpers import music_like
 
@@ -449,7 +449,8 @@ def _bad_checkpoints(folder: Path, good: Path) -> dict[str, tuple[Path, str]]:
                           "never unpickles code)"),
         "a list": (folder / "list.pt", "not an fplib model checkpoint: it holds a list, not a dict of weights and "
                                        "settings"),
-        "unknown architecture": (folder / "arch.pt", "unknown architecture 'resnet' (fplib has nafp, nafp_small)"),
+        "unknown architecture": (folder / "arch.pt", "unknown architecture 'resnet' (fplib has "
+                                 f"{', '.join(model_names())})"),
         "wrong architecture": (folder / "wider.pt", "its weights do not fit the 'nafp_small' architecture with "
                                f"settings {({**ck['model_settings'], 'width': 0.25})} (size mismatch for "
                                "encoder.0.conv_t.weight: copying a param with shape torch.Size([16, 1, 1, 3]) from "
