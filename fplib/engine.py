@@ -38,7 +38,6 @@ ENGINE_ENV = "FPLIB_ENGINE"  # "onnxruntime" (default on CPU) or "torch"
 CACHE_ENV = "FPLIB_CACHE"
 CACHE_KEEP = 16  # exported graphs kept on disk (least recently used removed first)
 
-_log = logging.getLogger(__name__)
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {threads: (version, runner)}
 _warned: set[str] = set()
 
@@ -54,11 +53,13 @@ def _version(model: torch.nn.Module) -> tuple:
     return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
 
 
-def model_key(model: torch.nn.Module) -> str:
-    """SHA-256 of what determines the exported graph: class, settings, weights, tool versions."""
+def model_key(model: torch.nn.Module, window_shape: tuple[int, ...] = (1, 256, 32)) -> str:
+    """SHA-256 of what determines the exported graph: class, settings, weights, the shape of one input
+    window, tool versions."""
     import onnx
 
     h = hashlib.sha256()
+    h.update(repr(tuple(window_shape)).encode())
     h.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
     h.update(repr(getattr(model, "settings", None)).encode() + repr(getattr(model, "fe", None)).encode())
     h.update(f"torch {torch.__version__} onnx {onnx.__version__}".encode())
@@ -100,7 +101,7 @@ class OnnxRunner:
     def __init__(self, model: torch.nn.Module, example: torch.Tensor, threads: int):
         import onnxruntime as ort
 
-        path = cache_dir() / "onnx" / f"{model_key(model)}.onnx"
+        path = cache_dir() / "onnx" / f"{model_key(model, tuple(example.shape[1:]))}.onnx"
         try:
             data = path.read_bytes()
             with contextlib.suppress(OSError):
