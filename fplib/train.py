@@ -40,13 +40,13 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
-from fplib import audio, storage
+from fplib import audio, codes, storage
 from fplib.augment import AugmentConfig, Augmenter
 from fplib.config import to_dict
 from fplib.data import IRBank, NoiseBank, SegmentDataset, Skipped, collate_segments, item_rng, worker_init_fn
 from fplib.features import FrontEnd
-from fplib.losses import nt_xent
-from fplib.models import build_model
+from fplib.losses import contrastive
+from fplib.models import build_model, variant
 from fplib.optim import make_optimizer, warmup_cosine
 
 
@@ -61,7 +61,7 @@ class TrainConfig:
     lr_ref_batch: int = 120  # the lr is scaled by batch_size / lr_ref_batch (NAFP: 1e-4 at 120)
     weight_decay: float = 0.0  # on weights only (not biases or norms)
     warmup_frac: float = 0.05  # share of all steps spent warming the lr up
-    temperature: float = 0.05  # NT-Xent temperature
+    temperature: float | None = None  # NT-Xent temperature; None: the family's (NAFP 0.05, ATTN 0.1)
     patience: int = 20  # epochs without a better validation hit rate before stopping
     seed: int = 0
     num_workers: int = 0  # DataLoader worker processes
@@ -76,6 +76,8 @@ class TrainConfig:
             raise ValueError(f"need epochs >= 1 and batch_size >= 2, got {self.epochs} and {self.batch_size}")
         if self.optim.lower() not in ("adam", "lamb"):
             raise ValueError(f"optim must be Adam or Lamb, got {self.optim!r}")
+        if self.temperature is None:  # the family's default, recorded in config.json and the checkpoints
+            object.__setattr__(self, "temperature", float(variant(self.model).train_defaults.get("temperature", 0.05)))
 
     def scaled_lr(self) -> float:
         return self.lr * self.batch_size / self.lr_ref_batch
@@ -277,22 +279,28 @@ def setup_distributed(device: str = "auto") -> torch.device:
     return torch.device("cpu" if device == "auto" else device)
 
 
-def evaluate(model: torch.nn.Module, source, device: torch.device, batch: int, temperature: float
-             ) -> dict[str, float]:
-    """Validation: NT-Xent loss (mean over batches) and top-1 hit rate of each degraded window
-    among all clean validation windows (inner product of the fingerprints)."""
+def evaluate(model: torch.nn.Module, source, device: torch.device, batch: int, temperature: float,
+             model_name: str | None = None) -> dict[str, float]:
+    """Validation, the same for every family: the family's training objective (mean over batches) and
+    the top-1 hit rate of each degraded window among all clean validation windows, compared as the
+    fingerprints will be stored and searched (inner product, or Hamming similarity of binary codes)."""
+    v = variant(model_name) if model_name else None
+    objective = (v.objective if v else None) or contrastive
+    kind = v.kind if v else "float"
     model.eval()
     za, zb, losses, n_loss = [], [], [], 0
     with torch.no_grad():
         for xa, xb in source.val_pairs(device, batch):
-            a, b = model(xa).float(), model(xb).float()
-            if a.shape[0] > 1:  # a batch of one has no negatives
-                losses.append(float(nt_xent(a, b, temperature, gather=False)) * a.shape[0])
+            if xa.shape[0] > 1:  # a batch of one has no negatives
+                loss, a, b = objective(model, model, xa, xb, temperature, gather=False)
+                losses.append(float(loss) * a.shape[0])
                 n_loss += a.shape[0]
-            za.append(a)
-            zb.append(b)
+            else:
+                a, b = model(xa), model(xb)
+            za.append(a.float())
+            zb.append(b.float())
     za, zb = torch.cat(za), torch.cat(zb)
-    sims = zb @ za.T
+    sims = codes.torch_similarity_matrix(zb, za, kind)
     top1 = float((sims.argmax(dim=1) == torch.arange(len(za), device=sims.device)).float().mean())
     model.train()
     return {"val_loss": sum(losses) / max(1, n_loss), "val_top1": top1, "val_pairs": len(za)}
@@ -320,6 +328,7 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
 
     torch.manual_seed(cfg.seed)
     model, settings = build_model(cfg.model, fe, **cfg.model_settings)
+    objective = variant(cfg.model).objective or contrastive
     model.to(dev)
     optimizer = make_optimizer(cfg.optim, model, cfg.scaled_lr(), cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -408,9 +417,8 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
                 t_fetch = time.time()
                 continue
             with torch.autocast("cuda", dtype=amp_dtype) if use_amp else nullcontext():
-                z = ddp(torch.cat([xa, xb]))
-            za, zb = z.float().chunk(2)
-            loss = nt_xent(za, zb, cfg.temperature)
+                loss, _, _ = objective(ddp, model, xa, xb, cfg.temperature)
+            loss = loss.float()
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped. The last good "
@@ -431,7 +439,7 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
             t_fetch = time.time()
         bar.close()
         train_s = time.time() - t0
-        val = evaluate(model, source, dev, max(local_batch, 2), cfg.temperature) if rank == 0 else {}
+        val = evaluate(model, source, dev, max(local_batch, 2), cfg.temperature, cfg.model) if rank == 0 else {}
         improved = rank == 0 and val["val_top1"] > best
         if rank == 0:
             best, stale = (val["val_top1"], 0) if improved else (best, stale + 1)

@@ -1,4 +1,4 @@
-"""Fingerprinting networks, chosen by name from a registry.
+"""NAFP (Chang et al., ICASSP 2021): the neural audio fingerprinter fplib started from.
 
 ``nafp``: the NAFP fingerprinter (Chang et al., ICASSP 2021, arXiv 2010.11910). Eight blocks of
 [conv 1x3 (stride 2 along time) -> ELU -> LayerNorm -> conv 3x1 (stride 2 along frequency) -> ELU ->
@@ -9,21 +9,20 @@ into 1024 numbers; the "divide and encode" head splits them into 128 groups of 8
 element-wise affine, as NAFP's ``layer_norm2d``: 16,939,008 parameters.
 
 ``nafp_small``: the same network at a quarter of the width (32 ... 256 channels), for CPU training
-and the demo. Further models (attention-based, SAMAF) register themselves with :func:`register`
-and the training code does not change.
+and the demo.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fplib.features import FrontEnd
+from fplib.models.registry import register
 
 NAFP_CHANNELS = (128, 128, 256, 256, 512, 512, 1024, 1024)
 # time strides of the eight blocks in NAFP's code (the frequency stride is always 2)
@@ -99,38 +98,9 @@ class NAFP(nn.Module):
         return F.normalize(self.head(z).float(), dim=1)
 
 
-_REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict]] = {}
-
-
-def register(name: str, factory: Callable[..., nn.Module], **defaults) -> None:
-    """Add a model: ``factory(fe=FrontEnd, **settings) -> nn.Module``; ``defaults`` are its settings."""
-    _REGISTRY[name] = (factory, defaults)
-
-
 def _nafp(fe: FrontEnd = FrontEnd(), **settings) -> NAFP:
     return NAFP(NAFPSettings(**settings), fe)
 
 
-register("nafp", _nafp)
-register("nafp_small", _nafp, width=0.25)
-
-
-def model_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def build_model(name: str, fe: FrontEnd = FrontEnd(), **settings) -> tuple[nn.Module, dict]:
-    """Build a registered model; returns it and the full settings (defaults + ``settings``), which a
-    checkpoint stores so that :func:`build_model` can rebuild the same network."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; registered: {model_names()}")
-    factory, defaults = _REGISTRY[name]
-    full = {**defaults, **settings}
-    model = factory(fe=fe, **full)
-    if hasattr(model, "settings"):
-        full = asdict(model.settings)
-    return model, full
-
-
-def n_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+register("nafp", _nafp, family="nafp")
+register("nafp_small", _nafp, family="nafp", width=0.25)

@@ -1,0 +1,26 @@
+"""Fingerprinting networks, one module per family, chosen by name from a registry
+(:mod:`fplib.models.registry`):
+
+============  ==========================================================  =======  =====================
+family        module                                                       kind     variants
+============  ==========================================================  =======  =====================
+NAFP          :mod:`fplib.models.nafp` (Chang et al., ICASSP 2021)          float    ``nafp``, ``nafp_small``
+============  ==========================================================  =======  =====================
+
+``float`` fingerprints are unit vectors compared by inner product; ``binary`` ones are bit codes
+compared by Hamming distance (:mod:`fplib.codes`). A new family is one module that registers its
+variants; nothing else in fplib has to change.
+"""
+
+from fplib.models.nafp import NAFP, NAFP_CHANNELS, DivideAndEncode, NAFPSettings  # noqa: F401
+from fplib.models.registry import (  # noqa: F401  (this package's interface)
+    KINDS,
+    Variant,
+    build_model,
+    kind_of,
+    model_names,
+    n_parameters,
+    register,
+    unregister,
+    variant,
+)
