@@ -17,6 +17,7 @@ from fplib.models.registry import (  # noqa: F401  (this package's interface)
     KINDS,
     Variant,
     build_model,
+    frontend_for,
     kind_of,
     model_names,
     n_parameters,

@@ -14,6 +14,9 @@ asks which family a model is:
   the batch may gather the other ranks' outputs under torch.distributed (validation runs on one rank and
   passes False); ``z_a, z_b`` are the two views' outputs, which validation scores with the same retrieval
   metric for every family. None means :func:`fplib.losses.contrastive` (NT-Xent).
+* ``frontend``: front-end settings the variant needs that differ from :class:`~fplib.features.FrontEnd`'s
+  defaults (e.g. 100 frames per second instead of 32); :func:`frontend_for` applies them, and training
+  data made with another front end is refused.
 * ``train_defaults``: training settings of the family's paper where they differ from fplib's defaults
   (temperature, learning rate, ...); the trainer uses them unless told otherwise and records them.
 """
@@ -38,19 +41,21 @@ class Variant:
     objective: Callable | None = None  # None: contrastive (NT-Xent), fplib.losses.contrastive
     train_defaults: dict = field(default_factory=dict)
     family: str = ""  # the paper's family (nafp, attn, samaf), for tables
+    frontend: dict = field(default_factory=dict)  # front-end settings other than FrontEnd's defaults
 
 
 _REGISTRY: dict[str, Variant] = {}
 
 
 def register(name: str, factory: Callable[..., nn.Module], *, kind: str = "float", objective: Callable | None = None,
-             train_defaults: dict | None = None, family: str | None = None, **defaults) -> Variant:
+             train_defaults: dict | None = None, family: str | None = None, frontend: dict | None = None,
+             **defaults) -> Variant:
     """Add a model: ``factory(fe=FrontEnd, **settings) -> nn.Module``; ``defaults`` are its settings.
     Registering a name again replaces it (and returns the variant, so a test can restore the old one)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     v = Variant(name, factory, dict(defaults), kind, objective, dict(train_defaults or {}),
-                family or name.split("_")[0])
+                family or name.split("_")[0], dict(frontend or {}))
     _REGISTRY[name] = v
     return v
 
@@ -78,6 +83,12 @@ def build_model(name: str, fe: FrontEnd = FrontEnd(), **settings) -> tuple[nn.Mo
     if hasattr(model, "settings"):
         full = asdict(model.settings)
     return model, full
+
+
+def frontend_for(name: str, **overrides) -> FrontEnd:
+    """The front end to train ``name`` with: FrontEnd's defaults, the variant's own settings, then ``overrides``
+    (e.g. ``f_min``)."""
+    return FrontEnd(**{**variant(name).frontend, **overrides})
 
 
 def kind_of(name: str) -> str:
