@@ -3,7 +3,8 @@ metadata, in a folder::
 
     catalogue.sqlite   songs(id, name, path, duration, first_vector, n_vectors, checksum, added)
                        meta(key, value): front end, model, next free vector id
-    vectors/<id>.npy   float32 [n_vectors, 128] of song <id>
+    vectors/<id>.npy   the fingerprints of song <id>: float32 [n_vectors, D] unit vectors, or for a model
+                       of binary kind its D-bit codes packed in uint8 [n_vectors, D / 8] (fplib.codes)
 
 Vector ids are global and never reused: song ``s`` owns ``first_vector .. first_vector + n_vectors
 - 1``, and window ``j`` of it starts at ``j * hop`` seconds (the original scripts' mapping). Songs can be added and
@@ -17,11 +18,9 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import sqlite3
 import tempfile
 import time
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +29,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fplib import audio, engine, storage
+from fplib import audio, codes, engine, storage
+from fplib.checkpoints import load_model, model_description, same_model  # noqa: F401  (re-exported)
 from fplib.errors import BadFileError, check_file, file_problem
 from fplib.features import FrontEnd, logmel
+from fplib.models import kind_of_model
 from fplib.storage import file_checksum  # noqa: F401  (part of this module's interface)
 
 SCHEMA = """
@@ -177,6 +178,9 @@ class Catalogue:
         self.model = settings["model"]
         if not isinstance(self.model, dict) or not isinstance(settings["next_vector"], int):
             raise BadFileError(self.path, "its 'model' or 'next_vector' setting is invalid")
+        self.kind = self.model.get("kind", "float")  # catalogues made before binary fingerprints hold floats
+        if self.kind not in codes.KINDS:
+            raise BadFileError(self.path, f"its model's fingerprint kind {self.kind!r} is not one of {codes.KINDS}")
         if n_songs and not (self.folder / "vectors").is_dir():
             raise BadFileError(self.folder / "vectors", f"missing: the fingerprints of the catalogue's {n_songs} "
                                                         f"songs are not there")
@@ -227,28 +231,32 @@ class Catalogue:
         return Song(*r)
 
     def vectors(self, song: Song) -> np.ndarray:
-        """Song ``song``'s fingerprints ``float32 [n_vectors, D]``, checked (:class:`BadFileError` if its
-        file is missing, unreadable, of another shape or not finite)."""
+        """Song ``song``'s fingerprints as stored (:mod:`fplib.codes`): ``float32 [n_vectors, D]``, or packed
+        binary codes ``uint8 [n_vectors, D / 8]``; checked (:class:`BadFileError` if its file is missing,
+        unreadable, of another shape or type, or not finite)."""
         path = self.folder / "vectors" / f"{song.id}.npy"
         check_file(path)
         try:
             v = storage.load_array(path)
         except (OSError, ValueError, EOFError) as e:
             raise BadFileError(path, f"not a readable fingerprint array, truncated or corrupt ({e})") from None
-        if v.dtype != np.float32 or v.ndim != 2 or len(v) != song.n_vectors:
-            raise BadFileError(path, f"holds {v.dtype} {list(v.shape)}, not the float32 [{song.n_vectors}, D] "
-                                     f"fingerprints of song {song.id} {song.name!r}")
-        if not np.isfinite(v).all():
+        want = codes.stored_dtype(self.kind)
+        if v.dtype != want or v.ndim != 2 or len(v) != song.n_vectors:
+            raise BadFileError(path, f"holds {v.dtype} {list(v.shape)}, not the {want} [{song.n_vectors}, "
+                                     f"{'D / 8' if self.kind == 'binary' else 'D'}] fingerprints of song {song.id} "
+                                     f"{song.name!r}")
+        if self.kind == "float" and not np.isfinite(v).all():
             raise BadFileError(path, f"the fingerprints of song {song.id} {song.name!r} contain NaN or infinity")
         return v
 
     def all_vectors(self, songs: list[Song] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Vector ids ``int64 [N]`` and fingerprints ``float32 [N, D]`` of ``songs`` (default: all)."""
+        """Vector ids ``int64 [N]`` and fingerprints ``[N, .]`` of ``songs`` (default: all), as stored."""
         songs = self.songs() if songs is None else songs
+        dtype = codes.stored_dtype(self.kind)
         if not songs:
-            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+            return np.zeros(0, np.int64), np.zeros((0, 0), dtype)
         ids = np.concatenate([np.arange(s.first_vector, s.first_vector + s.n_vectors) for s in songs])
-        return ids.astype(np.int64), np.concatenate([self.vectors(s) for s in songs]).astype(np.float32)
+        return ids.astype(np.int64), np.concatenate([self.vectors(s) for s in songs]).astype(dtype)
 
     def state(self) -> str:
         """A digest of the catalogue's contents (songs and their vector ranges), to match an index to it."""
@@ -260,8 +268,14 @@ class Catalogue:
     # -- writing -------------------------------------------------------------------------------
     def add(self, path: str | os.PathLike, vectors: np.ndarray, duration: float, checksum: str,
             name: str | None = None) -> Song:
-        """Store one song's fingerprints; its row is committed only after its vectors are on disk."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        """Store one song's fingerprints (as :func:`fingerprint` returns them for the catalogue's kind of
+        model); its row is committed only after its vectors are on disk."""
+        vectors = np.asarray(vectors)
+        want = codes.stored_dtype(self.kind)
+        if vectors.ndim != 2 or (vectors.dtype != want and not (self.kind == "float" and vectors.dtype.kind == "f")):
+            raise ValueError(f"{self.folder}: a catalogue of {self.kind} fingerprints stores {want} [N, .] arrays, "
+                             f"got {vectors.dtype} {list(vectors.shape)} for {path}")
+        vectors = np.ascontiguousarray(vectors, dtype=want)
         (self.folder / "vectors").mkdir(exist_ok=True)
         with self._write():
             known = self.find_checksum(checksum)
@@ -304,16 +318,17 @@ class Catalogue:
 
 def fingerprint(wav: np.ndarray | torch.Tensor, model: torch.nn.Module, fe: FrontEnd, batch: int = 256,
                 device: str | torch.device = "cpu") -> np.ndarray:
-    """A signal ``float32 [T]`` at ``fe.sr`` -> fingerprints ``float32 [N, D]`` of its windows every
-    ``fe.hop_s`` (front end and model batched on ``device``; on CPU the network runs in ONNX Runtime,
-    see :mod:`fplib.engine`)."""
+    """A signal ``float32 [T]`` at ``fe.sr`` -> the fingerprints of its windows every ``fe.hop_s``, as stored
+    for the model's kind (:mod:`fplib.codes`): ``float32 [N, D]`` unit vectors, or binary codes packed
+    ``uint8 [N, D / 8]`` (front end and model batched on ``device``; on CPU the network runs in ONNX
+    Runtime, see :mod:`fplib.engine`)."""
     feats = logmel(torch.as_tensor(wav), fe, device=device)
     run = engine.runner(model, feats[:1])
     out = []
     with torch.inference_mode():
         for i in range(0, feats.shape[0], batch):
             out.append(run(feats[i : i + batch]).float().cpu())
-    return torch.cat(out).numpy()
+    return codes.encode(torch.cat(out), kind_of_model(model))
 
 
 @dataclass
@@ -379,6 +394,9 @@ def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: tor
     front end and the network on the songs before them; songs are added in the order of ``files``,
     each in its own transaction, so the catalogue is the same with or without workers."""
     fe = catalogue.fe
+    if kind_of_model(model) != catalogue.kind:
+        raise ValueError(f"{catalogue.folder}: a catalogue of {catalogue.kind} fingerprints; this model makes "
+                         f"{kind_of_model(model)} ones")
     model = model.to(device).eval()
     result = ExtractResult([], [], [])
     files = [Path(f) for f in files]
@@ -419,19 +437,6 @@ def _extract_loop(loader, files, catalogue, model, fe, batch, device, root, resu
             result.already.append(str(f))
 
 
-def same_model(a: dict, b: dict) -> bool:
-    """Whether two model descriptions name the same model: by the checkpoint's SHA-256 when both have
-    one (a copy of the checkpoint at another path is the same model), else by the whole description."""
-    if a.get("sha256") and b.get("sha256"):
-        return a["sha256"] == b["sha256"]
-    return a == b
-
-
-def model_description(checkpoint: str | os.PathLike) -> dict:
-    """How a catalogue records the model that made its fingerprints."""
-    return {"checkpoint": str(Path(checkpoint).resolve()), "sha256": file_checksum(checkpoint)}
-
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -445,74 +450,3 @@ def _sqlite_reason(e: sqlite3.DatabaseError) -> str:
     if "not a database" in msg or "malformed" in msg:
         return f"truncated or corrupt SQLite database ({msg}); restore it from a copy or extract the catalogue again"
     return f"not a readable catalogue database (SQLite: {msg})"
-
-
-def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, FrontEnd]:
-    """:func:`fplib.train.load_model` for a user-supplied checkpoint: the model and its front end, or
-    :class:`BadFileError` naming the file and what is wrong with it (missing, a folder, empty, truncated,
-    not a torch file, a pickle of other objects, a bare state dict, weights of another architecture)."""
-    from fplib import train
-
-    path = check_file(checkpoint)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            return train.load_model(path, device)
-    except Exception as e:  # every failure is reported as what is wrong with the file
-        raise BadFileError(path, _checkpoint_problem(path, e)) from None
-
-
-_FPLIB_KEYS = ("model", "model_name", "model_settings", "frontend")
-
-
-def _checkpoint_problem(path: Path, err: Exception) -> str:
-    """What is wrong with a checkpoint that :func:`fplib.train.load_model` could not load (``err``)."""
-    from fplib.models import model_names
-
-    first = " ".join(str(err).split("\n")[0].split())[:200]
-    with open(path, "rb") as f:
-        head = f.read(4)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        msg = " ".join(str(e).split())
-        if head != b"PK\x03\x04":  # torch.save writes a zip archive
-            if head[:1] == b"\x80":
-                return ("a plain Python pickle, not a torch checkpoint (fplib checkpoints are torch.save archives "
-                        "written by trainer or fplib.pretrained.export)")
-            return "not a torch checkpoint (not a torch.save archive)"
-        if "Weights only load failed" in msg:
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", msg)
-            what = f" (such as {found.group(1)})" if found else ""
-            return (f"holds pickled Python objects{what}, not only tensors and settings, e.g. a whole saved model: "
-                    f"not an fplib checkpoint (fplib never unpickles code)")
-        return "truncated or corrupt torch file (incomplete archive); copy or train it again"
-    if not isinstance(ck, dict):
-        return f"not an fplib model checkpoint: it holds a {type(ck).__name__}, not a dict of weights and settings"
-    if ck and all(isinstance(v, torch.Tensor) for v in ck.values()):
-        return (f"a bare state dict ({len(ck)} tensors, no settings): an fplib checkpoint also holds "
-                f"{', '.join(repr(k) for k in _FPLIB_KEYS[1:])}, as trainer and fplib.pretrained.export write it")
-    missing = [k for k in _FPLIB_KEYS if k not in ck]
-    if missing:
-        return f"not an fplib model checkpoint (no {', '.join(repr(k) for k in missing)})"
-    if ck["model_name"] not in model_names():
-        return f"unknown architecture {ck['model_name']!r} (fplib has {', '.join(model_names())})"
-    if not isinstance(ck["frontend"], dict) or not isinstance(ck["model_settings"], dict):
-        return "its 'frontend' and 'model_settings' are not dicts of settings"
-    try:
-        FrontEnd(**ck["frontend"])
-    except (TypeError, ValueError) as e:
-        return f"invalid front-end settings ({e})"
-    if isinstance(err, RuntimeError) and "state_dict" in str(err):
-        return (f"its weights do not fit the {ck['model_name']!r} architecture with settings {ck['model_settings']} "
-                f"({_first_mismatch(str(err))})")
-    return f"not a usable fplib model checkpoint ({type(err).__name__}: {first})"
-
-
-def _first_mismatch(msg: str) -> str:
-    """The first problem torch's ``load_state_dict`` lists (its message's second line)."""
-    lines = [" ".join(ln.split()).rstrip(".") for ln in msg.splitlines()[1:] if ln.strip()]
-    more = f"; {len(lines) - 1} more" if len(lines) > 1 else ""
-    return (lines[0][:200] if lines else " ".join(msg.split())[:200]) + more

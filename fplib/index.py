@@ -11,6 +11,10 @@ SHA-256), and every file of the set is checked when loaded (:class:`~fplib.error
 the file and what is wrong: missing, truncated, corrupt, of another catalogue or model). Songs can be
 added and removed without rebuilding (``add_songs`` / ``remove_songs``).
 
+Binary fingerprints (models of ``binary`` kind, :mod:`fplib.codes`) go into faiss binary indexes from the same
+``build``: ``IndexBinaryIVF`` (factory ``BIVF<nlist>``, the default) or ``IndexBinaryFlat`` (``BFlat``, exact
+Hamming search), each code ``D / 8`` bytes plus its 8-byte id; their metadata says ``"metric": "hamming"``.
+
 Beyond one machine, faiss's own tools apply: ``faiss.IndexShards`` to search shards in parallel,
 and ``merge`` (IVF ``merge_from``) to combine indexes built separately with the same trained quantiser.
 """
@@ -23,7 +27,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from fplib import storage
+from fplib import codes, storage
 from fplib.catalogue import Catalogue, Song, same_model
 from fplib.errors import BadFileError, check_file, json_type, read_json
 
@@ -42,16 +46,22 @@ def factory_string(m: int = 32, nlist: int = 256) -> str:
     return f"IVF{nlist},PQ{m}"
 
 
+def binary_factory_string(nlist: int = 256) -> str:
+    """The default binary index: ``nlist`` inverted lists of packed codes (faiss ``IndexBinaryIVF``)."""
+    return f"BIVF{nlist}"
+
+
 def _fit_factory(factory: str, n: int) -> tuple[str, list[str]]:
     """Shrink IVF lists / PQ codebooks that ``n`` vectors cannot train; returns the string and notes."""
     notes = []
     parts = factory.split(",")
     for i, p in enumerate(parts):
-        if p.startswith("IVF") and p[3:].isdigit():
-            nlist = int(p[3:])
+        ivf = "BIVF" if p.startswith("BIVF") else "IVF"
+        if p.startswith(ivf) and p[len(ivf):].isdigit():
+            nlist = int(p[len(ivf):])
             fit = max(1, min(nlist, n // MIN_POINTS_PER_CENTROID))
             if fit < nlist:
-                parts[i] = f"IVF{fit}"
+                parts[i] = f"{ivf}{fit}"
                 notes.append(f"nlist {nlist} -> {fit}: {n} vectors train at most {fit} lists")
         if p.startswith("PQ") and n < 256:
             parts[i] = "Flat"
@@ -59,12 +69,26 @@ def _fit_factory(factory: str, n: int) -> tuple[str, list[str]]:
     return ",".join(parts), notes
 
 
+def is_binary(index) -> bool:
+    return isinstance(index, faiss.IndexBinary)
+
+
+def _ivf(index):
+    """The IVF part of an index (float or binary), or None."""
+    if is_binary(index):
+        inner = faiss.downcast_IndexBinary(index.index if isinstance(index, faiss.IndexBinaryIDMap2) else index)
+        return inner if isinstance(inner, faiss.IndexBinaryIVF) else None
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
 def set_nprobe(index: faiss.Index, nprobe: int) -> None:
     """Set (and verify) how many inverted lists a search visits (at most all of them); a no-op for
     non-IVF indexes."""
-    try:
-        ivf = faiss.extract_index_ivf(index)
-    except RuntimeError:
+    ivf = _ivf(index)
+    if ivf is None:
         return
     want = max(1, min(int(nprobe), ivf.nlist))  # more probes than lists is the same as all lists
     ivf.nprobe = want
@@ -73,10 +97,8 @@ def set_nprobe(index: faiss.Index, nprobe: int) -> None:
 
 
 def get_nprobe(index: faiss.Index) -> int | None:
-    try:
-        return int(faiss.extract_index_ivf(index).nprobe)
-    except RuntimeError:
-        return None
+    ivf = _ivf(index)
+    return None if ivf is None else int(ivf.nprobe)
 
 
 def new_index(factory: str, d: int) -> faiss.Index:
@@ -95,30 +117,46 @@ def new_index(factory: str, d: int) -> faiss.Index:
     return index
 
 
+def new_binary_index(factory: str, d: int) -> faiss.IndexBinary:
+    """An empty binary (Hamming) index of ``d``-bit codes for ``factory`` (``BIVF<nlist>``, ``BFlat``, ...);
+    adds an id map where the index has no ids."""
+    if d % 8:
+        raise ValueError(f"binary codes need a multiple of 8 bits, got {d}")
+    index = faiss.index_binary_factory(d, factory)
+    return index if isinstance(index, faiss.IndexBinaryIVF) else faiss.IndexBinaryIDMap2(index)
+
+
 def train_index(index: faiss.Index, vectors: np.ndarray, max_train: int, seed: int = 0) -> None:
     if index.is_trained:
         return
     rng = np.random.default_rng(seed)
     sample = vectors if len(vectors) <= max_train else vectors[rng.choice(len(vectors), max_train, replace=False)]
-    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    index.train(np.ascontiguousarray(sample, dtype=np.uint8 if is_binary(index) else np.float32))
 
 
 def build(catalogue: Catalogue, name: str, out_dir: str | os.PathLike, m: int = 32, d: int = 128, nlist: int = 256,
           factory: str | None = None, nprobe: int = 40, max_train: int = 100_000, seed: int = 0) -> Path:
     """Build ``<out_dir>/<name>.index`` (+ ``.json`` mapping, ``.meta.json``) from every song of
-    ``catalogue``; returns the index path. ``name`` is a plain file name, never a path."""
+    ``catalogue``; returns the index path. ``name`` is a plain file name, never a path. A catalogue of
+    binary codes gets a faiss binary index (``factory`` default ``BIVF<nlist>``; ``m`` is unused) and ``d``
+    counts bits."""
     if not name or name in (".", "..") or Path(name).name != name or "\\" in name:
         raise ValueError(f"{name!r}: an index name must be a plain name, not a path; choose the folder with out_dir")
     ids, vectors = catalogue.all_vectors()
     if len(ids) == 0:
         raise ValueError(f"{catalogue.folder}: the catalogue is empty; extract fingerprints first")
-    if vectors.shape[1] != d:
-        raise ValueError(f"fingerprints are {vectors.shape[1]}-d, not {d}-d (-d)")
-    wanted = factory or factory_string(m, nlist)
+    binary = catalogue.kind == "binary"
+    dim = codes.dim(vectors, catalogue.kind)
+    if dim != d:
+        raise ValueError(f"fingerprints are {dim}-{'bit' if binary else 'd'}, not {d} (-d)")
+    wanted = factory or (binary_factory_string(nlist) if binary else factory_string(m, nlist))
+    if binary != wanted.startswith("B"):
+        raise ValueError(f"factory {wanted!r} is for {'float' if binary else 'binary'} vectors; the catalogue holds "
+                         f"{catalogue.kind} fingerprints ({'BIVF<nlist> or BFlat' if binary else 'e.g. IVF256,PQ32'})")
     fitted, notes = _fit_factory(wanted, len(ids))
     for note in notes:
         print(f"note: {note}")
-    index = new_index(fitted, d)
+    index = new_binary_index(fitted, d) if binary else new_index(fitted, d)
     train_index(index, vectors, max_train, seed)
     index.add_with_ids(vectors, ids)
     set_nprobe(index, nprobe)
@@ -132,20 +170,24 @@ def _save(index: faiss.Index, path: Path, catalogue: Catalogue, extra: dict | No
     mp = meta_path(path)
     meta = storage.read_json(mp) if mp.exists() and extra is None else {}
     meta.update(extra or {})
-    meta.update({"metric": "inner_product", "d": index.d, "ntotal": int(index.ntotal), "nprobe": get_nprobe(index),
+    meta.update({"metric": "hamming" if is_binary(index) else "inner_product", "d": index.d,
+                 "ntotal": int(index.ntotal), "nprobe": get_nprobe(index),
                  "catalogue": str(catalogue.folder.resolve()), "catalogue_state": catalogue.state(),
                  "model": catalogue.model or {}, "bytes_per_vector": bytes_per_vector(index)})
     with storage.atomic_path(path) as tmp:
-        faiss.write_index(index, str(tmp))
+        (faiss.write_index_binary if is_binary(index) else faiss.write_index)(index, str(tmp))
     storage.write_json(mapping_path(path), {str(s.first_vector): s.name for s in catalogue.songs()})
     storage.write_json(mp, meta)
 
 
 def read_index(path: str | os.PathLike) -> faiss.Index:
-    """``faiss.read_index``, with :class:`BadFileError` naming the file instead of faiss's C++ error."""
+    """``faiss.read_index`` (or ``read_index_binary`` for a binary index, whose faiss header starts with
+    ``IB``), with :class:`BadFileError` naming the file instead of faiss's C++ error."""
     check_file(path)
+    with open(path, "rb") as f:
+        binary = f.read(2) == b"IB"
     try:
-        return faiss.read_index(str(path))
+        return (faiss.read_index_binary if binary else faiss.read_index)(str(path))
     except (RuntimeError, MemoryError) as e:
         detail = " ".join(str(e).split()).rsplit("Error: ", 1)[-1].replace(f" in {path}", "")
         detail = detail.split(" failed: ", 1)[-1]  # faiss's assertion text says nothing to a user
@@ -221,7 +263,10 @@ def load(path: str | os.PathLike, catalogue: Catalogue, nprobe: int | None = Non
                                  f"fplib db")
     if index.ntotal == 0:
         raise BadFileError(path, "the index is empty")
-    if index.d != meta.get("d") or (songs and index.d != catalogue.vectors(songs[0]).shape[1]):
+    if is_binary(index) != (catalogue.kind == "binary"):
+        raise BadFileError(path, f"a {'binary' if is_binary(index) else 'float'} index, but the catalogue "
+                                 f"{catalogue.folder} holds {catalogue.kind} fingerprints; {rebuild}")
+    if index.d != meta.get("d") or (songs and index.d != codes.dim(catalogue.vectors(songs[0]), catalogue.kind)):
         raise BadFileError(path, f"holds {index.d}-d vectors, not the catalogue's fingerprints; {rebuild}")
     mp = mapping_path(path)
     if not os.path.lexists(mp):
@@ -280,10 +325,11 @@ def merge(paths: list[str | os.PathLike]) -> faiss.Index:
 
 
 def bytes_per_vector(index: faiss.Index) -> float:
-    """Bytes a stored vector costs: its code, plus its id in an inverted list."""
-    try:
-        ivf = faiss.extract_index_ivf(index)
+    """Bytes a stored vector costs: its code, plus its id in an inverted list or id map."""
+    ivf = _ivf(index)
+    if ivf is not None:
         return float(ivf.code_size + 8)
-    except RuntimeError:
-        inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
-        return float(inner.sa_code_size() + 8)
+    if is_binary(index):
+        return float(index.code_size + 8)
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    return float(inner.sa_code_size() + 8)

@@ -3,8 +3,10 @@ and a decision "in the database" or not.
 
 Sequence matching (NAFP's method): every query window i is searched in the index; each
 neighbour id, minus i, proposes a start window in some song; every proposed (song, start) is
-re-scored on the uncompressed fingerprints as the mean inner product between query window i and
-database window start + i over all i (a window that falls outside the song counts 0). The best
+re-scored on the uncompressed fingerprints as the mean similarity between query window i and
+database window start + i over all i (a window that falls outside the song counts 0): the inner product
+of unit vectors, or for binary codes 1 - 2 Hamming / D (:mod:`fplib.codes`; 0 for unrelated codes, 1 for
+equal ones), so everything below works the same for both kinds. The best
 candidate names the song and the offset (start x hop). Unlike the original scripts' version, hits are only counted
 at the same alignment, so dense regions or two neighbouring songs cannot add up. Majority vote (the
 song most frequent among all neighbours) stays available for comparison.
@@ -36,11 +38,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fplib import audio
+from fplib import audio, codes
 from fplib import index as fpindex
 from fplib.catalogue import Catalogue, fingerprint, load_model
 from fplib.errors import BadFileError, json_type, read_json
 from fplib.features import n_windows
+from fplib.models import kind_of_model
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class Match:
     song_id: int
     name: str
     offset_s: float  # where the query starts in the song
-    score: float  # mean inner product over the query's windows (sequence) or share of votes (vote)
+    score: float  # mean similarity over the query's windows (sequence) or share of votes (vote)
 
 
 @dataclass
@@ -73,6 +76,10 @@ class Recognizer:
                  nprobe: int | None = None, k: int = 20, threshold: float | Threshold | None = None,
                  device: str | torch.device = "cpu", phases: int = 1, decision: str = "score"):
         self.model, self.catalogue, self.fe = model.to(device).eval(), catalogue, catalogue.fe
+        self.kind = catalogue.kind
+        if kind_of_model(model) != self.kind:
+            raise ValueError(f"{catalogue.folder}: a catalogue of {self.kind} fingerprints; the model makes "
+                             f"{kind_of_model(model)} ones")
         if decision not in ("score", "margin"):
             raise ValueError(f"decision must be 'score' or 'margin', got {decision!r}")
         self.decision = decision
@@ -160,7 +167,7 @@ class Recognizer:
 
     def alignment(self, query: str | os.PathLike | np.ndarray, match: Match, context_s: float = 2.0) -> dict:
         """How a query's windows line up with a song around a found offset (to draw it):
-        ``similarity [m, n]``, the inner product of each query window (every hop / phases, all phases
+        ``similarity [m, n]``, the similarity of each query window (every hop / phases, all phases
         interleaved) with each database window of ``match``'s song from ``context_s`` before the offset
         to ``context_s`` after the query's end; ``query_s [m]`` and ``song_s [n]``, where those windows
         start (s); ``offset_s``, the match's offset, so the chosen alignment is ``song_s = offset_s +
@@ -171,8 +178,9 @@ class Recognizer:
         hop = self.fe.hop_s
         lo = max(0, int(np.floor((match.offset_s - context_s) / hop)))
         hi = min(len(v), int(np.ceil((match.offset_s + len(wav) / self.fe.sr + context_s) / hop)) + 1)
-        return {"similarity": q @ v[lo:hi].T, "query_s": np.arange(len(q)) * self.query_fe.hop_s,
-                "song_s": np.arange(lo, hi) * hop, "offset_s": match.offset_s, "song": match.name}
+        return {"similarity": codes.similarity_matrix(q, v[lo:hi], self.kind),
+                "query_s": np.arange(len(q)) * self.query_fe.hop_s, "song_s": np.arange(lo, hi) * hop,
+                "offset_s": match.offset_s, "song": match.name}
 
     def _candidates(self, ids: np.ndarray) -> list[tuple[int, int]]:
         m, k = ids.shape
@@ -192,7 +200,7 @@ class Recognizer:
             lo, hi = max(0, -start), min(m, len(v) - start)
             if hi <= lo:
                 continue
-            score = float(np.einsum("ij,ij->", q[lo:hi], v[start + lo : start + hi])) / m
+            score = codes.sequence_similarity(q[lo:hi], v[start + lo : start + hi], self.kind) / m
             if score > best.get(si, (-np.inf, 0))[0]:
                 best[si] = (score, start)
         return best

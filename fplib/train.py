@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from fplib import audio, codes, storage
 from fplib.augment import AugmentConfig, Augmenter
+from fplib.checkpoints import load_checkpoint, load_model, resolve_device, save_checkpoint  # noqa: F401
 from fplib.config import to_dict
 from fplib.data import IRBank, NoiseBank, SegmentDataset, Skipped, collate_segments, item_rng, worker_init_fn
 from fplib.features import FrontEnd
@@ -218,53 +219,12 @@ def online_source(train_songs: str | os.PathLike, train_irs: str | os.PathLike |
     return OnlineSource(train, val, augmenter, cfg.seed)
 
 
-# -- checkpoints --------------------------------------------------------------------------------
-
-def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """Atomic ``torch.save`` of a dict of tensors and plain Python values. The same state gives the same
-    bytes (saved through a file object, the archive is not named after the temporary file); a full disk
-    raises :class:`fplib.storage.DiskFullError`."""
-    with storage.atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(state, f)
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint safely (``weights_only``: tensors and plain values only, no code)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a loadable fplib checkpoint ({type(e).__name__}: {e})") from None
-
-
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, FrontEnd]:
-    """A trained fingerprinter and its front end, from a checkpoint, in eval mode (weights stored in
-    half precision, as in a slim exported checkpoint, are cast back to float32)."""
-    ck = load_checkpoint(path, device)
-    for key in ("frontend", "model_name", "model_settings", "model"):
-        if key not in ck:
-            raise ValueError(f"{path}: not an fplib model checkpoint (no {key!r})")
-    fe = FrontEnd(**ck["frontend"])
-    model, _ = build_model(ck["model_name"], fe, **ck["model_settings"])
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()})
-    return model.to(device).eval(), fe
-
-
 # -- the loop -----------------------------------------------------------------------------------
 
 def _dist_info() -> tuple[int, int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
     return 0, 1, 0
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> the GPU if there is one, else the CPU; anything else as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def setup_distributed(device: str = "auto") -> torch.device:

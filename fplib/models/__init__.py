@@ -19,6 +19,7 @@ from fplib.models.registry import (  # noqa: F401  (this package's interface)
     build_model,
     frontend_for,
     kind_of,
+    kind_of_model,
     model_names,
     n_parameters,
     register,

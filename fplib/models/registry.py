@@ -82,7 +82,14 @@ def build_model(name: str, fe: FrontEnd = FrontEnd(), **settings) -> tuple[nn.Mo
     model = v.factory(fe=fe, **full)
     if hasattr(model, "settings"):
         full = asdict(model.settings)
+    model.variant_name, model.kind = name, v.kind  # what the rest of fplib asks of a model (see kind_of_model)
     return model, full
+
+
+def kind_of_model(model: nn.Module) -> str:
+    """How a built model's fingerprints are stored and compared (``"float"`` for a module not built by
+    :func:`build_model`)."""
+    return getattr(model, "kind", "float")
 
 
 def frontend_for(name: str, **overrides) -> FrontEnd:
