@@ -5,6 +5,7 @@
 family        module                                                       kind     variants
 ============  ==========================================================  =======  =====================
 NAFP          :mod:`fplib.models.nafp` (Chang et al., ICASSP 2021)          float    ``nafp``, ``nafp_small``
+ATTN          :mod:`fplib.models.attn` (Singh et al., ISMIR 2022)           float    ``attn``, ``attn_small``
 ============  ==========================================================  =======  =====================
 
 ``float`` fingerprints are unit vectors compared by inner product; ``binary`` ones are bit codes
@@ -12,6 +13,7 @@ compared by Hamming distance (:mod:`fplib.codes`). A new family is one module th
 variants; nothing else in fplib has to change.
 """
 
+from fplib.models.attn import ATTN, ATTNSettings  # noqa: F401
 from fplib.models.nafp import NAFP, NAFP_CHANNELS, DivideAndEncode, NAFPSettings  # noqa: F401
 from fplib.models.registry import (  # noqa: F401  (this package's interface)
     KINDS,
