@@ -179,8 +179,12 @@ def _trainer_options(ap: argparse.ArgumentParser, defaults: bool) -> None:
     ap.add_argument("--optim", default=d("Adam"), choices=["Adam", "Lamb", "adam", "lamb"], help="optimiser "
                     "(default: Adam)")
     ap.add_argument("-o", "--output_path", default=d("."), help="where the model is saved (default: current folder)")
-    ap.add_argument("--arch", default=d("nafp"), choices=ARCHS, help="architecture: nafp (NAFP as published) or "
-                    "nafp_small (a quarter of the width) (default: nafp)")
+    ap.add_argument("--arch", default=d("nafp"), choices=ARCHS, help="architecture: nafp (NAFP as published), "
+                    "attn (attention-based embeddings), samaf (binary codes from a sequence-to-sequence LSTM "
+                    "autoencoder; samaf_mfcc takes 13 MFCCs at 100 frames/s), each with a CPU-sized _small variant "
+                    "(default: nafp)")
+    ap.add_argument("--temperature", type=float, default=d(None), help="NT-Xent temperature (default: the "
+                    "architecture's: 0.05 for nafp, 0.1 for attn)")
     ap.add_argument("--lr", type=float, default=d(1e-4), help="learning rate at --lr_ref_batch (default: 1e-4)")
     ap.add_argument("--lr_ref_batch", type=int, default=d(120), help="the lr scales by batch_size / this "
                     "(default: 120)")
@@ -256,7 +260,7 @@ def trainer_main(argv: list[str] | None = None) -> int:
     from fplib.augment import AugmentConfig
     from fplib.config import ParameterError, from_dict
     from fplib.data import NoUsableFiles, Skipped
-    from fplib.features import FrontEnd
+    from fplib.models import frontend_for
 
     source = None
     try:
@@ -265,8 +269,8 @@ def trainer_main(argv: list[str] | None = None) -> int:
                             num_workers=args.workers if args.mode != "static" else 0,
                             items_per_song=args.items_per_song, val_items_per_song=args.val_items_per_song,
                             preload=args.preload, amp=not args.no_amp,
-                            model_settings=json.loads(args.model_settings))
-        fe = FrontEnd(f_min=args.f_min)
+                            model_settings=json.loads(args.model_settings), temperature=args.temperature)
+        fe = frontend_for(args.arch, f_min=args.f_min)
         aug = from_dict(AugmentConfig, json.loads(args.augment))
         out = Path(args.output_path)
         run_dir = out / args.model_name
@@ -337,12 +341,15 @@ def create_faiss_indexes_main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", required=True, metavar="NAME", type=_plain_name("index name"),
                     help="name of the index files: NAME.index, NAME.json, NAME.meta.json in the -o folder (a plain "
                          "name, not a path)")
-    ap.add_argument("-m", type=int, default=32, help="PQ sub-quantisers, bytes per stored vector (default: 32)")
-    ap.add_argument("-d", type=int, default=128, help="fingerprint dimension (default: 128)")
+    ap.add_argument("-m", type=int, default=32, help="PQ sub-quantisers, bytes per stored vector (default: 32; "
+                    "binary codes are stored whole)")
+    ap.add_argument("-d", type=int, default=128, help="fingerprint dimension, in bits for binary codes "
+                    "(default: 128)")
     ap.add_argument("-nlist", type=int, default=256, help="IVF lists, reduced automatically for small catalogues "
                     "(default: 256)")
-    ap.add_argument("--factory", default=None, help="any faiss index-factory string instead, e.g. IVF1024,PQ64 "
-                    "(default: IVF<nlist>,PQ<m>)")
+    ap.add_argument("--factory", default=None, help="any faiss index-factory string instead, e.g. IVF1024,PQ64, "
+                    "or for binary codes BFlat (exact Hamming search) or BIVF1024 (default: IVF<nlist>,PQ<m>; binary "
+                    "codes: BIVF<nlist>)")
     ap.add_argument("--nprobe", type=int, default=40, help="IVF lists visited per search (default: 40)")
     ap.add_argument("-o", "--output_path", default=".", help="folder for the index files (default: current folder)")
     args = _parse(ap, argv)
