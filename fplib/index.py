@@ -255,6 +255,9 @@ def load(path: str | os.PathLike, catalogue: Catalogue, nprobe: int | None = Non
     rebuild = _rebuild(path, catalogue)
     _check_model(path, meta, catalogue, rebuild)
     index = read_index(path)
+    if is_binary(index) != (catalogue.kind == "binary"):
+        raise BadFileError(path, f"a {'binary' if is_binary(index) else 'float'} index, but the catalogue "
+                                 f"{catalogue.folder} holds {catalogue.kind} fingerprints; {rebuild}")
     songs = catalogue.songs()
     n_cat = sum(s.n_vectors for s in songs)
     if meta.get("catalogue_state") != catalogue.state() or index.ntotal != n_cat:
@@ -263,9 +266,6 @@ def load(path: str | os.PathLike, catalogue: Catalogue, nprobe: int | None = Non
                                  f"fplib db")
     if index.ntotal == 0:
         raise BadFileError(path, "the index is empty")
-    if is_binary(index) != (catalogue.kind == "binary"):
-        raise BadFileError(path, f"a {'binary' if is_binary(index) else 'float'} index, but the catalogue "
-                                 f"{catalogue.folder} holds {catalogue.kind} fingerprints; {rebuild}")
     if index.d != meta.get("d") or (songs and index.d != codes.dim(catalogue.vectors(songs[0]), catalogue.kind)):
         raise BadFileError(path, f"holds {index.d}-d vectors, not the catalogue's fingerprints; {rebuild}")
     mp = mapping_path(path)

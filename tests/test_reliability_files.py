@@ -444,7 +444,7 @@ def _bad_checkpoints(folder: Path, good: Path) -> dict[str, tuple[Path, str]]:
                             "and fplib.pretrained.export write it"),
         "another pickle": (folder / "other.pkl", "a plain Python pickle, not a torch checkpoint (fplib checkpoints are "
                                                  "torch.save archives written by trainer or fplib.pretrained.export)"),
-        "a whole model": (folder / "whole_model.pt", "holds pickled Python objects (such as fplib.models.NAFP), "
+        "a whole model": (folder / "whole_model.pt", "holds pickled Python objects (such as fplib.models.nafp.NAFP), "
                           "not only tensors and settings, e.g. a whole saved model: not an fplib checkpoint (fplib "
                           "never unpickles code)"),
         "a list": (folder / "list.pt", "not an fplib model checkpoint: it holds a list, not a dict of weights and "
