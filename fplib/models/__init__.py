@@ -5,6 +5,7 @@
 family        module                                                       kind     variants
 ============  ==========================================================  =======  =====================
 NAFP          :mod:`fplib.models.nafp` (Chang et al., ICASSP 2021)          float    ``nafp``, ``nafp_small``
+SAMAF         :mod:`fplib.models.samaf` (Báez-Suárez et al., TOMM 2020)   binary   samaf, samaf_small, samaf_mfcc
 ============  ==========================================================  =======  =====================
 
 ``float`` fingerprints are unit vectors compared by inner product; ``binary`` ones are bit codes
@@ -25,3 +26,4 @@ from fplib.models.registry import (  # noqa: F401  (this package's interface)
     unregister,
     variant,
 )
+from fplib.models.samaf import SAMAF, SAMAFSettings  # noqa: F401
