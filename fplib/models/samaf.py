@@ -5,9 +5,8 @@ What the paper established: an LSTM encoder reads a sequence of short-time featu
 decoder reconstructs it from the encoder's summary (an autoencoder trained without labels); the training
 loss is the mean squared reconstruction error plus a *hash loss* (similar inputs get close codes) and a
 *bitwise entropy loss* (a condition on the individual bits of the codes); the fingerprint is a binary
-code of 128 or 256 bits per second of audio, compared by bit errors. It was evaluated on speech, against
-Dejavu, RAFS and Panako, not against contrastive networks. What it did not pin down, and what this
-module decides:
+code of 128 or 256 bits per second of audio. It was evaluated on speech, against Dejavu, RAFS and Panako,
+not against contrastive networks. What it did not pin down, and what this module decides:
 
 * **Input frames.** ``features="mfcc"``: per frame, the first ``n_mfcc`` (13) coefficients of an
   orthonormal DCT-II of the log-mel frame (a fixed buffer, not a parameter). ``features="logmel"``:
@@ -18,7 +17,8 @@ module decides:
 * **Encoder.** A unidirectional LSTM (``layers`` deep, ``hidden`` wide) over the frames in time order;
   its last layer's final hidden state -> linear -> ``bits`` numbers -> tanh = the relaxed code
   ``h`` in [-1, 1], which :meth:`SAMAF.forward` returns (what inference and the ONNX export run).
-  fplib stores ``bit = h > 0`` (:mod:`fplib.codes`) and matches by Hamming similarity 1 - 2 d / D.
+  fplib stores ``bit = h > 0`` (:mod:`fplib.codes`) and matches by Hamming similarity 1 - 2 d / D
+  (d differing bits of D; the paper's exact matching rule is not known here, bit errors being the likely one).
 * **Binarisation in training.** With ``straight_through`` (default) the losses and the decoder see the
   binary code ``b = sign(h)`` (+1 where h > 0, else -1, the same rule as the stored bits) in the forward
   pass, with the gradient of ``h`` in the backward pass (``b = h + (sign(h) - h).detach()``): the code
@@ -30,15 +30,18 @@ module decides:
   It reconstructs the frames in reverse order (last frame first, as in the LSTM autoencoders of
   Srivastava et al., 2015: the encoder's final state holds the latest frames best).
 * **Losses**, each a function below with its formula; the weights are settings (stored in checkpoints):
-  reconstruction MSE (``recon_weight`` 1); hash loss, the expected fraction of differing bits between
-  the clean and degraded views of a window (``hash_weight`` 1); bit balance, each bit on for half of
-  the batch, the batch form of a bitwise entropy term (``balance_weight`` 1); bit decorrelation
+  reconstruction MSE of both views (``recon_weight`` 1); hash loss, the expected fraction of differing
+  bits between the clean and degraded views of a window (``hash_weight`` 1); bit balance, each bit on
+  for half of the batch (of each rank under torch.distributed), the batch form of a bitwise entropy term
+  (the paper's own formula is not known here) (``balance_weight`` 1); bit decorrelation
   (``decorrelation_weight`` 0, off: the contrastive term's negatives already spread the codes; useful
   with ``pairs=False`` or without the contrastive term); quantisation (``quant_weight`` 0.1, only when
   ``straight_through`` is off); and NT-Xent over the L2-normalised training codes of the two views
   (``contrastive_weight`` 1, at the trainer's temperature). **The contrastive term is not in the
-  paper.** It is on by default because a pull-together hash loss plus balance has a collapsed optimum
-  (codes that ignore the input and agree everywhere); negatives prevent that. With ``b = sign(h)`` its
+  paper.** It is on by default because nothing else rewards telling windows apart: a pull-together hash
+  loss plus balance is minimised by codes carrying little information (e.g. every bit a copy of one
+  coarse property of the window that survives degradation), and reconstruction alone does not make the
+  bits robust; negatives push distinct windows' codes apart. With ``b = sign(h)`` its
   logits are exactly fplib's Hamming similarity divided by the temperature. Set ``contrastive_weight=0``
   for the paper's loss family.
 * **Pairs.** ``pairs=True`` (default) trains on fplib's (clean, degraded) pairs: the hash and contrastive
@@ -55,8 +58,9 @@ Variants (all 128 bits, 32 bytes/s):
   2,072,960 parameters.
 * ``samaf_small``: the same at 1 layer of 64 units, for CPU training and the demo: 157,056 parameters.
 * ``samaf_mfcc``: the faithful input, 13 MFCCs at 100 frames per second: it needs its own front end
-  (8 kHz, n_fft 256, STFT hop 80 samples, 40 mel bands -> 101 frames per 1-s window; training data
-  made with the default front end is refused), 2-layer LSTMs of 256 units: 1,761,677 parameters.
+  (8 kHz, 32-ms frames (n_fft 256) every 10 ms (STFT hop 80), 40 mel bands -> 101 frames per 1-s window,
+  where a third-party port used 25-ms frames; training data made with the default front end is refused),
+  2-layer LSTMs of 256 units: 1,761,677 parameters.
 
 fplib's default training settings apply (no family-specific ``train_defaults``).
 """
