@@ -32,7 +32,7 @@ import time
 OK, FAILED, USAGE = 0, 1, 2
 INTERRUPTED = 130
 # the registered architectures (fplib.models.model_names(); listed here so that --help needs no torch)
-ARCHS = ("nafp", "nafp_small")
+ARCHS = ("attn", "attn_small", "nafp", "nafp_small", "samaf", "samaf_mfcc", "samaf_small")
 SHIPPED = "the shipped pretrained model, fplib/pretrained/fplib-small-v1.pt"
 
 

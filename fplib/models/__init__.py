@@ -1,12 +1,13 @@
 """Fingerprinting networks, one module per family, chosen by name from a registry
 (:mod:`fplib.models.registry`):
 
-============  ==========================================================  =======  =====================
-family        module                                                       kind     variants
-============  ==========================================================  =======  =====================
-NAFP          :mod:`fplib.models.nafp` (Chang et al., ICASSP 2021)          float    ``nafp``, ``nafp_small``
-ATTN          :mod:`fplib.models.attn` (Singh et al., ISMIR 2022)           float    ``attn``, ``attn_small``
-============  ==========================================================  =======  =====================
+======  ===========================================  ======  ======================================
+family  module                                       kind    variants
+======  ===========================================  ======  ======================================
+NAFP    :mod:`fplib.models.nafp` (Chang 2021)        float   ``nafp``, ``nafp_small``
+ATTN    :mod:`fplib.models.attn` (Singh 2022)        float   ``attn``, ``attn_small``
+SAMAF   :mod:`fplib.models.samaf` (Báez-Suárez 2020)  binary  ``samaf``, ``samaf_small``, ``samaf_mfcc``
+======  ===========================================  ======  ======================================
 
 ``float`` fingerprints are unit vectors compared by inner product; ``binary`` ones are bit codes
 compared by Hamming distance (:mod:`fplib.codes`). A new family is one module that registers its
@@ -28,3 +29,4 @@ from fplib.models.registry import (  # noqa: F401  (this package's interface)
     unregister,
     variant,
 )
+from fplib.models.samaf import SAMAF, SAMAFSettings  # noqa: F401
