@@ -108,6 +108,9 @@ def _checkpoint_problem(path: Path, err: Exception) -> str:
         FrontEnd(**ck["frontend"])
     except (TypeError, ValueError) as e:
         return f"invalid front-end settings ({e})"
+    if isinstance(err, TypeError) and "argument" in str(err):
+        return (f"its model settings {ck['model_settings']} are not those of the {ck['model_name']!r} architecture "
+                f"({first})")
     if isinstance(err, RuntimeError) and "state_dict" in str(err):
         return (f"its weights do not fit the {ck['model_name']!r} architecture with settings {ck['model_settings']} "
                 f"({_first_mismatch(str(err))})")

@@ -84,7 +84,7 @@ def test_recognize_names_the_song_and_offset(trained, corpus, tmp_path, capsys):
     assert rc == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     best = out["matches"][0]
-    assert best["name"] == "song_2" and best["offset_s"] == pytest.approx(1.5)
+    assert best["song"] == "song_2" and best["offset_s"] == pytest.approx(1.5)
     assert best["score"] == pytest.approx(1.0, abs=1e-4)
 
 
@@ -103,5 +103,5 @@ def test_another_familys_checkpoint_is_refused(trained, corpus, tmp_path, capsys
     # a checkpoint whose weights are another family's is named with the reason
     ck["model_name"] = others[0]
     save_checkpoint(tmp_path / "mislabelled.pt", ck)
-    with pytest.raises(BadFileError, match="do not fit"):
+    with pytest.raises(BadFileError, match=f"not those of the '{others[0]}' architecture|do not fit the '{others[0]}'"):
         load_model(tmp_path / "mislabelled.pt")
