@@ -39,7 +39,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from fplib import audio
+from fplib import audio, codes
 from fplib.catalogue import fingerprint
 from fplib.features import n_windows
 from fplib.search import Match, Recognizer
@@ -89,9 +89,9 @@ class _Phase:
     """The candidates of one query phase: rows of (song index, start window, one similarity per buffer
     window in a ring of ``width`` columns, column = window % width)."""
 
-    def __init__(self, width: int, dim: int, capacity: int = 256):
+    def __init__(self, width: int, dim: int, dtype: np.dtype, capacity: int = 256):
         self.width = width
-        self.q = np.zeros((width, dim), np.float32)  # the buffer's fingerprints of this phase
+        self.q = np.zeros((width, dim), dtype)  # the buffer's fingerprints of this phase, as stored
         self.keys: dict[tuple[int, int], int] = {}
         self.song = np.zeros(capacity, np.int64)
         self.start = np.zeros(capacity, np.int64)  # database window aligned with this phase's window 0
@@ -159,7 +159,9 @@ class Listener:
         self.offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         self.lengths = lengths
         # one array of every song's uncompressed fingerprints; the recogniser's per-song arrays become views
-        self.vectors = np.concatenate([rec.vectors[s.id] for s in songs]).astype(np.float32, copy=False)
+        self.kind = rec.kind  # float vectors or packed binary codes (fplib.codes)
+        self.vectors = np.concatenate([rec.vectors[s.id] for s in songs]).astype(codes.stored_dtype(self.kind),
+                                                                                  copy=False)
         for s, o, n in zip(songs, self.offsets, lengths):
             rec.vectors[s.id] = self.vectors[o : o + n]
         self.timings: list[dict[str, float]] = []  # per hop: model_ms, search_ms, match_ms
@@ -172,7 +174,8 @@ class Listener:
         self.end = 0  # samples since origin processed (windows formed up to here)
         self.buf = np.zeros(0, np.float32)  # samples from origin + first * hop
         self.pending = np.zeros(0, np.float32)  # received, not yet processed
-        self.phase = [_Phase(self.max_windows + 1, self.vectors.shape[1]) for _ in range(self.phases)]
+        self.phase = [_Phase(self.max_windows + 1, self.vectors.shape[1], self.vectors.dtype)
+                      for _ in range(self.phases)]
         self.current: _Decision | None = None
         self.current_at = 0.0  # stream time of the current answer's offset
         self.last_seen = 0.0  # stream time the current song was last accepted
@@ -277,7 +280,7 @@ class Listener:
         inside = (w >= 0) & (w < self.lengths[song][:, None])
         g = self.offsets[song][:, None] + np.clip(w, 0, self.lengths[song][:, None] - 1)
         cols = windows % ph.width
-        sims = np.einsum("rwd,wd->rw", self.vectors[g], ph.q[cols])
+        sims = codes.similarity(self.vectors[g], ph.q[cols][None], self.kind)
         ph.sims[rows[:, None], cols[None, :]] = np.where(inside, sims, 0.0)
 
     # -- matching ----------------------------------------------------------------------------

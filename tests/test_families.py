@@ -105,3 +105,28 @@ def test_another_familys_checkpoint_is_refused(trained, corpus, tmp_path, capsys
     save_checkpoint(tmp_path / "mislabelled.pt", ck)
     with pytest.raises(BadFileError, match=f"not those of the '{others[0]}' architecture|do not fit the '{others[0]}'"):
         load_model(tmp_path / "mislabelled.pt")
+
+
+def test_listening_ranks_songs_as_the_recognizer_does(trained, corpus):
+    """Live listening's incremental matching gives the recogniser's songs, offsets and scores for every
+    kind of fingerprint (binary codes are compared by Hamming similarity in both)."""
+    from fplib import listen
+    from fplib.search import recognizer_from_files
+
+    def rec():
+        return recognizer_from_files(trained["ckpt"], trained["cat"], trained["index"], no_threshold=True)
+
+    reference, listener = rec(), listen.Listener(rec(), window_s=3.0, change_s=None)
+    wav = audio.load(corpus["songs"] / "song_1.flac", offset=0.7, duration=4.0)
+    wav = wav + 0.05 * np.random.default_rng(0).standard_normal(len(wav)).astype(np.float32)
+    checked = 0
+    for k in range(0, len(wav), 2900):
+        listener.feed(wav[k : k + 2900])
+        buf = listener.buffer()
+        if len(buf) < 8000:
+            continue
+        ours, theirs = listener.matches(), reference.recognize(buf, top=1000).matches
+        assert [(m.name, m.offset_s) for m in ours] == [(m.name, m.offset_s) for m in theirs]
+        np.testing.assert_allclose([m.score for m in ours], [m.score for m in theirs], atol=1e-5)
+        checked += 1
+    assert checked >= 6
