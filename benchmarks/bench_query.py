@@ -3,9 +3,10 @@ and decision for 1-, 3- and 10-s queries with fplib's default path (the network 
 ``fplib/engine.py``), next to the same path with the network in torch eager (``FPLIB_ENGINE=torch``)
 and a reference done the original scripts' way (librosa features and the model one window at a time,
 for the full NAFP with the head as 128 modules in a loop; the same decoding, search and decision),
-all in the same run. Families so far: NAFP at full width and at a quarter width (``nafp_small``).
+all in the same run, for every family at both sizes (NAFP, ATTN, SAMAF; ``--models`` to choose). For
+SAMAF the fingerprints are binary codes and the search is Hamming search in a faiss binary index.
 
-    .venv/bin/python benchmarks/bench_query.py [--repeat 5] [--json out.json]
+    .venv/bin/python benchmarks/bench_query.py [--repeat 5] [--models nafp_small attn_small] [--json out.json]
 
 Target: fplib at least 5x faster end to end.
 """
@@ -24,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fplib import audio, engine, index, synth
+from fplib import audio, codes, engine, index, synth
 from fplib.catalogue import Catalogue, extract
-from fplib.models import build_model
+from fplib.models import build_model, frontend_for, kind_of
 from fplib.search import Recognizer
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -47,6 +48,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--songs", type=int, default=8)
+    ap.add_argument("--models", nargs="+", default=["nafp_small", "nafp", "attn_small", "attn", "samaf_small",
+                                                    "samaf"])
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -56,12 +59,12 @@ def main() -> None:
         corpus = synth.make_demo_corpus(tmp / "corpus", synth.CorpusSpec(n_songs=args.songs, song_seconds=30.0,
                                                                           n_noises=1, n_irs=1), progress=False)
         songs = audio.list_audio(corpus["music"])
-        for name in ("nafp_small", "nafp"):
+        for name in args.models:
             torch.manual_seed(0)
-            model, _ = build_model(name)
+            model, _ = build_model(name, frontend_for(name))
             model.eval()
             reference_model = LoopNAFP(model).eval() if name == "nafp" else model
-            cat = Catalogue(tmp / name, model.fe, {"sha256": f"random-init {name}"})
+            cat = Catalogue(tmp / name, model.fe, {"sha256": f"random-init {name}", "kind": kind_of(name)})
             extract(songs, cat, model, progress=False)
             rec = Recognizer(model, cat, index.build(cat, "bench", tmp / name))
             for length in (1.0, 3.0, 10.0):
@@ -70,7 +73,7 @@ def main() -> None:
 
                 def reference(q=q, m=reference_model, rec=rec):
                     wav = audio.load(q, m.fe.sr)
-                    fp = fingerprint_one_by_one(wav, m, m.fe)
+                    fp = codes.encode(fingerprint_one_by_one(wav, m, m.fe), rec.kind)
                     _, ids = rec.index.search(fp, rec.k)
                     rec._sequence(fp, ids)
 
@@ -81,14 +84,16 @@ def main() -> None:
                 del os.environ[engine.ENGINE_ENV]
                 row["reference_ms"] = measure(reference, args.repeat)
                 row["found"] = r.best.name if r.best else None
+                row["db_bytes_per_s"] = cat.vectors(cat.songs()[0]).shape[1] * (4 if rec.kind == "float" else 1) * 2
                 rows[f"{name} {length:g}s"] = row
     print(f"\nbench_query: torch {torch.__version__}, 2 threads; database {args.songs} songs of 30 s; "
           f"median of {args.repeat}")
     print(f"{'model, query':>18s}{'fplib ms':>10s}{'torch ms':>10s}{'reference ms':>14s}{'vs torch':>10s}"
-          f"{'vs reference':>14s}")
+          f"{'vs reference':>14s}{'DB bytes/s':>12s}")
     for k, r in rows.items():
         print(f"{k:>18s}{r['fplib_ms']:10.1f}{r['torch_ms']:10.1f}{r['reference_ms']:14.1f}"
-              f"{r['torch_ms'] / r['fplib_ms']:9.2f}x{r['reference_ms'] / r['fplib_ms']:13.2f}x")
+              f"{r['torch_ms'] / r['fplib_ms']:9.2f}x{r['reference_ms'] / r['fplib_ms']:13.2f}x"
+              f"{r['db_bytes_per_s']:12d}")
     print("fplib: the network in ONNX Runtime; torch: the same path with FPLIB_ENGINE=torch; reference: librosa "
           "features and the model one window at a time (full NAFP: head as 128 modules in a loop)")
     if args.json:
