@@ -30,6 +30,7 @@ import torch
 from fplib import audio, storage
 from fplib.augment import add_noise, bandlimit, convolve_ir
 from fplib.data import IRBank, NoiseBank, item_rng
+from fplib.runs import Run
 
 
 @dataclass(frozen=True)
@@ -93,17 +94,19 @@ def check_held_out(query_songs: list[str], training_songs: list[str]) -> None:
 
 def training_songs(run_dir: str | os.PathLike) -> list[str]:
     """Every song a run trained on: the online split's ``train_set`` and the static dataset's
-    training songs (notebooks 01-03)."""
-    run_dir = Path(run_dir)
+    training songs (notebooks 01-03). ``run_dir``: the run's folder or its :class:`fplib.runs.Run`."""
+    run = Run(Path(run_dir))
     songs: list[str] = []
-    split = run_dir / "online_data" / "split.json"
-    if split.exists():
-        for folder, files in storage.read_json(split).items():
+    if run.online_split.exists():
+        for folder, files in storage.read_json(run.online_split).items():
             if folder.endswith("train_set"):
                 songs += files
-    for meta in run_dir.glob("dataset/Dataset_*/generation.json"):
+    for dataset in run.datasets():
+        meta = dataset / "generation.json"
+        if not meta.exists():
+            continue
         root = Path(storage.read_json(meta)["settings"]["input_folder"])
-        train = meta.parent / "train_data.json"
+        train = dataset / "train_data.json"
         if train.exists():
             songs += [str(root / s) for s in storage.read_json(train)]
     return songs

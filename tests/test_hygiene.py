@@ -21,9 +21,9 @@ from fplib import notebooks
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = notebooks.list_notebooks()
 # imports flow one way: a module may import only modules listed before it
-LAYERS = ["runtime", "storage", "errors", "config", "audio", "features", "codes", "augment", "data", "synth", "generate",
-          "models", "engine", "losses", "optim", "train", "pretrained", "catalogue", "index", "search", "listen",
-          "landmark", "evaluate", "viz", "notebooks", "cli"]
+LAYERS = ["runtime", "storage", "errors", "config", "runs", "audio", "features", "codes", "augment", "data", "synth",
+          "generate", "models", "engine", "losses", "optim", "train", "pretrained", "catalogue", "index", "search",
+          "listen", "landmark", "evaluate", "viz", "notebooks", "cli"]
 
 
 def test_there_are_notebooks():
@@ -163,7 +163,7 @@ def test_imports_flow_one_way():
     modules = sorted(files)
     assert set(modules) <= set(LAYERS), f"add new modules to LAYERS: {set(modules) - set(LAYERS)}"
     for m in modules:
-        deps = _fplib_imports(files[m])
+        deps = _fplib_imports(files[m]) - {m}  # a package (fplib.models) imports its own modules
         for d in deps:
             assert LAYERS.index(d) < LAYERS.index(m), f"fplib.{m} imports fplib.{d}, which sits above it"
 
