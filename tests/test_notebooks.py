@@ -1,5 +1,6 @@
 """Papermill runs with injected parameters (nbval runs every notebook on its defaults separately)."""
 
+import hashlib
 import io
 import time
 
@@ -17,12 +18,26 @@ TINY = {"corpus_songs": 5, "corpus_song_seconds": 6.0, "corpus_noises": 3, "corp
 
 def test_papermill_run_with_injected_parameters():
     executed = notebooks.run("demo", only=["01"], run_name="pm-injected", extra=TINY, log_output=False)
-    assert executed[0].exists()
-    metrics = storage.read_json(storage.run_dir("pm-injected") / "01_generate_dataset" / "metrics.json")
+    run = runs.Run.named("pm-injected")
+    assert executed == [run.executed_notebook(NB01.name)] and executed[0].exists()
+    metrics = storage.read_json(run.metrics("01"))
     assert metrics["songs"] == 5
     assert metrics["train_pairs"] == 2 * 4 and metrics["val_pairs"] == 2 * 1  # 0.8 of 5 songs train
-    # a second run with the same parameters reuses the dataset instead of refusing or rewriting it
+
+    def dataset_files():  # every file's content; for the pairs and the audio samples, when it was written
+        return {p: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns if p.suffix in (".npy", ".wav")
+                    else None) for p in run.dataset_dir.rglob("*") if p.is_file()}
+
+    before = dataset_files()
+    assert len(run.datasets()) == 1 and sum(p.suffix == ".npy" for p in before) == 8 + 2
+    # a second run with the same parameters reuses the dataset instead of refusing or rewriting it: the
+    # notebook succeeds, reports the same pairs, no pair or sample is written again, and the JSON maps
+    # (written again at the end) say the same
     notebooks.run("demo", only=["01"], run_name="pm-injected", extra=TINY, log_output=False)
+    assert dataset_files() == before, "the second run rewrote the dataset"
+    again = storage.read_json(run.metrics("01"))
+    assert {k: v for k, v in again.items() if k != "generation_seconds"} == {
+        k: v for k, v in metrics.items() if k != "generation_seconds"}
 
 
 def test_explorer_runs_headless_with_its_static_view_and_a_short_cell_timeout(monkeypatch):
