@@ -5,7 +5,9 @@ landmark baseline on the same database; out-of-database queries measure false po
 A query: ``length_s`` seconds of a song from ``start_s``, convolved with a room impulse response
 (aligned on its direct path, full length), plus background noise at ``snr_db`` dB; all from test
 folders and seeds, so every run draws the same queries. The query list is written out
-(:func:`save_queries`) so runs can be compared.
+(:func:`save_queries`) so runs can be compared. The whole procedure (calibrate each neural system's
+threshold, query every system, score) is :func:`benchmark`, its numbers a :class:`Protocol`: notebook
+05 and ``benchmarks/real_music/run.py`` both run it.
 
 Queries are never cut from digital silence (the start is drawn again): silence is not a recording of
 the song and the recogniser rejects it before any search. Where the song repeats the query's audio
