@@ -255,7 +255,7 @@ def trainer_main(argv: list[str] | None = None) -> int:
 
     import torch.distributed as dist
 
-    from fplib import audio, storage
+    from fplib import audio, runs, storage
     from fplib import train as T
     from fplib.augment import AugmentConfig
     from fplib.config import ParameterError, from_dict
@@ -286,7 +286,7 @@ def trainer_main(argv: list[str] | None = None) -> int:
                                         args.train_ratio, args.seed)
                 if dist.is_initialized():
                     dist.barrier()
-                d = out / "online_data"
+                d = runs.Run(out).online_data
                 folders = [d / "train" / "train_set", d / "train" / "train_impulse_responses",
                            d / "train" / "train_background_noises", d / "val" / "val_set",
                            d / "val" / "val_impulse_responses", d / "val" / "val_background_noises"]
@@ -298,12 +298,12 @@ def trainer_main(argv: list[str] | None = None) -> int:
         T.train(cfg, source, run_dir, fe, resume=args.resume, device=args.device,
                 run_params={k: str(Path(v).resolve()) if k in _TRAINER_PATHS and v else v
                             for k, v in vars(args).items() if k != "resume"})
-        if rank == 0 and (run_dir / "best.pt").exists():
+        if rank == 0 and runs.checkpoint(run_dir).exists():
             import shutil
 
             storage.clean_stale_temps(out)
             with storage.atomic_path(out / f"{args.model_name}.pt") as tmp:
-                shutil.copyfile(run_dir / "best.pt", tmp)
+                shutil.copyfile(runs.checkpoint(run_dir), tmp)
             failed = sorted(getattr(source, "failed", {}).items())
             if failed:
                 print(f"{len(failed)} song(s) failed to decode during training; their segments were left out:",

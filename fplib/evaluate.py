@@ -5,7 +5,9 @@ landmark baseline on the same database; out-of-database queries measure false po
 A query: ``length_s`` seconds of a song from ``start_s``, convolved with a room impulse response
 (aligned on its direct path, full length), plus background noise at ``snr_db`` dB; all from test
 folders and seeds, so every run draws the same queries. The query list is written out
-(:func:`save_queries`) so runs can be compared.
+(:func:`save_queries`) so runs can be compared. The whole procedure (calibrate each neural system's
+threshold, query every system, score) is :func:`benchmark`, its numbers a :class:`Protocol`: notebook
+05 and ``benchmarks/real_music/run.py`` both run it.
 
 Queries are never cut from digital silence (the start is drawn again): silence is not a recording of
 the song and the recogniser rejects it before any search. Where the song repeats the query's audio
@@ -30,6 +32,7 @@ import torch
 from fplib import audio, storage
 from fplib.augment import add_noise, bandlimit, convolve_ir
 from fplib.data import IRBank, NoiseBank, item_rng
+from fplib.runs import Run
 
 
 @dataclass(frozen=True)
@@ -93,17 +96,19 @@ def check_held_out(query_songs: list[str], training_songs: list[str]) -> None:
 
 def training_songs(run_dir: str | os.PathLike) -> list[str]:
     """Every song a run trained on: the online split's ``train_set`` and the static dataset's
-    training songs (notebooks 01-03)."""
-    run_dir = Path(run_dir)
+    training songs (notebooks 01-03). ``run_dir``: the run's folder or its :class:`fplib.runs.Run`."""
+    run = Run(Path(run_dir))
     songs: list[str] = []
-    split = run_dir / "online_data" / "split.json"
-    if split.exists():
-        for folder, files in storage.read_json(split).items():
+    if run.online_split.exists():
+        for folder, files in storage.read_json(run.online_split).items():
             if folder.endswith("train_set"):
                 songs += files
-    for meta in run_dir.glob("dataset/Dataset_*/generation.json"):
+    for dataset in run.datasets():
+        meta = dataset / "generation.json"
+        if not meta.exists():
+            continue
         root = Path(storage.read_json(meta)["settings"]["input_folder"])
-        train = meta.parent / "train_data.json"
+        train = dataset / "train_data.json"
         if train.exists():
             songs += [str(root / s) for s in storage.read_json(train)]
     return songs
@@ -246,28 +251,53 @@ def load_queries(path: str | os.PathLike) -> list[Query]:
     return [Query(**{**q, "repeats": tuple(q.get("repeats", ()))}) for q in storage.read_json(path)]
 
 
-def run(queries: list[Query], irs: IRBank, noises: NoiseBank, neural=None, landmark=None, method: str = "sequence",
-        progress: bool = True) -> list[dict]:
-    """Every query through the neural recogniser and/or the landmark baseline: one row per query and system."""
+def run(queries: list[Query], irs: IRBank, noises: NoiseBank, systems: dict[str, object] | None = None, *,
+        neural=None, landmark=None, method: str = "sequence", progress: bool = True) -> list[dict]:
+    """Every query through every system: one row per query and system, labelled with the system's name.
+
+    ``systems``: ``{name: system}``, each a neural recogniser (:class:`fplib.search.Recognizer`, anything
+    with ``recognize``) or the landmark baseline (:class:`fplib.landmark.Landmark`, anything with
+    ``match``), run in that order. ``neural`` / ``landmark``: shorthands for ``{"neural": neural}`` and
+    ``{"audfprint": landmark}``."""
     from tqdm.auto import tqdm
 
+    systems = _systems(systems, neural, landmark)
     rows = []
     for q in tqdm(queries, desc="queries", unit="query", disable=not progress):
         wav = render(q, irs, noises)
-        if neural is not None:
-            r = neural.recognize(wav, method=method, top=3)
-            rows.append({"system": "neural", "query": q.id, "predicted": [m.name for m in r.matches],
-                         "offsets": [m.offset_s for m in r.matches], "scores": [m.score for m in r.matches],
-                         "score": r.best.score if r.best else None, "confidence": r.confidence,
-                         "accepted": r.in_database, **r.timings_ms})
-        if landmark is not None:
-            t0 = time.perf_counter()
-            ms = landmark.match(wav)
-            dt = 1000 * (time.perf_counter() - t0)
-            rows.append({"system": "audfprint", "query": q.id, "predicted": [m.name for m in ms],
-                         "offsets": [m.offset_s for m in ms], "score": ms[0].count if ms else None,
-                         "accepted": bool(ms), "total_ms": dt})
+        for name, system in systems.items():
+            if _is_neural(system):
+                r = system.recognize(wav, method=method, top=3)
+                rows.append({"system": name, "query": q.id, "predicted": [m.name for m in r.matches],
+                             "offsets": [m.offset_s for m in r.matches], "scores": [m.score for m in r.matches],
+                             "score": r.best.score if r.best else None, "confidence": r.confidence,
+                             "accepted": r.in_database, **r.timings_ms})
+            else:
+                t0 = time.perf_counter()
+                ms = system.match(wav)
+                dt = 1000 * (time.perf_counter() - t0)
+                rows.append({"system": name, "query": q.id, "predicted": [m.name for m in ms],
+                             "offsets": [m.offset_s for m in ms], "score": ms[0].count if ms else None,
+                             "accepted": bool(ms), "total_ms": dt})
     return rows
+
+
+def _is_neural(system) -> bool:
+    return hasattr(system, "recognize")
+
+
+def _systems(systems: dict[str, object] | None, neural=None, landmark=None) -> dict[str, object]:
+    out = dict(systems or {})
+    for name, system in (("neural", neural), ("audfprint", landmark)):
+        if system is not None:
+            if name in out:
+                raise ValueError(f"two systems named {name!r}")
+            out[name] = system
+    for name, system in out.items():
+        if not _is_neural(system) and not hasattr(system, "match"):
+            raise TypeError(f"system {name!r}: a recogniser (recognize) or a landmark baseline (match), "
+                            f"got {type(system).__name__}")
+    return out
 
 
 def is_hit(q: Query, name: str, offset_s: float, tolerance_s: float = 0.5) -> bool:
@@ -392,13 +422,164 @@ def calibration_scores(recognizer, queries: list[Query], irs: IRBank, noises: No
     return dict(scores)
 
 
+# -- the evaluation protocol: notebook 05 and the real-music benchmark ------------------------------
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The numbers of an evaluation (:func:`benchmark`). Notebook 05 runs the defaults (its ``protocol``
+    parameter overrides fields); the real-music benchmark overrides a few (``benchmarks/real_music``).
+
+    Seeds: test queries ``seed``, calibration queries ``seed + 1``, noise-only queries ``seed + 2``."""
+
+    lengths: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 10.0)  # query lengths (s)
+    snrs: tuple[float, ...] = (0.0, 5.0, 10.0, 15.0)  # background-noise SNRs (dB)
+    queries_per_cell: int = 6  # test queries per (length, SNR) from songs in the database, as many from songs out
+    calibration_per_cell: int | None = None  # calibration queries per (length, SNR); None: 2 x queries_per_cell
+    noise_only_per_length: int | None = None  # noise-only calibration queries per length; None: calibration_per_cell
+    bandlimit_share: float = 0.0  # share of queries band-limited as a phone microphone would
+    target_fpr: float = 0.05  # false-positive rate each neural system's threshold is calibrated for
+    tolerance_s: float = 0.5  # a hit's offset is within this of the query's start (or of a repeat)
+    method: str = "sequence"  # neural recognisers: "sequence" (NAFP's alignment) or "vote"
+    landmark_density: float = 100.0  # the audfprint baseline's hashes per second (its default 20 misses noisy queries)
+    seed: int = 0  # query positions, rooms and noises
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lengths", tuple(float(x) for x in self.lengths))
+        object.__setattr__(self, "snrs", tuple(float(x) for x in self.snrs))
+        if not self.lengths or min(self.lengths) <= 0:
+            raise ValueError(f"lengths: at least one, all > 0 s, got {self.lengths}")
+        if not self.snrs:
+            raise ValueError("snrs: at least one SNR")
+        if self.queries_per_cell < 1 or self.n_calibration < 1 or self.n_noise_only < 0:
+            raise ValueError(f"queries per cell must be >= 1 (noise-only >= 0), got {self.queries_per_cell}, "
+                             f"{self.calibration_per_cell}, {self.noise_only_per_length}")
+        if not 0.0 <= self.bandlimit_share <= 1.0 or not 0.0 <= self.target_fpr < 1.0 or self.tolerance_s < 0:
+            raise ValueError(f"need 0 <= bandlimit_share <= 1, 0 <= target_fpr < 1, tolerance_s >= 0: {self}")
+        if self.method not in ("sequence", "vote"):
+            raise ValueError(f"method must be 'sequence' or 'vote', got {self.method!r}")
+
+    @property
+    def n_calibration(self) -> int:
+        """Calibration queries per (length, SNR)."""
+        return self.calibration_per_cell if self.calibration_per_cell is not None else 2 * self.queries_per_cell
+
+    @property
+    def n_noise_only(self) -> int:
+        """Noise-only calibration queries per length."""
+        return self.noise_only_per_length if self.noise_only_per_length is not None else self.n_calibration
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def split_out_of_database(out_db: list[str]) -> tuple[list[str], list[str]]:
+    """Out-of-database songs -> (calibration songs, test songs): alternating, in the given order, so that
+    songs from different sources (folders sorted by path) fall on both sides."""
+    out_db = [str(p) for p in out_db]
+    return out_db[0::2], out_db[1::2]
+
+
+def landmark_system(songs: list, density: float = Protocol.landmark_density, sr: int = audio.SR):
+    """The audfprint baseline (:class:`fplib.landmark.Landmark`) holding ``songs`` (catalogue
+    :class:`fplib.catalogue.Song` rows: ``name``, ``path``), at ``density`` hashes per second."""
+    from fplib.landmark import Landmark
+
+    lm = Landmark(density=density)
+    for s in songs:
+        lm.add(s.name, audio.load(s.path, sr), sr)
+    return lm
+
+
+def db_bytes_per_second(systems: dict[str, object], songs: list) -> dict[str, float]:
+    """Each system's database size per second of catalogued audio: a neural system's index bytes per
+    fingerprint over its hop, the landmark baseline's hash table over the ``songs``' duration."""
+    from fplib import index as fpindex
+
+    audio_s = sum(s.duration for s in songs)
+    out = {}
+    for name, system in systems.items():
+        if _is_neural(system):
+            out[name] = fpindex.bytes_per_vector(system.index) / system.fe.hop_s
+        else:
+            out[name] = system.bytes_per_second(audio_s)
+    return out
+
+
+@dataclass
+class Benchmark:
+    """What :func:`benchmark` did and found."""
+
+    protocol: Protocol
+    queries: list[Query]  # the test queries (in and out of the database)
+    rows: list[dict]  # one per query and system (:func:`run`)
+    table: list[dict]  # per system, length and SNR (:func:`score`)
+    calibration_queries: list[Query]
+    calibration_scores: dict[str, dict[int, list[float]]]  # per calibrated system: scores by query windows
+    thresholds: dict[str, object]  # per calibrated system: its fplib.search.Threshold
+    calibration_songs: list[str]
+    test_out_songs: list[str]
+
+    def headline(self, db_bytes_per_second: dict[str, float]) -> list[dict]:
+        """One row per system and length, SNRs pooled (:func:`headline`); systems in the order given."""
+        return headline(self.queries, self.rows, db_bytes_per_second, self.protocol.tolerance_s)
+
+    def summary(self, key: str = "top1") -> dict[str, dict[str, float]]:
+        return summary(self.table, key)
+
+    def confidences(self, system: str = "neural") -> dict[float, dict[str, list[float]]]:
+        return confidences(self.queries, self.rows, system, self.protocol.tolerance_s)
+
+    def worked_query(self, length_s: float, system: str = "neural") -> Query:
+        return worked_query(self.queries, self.rows, length_s, system, self.protocol.tolerance_s)
+
+
+def benchmark(systems: dict[str, object], in_db: dict[str, str], out_db: list[str], irs: IRBank, noises: NoiseBank,
+              protocol: Protocol = Protocol(), calibrate: bool = True, progress: bool = True) -> Benchmark:
+    """The evaluation: every system on the same queries.
+
+    ``systems``: ``{name: system}``: neural recognisers (:class:`fplib.search.Recognizer`, several models can
+    be compared in one call, each with its own catalogue and index) and the landmark baseline
+    (:func:`landmark_system`). ``in_db``: the songs to query ``{file: catalogue name}``; ``out_db``: songs in
+    no system's database, split alternately (:func:`split_out_of_database`) into calibration and test songs.
+
+    1. Calibration (``calibrate``): ``protocol.n_calibration`` queries per length and SNR from the
+       calibration songs plus ``protocol.n_noise_only`` noise-only queries per length; each neural
+       system's threshold is set (on the recogniser itself) to accept at most ``protocol.target_fpr``
+       of them per query length (:func:`fplib.search.calibrate`).
+    2. Test queries: ``protocol.queries_per_cell`` per length and SNR from ``in_db`` and as many from
+       the test songs out of the database (:func:`plan_queries`), through every system (:func:`run`).
+    3. Scoring per system, length and SNR (:func:`score`)."""
+    from fplib.search import calibrate as fit_threshold
+
+    systems = _systems(systems)
+    p = protocol
+    calib_songs, test_out = split_out_of_database(out_db)
+    calib_queries: list[Query] = []
+    scores: dict[str, dict[int, list[float]]] = {}
+    thresholds: dict[str, object] = {}
+    neural = {name: s for name, s in systems.items() if _is_neural(s)}
+    if calibrate and neural:
+        calib_queries = plan_queries({}, calib_songs, len(irs), list(p.lengths), list(p.snrs), p.n_calibration,
+                                     p.seed + 1, p.bandlimit_share)
+        for name, rec in neural.items():
+            scores[name] = calibration_scores(rec, calib_queries, irs, noises, list(p.lengths), p.n_noise_only,
+                                              p.seed + 2, progress=progress)
+            rec.threshold = thresholds[name] = fit_threshold(scores[name], p.target_fpr)
+    queries = plan_queries(in_db, test_out, len(irs), list(p.lengths), list(p.snrs), p.queries_per_cell, p.seed,
+                           p.bandlimit_share)
+    rows = run(queries, irs, noises, systems, method=p.method, progress=progress)
+    return Benchmark(p, queries, rows, score(queries, rows, p.tolerance_s), calib_queries, scores, thresholds,
+                     calib_songs, test_out)
+
+
 # -- calibrating "not in the database" for a user's own catalogue ---------------------------------
 
 # The built-in negatives: a synthetic corpus (fplib.synth) with a seed that neither the training corpus
 # (notebook 01, seed 0) nor the test corpus (notebook 04, seed 1000) uses.
 CALIBRATION_SEED = 2000
-CALIBRATION_LENGTHS = (1.0, 2.0, 3.0, 5.0, 10.0)
-CALIBRATION_SNRS = (0.0, 5.0, 10.0, 15.0)
+CALIBRATION_LENGTHS = Protocol.lengths
+CALIBRATION_SNRS = Protocol.snrs
 
 
 def calibration_corpus(n_songs: int = 24, root: str | os.PathLike | None = None,
@@ -435,7 +616,7 @@ class Calibration:
 
 
 def calibrate_recognizer(recognizer, negatives: list[str | os.PathLike], irs: IRBank, noises: NoiseBank,
-                         fpr: float = 0.05, lengths: tuple[float, ...] = CALIBRATION_LENGTHS,
+                         fpr: float = Protocol.target_fpr, lengths: tuple[float, ...] = CALIBRATION_LENGTHS,
                          snrs: tuple[float, ...] = CALIBRATION_SNRS, per_cell: int = 4,
                          noise_only_per_length: int = 4, seed: int = 0, progress: bool = True) -> Calibration:
     """Calibrate ``recognizer``'s "not in the database" threshold for a stated false-positive rate.

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import nbformat
 import yaml
 
-from fplib import storage
+from fplib import runs, storage
 from fplib.config import ParameterError, check_type
 
 # A cell running longer than this fails the run instead of hanging it (the demo's longest takes ~1 min);
@@ -180,7 +180,7 @@ def run(profile: str = "demo", only: list[str] | None = None, run_name: str | No
     executed = []
     for nb, params in plans:
         name = params.get("run_name", parameters_cell(nb).get("run_name", (None, "demo"))[1])
-        dest = storage.run_dir(name) / "notebooks" / nb.name
+        dest = runs.Run.named(name).executed_notebook(nb.name)
         dest.parent.mkdir(parents=True, exist_ok=True)
         print(f"== {nb.stem} (profile {profile}) -> {dest}", file=out, flush=True)
         t0 = time.time()
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         executed = run(args.profile, args.only, args.run_name, extra=extra, log_output=not args.quiet,
                        cell_timeout=args.cell_timeout)
         print(f"== {len(executed)} notebook(s), profile {args.profile}, done in {time.time() - t0:.0f} s", flush=True)
-        results = executed[-1].parent.parent / "05_build_index_and_evaluate" / "metrics.json" if executed else None
+        results = runs.Run(executed[-1].parent.parent).results if executed else None
         if results is not None and results.exists() and executed[-1].stem.startswith("05"):
             from fplib.viz import headline_markdown
 

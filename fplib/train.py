@@ -40,7 +40,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
-from fplib import audio, codes, storage
+from fplib import audio, codes, runs, storage
 from fplib.augment import AugmentConfig, Augmenter
 from fplib.checkpoints import load_checkpoint, load_model, resolve_device, save_checkpoint  # noqa: F401
 from fplib.config import to_dict
@@ -299,11 +299,11 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
 
     history: list[dict] = []
     start_epoch, best, stale = 0, -1.0, 0
-    last_path, best_path, log_path = out_dir / "last.pt", out_dir / "best.pt", out_dir / "metrics.jsonl"
+    last_path, best_path, log_path = out_dir / runs.LAST, out_dir / runs.BEST, out_dir / runs.METRICS_LOG
     if rank == 0:
         storage.clean_stale_temps(out_dir)  # what killed writes left behind
     if resume and last_path.exists():
-        before = storage.read_json(out_dir / "config.json") if (out_dir / "config.json").exists() else {}
+        before = storage.read_json(out_dir / runs.TRAIN_CONFIG) if (out_dir / runs.TRAIN_CONFIG).exists() else {}
         if before.get("train", to_dict(cfg)) != to_dict(cfg) or before.get("frontend", fe.to_dict()) != fe.to_dict():
             changed = sorted(k for k, v in to_dict(cfg).items() if before.get("train", {}).get(k) != v)
             raise ValueError(f"{out_dir}: holds a run with other settings (changed: {changed or ['front end']}); "
@@ -327,11 +327,11 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
         if log_path.exists() or last_path.exists():
             if not resume:
                 raise FileExistsError(f"{out_dir}: holds a training run; resume it or choose another folder")
-        if resume and (out_dir / "config.json").exists():  # started before, killed before its first epoch ended
-            before = storage.read_json(out_dir / "config.json")
+        if resume and (out_dir / runs.TRAIN_CONFIG).exists():  # started before, killed before its first epoch ended
+            before = storage.read_json(out_dir / runs.TRAIN_CONFIG)
             if before.get("train") == to_dict(cfg) and before.get("frontend") == fe.to_dict():
                 run_params = before.get("params", run_params)
-        storage.write_json(out_dir / "config.json", {"train": to_dict(cfg), "frontend": fe.to_dict(),
+        storage.write_json(out_dir / runs.TRAIN_CONFIG, {"train": to_dict(cfg), "frontend": fe.to_dict(),
                                                      "model_settings": settings, "params": run_params or {}})
 
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -458,7 +458,7 @@ def _history_until(records: list[dict], ck: dict) -> list[dict]:
 def _finish_epoch(out_dir: Path, ck: dict, history: list[dict]) -> None:
     """Write what the end of ``ck``'s epoch writes after ``last.pt``, where a killed run did not: ``best.pt``
     (the same state as ``last.pt`` when that epoch was the best) and the metrics log."""
-    last_path, best_path, log_path = out_dir / "last.pt", out_dir / "best.pt", out_dir / "metrics.jsonl"
+    last_path, best_path, log_path = out_dir / runs.LAST, out_dir / runs.BEST, out_dir / runs.METRICS_LOG
     if ck.get("metrics", {}).get("best") and (
             not best_path.exists() or storage.file_checksum(best_path) != storage.file_checksum(last_path)):
         import shutil
@@ -517,7 +517,7 @@ def best_epoch(history: list[dict]) -> tuple[int, dict]:
 
 def read_metrics(out_dir: str | os.PathLike) -> list[dict]:
     """The per-epoch metrics of a run (``metrics.jsonl``)."""
-    path = Path(out_dir) / "metrics.jsonl"
+    path = Path(out_dir) / runs.METRICS_LOG
     if not path.exists():
         raise FileNotFoundError(f"{path}: no training metrics (has the run started?)")
     return storage.read_jsonl(path)
@@ -534,7 +534,7 @@ def split_online_data(songs: str | os.PathLike, irs: str | os.PathLike, noises: 
     path, so the same folders given by another path, relative or absolute, are the same split)."""
     from fplib.data import split_files
 
-    root = Path(out) / "online_data"
+    root = runs.Run(Path(out)).online_data
     kinds = {"set": songs, "impulse_responses": irs, "background_noises": noises}
     plan: dict[str, list[tuple[Path, Path]]] = {}
     for k, (kind, folder) in enumerate(kinds.items()):

@@ -230,3 +230,47 @@ def test_the_catalogue_model_is_the_one_recorded(setup, tmp_path):
     save_checkpoint(other, {**load_checkpoint(setup["ckpt"]), "note": "other weights"})
     with pytest.raises(ValueError, match="another model"):
         catalogue_model(setup["cat"], other)
+
+
+def test_protocol_fields_defaults_and_checks():
+    p = evaluate.Protocol()
+    assert p.n_calibration == 2 * p.queries_per_cell and p.n_noise_only == p.n_calibration
+    q = evaluate.Protocol(queries_per_cell=30, noise_only_per_length=4)
+    assert (q.n_calibration, q.n_noise_only) == (60, 4)
+    assert evaluate.Protocol(lengths=[1, 2]).lengths == (1.0, 2.0)  # a list from a notebook parameter
+    assert evaluate.CALIBRATION_LENGTHS == p.lengths and evaluate.CALIBRATION_SNRS == p.snrs
+    for bad in ({"lengths": []}, {"queries_per_cell": 0}, {"target_fpr": 1.0}, {"method": "guess"}):
+        with pytest.raises(ValueError):
+            evaluate.Protocol(**bad)
+    assert evaluate.split_out_of_database(["a", "b", "c", "d", "e"]) == (["a", "c", "e"], ["b", "d"])
+
+
+def test_benchmark_runs_several_systems_on_the_same_queries(setup):
+    """Two neural systems and the landmark baseline in one call: each neural system gets its own
+    threshold from the same calibration queries, and every system answers every test query; the
+    result is what the protocol's steps give when run one by one."""
+    cat, irs, noises = setup["cat"], setup["irs"], setup["noises"]
+    systems = {"a": Recognizer(setup["model"], cat, setup["path"]),
+               "b": Recognizer(setup["model"], cat, setup["path"], decision="margin"),
+               "audfprint": evaluate.landmark_system(cat.songs(), 100.0)}
+    in_db = {s.path: s.name for s in cat.songs()}
+    out_db = [str(p) for p in setup["songs"][3:]]
+    p = evaluate.Protocol(lengths=(1.0, 3.0), snrs=(10.0,), queries_per_cell=2, calibration_per_cell=2,
+                          noise_only_per_length=1, seed=5)
+    res = evaluate.benchmark(systems, in_db, out_db, irs, noises, p, progress=False)
+    assert res.calibration_songs == out_db[:1] and res.test_out_songs == out_db[1:]
+    assert set(res.thresholds) == {"a", "b"} and systems["a"].threshold is res.thresholds["a"]
+    assert res.thresholds["a"] != res.thresholds["b"]  # the margin is not the score
+    assert {q.song for q in res.calibration_queries} == set(out_db[:1])
+    assert res.queries == evaluate.plan_queries(in_db, out_db[1:], len(irs), [1.0, 3.0], [10.0], 2, 5)
+    assert len(res.rows) == 3 * len(res.queries)
+    assert [r["system"] for r in res.rows[:3]] == ["a", "b", "audfprint"]
+    assert {r["system"] for r in res.table} == {"a", "b", "audfprint"}
+    ref = evaluate.calibration_scores(systems["a"], res.calibration_queries, irs, noises, [1.0, 3.0], 1, 7,
+                                      progress=False)
+    assert res.calibration_scores["a"] == ref
+    head = res.headline(evaluate.db_bytes_per_second(systems, cat.songs()))
+    assert [r["system"] for r in head] == ["a", "a", "b", "b", "audfprint", "audfprint"]
+    assert all(r["db_bytes_per_s"] > 0 for r in head)
+    with pytest.raises(TypeError, match="recogniser"):
+        evaluate.benchmark({"x": object()}, in_db, out_db, irs, noises, p)

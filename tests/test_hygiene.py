@@ -21,8 +21,8 @@ from fplib import notebooks
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = notebooks.list_notebooks()
 # imports flow one way: a module may import only modules listed before it
-LAYERS = ["runtime", "storage", "errors", "config", "audio", "features", "codes", "augment", "data", "synth",
-          "generate", "losses", "models", "checkpoints", "engine", "optim", "train", "pretrained", "catalogue",
+LAYERS = ["runtime", "storage", "errors", "config", "runs", "audio", "features", "codes", "augment", "data",
+          "synth", "generate", "losses", "models", "checkpoints", "engine", "optim", "train", "pretrained", "catalogue",
           "index", "search", "listen", "landmark", "evaluate", "viz", "notebooks", "cli"]
 
 

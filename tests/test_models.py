@@ -2,7 +2,16 @@ import pytest
 import torch
 
 from fplib.features import FrontEnd
-from fplib.models import NAFP, DivideAndEncode, build_model, model_names, n_parameters, register
+from fplib.models import (
+    NAFP,
+    DivideAndEncode,
+    NAFPSettings,
+    build_model,
+    model_names,
+    n_parameters,
+    register,
+    unregister,
+)
 
 
 def test_nafp_matches_the_published_parameter_count_shape_and_norm():
@@ -28,8 +37,19 @@ def test_small_variant_and_registry():
     assert {"nafp", "nafp_small"} <= set(model_names())
     with pytest.raises(ValueError, match="unknown model"):
         build_model("resnet")
-    register("test_tiny", lambda fe=FrontEnd(), **kw: NAFP(fe=fe), )
-    assert "test_tiny" in model_names()
+
+
+def test_a_model_registered_for_a_test_is_unregistered_after_it():
+    assert "test_tiny" not in model_names()
+    try:
+        register("test_tiny", lambda fe=FrontEnd(), **kw: NAFP(NAFPSettings(width=0.125), fe=fe))
+        assert "test_tiny" in model_names()
+        assert isinstance(build_model("test_tiny")[0], NAFP)
+    finally:
+        unregister("test_tiny")  # the registry is global: later tests must not see the test model
+    assert "test_tiny" not in model_names()
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("test_tiny")
 
 
 def test_divide_and_encode_equals_separate_groups():

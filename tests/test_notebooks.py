@@ -1,5 +1,6 @@
 """Papermill runs with injected parameters (nbval runs every notebook on its defaults separately)."""
 
+import hashlib
 import io
 import time
 
@@ -7,7 +8,7 @@ import nbformat
 import papermill as pm
 import pytest
 
-from fplib import notebooks, storage
+from fplib import notebooks, runs, storage
 from fplib.config import ParameterError
 
 NB01 = notebooks.notebooks_dir() / "01_generate_dataset.ipynb"
@@ -17,12 +18,26 @@ TINY = {"corpus_songs": 5, "corpus_song_seconds": 6.0, "corpus_noises": 3, "corp
 
 def test_papermill_run_with_injected_parameters():
     executed = notebooks.run("demo", only=["01"], run_name="pm-injected", extra=TINY, log_output=False)
-    assert executed[0].exists()
-    metrics = storage.read_json(storage.run_dir("pm-injected") / "01_generate_dataset" / "metrics.json")
+    run = runs.Run.named("pm-injected")
+    assert executed == [run.executed_notebook(NB01.name)] and executed[0].exists()
+    metrics = storage.read_json(run.metrics("01"))
     assert metrics["songs"] == 5
     assert metrics["train_pairs"] == 2 * 4 and metrics["val_pairs"] == 2 * 1  # 0.8 of 5 songs train
-    # a second run with the same parameters reuses the dataset instead of refusing or rewriting it
+
+    def dataset_files():  # every file's content; for the pairs and the audio samples, when it was written
+        return {p: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns if p.suffix in (".npy", ".wav")
+                    else None) for p in run.dataset_dir.rglob("*") if p.is_file()}
+
+    before = dataset_files()
+    assert len(run.datasets()) == 1 and sum(p.suffix == ".npy" for p in before) == 8 + 2
+    # a second run with the same parameters reuses the dataset instead of refusing or rewriting it: the
+    # notebook succeeds, reports the same pairs, no pair or sample is written again, and the JSON maps
+    # (written again at the end) say the same
     notebooks.run("demo", only=["01"], run_name="pm-injected", extra=TINY, log_output=False)
+    assert dataset_files() == before, "the second run rewrote the dataset"
+    again = storage.read_json(run.metrics("01"))
+    assert {k: v for k, v in again.items() if k != "generation_seconds"} == {
+        k: v for k, v in metrics.items() if k != "generation_seconds"}
 
 
 def test_explorer_runs_headless_with_its_static_view_and_a_short_cell_timeout(monkeypatch):
@@ -80,9 +95,11 @@ def test_unknown_parameter_injected_by_plain_papermill_fails_in_the_notebook(tmp
 
 def test_notebooks_04_and_05_on_your_own_folder(tmp_path):
     """04 fingerprints a folder outside outputs/ (names relative to it); 05 queries the catalogue's own
-    songs and measures false positives on synthetic songs no training used."""
+    songs and measures false positives on synthetic songs no training used, with the model 04 used
+    (recorded in the catalogue), not the run's train_online/best.pt."""
     import torch
 
+    from fplib.catalogue import model_description
     from fplib.features import FrontEnd
     from fplib.models import build_model
     from fplib.train import save_checkpoint
@@ -91,26 +108,37 @@ def test_notebooks_04_and_05_on_your_own_folder(tmp_path):
     folder = tmp_path / "my music"
     for i, name in enumerate(("album/one.flac", "album/two.flac", "three.wav")):
         write(folder / name, music_like(8.0, 16000, seed=10 + i), 16000)
-    torch.manual_seed(0)
     fe = FrontEnd()
-    model, settings = build_model("nafp_small", fe, width=0.125)
-    ckpt = tmp_path / "model.pt"
-    save_checkpoint(ckpt, {"model": model.state_dict(), "model_name": "nafp_small", "model_settings": settings,
-                           "frontend": fe.to_dict()})
-    tiny = {"checkpoint": str(ckpt), "input_folder": str(folder), "test_songs": 1, "out_of_db_songs": 2,
-            "test_song_seconds": 6.0, "test_noises": 2, "test_irs": 2, "lengths": [1.0, 2.0], "snrs": [5.0],
-            "queries_per_cell": 2, "calibration_per_cell": 2, "example_length": 2.0, "landmark": False}
-    notebooks.run("demo", only=["04", "05"], run_name="pm-own", extra=tiny, log_output=False)
-    out = storage.run_dir("pm-own")
-    assert storage.read_json(out / "04_extract_fingerprints" / "metrics.json")["songs"] == 3
+    run = runs.Run.named("pm-own")
+
+    def tiny_model(path, seed):
+        torch.manual_seed(seed)
+        model, settings = build_model("nafp_small", fe, width=0.125)
+        save_checkpoint(path, {"model": model.state_dict(), "model_name": "nafp_small", "model_settings": settings,
+                               "frontend": fe.to_dict()})
+        return path
+
+    ckpt = tiny_model(tmp_path / "model.pt", 0)
+    run.train_dir("online").mkdir(parents=True, exist_ok=True)
+    decoy = tiny_model(run.checkpoint("online"), 1)  # what 05 used to load whatever 04 used
+    assert model_description(decoy)["sha256"] != model_description(ckpt)["sha256"]
+    tiny = {"input_folder": str(folder), "test_songs": 1, "out_of_db_songs": 2, "test_song_seconds": 6.0,
+            "test_noises": 2, "test_irs": 2, "example_length": 2.0, "landmark": False,
+            "protocol": {"lengths": [1.0, 2.0], "snrs": [5.0], "queries_per_cell": 2, "calibration_per_cell": 2}}
+    notebooks.run("demo", only=["04"], run_name="pm-own", extra={**tiny, "checkpoint": str(ckpt)}, log_output=False)
+    notebooks.run("demo", only=["05"], run_name="pm-own", extra=tiny, log_output=False)  # no checkpoint given
+    made = storage.read_json(run.metrics("04"))
+    assert made["songs"] == 3
     from fplib.catalogue import Catalogue
 
-    with Catalogue(out / "catalogue") as cat:
+    with Catalogue(run.catalogue) as cat:
         assert sorted(s.name for s in cat.songs()) == ["album/one", "album/two", "three"]
-    metrics = storage.read_json(out / "05_build_index_and_evaluate" / "metrics.json")
+    metrics = storage.read_json(run.results)
+    assert made["model"] == metrics["model"] == model_description(ckpt)  # 05 loaded what 04 fingerprinted with
     assert metrics["queries_from"] == "catalogue"
+    assert metrics["protocol"]["lengths"] == [1.0, 2.0] and metrics["protocol"]["queries_per_cell"] == 2
     assert [(r["system"], r["length_s"], r["n"], r["n_out"]) for r in metrics["headline"]] == [
         ("neural", 1.0, 2, 2), ("neural", 2.0, 2, 2)]
-    queries = storage.read_json(out / "05_build_index_and_evaluate" / "queries.json")
+    queries = storage.read_json(run.queries)
     assert {q["name"] for q in queries if q["in_database"]} <= {"album/one", "album/two", "three"}
     assert all("test_corpus" in q["song"] for q in queries if not q["in_database"])

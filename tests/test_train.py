@@ -54,7 +54,12 @@ def test_static_training_writes_usable_checkpoints(pairs, tmp_path):
     hist = train(TrainConfig(**TINY), static_source(pairs / "train_set", pairs / "val_set", FE), tmp_path / "run",
                  FE, progress=False)
     assert [h["epoch"] for h in hist] == [0, 1, 2]
-    assert all(np.isfinite(h["train_loss"]) and 0 <= h["val_top1"] <= 1 for h in hist)
+    assert all(np.isfinite(h["train_loss"]) for h in hist)
+    # it learns: the training loss more than halves over three epochs (2.40 -> 0.57 with these seeds) and the
+    # validation loss falls (1.59 -> 0.99); with no update at all both stay where they started. (val_top1 says
+    # little here: 4 validation pairs, and an untrained model already ranks most of them first.)
+    assert hist[-1]["val_loss"] < 0.9 * hist[0]["val_loss"]
+    assert hist[-1]["train_loss"] < 0.5 * hist[0]["train_loss"]
     assert hist[-1]["lr"] < hist[0]["lr"]  # cosine decay over the run's real length
     assert read_metrics(tmp_path / "run") == hist
     for name in ("best.pt", "last.pt", "config.json"):

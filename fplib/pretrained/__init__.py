@@ -96,7 +96,7 @@ def export(checkpoint: str | os.PathLike, out_path: str | os.PathLike, card_fiel
     """Write a slim model file ``out_path`` from a training checkpoint and its card next to it
     (``out_path`` with ``.json``); returns the card.
 
-    The slim file keeps what :func:`fplib.train.load_model` needs (weights, architecture, settings,
+    The slim file keeps what :func:`fplib.checkpoints.load_model` needs (weights, architecture, settings,
     front end) plus the training configuration and last metrics; floating-point weights are stored as
     float16 (half the size; load_model casts them back), the optimiser, scheduler, scaler and RNG state
     are dropped. Both files are written atomically, the model first. ``card_fields`` (e.g. ``threshold``,
@@ -106,7 +106,7 @@ def export(checkpoint: str | os.PathLike, out_path: str | os.PathLike, card_fiel
     file itself (``calibrate_threshold --model OUT.pt``) and then added with :func:`update_card`."""
     import torch
 
-    from fplib.train import load_checkpoint, load_model, save_checkpoint
+    from fplib.checkpoints import load_checkpoint, load_model, save_checkpoint
 
     out_path = Path(out_path)
     ck = load_checkpoint(checkpoint)
