@@ -385,9 +385,12 @@ def _as_is(item):
 
 def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: torch.nn.Module,
             device: str | torch.device = "cpu", batch: int = 256, progress: bool = True,
-            root: str | os.PathLike | None = None, workers: int | None = None) -> ExtractResult:
+            root: str | os.PathLike | None = None, workers: int | None = None,
+            names: dict[str, str] | None = None) -> ExtractResult:
     """Fingerprint ``files`` into ``catalogue`` (already present audio is skipped, so an interrupted run
-    resumes). Unreadable or sub-window songs are skipped and reported. Names: :func:`song_name`.
+    resumes). Unreadable or sub-window songs are skipped and reported. Names: :func:`song_name`, or
+    ``names[str(file)]`` where given (e.g. another catalogue's names for the same files, to compare
+    models on the same songs under the same names).
 
     Songs are read and decoded by ``workers`` DataLoader worker processes (default: 1 where the
     machine has more than one core and there is more than one file) while this process runs the
@@ -412,13 +415,13 @@ def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: tor
         # use, so that no operator waits for a thread the decoder has preempted
         if workers and str(device) == "cpu":
             torch.set_num_threads(max(1, threads - workers))
-        _extract_loop(loader, files, catalogue, model, fe, batch, device, root, result, progress)
+        _extract_loop(loader, files, catalogue, model, fe, batch, device, root, result, progress, names or {})
     finally:
         torch.set_num_threads(threads)
     return result
 
 
-def _extract_loop(loader, files, catalogue, model, fe, batch, device, root, result, progress) -> None:
+def _extract_loop(loader, files, catalogue, model, fe, batch, device, root, result, progress, names) -> None:
     for i, status, payload in tqdm(loader, total=len(files), desc="fingerprints", unit="song",
                                    disable=not progress):
         f = files[i]
@@ -432,7 +435,8 @@ def _extract_loop(loader, files, catalogue, model, fe, batch, device, root, resu
         wav = payload[1].numpy()
         vectors = fingerprint(wav, model, fe, batch, device)
         try:
-            result.added.append(catalogue.add(f, vectors, len(wav) / fe.sr, checksum, song_name(f, root)))
+            name = names.get(str(f)) or song_name(f, root)
+            result.added.append(catalogue.add(f, vectors, len(wav) / fe.sr, checksum, name))
         except AlreadyInCatalogue:  # added meanwhile by another process
             result.already.append(str(f))
 

@@ -506,6 +506,46 @@ def db_bytes_per_second(systems: dict[str, object], songs: list) -> dict[str, fl
     return out
 
 
+def trained_systems(run: Run | str | os.PathLike, catalogue, skip_sha256: str | None = None,
+                    device: str = "cpu", progress: bool = False, **recognizer_kw) -> dict[str, object]:
+    """Recognisers of every other model notebooks 02 and 03 trained in ``run`` (:meth:`fplib.runs.Run.trained`),
+    each with its own catalogue of ``catalogue``'s songs under the same names and its own index (float or
+    binary, by the model's kind), in ``run.compare_dir(name)``; for a side-by-side :func:`benchmark`. The
+    model whose checkpoint has SHA-256 ``skip_sha256`` (the catalogue's own) is left out. Names: the
+    variant and how it was trained, e.g. ``attn_small online``. Catalogues and indexes already built for
+    the same checkpoint are reused (extraction resumes)."""
+    from fplib import index as fpindex
+    from fplib.catalogue import Catalogue, extract
+    from fplib.checkpoints import load_model, model_description
+    from fplib.codes import dim
+    from fplib.search import Recognizer
+
+    run = run if isinstance(run, Run) else Run(Path(run))
+    songs = catalogue.songs()
+    systems = {}
+    for key, ckpt in run.trained().items():
+        desc = model_description(ckpt)
+        if skip_sha256 and desc["sha256"] == skip_sha256:
+            continue
+        model, fe = load_model(ckpt, device)
+        name = f"{model.variant_name} {key.split('_')[0]}"
+        folder = run.compare_dir(name.replace(" ", "_"))
+        if (folder / "catalogue").exists():  # made by an earlier run of this comparison: the same model?
+            with Catalogue(folder / "catalogue") as old:
+                stale = old.model.get("sha256") != desc["sha256"]
+            if stale:
+                import shutil
+
+                shutil.rmtree(folder)
+        cat = Catalogue(folder / "catalogue", fe, model_description(ckpt, model))
+        extract([s.path for s in songs], cat, model, device=device, progress=progress,
+                names={s.path: s.name for s in songs})
+        first = cat.vectors(cat.songs()[0])
+        path = fpindex.build(cat, "compare", folder / "index", d=dim(first, cat.kind))
+        systems[name] = Recognizer(model, cat, path, device=device, **recognizer_kw)
+    return systems
+
+
 @dataclass
 class Benchmark:
     """What :func:`benchmark` did and found."""

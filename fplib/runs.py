@@ -9,10 +9,12 @@ Notebooks 01-05, the command line and the evaluation read and write a run's file
         train_static/               02: best.pt, last.pt, metrics.jsonl, config.json
         online_data/                03: the online split (links) and split.json
         train_online/               03: as train_static/
+        train_online_<model>/       03: other models trained the same way (compare_models), as train_static/
         test_corpus/                04: held-out test songs, rooms and noises; 05 queries with them
         test_split.json             04: which test songs are in the catalogue and which stay out
         catalogue/                  04: the fingerprints and the model that made them
         index/                      05: <name>.index, .json, .meta.json, .threshold.json
+        compare/<system>/           05: catalogue/ and index/ of every other trained model, compared side by side
         notebooks/                  executed copies of the notebooks (python -m fplib.notebooks)
         <NN_notebook>/metrics.json  each notebook's checks and metrics; 05 also writes queries.json
 
@@ -91,14 +93,25 @@ class Run:
         return sorted(p for p in self.dataset_dir.glob("Dataset_*") if p.is_dir())
 
     # -- notebooks 02 and 03: training
-    def train_dir(self, kind: str) -> Path:
-        """The training folder of ``kind``: ``train_static/`` (notebook 02) or ``train_online/`` (03)."""
-        return self.root / f"train_{_plain(kind, 'a training kind')}"
+    def train_dir(self, kind: str, model: str | None = None) -> Path:
+        """The training folder of ``kind``: ``train_static/`` (notebook 02) or ``train_online/`` (03); with
+        ``model``, the folder of a model trained the same way for the comparison (``train_online_attn_small/``)."""
+        name = f"train_{_plain(kind, 'a training kind')}"
+        return self.root / (name if model is None else f"{name}_{_plain(model, 'a model name')}")
 
-    def checkpoint(self, kind: str = "online", which: str = "best") -> Path:
+    def checkpoint(self, kind: str = "online", which: str = "best", model: str | None = None) -> Path:
         """``train_<kind>/best.pt`` (or ``last.pt``); notebook 04 fingerprints with ``train_online/best.pt``
         unless told otherwise."""
-        return checkpoint(self.train_dir(kind), which)
+        return checkpoint(self.train_dir(kind, model), which)
+
+    def trained(self) -> dict[str, Path]:
+        """Every best checkpoint notebooks 02 and 03 wrote in this run: ``{folder name without "train_":
+        best.pt}`` (``static``, ``online``, ``online_attn_small``, ...), in name order."""
+        return {p.parent.name[len("train_"):]: p for p in sorted(self.root.glob(f"train_*/{BEST}"))}
+
+    def compare_dir(self, label: str) -> Path:
+        """Notebook 05's catalogue and index of another trained model, for the side-by-side comparison."""
+        return self.root / "compare" / _plain(label, "a system name")
 
     @property
     def online_data(self) -> Path:

@@ -47,7 +47,7 @@ from fplib.config import to_dict
 from fplib.data import IRBank, NoiseBank, SegmentDataset, Skipped, collate_segments, item_rng, worker_init_fn
 from fplib.features import FrontEnd
 from fplib.losses import contrastive
-from fplib.models import build_model, variant
+from fplib.models import build_model, kind_of_model, variant
 from fplib.optim import make_optimizer, warmup_cosine
 
 
@@ -488,7 +488,8 @@ def nearest_neighbours(model: torch.nn.Module, source, device: str | torch.devic
     """For the first ``n`` degraded validation windows, the ``k`` nearest clean validation windows.
 
     Returns ``queries [n, 1, F, T]``, ``neighbours [n, k, 1, F, T]`` (log-mels), ``scores [n, k]``
-    (inner products) and ``index [n, k]`` (row i's true match is clean window i).
+    (similarities as searched: inner products, or Hamming similarity of binary codes) and ``index [n, k]``
+    (row i's true match is clean window i).
     """
     model.eval()
     clean, degraded, za, zb = [], [], [], []
@@ -500,7 +501,8 @@ def nearest_neighbours(model: torch.nn.Module, source, device: str | torch.devic
             zb.append(model(xb).float().cpu())
     clean, degraded, za, zb = map(torch.cat, (clean, degraded, za, zb))
     n = min(n, len(zb))
-    scores, index = (zb[:n] @ za.T).topk(min(k, len(za)), dim=1)
+    sims = codes.torch_similarity_matrix(zb[:n], za, kind_of_model(model))
+    scores, index = sims.topk(min(k, len(za)), dim=1)
     return {"queries": degraded[:n], "neighbours": clean[index], "scores": scores, "index": index}
 
 

@@ -347,6 +347,32 @@ def headline_markdown(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot_systems(head: Sequence[dict]) -> plt.Figure:
+    """The systems side by side (:func:`fplib.evaluate.headline` rows, SNRs pooled): top-1 (accepted) and
+    ranked1 (ranked first, before the threshold) against query length, one line per system; the legend
+    gives each system's database bytes per second of audio and its mean time per query."""
+    systems = list(dict.fromkeys(r["system"] for r in head))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True, sharey=True)
+    for ax, key, title in ((axes[0], "top1", "top-1 (right and accepted)"),
+                           (axes[1], "ranked1", "ranked first (before the threshold)")):
+        for i, system in enumerate(systems):
+            rows = sorted((r for r in head if r["system"] == system and r.get(key) is not None),
+                          key=lambda r: r["length_s"])
+            if not rows:
+                continue
+            ms = np.mean([r["ms_per_query"] for r in rows])
+            size = rows[0].get("db_bytes_per_s")
+            label = f"{system} ({size:.0f} B/s, {ms:.0f} ms)" if size else f"{system} ({ms:.0f} ms)"
+            ax.plot([r["length_s"] for r in rows], [100 * r[key] for r in rows], "o-", color=f"C{i}", label=label)
+        ax.set_xlabel("query length (s)")
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(0, 102)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("hit rate (%)")
+    axes[1].legend(fontsize=8, loc="lower right")
+    return fig
+
+
 def show_headline(rows: Sequence[dict]) -> None:
     """Display the headline table (rendered markdown in Jupyter; its text in a headless log)."""
     text = headline_markdown(rows)
