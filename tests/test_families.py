@@ -130,3 +130,48 @@ def test_listening_ranks_songs_as_the_recognizer_does(trained, corpus):
         np.testing.assert_allclose([m.score for m in ours], [m.score for m in theirs], atol=1e-5)
         checked += 1
     assert checked >= 6
+
+
+def test_every_trained_model_is_evaluated_side_by_side(corpus, tmp_path):
+    """A run with a float model (the catalogue's) and a binary one trained beside it: the comparison builds
+    the other model's catalogue of the same songs under the same names and a faiss binary index, and one
+    evaluation scores both on the same queries, each with its own threshold and database size."""
+    from fplib import evaluate, runs
+    from fplib.data import IRBank, NoiseBank
+    from fplib.search import Recognizer
+
+    run = runs.Run(tmp_path / "run")
+    fe = None
+    for name, train_dir in (("nafp_small", run.train_dir("online")),
+                            ("samaf_small", run.train_dir("online", "samaf_small"))):
+        model, settings = build_model(name, **FAMILIES[name])
+        fe = model.fe
+        save_checkpoint(runs.checkpoint(train_dir), {"model": model.state_dict(), "model_name": name,
+                                                     "model_settings": settings, "frontend": fe.to_dict()})
+    assert sorted(run.trained()) == ["online", "online_samaf_small"]
+    ckpt = run.checkpoint("online")
+    model, fe = load_model(ckpt)
+    from fplib.catalogue import extract, model_description
+
+    cat = Catalogue(run.catalogue, fe, model_description(ckpt, model))
+    songs = audio.list_audio(corpus["songs"])
+    extract(songs[:3], cat, model, progress=False, root=corpus["songs"])
+    main = Recognizer(model, cat, index.build(cat, "main", run.index_dir), phases=2)
+    others = evaluate.trained_systems(run, cat, skip_sha256=cat.model["sha256"], phases=2)
+    assert list(others) == ["samaf_small online"]
+    other = others["samaf_small online"]
+    assert other.kind == "binary" and isinstance(other.index, faiss.IndexBinary)
+    assert [s.name for s in other.catalogue.songs()] == [s.name for s in cat.songs()]
+    systems = {"neural": main, **others}
+    protocol = evaluate.Protocol(lengths=(3.0,), snrs=(10.0,), queries_per_cell=2, calibration_per_cell=2,
+                                 noise_only_per_length=1)
+    irs, noises = IRBank(audio.list_audio(corpus["rir"])), NoiseBank(audio.list_audio(corpus["noise"]))
+    result = evaluate.benchmark(systems, {str(s): s.stem for s in songs[:3]}, [str(s) for s in songs[3:]], irs,
+                                noises, protocol, progress=False)
+    head = result.headline(evaluate.db_bytes_per_second(systems, cat.songs()))
+    assert [h["system"] for h in head] == ["neural", "samaf_small online"]
+    assert [h["db_bytes_per_s"] for h in head] == [80.0, 48.0]  # IVF-PQ 32 + 8-byte id; 16-byte code + id
+    assert np.isfinite(other.threshold_at(3.0)) and np.isfinite(main.threshold_at(3.0))  # each calibrated
+    # built once: a second call reuses the catalogue and index of the same checkpoint
+    again = evaluate.trained_systems(run, cat, skip_sha256=cat.model["sha256"])
+    assert len(again["samaf_small online"].catalogue) == 3
