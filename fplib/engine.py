@@ -24,6 +24,7 @@ import hashlib
 import io
 import logging
 import os
+import sys
 import warnings
 import weakref
 from collections.abc import Callable
@@ -107,6 +108,9 @@ class OnnxRunner:
             with contextlib.suppress(OSError):
                 os.utime(path)  # recently used: kept by _prune
         except OSError:
+            # the only pause of a first use (seconds to tens of seconds): say what it is, once per model
+            print(f"preparing {getattr(model, 'variant_name', type(model).__name__)} for ONNX Runtime (once per "
+                  f"model; cached in {path.parent})", file=sys.stderr, flush=True)
             data = _export(model, example[:1].expand(2, *example.shape[1:]).detach().cpu().float().contiguous())
             with contextlib.suppress(OSError):  # a read-only home only costs the next export
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,16 @@ FAMILIES = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def torch_engine():
+    """The networks run in torch here: each family's ONNX Runtime path is checked against torch in its own
+    tests (test_attn, test_samaf, test_engine), and exporting every family again would double this file's time."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FPLIB_ENGINE", "torch")
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return make_folders(tmp_path_factory.mktemp("families"), n_songs=4, seconds=6.0)
