@@ -290,10 +290,14 @@ def plot_similarity(a: np.ndarray, b: np.ndarray, hop_s: float, title: str = "")
 
 def plot_hit_rates(table: Sequence[dict], key: str = "top1") -> plt.Figure:
     """Hit rate against query length, one line per SNR, one panel per system."""
-    systems = sorted({r["system"] for r in table}, key=lambda s: s != "neural")
-    fig, axes = plt.subplots(1, len(systems), figsize=(5.5 * len(systems), 3.8), constrained_layout=True,
+    systems = list(dict.fromkeys(r["system"] for r in sorted(table, key=lambda r: r["system"] != "neural")))
+    cols = min(3, len(systems))  # at most three panels a row
+    rows_ = -(-len(systems) // cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(5.0 * cols, 3.4 * rows_), constrained_layout=True,
                              squeeze=False, sharey=True)
-    for ax, system in zip(axes[0], systems):
+    for ax in axes.flat[len(systems):]:
+        ax.set_visible(False)
+    for ax, system in zip(axes.flat, systems):
         rows = [r for r in table if r["system"] == system and r[key] is not None]
         for snr in sorted({r["snr_db"] for r in rows}):
             pts = sorted((r["length_s"], 100 * r[key]) for r in rows if r["snr_db"] == snr)
@@ -302,8 +306,9 @@ def plot_hit_rates(table: Sequence[dict], key: str = "top1") -> plt.Figure:
         ax.set_title(system)
         ax.set_ylim(0, 102)
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel(f"{key} hit rate (%)")
-    axes[0, -1].legend(fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"{key} hit rate (%)")
+    axes.flat[len(systems) - 1].legend(fontsize=8)
     return fig
 
 
