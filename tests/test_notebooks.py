@@ -137,8 +137,14 @@ def test_notebooks_04_and_05_on_your_own_folder(tmp_path):
     assert made["model"] == metrics["model"] == model_description(ckpt)  # 05 loaded what 04 fingerprinted with
     assert metrics["queries_from"] == "catalogue"
     assert metrics["protocol"]["lengths"] == [1.0, 2.0] and metrics["protocol"]["queries_per_cell"] == 2
+    # the run's other trained model (the decoy at train_online/best.pt) is evaluated beside it, on its own
+    # catalogue of the same songs
     assert [(r["system"], r["length_s"], r["n"], r["n_out"]) for r in metrics["headline"]] == [
-        ("neural", 1.0, 2, 2), ("neural", 2.0, 2, 2)]
+        ("neural", 1.0, 2, 2), ("neural", 2.0, 2, 2),
+        ("nafp_small online", 1.0, 2, 2), ("nafp_small online", 2.0, 2, 2)]
+    with Catalogue(run.compare_dir("nafp_small_online") / "catalogue") as other:
+        assert other.model["sha256"] == model_description(decoy)["sha256"]
+        assert sorted(s.name for s in other.songs()) == ["album/one", "album/two", "three"]
     queries = storage.read_json(run.queries)
     assert {q["name"] for q in queries if q["in_database"]} <= {"album/one", "album/two", "three"}
     assert all("test_corpus" in q["song"] for q in queries if not q["in_database"])
