@@ -340,7 +340,9 @@ def check_model(checkpoint: str | os.PathLike, catalogue: Catalogue, fe) -> None
                          f"{catalogue.fe.to_dict()}")
     if catalogue.model and catalogue.model.get("sha256") != file_checksum(checkpoint):
         made_by = f"{catalogue.model.get('checkpoint')}, SHA-256 {str(catalogue.model.get('sha256'))[:12]}..."
-        raise ValueError(f"{catalogue.folder}: fingerprints were made by another model ({made_by}), not {checkpoint}")
+        hint = f"; pass --model {catalogue.model['checkpoint']}" if catalogue.model.get("checkpoint") else ""
+        raise ValueError(f"{catalogue.folder}: fingerprints were made by another model ({made_by}), not "
+                         f"{checkpoint}{hint}")
 
 
 def catalogue_model(catalogue: Catalogue, checkpoint: str | os.PathLike | None = None,
