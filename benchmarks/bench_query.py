@@ -84,7 +84,8 @@ def main() -> None:
                 del os.environ[engine.ENGINE_ENV]
                 row["reference_ms"] = measure(reference, args.repeat)
                 row["found"] = r.best.name if r.best else None
-                row["db_bytes_per_s"] = cat.vectors(cat.songs()[0]).shape[1] * (4 if rec.kind == "float" else 1) * 2
+                d = codes.dim(cat.vectors(cat.songs()[0]), rec.kind)
+                row["db_bytes_per_s"] = round(codes.bytes_per_fingerprint(d, rec.kind) / cat.fe.hop_s)
                 rows[f"{name} {length:g}s"] = row
     print(f"\nbench_query: torch {torch.__version__}, 2 threads; database {args.songs} songs of 30 s; "
           f"median of {args.repeat}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, replace
@@ -524,20 +525,18 @@ def trained_systems(run: Run | str | os.PathLike, catalogue, skip_sha256: str | 
     songs = catalogue.songs()
     systems = {}
     for key, ckpt in run.trained().items():
-        desc = model_description(ckpt)
-        if skip_sha256 and desc["sha256"] == skip_sha256:
+        if skip_sha256 and storage.file_checksum(ckpt) == skip_sha256:
             continue
         model, fe = load_model(ckpt, device)
+        desc = model_description(ckpt, model)
         name = f"{model.variant_name} {key.split('_')[0]}"
         folder = run.compare_dir(name.replace(" ", "_"))
         if (folder / "catalogue").exists():  # made by an earlier run of this comparison: the same model?
             with Catalogue(folder / "catalogue") as old:
                 stale = old.model.get("sha256") != desc["sha256"]
             if stale:
-                import shutil
-
                 shutil.rmtree(folder)
-        cat = Catalogue(folder / "catalogue", fe, model_description(ckpt, model))
+        cat = Catalogue(folder / "catalogue", fe, desc)
         extract([s.path for s in songs], cat, model, device=device, progress=progress,
                 names={s.path: s.name for s in songs})
         first = cat.vectors(cat.songs()[0])
