@@ -1,15 +1,31 @@
 """The reference catalogue: every song's fingerprints (one 128-d unit vector per 0.5 s) and its
 metadata, in a folder::
 
-    catalogue.sqlite   songs(id, name, path, duration, first_vector, n_vectors, checksum, added)
-                       meta(key, value): front end, model, next free vector id
-    vectors/<id>.npy   the fingerprints of song <id>: float32 [n_vectors, D] unit vectors, or for a model
-                       of binary kind its D-bit codes packed in uint8 [n_vectors, D / 8] (fplib.codes)
+    catalogue.sqlite   songs(id, name, path, duration, first_vector, n_vectors, checksum, added, row)
+                       meta(key, value): front end, model, next free vector id, the vector store
+    vectors.<gen>.bin  the vector store: every song's fingerprints in one contiguous raw array
+                       ``[rows, width]`` that the recogniser memory-maps (float32 or float16 [., D] unit
+                       vectors, or for a model of binary kind its D-bit codes packed in uint8 [., D / 8],
+                       :mod:`fplib.codes`); song ``s`` is rows ``s.row .. s.row + s.n_vectors - 1``
 
 Vector ids are global and never reused: song ``s`` owns ``first_vector .. first_vector + n_vectors
-- 1``, and window ``j`` of it starts at ``j * hop`` seconds (the original scripts' mapping). Songs can be added and
-removed safely: a song's vectors are written (atomically) before its row is committed, so a killed
-extraction resumes where it stopped, and the checksum of the audio file prevents adding a song twice.
+- 1``, and window ``j`` of it starts at ``j * hop`` seconds (the original scripts' mapping). Songs can be
+added and removed safely:
+
+* **add** appends the song's rows at the end of the store (flushed to disk) and only then commits its
+  row in the database together with the new row count, in one transaction; bytes past the committed
+  rows (a killed addition's) are cut off by the next addition, so a killed extraction resumes where it
+  stopped, and the checksum of the audio file prevents adding a song twice;
+* **remove** deletes the song's database row; its rows in the store become dead (a tombstone) and are
+  no longer reachable;
+* **compact** (``fplib db compact``) copies the live rows into a new store file, then switches the
+  database to it in one transaction: a kill at any point leaves the old or the new store, never a mix.
+  It also converts the store's dtype (float32 <-> float16) and converts catalogues written by older
+  fplib versions (one ``vectors/<id>.npy`` per song), which stay readable until then.
+
+The store's dtype is a setting chosen when the catalogue is made (``store_dtype``): float32 keeps the
+network's output exactly; float16 halves the disk and page cache the re-ranking touches. Its effect on
+the hit rate is measured by ``benchmarks/bench_scale.py``.
 """
 
 from __future__ import annotations
@@ -45,7 +61,8 @@ CREATE TABLE IF NOT EXISTS songs (
     first_vector INTEGER NOT NULL UNIQUE,
     n_vectors INTEGER NOT NULL,
     checksum TEXT NOT NULL UNIQUE,
-    added TEXT NOT NULL
+    added TEXT NOT NULL,
+    row INTEGER
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -60,6 +77,7 @@ class Song:
     first_vector: int
     n_vectors: int
     checksum: str
+    row: int | None = None  # where its fingerprints start in the vector store (None: an older catalogue)
 
 
 class AlreadyInCatalogue(ValueError):
@@ -74,6 +92,9 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 # how long a writer waits for another process's transaction on the same catalogue before giving up
 BUSY_TIMEOUT_S = 120.0
 SONG_COLUMNS = ("id", "name", "path", "duration", "first_vector", "n_vectors", "checksum", "added")
+STORE_DTYPES = ("float32", "float16")  # the vector store of a float catalogue; binary codes are uint8
+# rows copied at a time when compacting or building an index from the store
+CHUNK_ROWS = 1 << 18
 
 
 class Catalogue:
@@ -86,9 +107,13 @@ class Catalogue:
     and settings), and anything else raises :class:`~fplib.errors.BadFileError` naming the file and the
     problem. A new catalogue appears complete or not at all (written aside, then linked into place).
     Several processes may add to one catalogue at once: each addition is one ``BEGIN IMMEDIATE``
-    transaction (writers wait up to :data:`BUSY_TIMEOUT_S` for each other)."""
+    transaction (writers wait up to :data:`BUSY_TIMEOUT_S` for each other).
 
-    def __init__(self, folder: str | os.PathLike, fe: FrontEnd | None = None, model: dict | None = None):
+    ``store_dtype`` (``"float32"``, default, or ``"float16"``) is the vector store's dtype for a new
+    catalogue of float fingerprints; given for an existing catalogue it must be the one it has."""
+
+    def __init__(self, folder: str | os.PathLike, fe: FrontEnd | None = None, model: dict | None = None,
+                 store_dtype: str | None = None):
         self.folder = Path(folder)
         self.path = self.folder / "catalogue.sqlite"
         if self.folder.exists() and not self.folder.is_dir():
@@ -97,26 +122,35 @@ class Catalogue:
             if fe is None:
                 raise FileNotFoundError(f"{self.folder}: no catalogue here (notebook 04_extract_fingerprints or "
                                         f"generate_fingerprints makes one)")
-            self._create(fe, model)
+            self._create(fe, model, store_dtype)
         self.db = self._connect()
         try:
             self._open(fe, model)
+            if store_dtype is not None and self.store_dtype != store_dtype:
+                raise ValueError(f"{self.folder}: the catalogue stores {self.store_dtype} fingerprints, not "
+                                 f"{store_dtype}; convert it: fplib db compact {self.folder} --dtype {store_dtype}")
         except BaseException:
             self.db.close()
             raise
+        self._map: tuple[int, np.ndarray, str] | None = None  # (rows, memory map, file) of the store: matrix()
 
-    def _create(self, fe: FrontEnd, model: dict | None) -> None:
+    def _create(self, fe: FrontEnd, model: dict | None, store_dtype: str | None) -> None:
         """Write a new, empty catalogue aside and link it into place; if another process made one
         meanwhile, theirs is kept (and then opened and checked like any existing one)."""
+        kind = (model or {}).get("kind", "float")
+        dtype = "uint8" if kind == "binary" else (store_dtype or "float32")
+        if kind != "binary" and dtype not in STORE_DTYPES:
+            raise ValueError(f"store_dtype must be one of {STORE_DTYPES}, got {store_dtype!r}")
+        store = {"file": "vectors.0.bin", "dtype": dtype, "width": None, "rows": 0, "dead": 0}
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "vectors").mkdir(exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".catalogue.", suffix=".sqlite.tmp", dir=self.folder)
         os.close(fd)
         try:
             with contextlib.closing(sqlite3.connect(tmp)) as db:
                 db.executescript(SCHEMA)
                 with db:
-                    for key, value in (("frontend", fe.to_dict()), ("model", model or {}), ("next_vector", 0)):
+                    for key, value in (("frontend", fe.to_dict()), ("model", model or {}), ("next_vector", 0),
+                                       ("store", store)):
                         db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
             os.chmod(tmp, 0o666 & ~_umask())
             try:
@@ -181,9 +215,17 @@ class Catalogue:
         self.kind = self.model.get("kind", "float")  # catalogues made before binary fingerprints hold floats
         if self.kind not in codes.KINDS:
             raise BadFileError(self.path, f"its model's fingerprint kind {self.kind!r} is not one of {codes.KINDS}")
-        if n_songs and not (self.folder / "vectors").is_dir():
-            raise BadFileError(self.folder / "vectors", f"missing: the fingerprints of the catalogue's {n_songs} "
-                                                        f"songs are not there")
+        self.legacy = "row" not in columns  # made by an fplib before the vector store: one file per song
+        if self.legacy:
+            if n_songs and not (self.folder / "vectors").is_dir():
+                raise BadFileError(self.folder / "vectors", f"missing: the fingerprints of the catalogue's "
+                                                            f"{n_songs} songs are not there")
+        else:
+            try:
+                store = json.loads(meta["store"]) if "store" in meta else None
+            except (json.JSONDecodeError, TypeError):
+                store = meta["store"]
+            self._check_store(store)
         if fe is not None and fe != self.fe:
             raise ValueError(f"{self.folder}: the catalogue was made with front end {self.fe.to_dict()}, "
                              f"not {fe.to_dict()}")
@@ -215,25 +257,99 @@ class Catalogue:
         self.db.close()
 
     # -- reading -------------------------------------------------------------------------------
+    def _columns(self) -> str:
+        return "id, name, path, duration, first_vector, n_vectors, checksum" + ("" if self.legacy else ", row")
+
     def songs(self) -> list[Song]:
-        rows = self.db.execute("SELECT id, name, path, duration, first_vector, n_vectors, checksum FROM songs "
-                               "ORDER BY first_vector").fetchall()
+        rows = self.db.execute(f"SELECT {self._columns()} FROM songs ORDER BY first_vector").fetchall()
         return [Song(*r) for r in rows]
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM songs").fetchone()[0]
 
     def song(self, song_id: int) -> Song:
-        r = self.db.execute("SELECT id, name, path, duration, first_vector, n_vectors, checksum FROM songs "
-                            "WHERE id = ?", (song_id,)).fetchone()
+        r = self.db.execute(f"SELECT {self._columns()} FROM songs WHERE id = ?", (song_id,)).fetchone()
         if r is None:
             raise KeyError(f"{self.folder}: no song with id {song_id}")
         return Song(*r)
 
+    # -- the vector store ------------------------------------------------------------------------
+    @property
+    def store(self) -> dict:
+        """The store's settings: ``file``, ``dtype``, ``width`` (values per row), ``rows`` (committed) and
+        ``dead`` (rows of removed songs, freed by :meth:`compact`)."""
+        return self._get("store")
+
+    @property
+    def store_dtype(self) -> str:
+        """``float32``, ``float16`` or ``uint8`` (binary codes; also an older catalogue's per-song files)."""
+        if self.legacy:
+            return str(codes.stored_dtype(self.kind))
+        return self.store["dtype"]
+
+    def store_path(self, store: dict | None = None) -> Path:
+        return self.folder / (store or self.store)["file"]
+
+    def _check_store(self, store) -> None:
+        """The store's settings are valid and its file holds at least the committed rows."""
+        keys = ("file", "dtype", "width", "rows", "dead")
+        if not isinstance(store, dict) or any(k not in store for k in keys):
+            raise BadFileError(self.path, f"its 'store' setting is missing or incomplete ({store!r})")
+        want = "uint8" if self.kind == "binary" else STORE_DTYPES
+        if store["dtype"] not in want or Path(store["file"]).name != store["file"]:
+            raise BadFileError(self.path, f"its 'store' setting is invalid ({store!r})")
+        if store["rows"]:
+            path = self.store_path(store)
+            if not os.path.lexists(path):
+                raise BadFileError(path, f"missing: the vector store of the catalogue ({store['rows']} rows)")
+            check_file(path)
+            need = store["rows"] * store["width"] * np.dtype(store["dtype"]).itemsize
+            if os.path.getsize(path) < need:
+                raise BadFileError(path, f"truncated: {os.path.getsize(path)} bytes, the catalogue's {store['rows']} "
+                                         f"rows of {store['width']} {store['dtype']} need {need}; restore it from a "
+                                         f"copy or extract the catalogue again")
+
+    def matrix(self) -> np.ndarray:
+        """The vector store as a read-only array ``[rows, width]`` (memory-mapped, so only the rows that are
+        read are loaded); song ``s``'s fingerprints are ``matrix()[s.row : s.row + s.n_vectors]``. An older
+        catalogue's per-song files are read into memory instead (rows as in :meth:`rows_of`)."""
+        if self.legacy:
+            songs = self.songs()
+            if not songs:
+                return np.zeros((0, 0), codes.stored_dtype(self.kind))
+            return np.concatenate([self.vectors(s) for s in songs])
+        store = self.store
+        if self._map is None or self._map[0] != store["rows"] or self._map[2] != store["file"]:
+            if not store["rows"]:
+                m = np.zeros((0, store["width"] or 0), store["dtype"])
+            else:
+                self._check_store(store)
+                m = np.memmap(self.store_path(store), dtype=store["dtype"], mode="r",
+                              shape=(store["rows"], store["width"]))
+            self._map = (store["rows"], m, store["file"])
+        return self._map[1]
+
+    def rows_of(self, songs: list[Song]) -> np.ndarray:
+        """Where each of ``songs`` starts in :meth:`matrix` (``int64 [len(songs)]``)."""
+        if self.legacy:  # matrix() concatenates every song in first_vector order
+            offsets = {s.id: o for s, o in zip(self.songs(), np.cumsum([0] + [s.n_vectors for s in self.songs()]))}
+            return np.array([offsets[s.id] for s in songs], np.int64)
+        return np.array([s.row for s in songs], np.int64)
+
     def vectors(self, song: Song) -> np.ndarray:
-        """Song ``song``'s fingerprints as stored (:mod:`fplib.codes`): ``float32 [n_vectors, D]``, or packed
-        binary codes ``uint8 [n_vectors, D / 8]``; checked (:class:`BadFileError` if its file is missing,
-        unreadable, of another shape or type, or not finite)."""
+        """Song ``song``'s fingerprints as :mod:`fplib.codes` compares them: ``float32 [n_vectors, D]``, or
+        packed binary codes ``uint8 [n_vectors, D / 8]``; checked (:class:`BadFileError` if its file is
+        missing, unreadable, of another shape or type, or not finite)."""
+        if not self.legacy:
+            m = self.matrix()
+            if song.row is None or song.row + song.n_vectors > len(m):
+                raise BadFileError(self.store_path(), f"holds {len(m)} rows; song {song.id} {song.name!r} needs rows "
+                                                      f"{song.row} .. {(song.row or 0) + song.n_vectors - 1}")
+            v = np.array(m[song.row : song.row + song.n_vectors], dtype=codes.stored_dtype(self.kind))
+            if self.kind == "float" and not np.isfinite(v).all():
+                raise BadFileError(self.store_path(), f"the fingerprints of song {song.id} {song.name!r} contain NaN "
+                                                      f"or infinity")
+            return v
         path = self.folder / "vectors" / f"{song.id}.npy"
         check_file(path)
         try:
@@ -250,13 +366,37 @@ class Catalogue:
         return v
 
     def all_vectors(self, songs: list[Song] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Vector ids ``int64 [N]`` and fingerprints ``[N, .]`` of ``songs`` (default: all), as stored."""
-        songs = self.songs() if songs is None else songs
+        """Vector ids ``int64 [N]`` and fingerprints ``[N, .]`` of ``songs`` (default: all), as :meth:`vectors`
+        returns them (in memory: for a large catalogue use :meth:`iter_vectors`)."""
         dtype = codes.stored_dtype(self.kind)
-        if not songs:
+        chunks = list(self.iter_vectors(songs))
+        if not chunks:
             return np.zeros(0, np.int64), np.zeros((0, 0), dtype)
-        ids = np.concatenate([np.arange(s.first_vector, s.first_vector + s.n_vectors) for s in songs])
-        return ids.astype(np.int64), np.concatenate([self.vectors(s) for s in songs]).astype(dtype)
+        return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """The fingerprints of ``n`` windows drawn at random from the live songs (all, in order, if there are
+        no more than ``n``), as :meth:`vectors` returns them: an index's training set without reading the rest."""
+        songs = self.songs()
+        lengths = np.array([s.n_vectors for s in songs], np.int64)
+        total = int(lengths.sum())
+        pick = np.arange(total) if total <= n else np.sort(np.random.default_rng(seed).choice(total, n, replace=False))
+        cum = np.concatenate([[0], np.cumsum(lengths)])
+        si = np.searchsorted(cum, pick, side="right") - 1
+        rows = self.rows_of(songs)[si] + (pick - cum[si])
+        return np.asarray(self.matrix()[rows], dtype=codes.stored_dtype(self.kind))
+
+    def iter_vectors(self, songs: list[Song] | None = None, chunk_rows: int = CHUNK_ROWS
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(ids int64 [n], fingerprints [n, .])`` of ``songs`` (default: all), about ``chunk_rows`` at a time."""
+        songs = self.songs() if songs is None else songs
+        batch: list[Song] = []
+        for i, s in enumerate(songs):
+            batch.append(s)
+            if sum(b.n_vectors for b in batch) >= chunk_rows or i == len(songs) - 1:
+                ids = np.concatenate([np.arange(b.first_vector, b.first_vector + b.n_vectors) for b in batch])
+                yield ids.astype(np.int64), np.concatenate([self.vectors(b) for b in batch])
+                batch = []
 
     def state(self) -> str:
         """A digest of the catalogue's contents (songs and their vector ranges), to match an index to it."""
@@ -275,20 +415,34 @@ class Catalogue:
         if vectors.ndim != 2 or (vectors.dtype != want and not (self.kind == "float" and vectors.dtype.kind == "f")):
             raise ValueError(f"{self.folder}: a catalogue of {self.kind} fingerprints stores {want} [N, .] arrays, "
                              f"got {vectors.dtype} {list(vectors.shape)} for {path}")
-        vectors = np.ascontiguousarray(vectors, dtype=want)
-        (self.folder / "vectors").mkdir(exist_ok=True)
+        if self.kind == "float" and not np.isfinite(vectors).all():
+            raise ValueError(f"{path}: its fingerprints contain NaN or infinity; not added")
+        if self.legacy:
+            raise ValueError(f"{self.folder}: a catalogue made by an older fplib (one file per song); convert it "
+                             f"once, then add: fplib db compact {self.folder}")
         with self._write():
             known = self.find_checksum(checksum)
             if known is not None:  # e.g. another process added the same audio meanwhile
                 raise AlreadyInCatalogue(path, known)
+            store = self.store
+            if store["width"] is None:
+                store["width"] = int(vectors.shape[1])
+            if vectors.shape[1] != store["width"]:
+                raise ValueError(f"{path}: fingerprints of width {vectors.shape[1]}, the catalogue's are "
+                                 f"{store['width']} wide")
+            data = np.ascontiguousarray(vectors, dtype=store["dtype"])
+            row = int(store["rows"])
+            # past the committed rows: what a killed addition left is cut off and overwritten
+            storage.write_at(self.store_path(store), row * data.itemsize * data.shape[1], data.tobytes())
             first = int(self._get("next_vector"))
             cur = self.db.execute(
-                "INSERT INTO songs (name, path, duration, first_vector, n_vectors, checksum, added) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO songs (name, path, duration, first_vector, n_vectors, checksum, added, row) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (name or Path(path).stem, str(path), float(duration), first, len(vectors), checksum,
-                 time.strftime("%Y-%m-%dT%H:%M:%S")))
+                 time.strftime("%Y-%m-%dT%H:%M:%S"), row))
             song_id = cur.lastrowid
-            storage.save_array(self.folder / "vectors" / f"{song_id}.npy", vectors)  # before the commit
+            store["rows"] = row + len(vectors)
+            self._set("store", store)
             self._set("next_vector", first + len(vectors))
         return self.song(song_id)
 
@@ -297,13 +451,64 @@ class Catalogue:
         return self.remove_many([song_id])[0]
 
     def remove_many(self, song_ids: list[int]) -> list[Song]:
-        """Remove songs in one transaction (all or none); then delete their vector files."""
+        """Remove songs in one transaction (all or none). Their rows in the store become dead until
+        :meth:`compact` (an older catalogue's per-song files are deleted)."""
         songs = [self.song(i) for i in song_ids]
         with self._write():
             self.db.executemany("DELETE FROM songs WHERE id = ?", [(i,) for i in song_ids])
-        for i in song_ids:
-            (self.folder / "vectors" / f"{i}.npy").unlink(missing_ok=True)
+            if not self.legacy:
+                store = self.store
+                store["dead"] += sum(s.n_vectors for s in songs)
+                self._set("store", store)
+        if self.legacy:
+            for i in song_ids:
+                (self.folder / "vectors" / f"{i}.npy").unlink(missing_ok=True)
         return songs
+
+    def compact(self, dtype: str | None = None, progress: bool = False) -> dict:
+        """Copy the live rows into a new store file (in ``first_vector`` order, as ``dtype``: default the
+        store's own) and switch to it in one transaction, then delete the old file; converts a catalogue
+        of an older fplib (per-song files) too. Other writers wait meanwhile (or give up after
+        :data:`BUSY_TIMEOUT_S`); vector ids, and so the indexes, are unchanged. Returns the new settings."""
+        old_dtype = self.store_dtype
+        dtype = dtype or ("float32" if self.legacy and self.kind == "float" else old_dtype)
+        if self.kind == "binary" and dtype != "uint8" or self.kind == "float" and dtype not in STORE_DTYPES:
+            raise ValueError(f"{self.folder}: a store of {self.kind} fingerprints cannot be {dtype}")
+        was_legacy = self.legacy
+        with self._write():
+            songs = self.songs()
+            if self.legacy:
+                self.db.execute("ALTER TABLE songs ADD COLUMN row INTEGER")
+                old = {"file": "vectors.0.bin", "rows": 0, "width": None, "dead": 0}
+            else:
+                old = self.store
+            gen = int(old["file"].split(".")[1]) + 1 if not self.legacy else 0
+            new = {"file": f"vectors.{gen}.bin", "dtype": dtype, "width": old["width"], "rows": 0, "dead": 0}
+            target = self.store_path(new)
+            self._clean_stores(keep=old["file"])
+            with storage.atomic_path(target) as tmp, open(tmp, "wb") as f:
+                for s in tqdm(songs, desc="compact", unit="song", disable=not progress):
+                    v = self.vectors(s)
+                    new["width"] = v.shape[1]
+                    f.write(np.ascontiguousarray(v, dtype=dtype).tobytes())
+                    self.db.execute("UPDATE songs SET row = ? WHERE id = ?", (new["rows"], s.id))
+                    new["rows"] += s.n_vectors
+            self._set("store", new)
+            self.legacy = False
+        self._map = None
+        self._clean_stores(keep=new["file"])
+        if was_legacy:
+            for s in songs:
+                (self.folder / "vectors" / f"{s.id}.npy").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                (self.folder / "vectors").rmdir()
+        return new
+
+    def _clean_stores(self, keep: str) -> None:
+        """Delete store files other than ``keep`` (an old store after compacting, or a killed compaction's)."""
+        for f in self.folder.glob("vectors.*.bin"):
+            if f.name != keep:
+                f.unlink(missing_ok=True)
 
     def __enter__(self) -> Catalogue:
         return self
@@ -386,7 +591,7 @@ def _as_is(item):
 def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: torch.nn.Module,
             device: str | torch.device = "cpu", batch: int = 256, progress: bool = True,
             root: str | os.PathLike | None = None, workers: int | None = None,
-            names: dict[str, str] | None = None) -> ExtractResult:
+            names: dict[str, str] | None = None, skip: set[str] | None = None) -> ExtractResult:
     """Fingerprint ``files`` into ``catalogue`` (already present audio is skipped, so an interrupted run
     resumes). Unreadable or sub-window songs are skipped and reported. Names: :func:`song_name`, or
     ``names[str(file)]`` where given (e.g. another catalogue's names for the same files, to compare
@@ -395,7 +600,8 @@ def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: tor
     Songs are read and decoded by ``workers`` DataLoader worker processes (default: 1 where the
     machine has more than one core and there is more than one file) while this process runs the
     front end and the network on the songs before them; songs are added in the order of ``files``,
-    each in its own transaction, so the catalogue is the same with or without workers."""
+    each in its own transaction, so the catalogue is the same with or without workers. Audio whose
+    checksum is in ``skip`` (e.g. already merged from this catalogue's shards) counts as already there."""
     fe = catalogue.fe
     if kind_of_model(model) != catalogue.kind:
         raise ValueError(f"{catalogue.folder}: a catalogue of {catalogue.kind} fingerprints; this model makes "
@@ -406,7 +612,7 @@ def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: tor
     storage.clean_stale_temps(catalogue.folder, catalogue.folder / "vectors")  # left by a killed run
     if workers is None:
         workers = 1 if len(files) > 1 and (os.cpu_count() or 1) > 1 else 0
-    known = {r[0] for r in catalogue.db.execute("SELECT checksum FROM songs")}
+    known = {r[0] for r in catalogue.db.execute("SELECT checksum FROM songs")} | set(skip or ())
     loader = torch.utils.data.DataLoader(_Decoded(files, fe, known), batch_size=None, num_workers=workers,
                                          collate_fn=_as_is, prefetch_factor=2 if workers else None)
     threads = torch.get_num_threads()
@@ -439,6 +645,37 @@ def _extract_loop(loader, files, catalogue, model, fe, batch, device, root, resu
             result.added.append(catalogue.add(f, vectors, len(wav) / fe.sr, checksum, name))
         except AlreadyInCatalogue:  # added meanwhile by another process
             result.already.append(str(f))
+
+
+def shard_folder(folder: str | os.PathLike, rank: int, world: int) -> Path:
+    """Where rank ``rank`` of ``world`` writes its shard of catalogue ``folder`` (under ``FOLDER.shards/``)."""
+    folder = Path(folder)
+    return folder.with_name(folder.name + ".shards") / f"rank-{rank:03d}-of-{world:03d}"
+
+
+def merge(target: Catalogue, shards: list[str | os.PathLike], order: list[str] | None = None,
+          progress: bool = False) -> list[Song]:
+    """Add every song of the catalogues ``shards`` (made by the same model and front end) to ``target``,
+    in the order of their audio files in ``order`` where given (so vector ids are those one process
+    extracting ``order`` would give), then any others shard by shard; audio already in ``target`` is
+    skipped, so an interrupted merge resumes. Returns the songs added."""
+    opened = [Catalogue(f) for f in shards]
+    try:
+        for c in opened:
+            if c.fe != target.fe or not same_model(c.model, target.model):
+                raise ValueError(f"{c.folder}: made with another model or front end than {target.folder}")
+        songs = {s.path: (c, s) for c in opened for s in c.songs()}
+        paths = [str(p) for p in order or ()]
+        paths = [p for p in paths if p in songs] + [p for p in songs if p not in set(paths)]
+        added = []
+        for p in tqdm(paths, desc="merge", unit="song", disable=not progress):
+            c, s = songs[p]
+            if target.find_checksum(s.checksum) is None:
+                added.append(target.add(s.path, c.vectors(s), s.duration, s.checksum, s.name))
+        return added
+    finally:
+        for c in opened:
+            c.close()
 
 
 def _umask() -> int:

@@ -420,7 +420,7 @@ def _print_ignored(ignored: list[str]) -> None:
 
 
 def _fingerprint_files(files: list[tuple[str, str | None]], cat, model, device: str, batch: int, progress: bool,
-                       workers: int | None = None):
+                       workers: int | None = None, skip: set[str] | None = None):
     """Fingerprint ``files`` into ``cat``, naming each song by its path under its root folder (or its
     file name): one :class:`fplib.catalogue.ExtractResult` for all."""
     from itertools import groupby
@@ -430,11 +430,53 @@ def _fingerprint_files(files: list[tuple[str, str | None]], cat, model, device: 
     total = ExtractResult([], [], [])
     for root, group in groupby(files, key=lambda fr: fr[1]):
         r = extract([f for f, _ in group], cat, model, device=device, batch=batch, progress=progress, root=root,
-                    workers=workers)
+                    workers=workers, skip=skip)
         total.added += r.added
         total.already += r.already
         total.skipped += r.skipped
     return total
+
+
+def _extraction_ranks(device: str) -> tuple[int, int, str]:
+    """(rank, world size, device) of this process: under ``torchrun`` (``WORLD_SIZE`` > 1) the process group
+    is joined (Gloo on CPU, NCCL on GPUs, one GPU per local rank); otherwise ``(0, 1, device)``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+
+    cuda = device.startswith("cuda")
+    if cuda:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
+    # ranks meet only at the end, after extracting their shards: hours apart on a large catalogue
+    dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timedelta(days=7))
+    return dist.get_rank(), world, device
+
+
+def _merge_shards(args, files, result, fe, desc, rank: int, world: int):
+    """Under torchrun, once every rank has extracted its shard: rank 0 merges the shards into the catalogue
+    in the order of ``files`` (the vector ids one process would give), then deletes them; returns rank 0's
+    account of the whole run (songs added, already there, skipped on every rank)."""
+    import shutil
+
+    import torch.distributed as dist
+
+    from fplib.catalogue import Catalogue, ExtractResult, merge, shard_folder
+
+    mine = (result.already, result.skipped)
+    every = [None] * world
+    dist.all_gather_object(every, mine)  # also waits for every rank's shard to be complete
+    if rank:
+        return result
+    shards = [shard_folder(args.catalogue, r, world) for r in range(world)]
+    with Catalogue(args.catalogue, fe, desc, store_dtype=args.store_dtype) as final:
+        added = merge(final, shards, order=[f for f, _ in files], progress=not args.no_progress)
+    shutil.rmtree(shards[0].parent)
+    return ExtractResult(added, [f for a, _ in every for f in a], [x for _, sk in every for x in sk])
 
 
 def generate_fingerprints_main(argv: list[str] | None = None) -> int:
@@ -455,6 +497,9 @@ def generate_fingerprints_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=256, help="windows per forward pass (default: 256)")
     ap.add_argument("--workers", type=int, default=None,
                     help="processes decoding songs beside the network (default: 1 on a multi-core machine)")
+    ap.add_argument("--store_dtype", choices=("float32", "float16"), default=None,
+                    help="how a new catalogue stores float fingerprints: float16 halves the disk and memory "
+                         "re-ranking reads (default: float32; an existing catalogue keeps its own)")
     ap.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = _parse(ap, argv)
     if isinstance(args, int):
@@ -465,20 +510,33 @@ def generate_fingerprints_main(argv: list[str] | None = None) -> int:
             _err(f"{path}: {reason}")
         return USAGE
     from fplib import storage
-    from fplib.catalogue import Catalogue, load_model, model_description
+    from fplib.catalogue import Catalogue, load_model, model_description, shard_folder
 
     t0 = time.perf_counter()
+    rank, world, device = _extraction_ranks(args.device)
     try:
         ckpt = _model_path(args.model)
-        model, fe = load_model(ckpt, args.device)
-        cat = Catalogue(args.catalogue, fe, model_description(ckpt))
+        model, fe = load_model(ckpt, device)
+        desc = model_description(ckpt)
+        merged: set[str] = set()  # under torchrun: audio already merged into the catalogue by an earlier run
+        if world > 1 and os.path.lexists(os.path.join(args.catalogue, "catalogue.sqlite")):
+            with Catalogue(args.catalogue, fe, desc) as final:
+                merged = {s.checksum for s in final.songs()}
+        folder = args.catalogue if world == 1 else shard_folder(args.catalogue, rank, world)
+        cat = Catalogue(folder, fe, desc, store_dtype=args.store_dtype)
     except (*_input_errors(), RuntimeError) as e:
         _err(e)
         return USAGE
     try:
         storage.clean_stale_temps(cat.folder, cat.folder / "vectors")  # what a killed run left behind
-        result = _fingerprint_files(files, cat, model, args.device, args.batch, not args.no_progress,
-                                    args.workers)
+        result = _fingerprint_files(files[rank::world], cat, model, device, args.batch,
+                                    not args.no_progress and rank == 0, args.workers, skip=merged)
+        if world > 1:
+            cat.close()
+            result = _merge_shards(args, files, result, fe, desc, rank, world)
+            if rank:
+                return OK
+            cat = Catalogue(args.catalogue)
         n_songs, total_s = len(cat), sum(s.duration for s in cat.songs())
     except storage.DiskFullError as e:
         _err(f"{e}; free some space and run the same command again to continue (fingerprinted songs are kept)")
@@ -488,6 +546,10 @@ def generate_fingerprints_main(argv: list[str] | None = None) -> int:
         return INTERRUPTED
     finally:
         cat.close()
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     added_s = sum(s.duration for s in result.added)
     print(f"{args.catalogue}: {len(result.added)} song(s) added ({added_s / 60:.1f} min), {len(result.already)} "
           f"already there, {len(result.skipped)} skipped; {n_songs} songs ({total_s / 60:.1f} min) in the catalogue "
@@ -596,9 +658,9 @@ def calibrate_threshold_main(argv: list[str] | None = None) -> int:
 def _db_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="fplib db", description="Manage the songs of a catalogue and its index without rebuilding: add, remove, "
-                                     "list. Changes are all or nothing.",
+                                     "list, compact. Changes are all or nothing.",
         epilog="exit status: 0 done, 1 failed while writing (rolled back), 2 usage or input error (nothing changed)")
-    sub = ap.add_subparsers(dest="action", required=True, metavar="{add,remove,list}")
+    sub = ap.add_subparsers(dest="action", required=True, metavar="{add,remove,list,compact,merge}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--catalogue", required=True, help="catalogue folder (generate_fingerprints)")
     add = sub.add_parser("add", parents=[common], help="fingerprint songs into the catalogue and add them to the index",
@@ -618,6 +680,20 @@ def _db_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", parents=[common], help="list the songs", description="List the catalogue's songs.")
     ls.add_argument("--index", default=None, help="also check that NAME.index matches the catalogue")
     ls.add_argument("--json", action="store_true", help="one JSON object per song per line")
+    co = sub.add_parser("compact", parents=[common], help="rewrite the vector store without removed songs",
+                        description="Copy the live songs' fingerprints into a new vector store and switch to it "
+                                    "atomically (frees removed songs' rows; indexes stay valid). Also converts a "
+                                    "catalogue made by an older fplib, and the store's dtype with --dtype.")
+    co.add_argument("--dtype", choices=("float32", "float16"), default=None,
+                    help="convert a float catalogue's store (default: keep it)")
+    co.add_argument("--no_progress", action="store_true", help="no progress bar")
+    me = sub.add_parser("merge", parents=[common], help="add the songs of other catalogues (shards) to this one",
+                        description="Add every song of other catalogues made by the same model (e.g. shards "
+                                    "extracted on other machines) to this catalogue, created if missing; audio "
+                                    "already there is skipped, so an interrupted merge resumes. Then build the "
+                                    "index with create_faiss_indexes.")
+    me.add_argument("shards", nargs="+", help="catalogue folders to merge, in this order")
+    me.add_argument("--no_progress", action="store_true", help="no progress bar")
     return ap
 
 
@@ -629,6 +705,8 @@ def db_main(argv: list[str] | None = None) -> int:
         return args
     if args.action == "add":
         return _db_add(args)
+    if args.action == "merge":
+        return _db_merge(args)
     from fplib import index
     from fplib.catalogue import Catalogue
 
@@ -638,6 +716,18 @@ def db_main(argv: list[str] | None = None) -> int:
         _err(e)
         return USAGE
     with cat:
+        if args.action == "compact":
+            before = os.path.getsize(cat.store_path()) if not cat.legacy and os.path.exists(cat.store_path()) else None
+            try:
+                store = cat.compact(args.dtype, progress=not args.no_progress)
+            except (*_input_errors(), RuntimeError) as e:
+                _err(e)
+                return USAGE
+            after = os.path.getsize(cat.store_path(store)) if store["rows"] else 0
+            was = f"{before / 2**20:.1f} MiB -> " if before is not None else "converted from one file per song; "
+            print(f"{args.catalogue}: {len(cat)} songs, {store['rows']} rows of {store['dtype']} in {store['file']} "
+                  f"({was}{after / 2**20:.1f} MiB)")
+            return OK
         songs = cat.songs()
         if args.action == "list":
             if args.index:
@@ -685,6 +775,30 @@ def db_main(argv: list[str] | None = None) -> int:
         for s in chosen.values():
             print(f"removed {s.id}: {s.name}")
         print(f"{len(chosen)} song(s) removed; {len(cat)} left")
+    return OK
+
+
+def _db_merge(args: argparse.Namespace) -> int:
+    from fplib.catalogue import Catalogue, merge
+
+    try:
+        with Catalogue(args.shards[0]) as first:
+            fe, model, dtype = first.fe, first.model, first.store_dtype
+        target = Catalogue(args.catalogue, fe, model, store_dtype=None if os.path.lexists(
+            os.path.join(args.catalogue, "catalogue.sqlite")) or dtype == "uint8" else dtype)
+    except (*_input_errors(), RuntimeError) as e:
+        _err(e)
+        return USAGE
+    with target:
+        try:
+            added = merge(target, args.shards, progress=not args.no_progress)
+        except (*_input_errors(), RuntimeError) as e:
+            _err(e)
+            return USAGE
+        print(f"{args.catalogue}: {len(added)} song(s) added from {len(args.shards)} catalogue(s); {len(target)} songs "
+              f"in the catalogue")
+        if added:
+            print(f"next: create_faiss_indexes -i {args.catalogue} -n NAME -o INDEX_FOLDER")
     return OK
 
 

@@ -142,23 +142,26 @@ def build(catalogue: Catalogue, name: str, out_dir: str | os.PathLike, m: int = 
     counts bits."""
     if not name or name in (".", "..") or Path(name).name != name or "\\" in name:
         raise ValueError(f"{name!r}: an index name must be a plain name, not a path; choose the folder with out_dir")
-    ids, vectors = catalogue.all_vectors()
-    if len(ids) == 0:
+    songs = catalogue.songs()
+    n_total = sum(s.n_vectors for s in songs)
+    if n_total == 0:
         raise ValueError(f"{catalogue.folder}: the catalogue is empty; extract fingerprints first")
     binary = catalogue.kind == "binary"
-    dim = codes.dim(vectors, catalogue.kind)
+    dim = codes.dim(catalogue.vectors(songs[0]), catalogue.kind)
     if dim != d:
         raise ValueError(f"fingerprints are {dim}-{'bit' if binary else 'd'}, not {d} (-d)")
     wanted = factory or (binary_factory_string(nlist) if binary else factory_string(m, nlist))
     if binary != wanted.startswith("B"):
         raise ValueError(f"factory {wanted!r} is for {'float' if binary else 'binary'} vectors; the catalogue holds "
                          f"{catalogue.kind} fingerprints ({'BIVF<nlist> or BFlat' if binary else 'e.g. IVF256,PQ32'})")
-    fitted, notes = _fit_factory(wanted, len(ids))
+    fitted, notes = _fit_factory(wanted, n_total)
     for note in notes:
         print(f"note: {note}")
     index = new_binary_index(fitted, d) if binary else new_index(fitted, d)
-    train_index(index, vectors, max_train, seed)
-    index.add_with_ids(vectors, ids)
+    if not index.is_trained:  # on a random sample, read from the store without loading the rest
+        index.train(catalogue.sample(max_train, seed))
+    for ids, vectors in catalogue.iter_vectors(songs):  # in chunks: the catalogue need not fit in memory
+        index.add_with_ids(vectors, ids)
     set_nprobe(index, nprobe)
     path = Path(out_dir) / f"{name}.index"
     _save(index, path, catalogue, {"factory": fitted, "requested_factory": wanted, "notes": notes})

@@ -154,16 +154,9 @@ class Listener:
         if confirm < 1:
             raise ValueError(f"confirm must be >= 1, got {confirm}")
         self.confirm, self.jump_s, self.forget_s = confirm, jump_s, forget_s
-        songs = rec.songs
-        lengths = np.array([len(rec.vectors[s.id]) for s in songs], np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        self.lengths = lengths
-        # one array of every song's uncompressed fingerprints; the recogniser's per-song arrays become views
+        # every song's uncompressed fingerprints: the recogniser's (memory-mapped) store, song i at offsets[i]
+        self.offsets, self.lengths, self.vectors = rec.rows, rec.lengths, rec.matrix
         self.kind = rec.kind  # float vectors or packed binary codes (fplib.codes)
-        self.vectors = np.concatenate([rec.vectors[s.id] for s in songs]).astype(codes.stored_dtype(self.kind),
-                                                                                  copy=False)
-        for s, o, n in zip(songs, self.offsets, lengths):
-            rec.vectors[s.id] = self.vectors[o : o + n]
         self.timings: list[dict[str, float]] = []  # per hop: model_ms, search_ms, match_ms
         self.reset()
 
@@ -174,7 +167,7 @@ class Listener:
         self.end = 0  # samples since origin processed (windows formed up to here)
         self.buf = np.zeros(0, np.float32)  # samples from origin + first * hop
         self.pending = np.zeros(0, np.float32)  # received, not yet processed
-        self.phase = [_Phase(self.max_windows + 1, self.vectors.shape[1], self.vectors.dtype)
+        self.phase = [_Phase(self.max_windows + 1, self.vectors.shape[1], self.rec.dtype)
                       for _ in range(self.phases)]
         self.current: _Decision | None = None
         self.current_at = 0.0  # stream time of the current answer's offset
@@ -280,7 +273,7 @@ class Listener:
         inside = (w >= 0) & (w < self.lengths[song][:, None])
         g = self.offsets[song][:, None] + np.clip(w, 0, self.lengths[song][:, None] - 1)
         cols = windows % ph.width
-        sims = codes.similarity(self.vectors[g], ph.q[cols][None], self.kind)
+        sims = codes.similarity(np.asarray(self.vectors[g], dtype=self.rec.dtype), ph.q[cols][None], self.kind)
         ph.sims[rows[:, None], cols[None, :]] = np.where(inside, sims, 0.0)
 
     # -- matching ----------------------------------------------------------------------------

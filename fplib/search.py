@@ -70,7 +70,9 @@ class Result:
 
 
 class Recognizer:
-    """Holds the model, the index and the catalogue's uncompressed fingerprints in memory."""
+    """Holds the model and the index in memory, and the catalogue's uncompressed fingerprints memory-mapped
+    (:meth:`Catalogue.matrix`): start-up does not read them, and a query reads only the windows of the
+    candidates it scores."""
 
     def __init__(self, model: torch.nn.Module, catalogue: Catalogue, index_path: str | os.PathLike,
                  nprobe: int | None = None, k: int = 20, threshold: float | Threshold | None = None,
@@ -95,7 +97,15 @@ class Recognizer:
         if not self.songs:
             raise ValueError(f"{catalogue.folder}: the catalogue is empty")
         self.starts = np.array([s.first_vector for s in self.songs], dtype=np.int64)
-        self.vectors = {s.id: catalogue.vectors(s) for s in self.songs}
+        self.lengths = np.array([s.n_vectors for s in self.songs], dtype=np.int64)
+        self.matrix = catalogue.matrix()  # [rows, width], song i at rows[i] .. rows[i] + lengths[i] - 1
+        self.rows = catalogue.rows_of(self.songs)
+        self.dtype = codes.stored_dtype(self.kind)  # what a float16 store is compared as
+
+    def windows(self, si: int, lo: int, hi: int) -> np.ndarray:
+        """Database windows ``lo .. hi - 1`` of song index ``si`` (within the song), as compared."""
+        r = self.rows[si]
+        return np.asarray(self.matrix[r + lo : r + hi], dtype=self.dtype)
 
     def threshold_for(self, n_windows: int) -> float:
         """The threshold for a query of ``n_windows`` windows (-inf without one); a threshold that is not a
@@ -174,11 +184,11 @@ class Recognizer:
         query_s``."""
         wav = self.load_query(query)
         q = fingerprint(wav, self.model, self.query_fe, device=self.device)
-        v = self.vectors[match.song_id]
+        si = next(i for i, s in enumerate(self.songs) if s.id == match.song_id)
         hop = self.fe.hop_s
         lo = max(0, int(np.floor((match.offset_s - context_s) / hop)))
-        hi = min(len(v), int(np.ceil((match.offset_s + len(wav) / self.fe.sr + context_s) / hop)) + 1)
-        return {"similarity": codes.similarity_matrix(q, v[lo:hi], self.kind),
+        hi = min(int(self.lengths[si]), int(np.ceil((match.offset_s + len(wav) / self.fe.sr + context_s) / hop)) + 1)
+        return {"similarity": codes.similarity_matrix(q, self.windows(si, lo, hi), self.kind),
                 "query_s": np.arange(len(q)) * self.query_fe.hop_s, "song_s": np.arange(lo, hi) * hop,
                 "offset_s": match.offset_s, "song": match.name}
 
@@ -195,12 +205,10 @@ class Recognizer:
         m = len(q)
         best: dict[int, tuple[float, int]] = {}
         for si, start in self._candidates(ids):
-            song = self.songs[si]
-            v = self.vectors[song.id]
-            lo, hi = max(0, -start), min(m, len(v) - start)
+            lo, hi = max(0, -start), min(m, int(self.lengths[si]) - start)
             if hi <= lo:
                 continue
-            score = codes.sequence_similarity(q[lo:hi], v[start + lo : start + hi], self.kind) / m
+            score = codes.sequence_similarity(q[lo:hi], self.windows(si, start + lo, start + hi), self.kind) / m
             if score > best.get(si, (-np.inf, 0))[0]:
                 best[si] = (score, start)
         return best

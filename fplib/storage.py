@@ -214,6 +214,27 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def write_at(path: str | os.PathLike, offset: int, data: bytes) -> None:
+    """Write ``data`` at byte ``offset`` of ``path`` (created if missing), cutting the file there first, and
+    flush it to disk: appending to an array file whose committed length is recorded elsewhere (what lies
+    past it, a killed writer's bytes, is replaced). A full disk raises :class:`DiskFullError`."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            os.ftruncate(fd, offset)
+            view = memoryview(data)
+            while view:
+                n = os.pwrite(fd, view, offset)
+                view, offset = view[n:], offset + n
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        if is_disk_full(e):
+            raise DiskFullError(path) from e
+        raise
+
+
 def _fsync(path: Path) -> None:
     if not path.exists():  # the writer removed or renamed it: its own business
         return

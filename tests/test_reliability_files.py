@@ -332,18 +332,18 @@ def test_opening_a_good_catalogue_changes_nothing(world):
     assert _snapshot(world["cat"]) == snap
 
 
-def test_a_damaged_fingerprint_file_is_named(world, tmp_path, capsys):
+def test_a_damaged_fingerprint_store_is_named(world, tmp_path, capsys):
     cat = tmp_path / "cat"
     shutil.copytree(world["cat"], cat)
     with Catalogue(cat) as c:
-        song = c.songs()[1]
-    vec = cat / "vectors" / f"{song.id}.npy"
-    vec.write_bytes(vec.read_bytes()[:300])
+        store, rows = c.store_path(), c.store["rows"]
+    store.write_bytes(store.read_bytes()[:300])
     rc, _, err = _recognize(capsys, world, "--no-threshold", cat=cat)
-    assert rc == 2 and err.startswith(f"error: {vec}: not a readable fingerprint array, truncated or corrupt (")
-    np.save(vec, np.zeros((3, 128), np.float32))
+    assert rc == 2 and err == (f"error: {store}: truncated: 300 bytes, the catalogue's {rows} rows of 128 float32 "
+                               f"need {rows * 512}; restore it from a copy or extract the catalogue again\n")
+    store.unlink()
     rc, _, err = _recognize(capsys, world, "--no-threshold", cat=cat)
-    assert err == f"error: {vec}: holds float32 [3, 128], not the float32 [15, D] fingerprints of song {song.id} 's1'\n"
+    assert rc == 2 and err == f"error: {store}: missing: the vector store of the catalogue ({rows} rows)\n"
 
 
 ADDER = r"""
@@ -569,13 +569,16 @@ def test_db_add_on_a_full_disk_fails_clearly_and_changes_nothing(world, tmp_path
     assert "x.index: no space left on device" in err and "Traceback" not in err
 
     def files(snap):  # the song was added, then rolled back: the same files, the same songs in the catalogue
-        return {p: v for p, v in snap.items() if v[3] is not None and not p.endswith("catalogue.sqlite")}
+        return {p: v for p, v in snap.items() if v[3] is not None and not p.endswith(("catalogue.sqlite", ".bin"))}
 
     assert files(_snapshot(tmp_path / "cat", idx.parent)) == files(before)
     assert set(_snapshot(tmp_path / "cat", idx.parent)) == set(before)
-    with Catalogue(tmp_path / "cat") as cat:
+    with Catalogue(tmp_path / "cat") as cat, Catalogue(world["cat"]) as ref:
         assert cat.state() == state and len(cat) == 3
         index.load(idx, cat)  # the index still belongs to the catalogue
+        for a, b in zip(cat.songs(), ref.songs()):  # the same fingerprints; the new song's rows are dead space
+            np.testing.assert_array_equal(cat.vectors(a), ref.vectors(b))
+        assert cat.store["rows"] == ref.store["rows"] + cat.store["dead"] and cat.store["dead"] == 11
 
 
 def test_an_index_name_that_is_a_path_is_refused_by_the_library(world, tmp_path):

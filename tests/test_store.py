@@ -1,0 +1,230 @@
+"""The catalogue's vector store: one contiguous, memory-mapped array; append, tombstone, compact, atomically."""
+
+import errno
+import os
+import sqlite3
+
+import numpy as np
+import pytest
+import torch
+
+from fplib import audio, cli, index, storage
+from fplib.catalogue import Catalogue, extract
+from fplib.errors import BadFileError
+from fplib.features import FrontEnd
+from fplib.models import build_model
+from fplib.search import Recognizer
+from tests.helpers import make_folders
+
+FE = FrontEnd()
+
+
+def _unit(n, d=128, seed=0):
+    v = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _filled(folder, sizes=(5, 7, 3), dtype=None):
+    cat = Catalogue(folder, FE, {"sha256": "test"}, store_dtype=dtype)
+    vecs = {}
+    for i, n in enumerate(sizes):
+        v = _unit(n, seed=i)
+        s = cat.add(f"/songs/{i}.wav", v, n * 0.5, f"sum{i}")
+        vecs[s.id] = v
+    return cat, vecs
+
+
+def test_songs_are_contiguous_rows_of_one_memory_mapped_array(tmp_path):
+    cat, vecs = _filled(tmp_path / "cat")
+    m = cat.matrix()
+    assert isinstance(m, np.memmap) and m.shape == (15, 128) and m.dtype == np.float32
+    assert [s.row for s in cat.songs()] == [0, 5, 12]
+    for s in cat.songs():
+        np.testing.assert_array_equal(cat.vectors(s), vecs[s.id])
+        np.testing.assert_array_equal(m[s.row : s.row + s.n_vectors], vecs[s.id])
+    assert os.path.getsize(cat.store_path()) == 15 * 128 * 4
+    assert not (tmp_path / "cat" / "vectors").exists()  # no per-song files any more
+    np.testing.assert_array_equal(cat.sample(100), np.concatenate(list(vecs.values())))  # fewer than n: all, in order
+    assert cat.sample(4, seed=1).shape == (4, 128)
+
+
+def test_float16_store_halves_the_bytes_and_is_read_as_float32(tmp_path):
+    cat, vecs = _filled(tmp_path / "cat", dtype="float16")
+    assert cat.matrix().dtype == np.float16 and os.path.getsize(cat.store_path()) == 15 * 128 * 2
+    for s in cat.songs():
+        v = cat.vectors(s)
+        assert v.dtype == np.float32
+        np.testing.assert_array_equal(v, vecs[s.id].astype(np.float16).astype(np.float32))
+        assert np.abs(v - vecs[s.id]).max() < 1e-3
+    cat.close()
+    with pytest.raises(ValueError, match="stores float16 fingerprints, not float32; convert it: fplib db compact"):
+        Catalogue(tmp_path / "cat", FE, store_dtype="float32")
+    with pytest.raises(ValueError, match="store_dtype must be one of"):
+        Catalogue(tmp_path / "other", FE, {"sha256": "test"}, store_dtype="int8")
+
+
+def test_a_killed_addition_leaves_nothing_and_its_bytes_are_overwritten(tmp_path, monkeypatch):
+    cat, vecs = _filled(tmp_path / "cat")
+    state = cat.state()
+    real = storage.write_at
+
+    def write_then_die(path, offset, data):  # the rows reach the disk, then the process dies before the commit
+        real(path, offset, data)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(storage, "write_at", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        cat.add("/songs/x.wav", _unit(9, seed=9), 4.5, "sumx")
+    monkeypatch.undo()
+    assert cat.state() == state and cat.store["rows"] == 15
+    assert os.path.getsize(cat.store_path()) == 24 * 128 * 4  # the uncommitted tail is there, but unreachable
+    s = cat.add("/songs/y.wav", _unit(2, seed=10), 1.0, "sumy")
+    assert s.row == 15 and os.path.getsize(cat.store_path()) == 17 * 128 * 4  # cut off and overwritten
+    np.testing.assert_array_equal(cat.vectors(s), _unit(2, seed=10))
+    for song in cat.songs()[:3]:
+        np.testing.assert_array_equal(cat.vectors(song), vecs[song.id])
+
+
+def test_a_full_disk_names_the_store_and_changes_nothing(tmp_path, monkeypatch):
+    cat, _ = _filled(tmp_path / "cat")
+    state = cat.state()
+
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(storage.os, "pwrite", full)
+    with pytest.raises(storage.DiskFullError, match=r"vectors\.0\.bin: no space left on device"):
+        cat.add("/songs/x.wav", _unit(9, seed=9), 4.5, "sumx")
+    monkeypatch.undo()
+    assert cat.state() == state and len(cat) == 3 and cat.store["rows"] == 15
+
+
+def test_nan_fingerprints_are_refused(tmp_path):
+    cat, _ = _filled(tmp_path / "cat")
+    bad = _unit(3)
+    bad[1, 5] = np.nan
+    with pytest.raises(ValueError, match="bad.wav: its fingerprints contain NaN"):
+        cat.add("/songs/bad.wav", bad, 1.5, "bad")
+    assert len(cat) == 3
+
+
+def test_remove_is_a_tombstone_and_compact_frees_it_keeping_ids(tmp_path):
+    cat, vecs = _filled(tmp_path / "cat")
+    middle = cat.songs()[1]
+    cat.remove(middle.id)
+    assert cat.store["dead"] == 7 and cat.store["rows"] == 15  # rows stay until compacted
+    ids_before = {s.id: (s.first_vector, s.n_vectors) for s in cat.songs()}
+    state = cat.state()
+    old = cat.store_path()
+    store = cat.compact()
+    assert store == {"file": "vectors.1.bin", "dtype": "float32", "width": 128, "rows": 8, "dead": 0}
+    assert not old.exists() and os.path.getsize(cat.store_path()) == 8 * 128 * 4
+    assert cat.state() == state  # vector ids unchanged: indexes built before stay valid
+    assert {s.id: (s.first_vector, s.n_vectors) for s in cat.songs()} == ids_before
+    assert [s.row for s in cat.songs()] == [0, 5]
+    for s in cat.songs():
+        np.testing.assert_array_equal(cat.vectors(s), vecs[s.id])
+    s = cat.add("/songs/z.wav", _unit(4, seed=20), 2.0, "sumz")  # appends to the new store
+    assert s.row == 8 and s.first_vector == 15
+
+
+def test_a_killed_compaction_leaves_the_old_store_and_its_file_is_cleaned(tmp_path, monkeypatch):
+    cat, vecs = _filled(tmp_path / "cat")
+    cat.remove(cat.songs()[0].id)
+    real = cat._set
+
+    def die_at_switch(key, value):
+        if key == "store":
+            raise KeyboardInterrupt
+        real(key, value)
+
+    monkeypatch.setattr(cat, "_set", die_at_switch)
+    with pytest.raises(KeyboardInterrupt):
+        cat.compact()
+    monkeypatch.undo()
+    assert (tmp_path / "cat" / "vectors.1.bin").exists()  # the new file was complete, never switched to
+    cat.close()
+    with Catalogue(tmp_path / "cat") as cat:  # still the old store, rows as before
+        assert cat.store["file"] == "vectors.0.bin" and [s.row for s in cat.songs()] == [5, 12]
+        for s in cat.songs():
+            np.testing.assert_array_equal(cat.vectors(s), vecs[s.id])
+        cat.compact(dtype="float16")
+        assert sorted(p.name for p in (tmp_path / "cat").glob("vectors.*")) == ["vectors.1.bin"]
+        assert cat.store_dtype == "float16" and cat.matrix().dtype == np.float16
+
+
+def test_a_truncated_or_missing_store_is_named(tmp_path):
+    cat, _ = _filled(tmp_path / "cat")
+    path = cat.store_path()
+    cat.close()
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(BadFileError, match=r"vectors\.0\.bin: truncated: 1000 bytes, the catalogue's 15 rows of "
+                                           r"128 float32 need 7680"):
+        Catalogue(tmp_path / "cat")
+    path.unlink()
+    with pytest.raises(BadFileError, match=r"vectors\.0\.bin: missing: the vector store of the catalogue"):
+        Catalogue(tmp_path / "cat")
+
+
+def _as_older_fplib(folder, cat):
+    """Rewrite a catalogue as fplib wrote it before the vector store: one .npy per song, no row column."""
+    (folder / "vectors").mkdir()
+    for s in cat.songs():
+        np.save(folder / "vectors" / f"{s.id}.npy", cat.vectors(s))
+    path = cat.store_path()
+    cat.close()
+    path.unlink()
+    with sqlite3.connect(folder / "catalogue.sqlite") as db:
+        db.execute("ALTER TABLE songs DROP COLUMN row")
+        db.execute("DELETE FROM meta WHERE key = 'store'")
+
+
+def test_a_catalogue_of_an_older_fplib_is_read_then_converted(tmp_path, capsys):
+    folder = tmp_path / "cat"
+    cat, vecs = _filled(folder)
+    _as_older_fplib(folder, cat)
+    with Catalogue(folder) as old:
+        assert old.legacy and old.store_dtype == "float32"
+        for s in old.songs():
+            np.testing.assert_array_equal(old.vectors(s), vecs[s.id])
+        assert not isinstance(old.matrix(), np.memmap) and list(old.rows_of(old.songs())) == [0, 5, 12]
+        with pytest.raises(ValueError, match=f"older fplib .one file per song.; convert it once, then add: "
+                                             f"fplib db compact {folder}"):
+            old.add("/songs/n.wav", _unit(2), 1.0, "new")
+    assert cli.main(["db", "compact", "--catalogue", str(folder), "--no_progress"]) == 0
+    assert "converted from one file per song" in capsys.readouterr().out
+    assert not (folder / "vectors").exists()
+    with Catalogue(folder) as cat:
+        assert not cat.legacy and [s.row for s in cat.songs()] == [0, 5, 12]
+        for s in cat.songs():
+            np.testing.assert_array_equal(cat.vectors(s), vecs[s.id])
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model("nafp_small", FE, width=0.125)[0].eval()
+    root = tmp_path_factory.mktemp("store")
+    songs = make_folders(root, n_songs=4, seconds=8.0)["songs"]
+    return model, songs, root
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_recognition_reads_the_memory_map_and_survives_compaction(world, tmp_path, dtype):
+    model, songs, _ = world
+    cat = Catalogue(tmp_path / "cat", FE, {"sha256": "test"}, store_dtype=dtype)
+    extract(audio.list_audio(songs), cat, model, progress=False, root=songs)
+    path = index.build(cat, "idx", tmp_path, factory="Flat")
+    rec = Recognizer(model, cat, path)
+    assert isinstance(rec.matrix, np.memmap) and rec.matrix.dtype == np.dtype(dtype)
+    wav = audio.load(cat.songs()[2].path, FE.sr)
+    q = wav[int(2.0 * FE.sr) : int(5.0 * FE.sr)]
+    first = rec.recognize(q)
+    assert first.best.name == cat.songs()[2].name and first.best.offset_s == 2.0
+    assert first.best.score == pytest.approx(1.0, abs=2e-3 if dtype == "float16" else 1e-5)
+    cat.remove(cat.songs()[0].id)  # through the catalogue only: rebuild the index, then compact
+    path = index.build(cat, "idx", tmp_path, factory="Flat")
+    cat.compact()
+    again = Recognizer(model, cat, path).recognize(q)
+    assert (again.best.name, again.best.offset_s) == (first.best.name, first.best.offset_s)
+    assert again.best.score == pytest.approx(first.best.score, abs=1e-6)
