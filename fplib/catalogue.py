@@ -34,6 +34,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import tempfile
 import time
@@ -78,6 +79,7 @@ class Song:
     n_vectors: int
     checksum: str
     row: int | None = None  # where its fingerprints start in the vector store (None: an older catalogue)
+    store: str | None = None  # the store file that row refers to (a compaction makes a new one)
 
 
 class AlreadyInCatalogue(ValueError):
@@ -95,6 +97,11 @@ SONG_COLUMNS = ("id", "name", "path", "duration", "first_vector", "n_vectors", "
 STORE_DTYPES = ("float32", "float16")  # the vector store of a float catalogue; binary codes are uint8
 # rows copied at a time when compacting or building an index from the store
 CHUNK_ROWS = 1 << 18
+STORE_NAME = re.compile(r"vectors\.\d+\.bin")
+
+
+class StaleCatalogueError(RuntimeError):
+    """The catalogue was compacted after these songs were read: their rows refer to the previous store."""
 
 
 class Catalogue:
@@ -180,6 +187,16 @@ class Catalogue:
 
     def _open(self, fe: FrontEnd | None, model: dict | None) -> None:
         try:
+            self.db.execute("BEGIN")  # one snapshot: settings and store file checked together
+        except sqlite3.DatabaseError as e:
+            raise BadFileError(self.path, _sqlite_reason(e)) from None
+        try:
+            self._open_checked(fe, model)
+        finally:
+            self.db.commit()
+
+    def _open_checked(self, fe: FrontEnd | None, model: dict | None) -> None:
+        try:
             check = self.db.execute("PRAGMA quick_check").fetchall()
             if check != [("ok",)]:
                 raise BadFileError(self.path, f"corrupt SQLite database (quick_check: {check[0][0]}); restore it "
@@ -234,6 +251,19 @@ class Catalogue:
                              f"fingerprints of different models cannot be mixed")
 
     @contextlib.contextmanager
+    def _read(self) -> Iterator[None]:
+        """One read transaction (a consistent snapshot: a compaction cannot commit, and so cannot delete the
+        store file, until it ends); nothing if one is already open."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.commit()
+
+    @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
         """One write transaction, taken at once (``BEGIN IMMEDIATE``), so that what it reads (the next free
         vector id, whether a checksum is there) cannot change before it writes; all or nothing."""
@@ -261,17 +291,21 @@ class Catalogue:
         return "id, name, path, duration, first_vector, n_vectors, checksum" + ("" if self.legacy else ", row")
 
     def songs(self) -> list[Song]:
-        rows = self.db.execute(f"SELECT {self._columns()} FROM songs ORDER BY first_vector").fetchall()
-        return [Song(*r) for r in rows]
+        with self._read():
+            rows = self.db.execute(f"SELECT {self._columns()} FROM songs ORDER BY first_vector").fetchall()
+            file = None if self.legacy else self.store["file"]
+        return [Song(*r, store=file) for r in rows]
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM songs").fetchone()[0]
 
     def song(self, song_id: int) -> Song:
-        r = self.db.execute(f"SELECT {self._columns()} FROM songs WHERE id = ?", (song_id,)).fetchone()
+        with self._read():
+            r = self.db.execute(f"SELECT {self._columns()} FROM songs WHERE id = ?", (song_id,)).fetchone()
+            file = None if self.legacy else self.store["file"]
         if r is None:
             raise KeyError(f"{self.folder}: no song with id {song_id}")
-        return Song(*r)
+        return Song(*r, store=file)
 
     # -- the vector store ------------------------------------------------------------------------
     @property
@@ -318,16 +352,23 @@ class Catalogue:
             if not songs:
                 return np.zeros((0, 0), codes.stored_dtype(self.kind))
             return np.concatenate([self.vectors(s) for s in songs])
-        store = self.store
-        if self._map is None or self._map[0] != store["rows"] or self._map[2] != store["file"]:
-            if not store["rows"]:
-                m = np.zeros((0, store["width"] or 0), store["dtype"])
-            else:
-                self._check_store(store)
-                m = np.memmap(self.store_path(store), dtype=store["dtype"], mode="r",
-                              shape=(store["rows"], store["width"]))
-            self._map = (store["rows"], m, store["file"])
+        with self._read():  # the file named cannot be deleted by a compaction before it is mapped
+            store = self.store
+            if self._map is None or self._map[0] != store["rows"] or self._map[2] != store["file"]:
+                if not store["rows"]:
+                    m = np.zeros((0, store["width"] or 0), store["dtype"])
+                else:
+                    self._check_store(store)
+                    m = np.memmap(self.store_path(store), dtype=store["dtype"], mode="r",
+                                  shape=(store["rows"], store["width"]))
+                self._map = (store["rows"], m, store["file"])
         return self._map[1]
+
+    def snapshot(self) -> tuple[list[Song], np.ndarray]:
+        """The songs and the store they index, read together (:meth:`songs`, :meth:`matrix`): a recogniser
+        keeps reading this view (a later compaction deletes the file's name, not the mapped data)."""
+        with self._read():
+            return self.songs(), self.matrix()
 
     def rows_of(self, songs: list[Song]) -> np.ndarray:
         """Where each of ``songs`` starts in :meth:`matrix` (``int64 [len(songs)]``)."""
@@ -342,6 +383,10 @@ class Catalogue:
         missing, unreadable, of another shape or type, or not finite)."""
         if not self.legacy:
             m = self.matrix()
+            if song.store != self._map[2]:
+                raise StaleCatalogueError(f"{self.folder}: compacted since song {song.id} {song.name!r} was read (its "
+                                          f"rows were in {song.store}, the store is now {self._map[2]}); open the "
+                                          f"catalogue again")
             if song.row is None or song.row + song.n_vectors > len(m):
                 raise BadFileError(self.store_path(), f"holds {len(m)} rows; song {song.id} {song.name!r} needs rows "
                                                       f"{song.row} .. {(song.row or 0) + song.n_vectors - 1}")
@@ -419,7 +464,7 @@ class Catalogue:
             raise ValueError(f"{path}: its fingerprints contain NaN or infinity; not added")
         if self.legacy:
             raise ValueError(f"{self.folder}: a catalogue made by an older fplib (one file per song); convert it "
-                             f"once, then add: fplib db compact {self.folder}")
+                             f"once, then add: fplib db compact --catalogue {self.folder}")
         with self._write():
             known = self.find_checksum(checksum)
             if known is not None:  # e.g. another process added the same audio meanwhile
@@ -453,9 +498,9 @@ class Catalogue:
     def remove_many(self, song_ids: list[int]) -> list[Song]:
         """Remove songs in one transaction (all or none). Their rows in the store become dead until
         :meth:`compact` (an older catalogue's per-song files are deleted)."""
-        songs = [self.song(i) for i in song_ids]
         with self._write():
-            self.db.executemany("DELETE FROM songs WHERE id = ?", [(i,) for i in song_ids])
+            songs = [self.song(i) for i in dict.fromkeys(song_ids)]  # read under the lock: counted once
+            self.db.executemany("DELETE FROM songs WHERE id = ?", [(s.id,) for s in songs])
             if not self.legacy:
                 store = self.store
                 store["dead"] += sum(s.n_vectors for s in songs)
@@ -474,19 +519,18 @@ class Catalogue:
         dtype = dtype or ("float32" if self.legacy and self.kind == "float" else old_dtype)
         if self.kind == "binary" and dtype != "uint8" or self.kind == "float" and dtype not in STORE_DTYPES:
             raise ValueError(f"{self.folder}: a store of {self.kind} fingerprints cannot be {dtype}")
-        was_legacy = self.legacy
         with self._write():
+            self.legacy = was_legacy = self._is_legacy()  # another process may have converted it meanwhile
             songs = self.songs()
-            if self.legacy:
+            if was_legacy:
                 self.db.execute("ALTER TABLE songs ADD COLUMN row INTEGER")
                 old = {"file": "vectors.0.bin", "rows": 0, "width": None, "dead": 0}
             else:
                 old = self.store
-            gen = int(old["file"].split(".")[1]) + 1 if not self.legacy else 0
+            gen = int(old["file"].split(".")[1]) + 1 if not was_legacy else 0
             new = {"file": f"vectors.{gen}.bin", "dtype": dtype, "width": old["width"], "rows": 0, "dead": 0}
-            target = self.store_path(new)
-            self._clean_stores(keep=old["file"])
-            with storage.atomic_path(target) as tmp, open(tmp, "wb") as f:
+            self._clean_stores(keep=None if was_legacy else old["file"])  # under the lock: no compaction runs
+            with storage.atomic_path(self.store_path(new)) as tmp, open(tmp, "wb") as f:
                 for s in tqdm(songs, desc="compact", unit="song", disable=not progress):
                     v = self.vectors(s)
                     new["width"] = v.shape[1]
@@ -494,21 +538,34 @@ class Catalogue:
                     self.db.execute("UPDATE songs SET row = ? WHERE id = ?", (new["rows"], s.id))
                     new["rows"] += s.n_vectors
             self._set("store", new)
-            self.legacy = False
-        self._map = None
-        self._clean_stores(keep=new["file"])
-        if was_legacy:
-            for s in songs:
-                (self.folder / "vectors" / f"{s.id}.npy").unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                (self.folder / "vectors").rmdir()
+        self.legacy, self._map = False, None
+        if not was_legacy:  # only the file this compaction replaced: a later one may already have made another
+            self.store_path(old).unlink(missing_ok=True)
+        else:
+            self._clean_legacy_files()
         return new
 
-    def _clean_stores(self, keep: str) -> None:
-        """Delete store files other than ``keep`` (an old store after compacting, or a killed compaction's)."""
-        for f in self.folder.glob("vectors.*.bin"):
-            if f.name != keep:
+    def _is_legacy(self) -> bool:
+        return "row" not in {r[1] for r in self.db.execute("PRAGMA table_info(songs)")}
+
+    def _clean_stores(self, keep: str | None) -> None:
+        """Delete store files other than ``keep`` (a killed compaction's), and the per-song files a
+        conversion killed before deleting them left; only under the write lock."""
+        for f in self.folder.iterdir():
+            if STORE_NAME.fullmatch(f.name) and f.name != keep:
                 f.unlink(missing_ok=True)
+        if keep is not None:
+            self._clean_legacy_files()
+
+    def _clean_legacy_files(self) -> None:
+        """An older fplib's per-song files, once the store holds their fingerprints."""
+        folder = self.folder / "vectors"
+        if folder.is_dir():
+            for f in folder.iterdir():
+                if re.fullmatch(r"\d+\.npy", f.name):
+                    f.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
     def __enter__(self) -> Catalogue:
         return self
@@ -606,6 +663,9 @@ def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: tor
     if kind_of_model(model) != catalogue.kind:
         raise ValueError(f"{catalogue.folder}: a catalogue of {catalogue.kind} fingerprints; this model makes "
                          f"{kind_of_model(model)} ones")
+    if catalogue.legacy:
+        raise ValueError(f"{catalogue.folder}: a catalogue made by an older fplib (one file per song); convert it "
+                         f"once, then add: fplib db compact --catalogue {catalogue.folder}")
     model = model.to(device).eval()
     result = ExtractResult([], [], [])
     files = [Path(f) for f in files]
@@ -649,7 +709,7 @@ def _extract_loop(loader, files, catalogue, model, fe, batch, device, root, resu
 
 def shard_folder(folder: str | os.PathLike, rank: int, world: int) -> Path:
     """Where rank ``rank`` of ``world`` writes its shard of catalogue ``folder`` (under ``FOLDER.shards/``)."""
-    folder = Path(folder)
+    folder = Path(folder).absolute()
     return folder.with_name(folder.name + ".shards") / f"rank-{rank:03d}-of-{world:03d}"
 
 
@@ -664,12 +724,11 @@ def merge(target: Catalogue, shards: list[str | os.PathLike], order: list[str] |
         for c in opened:
             if c.fe != target.fe or not same_model(c.model, target.model):
                 raise ValueError(f"{c.folder}: made with another model or front end than {target.folder}")
-        songs = {s.path: (c, s) for c in opened for s in c.songs()}
-        paths = [str(p) for p in order or ()]
-        paths = [p for p in paths if p in songs] + [p for p in songs if p not in set(paths)]
+        songs = [(c, s) for c in opened for s in c.songs()]  # shard by shard; two shards may share a path
+        rank = {str(p): i for i, p in enumerate(order or ())}
+        songs.sort(key=lambda cs: rank.get(cs[1].path, len(rank)))  # stable: the others keep their order
         added = []
-        for p in tqdm(paths, desc="merge", unit="song", disable=not progress):
-            c, s = songs[p]
+        for c, s in tqdm(songs, desc="merge", unit="song", disable=not progress):
             if target.find_checksum(s.checksum) is None:
                 added.append(target.add(s.path, c.vectors(s), s.duration, s.checksum, s.name))
         return added

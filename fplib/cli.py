@@ -437,6 +437,12 @@ def _fingerprint_files(files: list[tuple[str, str | None]], cat, model, device: 
     return total
 
 
+def _refuse_legacy(cat) -> None:
+    if cat.legacy:
+        raise ValueError(f"{cat.folder}: a catalogue made by an older fplib (one file per song); convert it once, "
+                         f"then add: fplib db compact --catalogue {cat.folder}")
+
+
 def _extraction_ranks(device: str) -> tuple[int, int, str]:
     """(rank, world size, device) of this process: under ``torchrun`` (``WORLD_SIZE`` > 1) the process group
     is joined (Gloo on CPU, NCCL on GPUs, one GPU per local rank); otherwise ``(0, 1, device)``."""
@@ -475,7 +481,11 @@ def _merge_shards(args, files, result, fe, desc, rank: int, world: int):
     shards = [shard_folder(args.catalogue, r, world) for r in range(world)]
     with Catalogue(args.catalogue, fe, desc, store_dtype=args.store_dtype) as final:
         added = merge(final, shards, order=[f for f, _ in files], progress=not args.no_progress)
-    shutil.rmtree(shards[0].parent)
+    # renamed aside first: a kill while deleting never leaves half a shard that the next run would open
+    parent = shards[0].parent
+    doomed = parent.with_name(f".{parent.name}.deleting-{os.getpid()}")
+    os.replace(parent, doomed)
+    shutil.rmtree(doomed)
     return ExtractResult(added, [f for a, _ in every for f in a], [x for _, sk in every for x in sk])
 
 
@@ -499,7 +509,8 @@ def generate_fingerprints_main(argv: list[str] | None = None) -> int:
                     help="processes decoding songs beside the network (default: 1 on a multi-core machine)")
     ap.add_argument("--store_dtype", choices=("float32", "float16"), default=None,
                     help="how a new catalogue stores float fingerprints: float16 halves the disk and memory "
-                         "re-ranking reads (default: float32; an existing catalogue keeps its own)")
+                         "re-ranking reads (default: float32; an existing catalogue must be given its own, or "
+                         "converted with fplib db compact --dtype)")
     ap.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = _parse(ap, argv)
     if isinstance(args, int):
@@ -520,10 +531,18 @@ def generate_fingerprints_main(argv: list[str] | None = None) -> int:
         desc = model_description(ckpt)
         merged: set[str] = set()  # under torchrun: audio already merged into the catalogue by an earlier run
         if world > 1 and os.path.lexists(os.path.join(args.catalogue, "catalogue.sqlite")):
-            with Catalogue(args.catalogue, fe, desc) as final:
+            with Catalogue(args.catalogue, fe, desc, store_dtype=args.store_dtype) as final:  # checked before, not
+                _refuse_legacy(final)                                                       # after, the work
                 merged = {s.checksum for s in final.songs()}
+        if args.store_dtype and desc.get("kind") == "binary":
+            raise ValueError(f"--store_dtype is for float fingerprints; {ckpt} makes binary codes (stored packed)")
         folder = args.catalogue if world == 1 else shard_folder(args.catalogue, rank, world)
         cat = Catalogue(folder, fe, desc, store_dtype=args.store_dtype)
+        try:
+            _refuse_legacy(cat)
+        except ValueError:
+            cat.close()
+            raise
     except (*_input_errors(), RuntimeError) as e:
         _err(e)
         return USAGE
@@ -813,8 +832,9 @@ def _db_add(args: argparse.Namespace) -> int:
         ckpt = _model_path(args.model)
         model, fe = load_model(ckpt, args.device)
         cat = Catalogue(args.catalogue)  # an existing catalogue only
-        if cat.fe != fe:
+        if cat.fe != fe or cat.legacy:
             cat.close()
+            _refuse_legacy(cat)
             raise ValueError(f"{ckpt}: its front end differs from the catalogue's")
     except (*_input_errors(), RuntimeError) as e:
         _err(e)

@@ -93,12 +93,11 @@ class Recognizer:
         self.k, self.device = k, device
         self.threshold = threshold
         self.threshold_source = "none" if threshold is None else "given"
-        self.songs = catalogue.songs()
+        self.songs, self.matrix = catalogue.snapshot()  # matrix: [rows, width], song i at rows[i] ..
         if not self.songs:
             raise ValueError(f"{catalogue.folder}: the catalogue is empty")
         self.starts = np.array([s.first_vector for s in self.songs], dtype=np.int64)
         self.lengths = np.array([s.n_vectors for s in self.songs], dtype=np.int64)
-        self.matrix = catalogue.matrix()  # [rows, width], song i at rows[i] .. rows[i] + lengths[i] - 1
         self.rows = catalogue.rows_of(self.songs)
         self.dtype = codes.stored_dtype(self.kind)  # what a float16 store is compared as
 

@@ -122,8 +122,27 @@ def install(spec: str | None = None) -> None:
         if now and action == "kill-after":
             _kill()
 
+    original_write_at = storage.write_at
+
+    def write_at(path, offset, data):  # an append to the catalogue's vector store
+        now = hit(path)
+        if now and action == "kill-before":
+            _kill()
+        if now and action == "interrupt":
+            raise KeyboardInterrupt
+        if now and action == "kill-torn":
+            original_write_at(path, offset, data[: len(data) // 2])
+            _kill()
+        if now and action == "enospc":
+            original_write_at(path, offset, data[: len(data) // 2])
+            raise storage.DiskFullError(path)
+        original_write_at(path, offset, data)
+        if now and action == "kill-after":
+            _kill()
+
     storage.atomic_path = atomic_path
     storage.append_jsonl = append_jsonl
+    storage.write_at = write_at
     for name, module in list(sys.modules.items()):  # modules that imported the name itself (fplib.audio)
         if name.startswith("fplib.") and getattr(module, "atomic_path", None) is original_atomic:
             module.atomic_path = atomic_path

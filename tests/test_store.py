@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fplib import audio, cli, index, storage
-from fplib.catalogue import Catalogue, extract
+from fplib.catalogue import Catalogue, StaleCatalogueError, extract
 from fplib.errors import BadFileError
 from fplib.features import FrontEnd
 from fplib.models import build_model
@@ -143,13 +143,15 @@ def test_a_killed_compaction_leaves_the_old_store_and_its_file_is_cleaned(tmp_pa
         cat.compact()
     monkeypatch.undo()
     assert (tmp_path / "cat" / "vectors.1.bin").exists()  # the new file was complete, never switched to
+    (tmp_path / "cat" / "vectors.7.bin").write_bytes(b"left by another killed compaction")
+    (tmp_path / "cat" / "vectors.backup.bin").write_bytes(b"the user's own file")
     cat.close()
     with Catalogue(tmp_path / "cat") as cat:  # still the old store, rows as before
         assert cat.store["file"] == "vectors.0.bin" and [s.row for s in cat.songs()] == [5, 12]
         for s in cat.songs():
             np.testing.assert_array_equal(cat.vectors(s), vecs[s.id])
         cat.compact(dtype="float16")
-        assert sorted(p.name for p in (tmp_path / "cat").glob("vectors.*")) == ["vectors.1.bin"]
+        assert sorted(p.name for p in (tmp_path / "cat").glob("vectors.*")) == ["vectors.1.bin", "vectors.backup.bin"]
         assert cat.store_dtype == "float16" and cat.matrix().dtype == np.float16
 
 
@@ -189,7 +191,7 @@ def test_a_catalogue_of_an_older_fplib_is_read_then_converted(tmp_path, capsys):
             np.testing.assert_array_equal(old.vectors(s), vecs[s.id])
         assert not isinstance(old.matrix(), np.memmap) and list(old.rows_of(old.songs())) == [0, 5, 12]
         with pytest.raises(ValueError, match=f"older fplib .one file per song.; convert it once, then add: "
-                                             f"fplib db compact {folder}"):
+                                             f"fplib db compact --catalogue {folder}"):
             old.add("/songs/n.wav", _unit(2), 1.0, "new")
     assert cli.main(["db", "compact", "--catalogue", str(folder), "--no_progress"]) == 0
     assert "converted from one file per song" in capsys.readouterr().out
@@ -228,3 +230,32 @@ def test_recognition_reads_the_memory_map_and_survives_compaction(world, tmp_pat
     again = Recognizer(model, cat, path).recognize(q)
     assert (again.best.name, again.best.offset_s) == (first.best.name, first.best.offset_s)
     assert again.best.score == pytest.approx(first.best.score, abs=1e-6)
+
+
+def test_readers_keep_their_snapshot_across_a_compaction_by_another_process(tmp_path):
+    folder = tmp_path / "cat"
+    cat, vecs = _filled(folder)
+    cat.remove(cat.songs()[0].id)
+    songs, m = cat.snapshot()
+    with Catalogue(folder) as other:  # another writer compacts: new file, new rows
+        other.compact()
+    assert [s.row for s in songs] == [5, 12] and not (folder / "vectors.0.bin").exists()
+    for s in songs:  # the mapped old file is still readable at the old rows (its name is gone, not its data)
+        np.testing.assert_array_equal(m[s.row : s.row + s.n_vectors], vecs[s.id])
+    with pytest.raises(StaleCatalogueError, match="compacted since song .* was read .*vectors.0.bin.*vectors.1.bin"):
+        cat.vectors(songs[0])  # never another song's rows
+    for s in cat.songs():  # read again: the new rows
+        np.testing.assert_array_equal(cat.vectors(s), vecs[s.id])
+
+
+def test_the_vector_store_is_reached_by_fault_injection(tmp_path, monkeypatch):
+    from tests import faults
+
+    cat, _ = _filled(tmp_path / "cat")
+    state = cat.state()
+    for name in ("atomic_path", "append_jsonl", "write_at"):  # restored after the test
+        monkeypatch.setattr(storage, name, getattr(storage, name))
+    faults.install("enospc:vectors.*.bin")
+    with pytest.raises(storage.DiskFullError, match=r"vectors\.0\.bin: no space left"):
+        cat.add("/songs/x.wav", _unit(4, seed=4), 2.0, "sumx")
+    assert cat.state() == state and cat.store["rows"] == 15
