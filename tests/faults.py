@@ -74,13 +74,18 @@ def install(spec: str | None = None) -> None:
 
     original_atomic, original_append = storage.atomic_path, storage.append_jsonl
 
-    @contextlib.contextmanager
-    def atomic_path(target):
+    def before(target) -> bool:
+        """Whether this write is the chosen one; the faults that strike before it is made."""
         now = hit(target)
         if now and action == "kill-before":
             _kill()
         if now and action == "interrupt":
             raise KeyboardInterrupt
+        return now
+
+    @contextlib.contextmanager
+    def atomic_path(target):
+        now = before(target)
         with original_atomic(target) as tmp:
             yield tmp
             if now and action == "kill-torn":
@@ -93,11 +98,7 @@ def install(spec: str | None = None) -> None:
             _kill()
 
     def append_jsonl(path, record):
-        now = hit(path)
-        if now and action == "kill-before":
-            _kill()
-        if now and action == "interrupt":
-            raise KeyboardInterrupt
+        now = before(path)
         if now and action == "kill-torn":
             import json
 
@@ -125,11 +126,7 @@ def install(spec: str | None = None) -> None:
     original_write_at = storage.write_at
 
     def write_at(path, offset, data):  # an append to the catalogue's vector store
-        now = hit(path)
-        if now and action == "kill-before":
-            _kill()
-        if now and action == "interrupt":
-            raise KeyboardInterrupt
+        now = before(path)
         if now and action == "kill-torn":
             original_write_at(path, offset, data[: len(data) // 2])
             _kill()
