@@ -743,9 +743,9 @@ def db_main(argv: list[str] | None = None) -> int:
                 _err(e)
                 return USAGE
             after = os.path.getsize(cat.store_path(store)) if store["rows"] else 0
-            was = f"{before / 2**20:.1f} MiB -> " if before is not None else "converted from one file per song; "
+            was = f"{_size(before)} -> " if before is not None else "converted from one file per song; "
             print(f"{args.catalogue}: {len(cat)} songs, {store['rows']} rows of {store['dtype']} in {store['file']} "
-                  f"({was}{after / 2**20:.1f} MiB)")
+                  f"({was}{_size(after)})")
             return OK
         songs = cat.songs()
         if args.action == "list":
@@ -795,6 +795,10 @@ def db_main(argv: list[str] | None = None) -> int:
             print(f"removed {s.id}: {s.name}")
         print(f"{len(chosen)} song(s) removed; {len(cat)} left")
     return OK
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
 def _db_merge(args: argparse.Namespace) -> int:
