@@ -373,7 +373,8 @@ class Catalogue:
     def rows_of(self, songs: list[Song]) -> np.ndarray:
         """Where each of ``songs`` starts in :meth:`matrix` (``int64 [len(songs)]``)."""
         if self.legacy:  # matrix() concatenates every song in first_vector order
-            offsets = {s.id: o for s, o in zip(self.songs(), np.cumsum([0] + [s.n_vectors for s in self.songs()]))}
+            every = self.songs()
+            offsets = dict(zip((s.id for s in every), np.cumsum([0] + [s.n_vectors for s in every])))
             return np.array([offsets[s.id] for s in songs], np.int64)
         return np.array([s.row for s in songs], np.int64)
 
@@ -436,12 +437,14 @@ class Catalogue:
         """``(ids int64 [n], fingerprints [n, .])`` of ``songs`` (default: all), about ``chunk_rows`` at a time."""
         songs = self.songs() if songs is None else songs
         batch: list[Song] = []
+        n = 0
         for i, s in enumerate(songs):
             batch.append(s)
-            if sum(b.n_vectors for b in batch) >= chunk_rows or i == len(songs) - 1:
+            n += s.n_vectors
+            if n >= chunk_rows or i == len(songs) - 1:
                 ids = np.concatenate([np.arange(b.first_vector, b.first_vector + b.n_vectors) for b in batch])
                 yield ids.astype(np.int64), np.concatenate([self.vectors(b) for b in batch])
-                batch = []
+                batch, n = [], 0
 
     def state(self) -> str:
         """A digest of the catalogue's contents (songs and their vector ranges), to match an index to it."""
@@ -462,9 +465,7 @@ class Catalogue:
                              f"got {vectors.dtype} {list(vectors.shape)} for {path}")
         if self.kind == "float" and not np.isfinite(vectors).all():
             raise ValueError(f"{path}: its fingerprints contain NaN or infinity; not added")
-        if self.legacy:
-            raise ValueError(f"{self.folder}: a catalogue made by an older fplib (one file per song); convert it "
-                             f"once, then add: fplib db compact --catalogue {self.folder}")
+        self.require_store()
         with self._write():
             known = self.find_checksum(checksum)
             if known is not None:  # e.g. another process added the same audio meanwhile
@@ -490,6 +491,12 @@ class Catalogue:
             self._set("store", store)
             self._set("next_vector", first + len(vectors))
         return self.song(song_id)
+
+    def require_store(self) -> None:
+        """ValueError, saying how to convert it, for a catalogue of an older fplib (songs cannot be added to it)."""
+        if self.legacy:
+            raise ValueError(f"{self.folder}: a catalogue made by an older fplib (one file per song); convert it "
+                             f"once, then add: fplib db compact --catalogue {self.folder}")
 
     def remove(self, song_id: int) -> Song:
         """Remove a song (its vector ids are not reused)."""
@@ -663,9 +670,7 @@ def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: tor
     if kind_of_model(model) != catalogue.kind:
         raise ValueError(f"{catalogue.folder}: a catalogue of {catalogue.kind} fingerprints; this model makes "
                          f"{kind_of_model(model)} ones")
-    if catalogue.legacy:
-        raise ValueError(f"{catalogue.folder}: a catalogue made by an older fplib (one file per song); convert it "
-                         f"once, then add: fplib db compact --catalogue {catalogue.folder}")
+    catalogue.require_store()
     model = model.to(device).eval()
     result = ExtractResult([], [], [])
     files = [Path(f) for f in files]

@@ -437,12 +437,6 @@ def _fingerprint_files(files: list[tuple[str, str | None]], cat, model, device: 
     return total
 
 
-def _refuse_legacy(cat) -> None:
-    if cat.legacy:
-        raise ValueError(f"{cat.folder}: a catalogue made by an older fplib (one file per song); convert it once, "
-                         f"then add: fplib db compact --catalogue {cat.folder}")
-
-
 def _extraction_ranks(device: str) -> tuple[int, int, str]:
     """(rank, world size, device) of this process: under ``torchrun`` (``WORLD_SIZE`` > 1) the process group
     is joined (Gloo on CPU, NCCL on GPUs, one GPU per local rank); otherwise ``(0, 1, device)``."""
@@ -531,15 +525,16 @@ def generate_fingerprints_main(argv: list[str] | None = None) -> int:
         desc = model_description(ckpt)
         merged: set[str] = set()  # under torchrun: audio already merged into the catalogue by an earlier run
         if world > 1 and os.path.lexists(os.path.join(args.catalogue, "catalogue.sqlite")):
-            with Catalogue(args.catalogue, fe, desc, store_dtype=args.store_dtype) as final:  # checked before, not
-                _refuse_legacy(final)                                                       # after, the work
+            # the final catalogue is checked before the work, not after it
+            with Catalogue(args.catalogue, fe, desc, store_dtype=args.store_dtype) as final:
+                final.require_store()
                 merged = {s.checksum for s in final.songs()}
         if args.store_dtype and desc.get("kind") == "binary":
             raise ValueError(f"--store_dtype is for float fingerprints; {ckpt} makes binary codes (stored packed)")
         folder = args.catalogue if world == 1 else shard_folder(args.catalogue, rank, world)
         cat = Catalogue(folder, fe, desc, store_dtype=args.store_dtype)
         try:
-            _refuse_legacy(cat)
+            cat.require_store()
         except ValueError:
             cat.close()
             raise
@@ -838,7 +833,7 @@ def _db_add(args: argparse.Namespace) -> int:
         cat = Catalogue(args.catalogue)  # an existing catalogue only
         if cat.fe != fe or cat.legacy:
             cat.close()
-            _refuse_legacy(cat)
+            cat.require_store()
             raise ValueError(f"{ckpt}: its front end differs from the catalogue's")
     except (*_input_errors(), RuntimeError) as e:
         _err(e)
