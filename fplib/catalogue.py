@@ -4,7 +4,7 @@ metadata, in a folder::
     catalogue.sqlite   songs(id, name, path, duration, first_vector, n_vectors, checksum, added, row)
                        meta(key, value): front end, model, next free vector id, the vector store
     vectors.<gen>.bin  the vector store: every song's fingerprints in one contiguous raw array
-                       ``[rows, width]`` that the recogniser memory-maps (float32 or float16 [., D] unit
+                       ``[rows, width]`` (float32 or float16 [., D] unit
                        vectors, or for a model of binary kind its D-bit codes packed in uint8 [., D / 8],
                        :mod:`fplib.codes`); song ``s`` is rows ``s.row .. s.row + s.n_vectors - 1``
 
@@ -102,6 +102,60 @@ STORE_NAME = re.compile(r"vectors\.\d+\.bin")
 
 class StaleCatalogueError(RuntimeError):
     """The catalogue was compacted after these songs were read: their rows refer to the previous store."""
+
+
+class StoreRows:
+    """Read-only rows of a vector store file, read with ``pread`` when asked for: ``rows[lo:hi]`` (a
+    contiguous slice) or ``rows[ids]`` (any integer array; each run of consecutive rows is one read),
+    ``float16``/``float32``/``uint8 [..., width]`` as stored.
+
+    What the recogniser reads its candidates from. A memory map would do the same with less code, but
+    every page it touches (with the kernel's fault-around, 64 KB of neighbours per touch) stays in the
+    process's resident set, so a long-running recogniser's resident memory grows towards the store's
+    size (12.8 GB at 5e7 float16 windows); here only what is read is held, for as long as it is used.
+    The file stays open, so a compaction that deletes its name does not take the data away."""
+
+    def __init__(self, path: str | os.PathLike, dtype: str, width: int, rows: int):
+        self.path, self.dtype, self.shape = Path(path), np.dtype(dtype), (int(rows), int(width))
+        self.row_bytes = self.shape[1] * self.dtype.itemsize
+        self._fd: int | None = os.open(self.path, os.O_RDONLY) if rows else None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo .. hi - 1`` (clipped to the store, like a slice)."""
+        lo, hi = max(0, min(lo, len(self))), max(0, min(hi, len(self)))
+        if hi <= lo:
+            return np.zeros((0, self.shape[1]), self.dtype)
+        n = (hi - lo) * self.row_bytes
+        data = os.pread(self._fd, n, lo * self.row_bytes)
+        if len(data) != n:
+            raise BadFileError(self.path, f"truncated: rows {lo} .. {hi - 1} of {len(self)} cannot be read")
+        return np.frombuffer(data, self.dtype).reshape(hi - lo, self.shape[1])
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            lo, hi, step = key.indices(len(self))
+            if step != 1:
+                raise IndexError("store rows are read by contiguous slices or integer arrays")
+            return self.read(lo, hi)
+        ids = np.asarray(key, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self)):
+            raise IndexError(f"rows {ids.min()} .. {ids.max()} are not all in the store's {len(self)}")
+        wanted = np.unique(ids)
+        runs = np.split(wanted, np.flatnonzero(np.diff(wanted) != 1) + 1) if wanted.size else []
+        got = np.concatenate([self.read(int(r[0]), int(r[-1]) + 1) for r in runs]) if runs else \
+            np.zeros((0, self.shape[1]), self.dtype)
+        return got[np.searchsorted(wanted, ids)]
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class Catalogue:
@@ -364,11 +418,16 @@ class Catalogue:
                 self._map = (store["rows"], m, store["file"])
         return self._map[1]
 
-    def snapshot(self) -> tuple[list[Song], np.ndarray]:
-        """The songs and the store they index, read together (:meth:`songs`, :meth:`matrix`): a recogniser
-        keeps reading this view (a later compaction deletes the file's name, not the mapped data)."""
+    def snapshot(self) -> tuple[list[Song], StoreRows | np.ndarray]:
+        """The songs and the store they index, read together: :meth:`songs` and the store's rows as a
+        :class:`StoreRows` (read when asked for; an older catalogue's, in memory). A recogniser keeps
+        reading this view: a later compaction deletes the file's name, not the open file's data."""
         with self._read():
-            return self.songs(), self.matrix()
+            songs, store = self.songs(), self.store
+            if self.legacy or not store["rows"]:
+                return songs, self.matrix()
+            self._check_store(store)
+            return songs, StoreRows(self.store_path(store), store["dtype"], store["width"], store["rows"])
 
     def rows_of(self, songs: list[Song]) -> np.ndarray:
         """Where each of ``songs`` starts in :meth:`matrix` (``int64 [len(songs)]``)."""

@@ -154,7 +154,7 @@ class Listener:
         if confirm < 1:
             raise ValueError(f"confirm must be >= 1, got {confirm}")
         self.confirm, self.jump_s, self.forget_s = confirm, jump_s, forget_s
-        # every song's uncompressed fingerprints: the recogniser's (memory-mapped) store, song i at offsets[i]
+        # every song's uncompressed fingerprints: the recogniser's store rows (read when needed), song i at offsets[i]
         self.offsets, self.lengths, self.vectors = rec.rows, rec.lengths, rec.matrix
         self.kind = rec.kind  # float vectors or packed binary codes (fplib.codes)
         self.timings: list[dict[str, float]] = []  # per hop: model_ms, search_ms, match_ms

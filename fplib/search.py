@@ -70,9 +70,9 @@ class Result:
 
 
 class Recognizer:
-    """Holds the model and the index in memory, and the catalogue's uncompressed fingerprints memory-mapped
-    (:meth:`Catalogue.matrix`): start-up does not read them, and a query reads only the windows of the
-    candidates it scores."""
+    """Holds the model and the index in memory; the catalogue's uncompressed fingerprints stay in its store
+    file (:meth:`Catalogue.snapshot`, :class:`~fplib.catalogue.StoreRows`): start-up does not read them, and
+    a query reads only the windows of the candidates it scores."""
 
     def __init__(self, model: torch.nn.Module, catalogue: Catalogue, index_path: str | os.PathLike,
                  nprobe: int | None = None, k: int = 20, threshold: float | Threshold | None = None,
@@ -200,16 +200,22 @@ class Recognizer:
         return [p for p, _ in pairs.most_common(200)]
 
     def _sequence(self, q: np.ndarray, ids: np.ndarray) -> dict[int, tuple[float, int]]:
-        """Song index -> (score, start window) of its best candidate alignment."""
+        """Song index -> (score, start window) of its best candidate alignment (all candidates scored at once:
+        their database windows are read in one go, see :class:`~fplib.catalogue.StoreRows`)."""
         m = len(q)
+        candidates = self._candidates(ids)
+        if not candidates:
+            return {}
+        si, start = np.array(candidates, dtype=np.int64).T
+        w = start[:, None] + np.arange(m)[None, :]  # the database window each query window meets
+        inside = (w >= 0) & (w < self.lengths[si][:, None])  # a window outside the song counts 0
+        rows = self.rows[si][:, None] + np.clip(w, 0, self.lengths[si][:, None] - 1)
+        sims = codes.similarity(np.asarray(self.matrix[rows], dtype=self.dtype), q[None], self.kind)
+        scores = np.where(inside, sims, 0.0).sum(axis=1) / m
         best: dict[int, tuple[float, int]] = {}
-        for si, start in self._candidates(ids):
-            lo, hi = max(0, -start), min(m, int(self.lengths[si]) - start)
-            if hi <= lo:
-                continue
-            score = codes.sequence_similarity(q[lo:hi], self.windows(si, start + lo, start + hi), self.kind) / m
-            if score > best.get(si, (-np.inf, 0))[0]:
-                best[si] = (score, start)
+        for s, st, score in zip(si.tolist(), start.tolist(), scores.tolist()):
+            if score > best.get(s, (-np.inf, 0))[0]:
+                best[s] = (score, st)
         return best
 
     def _vote(self, ids: np.ndarray) -> list[Match]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fplib import audio, cli, index, storage
-from fplib.catalogue import Catalogue, StaleCatalogueError, extract
+from fplib.catalogue import Catalogue, StaleCatalogueError, StoreRows, extract
 from fplib.errors import BadFileError
 from fplib.features import FrontEnd
 from fplib.models import build_model
@@ -46,6 +46,25 @@ def test_songs_are_contiguous_rows_of_one_memory_mapped_array(tmp_path):
     assert not (tmp_path / "cat" / "vectors").exists()  # no per-song files any more
     np.testing.assert_array_equal(cat.sample(100), np.concatenate(list(vecs.values())))  # fewer than n: all, in order
     assert cat.sample(4, seed=1).shape == (4, 128)
+
+
+def test_store_rows_are_read_by_slice_or_by_any_rows_without_a_memory_map(tmp_path):
+    cat, vecs = _filled(tmp_path / "cat", dtype="float16")
+    every = np.concatenate(list(vecs.values())).astype(np.float16)
+    songs, rows = cat.snapshot()
+    assert isinstance(rows, StoreRows) and rows.shape == (15, 128) and rows.dtype == np.float16 and len(rows) == 15
+    np.testing.assert_array_equal(rows[5:12], every[5:12])
+    np.testing.assert_array_equal(rows[13:40], every[13:])  # clipped like a slice
+    assert rows[7:7].shape == (0, 128)
+    ids = np.array([[3, 4, 5, 14], [0, 14, 14, 9]])  # runs, repeats, any order: one read per run
+    np.testing.assert_array_equal(rows[ids], every[ids])
+    with pytest.raises(IndexError, match="not all in the store"):
+        rows[np.array([2, 15])]
+    with open(cat.store_path(), "r+b") as f:  # cut behind the reader's back: named, never garbage
+        f.truncate(10 * 128 * 2)
+    with pytest.raises(BadFileError, match=r"vectors\.0\.bin: truncated: rows 5 \.\. 11 of 15"):
+        rows[5:12]
+    rows.close()
 
 
 def test_float16_store_halves_the_bytes_and_is_read_as_float32(tmp_path):
@@ -212,13 +231,13 @@ def world(tmp_path_factory):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_recognition_reads_the_memory_map_and_survives_compaction(world, tmp_path, dtype):
+def test_recognition_reads_the_store_rows_and_survives_compaction(world, tmp_path, dtype):
     model, songs, _ = world
     cat = Catalogue(tmp_path / "cat", FE, {"sha256": "test"}, store_dtype=dtype)
     extract(audio.list_audio(songs), cat, model, progress=False, root=songs)
     path = index.build(cat, "idx", tmp_path, factory="Flat")
     rec = Recognizer(model, cat, path)
-    assert isinstance(rec.matrix, np.memmap) and rec.matrix.dtype == np.dtype(dtype)
+    assert isinstance(rec.matrix, StoreRows) and rec.matrix.dtype == np.dtype(dtype)
     wav = audio.load(cat.songs()[2].path, FE.sr)
     q = wav[int(2.0 * FE.sr) : int(5.0 * FE.sr)]
     first = rec.recognize(q)
@@ -240,7 +259,7 @@ def test_readers_keep_their_snapshot_across_a_compaction_by_another_process(tmp_
     with Catalogue(folder) as other:  # another writer compacts: new file, new rows
         other.compact()
     assert [s.row for s in songs] == [5, 12] and not (folder / "vectors.0.bin").exists()
-    for s in songs:  # the mapped old file is still readable at the old rows (its name is gone, not its data)
+    for s in songs:  # the open old file is still readable at the old rows (its name is gone, not its data)
         np.testing.assert_array_equal(m[s.row : s.row + s.n_vectors], vecs[s.id])
     with pytest.raises(StaleCatalogueError, match="compacted since song .* was read .*vectors.0.bin.*vectors.1.bin"):
         cat.vectors(songs[0])  # never another song's rows
