@@ -39,6 +39,9 @@ MIN_POINTS_PER_CENTROID = 39
 # A smaller catalogue still trains them (k-means needs one vector per entry; fewer than 256 vectors
 # fall back to Flat, see _fit_factory); the codes are then coarser, which the evaluation measures.
 PQ_MIN_POINTS_PER_CENTROID = 1
+# An HNSW coarse quantiser (``IVF<nlist>_HNSW32,...``) searches with efSearch = this x nprobe: with faiss's
+# default of 16, nprobe 32 found fewer of the exact neighbours than a flat quantiser (bench_search.py).
+HNSW_EF_PER_PROBE = 2
 
 
 def factory_string(m: int = 32, nlist: int = 256) -> str:
@@ -94,6 +97,9 @@ def set_nprobe(index: faiss.Index, nprobe: int) -> None:
     ivf.nprobe = want
     if ivf.nprobe != want:
         raise RuntimeError(f"nprobe was not set (asked {want}, index has {ivf.nprobe})")
+    quantizer = faiss.downcast_index(ivf.quantizer) if not is_binary(index) else None
+    if isinstance(quantizer, faiss.IndexHNSW):  # an HNSW coarse quantiser must look further than the lists it returns
+        quantizer.hnsw.efSearch = max(HNSW_EF_PER_PROBE * want, 16)
 
 
 def get_nprobe(index: faiss.Index) -> int | None:

@@ -154,9 +154,10 @@ def test_ivfpq_defaults_polysemous_off_nprobe_really_set(tmp_path):
     assert (found[:, 0] == np.arange(200)).mean() > 0.9  # a stored vector finds itself
 
 
-def test_add_and_remove_songs_without_rebuilding(tmp_path):
+@pytest.mark.parametrize("factory", [None, "IVF16_HNSW32,PQ32x4fs"])  # the default, and the large catalogues' kind
+def test_add_and_remove_songs_without_rebuilding(tmp_path, factory):
     cat = _synthetic_catalogue(tmp_path, n_songs=10)
-    path = index.build(cat, "big", tmp_path / "idx", nlist=16, nprobe=16)
+    path = index.build(cat, "big", tmp_path / "idx", nlist=16, nprobe=16, factory=factory)
     rng = np.random.default_rng(9)
     v = rng.standard_normal((300, 128)).astype(np.float32)
     new = cat.add("new.wav", v / np.linalg.norm(v, axis=1, keepdims=True), 150, "new", "new song")
@@ -176,6 +177,18 @@ def test_add_and_remove_songs_without_rebuilding(tmp_path):
     _, found = index.load(path, cat).search(gone_vectors, 3)  # after: not even among the nearest three
     assert not in_gone(found).any()
     assert str(gone.first_vector) not in index.storage.read_json(path.with_suffix(".json"))
+
+
+def test_hnsw_coarse_quantiser_looks_further_than_nprobe(tmp_path):
+    cat = _synthetic_catalogue(tmp_path, n_songs=4)
+    path = index.build(cat, "hnsw", tmp_path / "idx", factory="IVF32_HNSW32,PQ32x4fs", nprobe=8)
+    idx = index.load(path, cat)
+    ivf = faiss.extract_index_ivf(idx)
+    quantizer = faiss.downcast_index(ivf.quantizer)
+    assert isinstance(quantizer, faiss.IndexHNSWFlat) and ivf.nprobe == 8 and quantizer.hnsw.efSearch == 16
+    index.set_nprobe(idx, 20)
+    assert quantizer.hnsw.efSearch == index.HNSW_EF_PER_PROBE * 20
+    assert index.bytes_per_vector(idx) == 24  # 32 codes of 4 bits + 8-byte id
 
 
 def test_merge_shards_built_from_one_quantiser(tmp_path):
