@@ -176,7 +176,7 @@ def main() -> None:
                     cat.compact(dtype="float16")
                     build["compact_s"] = time.perf_counter() - t0
                 dtype = "float16"
-            for probes in ([] if args.store_dtype == "float32" else [nprobe]) + args.more_nprobes:
+            for probes in [nprobe] + args.more_nprobes:
                 rows.append({"name": f"{label} nprobe {probes}", "dtype": dtype, "build": build,
                              "result": run_measure(folder, path, queries, nprobe=probes)})
         real.close()

@@ -191,6 +191,18 @@ def test_hnsw_coarse_quantiser_looks_further_than_nprobe(tmp_path):
     assert index.bytes_per_vector(idx) == 24  # 32 codes of 4 bits + 8-byte id
 
 
+def test_default_index_on_a_large_catalogue_points_to_the_measured_choice(tmp_path, capsys, monkeypatch):
+    assert index.large_catalogue_choice(999_999) is None
+    assert index.large_catalogue_choice(1_000_000) == ("IVF1024,PQ32x4fs", 64)
+    assert index.large_catalogue_choice(50_000_000) == ("IVF4096,PQ32x4fs", 256)
+    cat = _synthetic_catalogue(tmp_path, n_songs=4)  # 2,000 windows: "large" for this test
+    monkeypatch.setattr(index, "LARGE_CATALOGUES", ((2_000, "IVF16,PQ32x4fs", 8),))
+    index.build(cat, "default", tmp_path / "idx")
+    assert "--factory IVF16,PQ32x4fs --nprobe 8 was measured" in capsys.readouterr().out
+    index.build(cat, "chosen", tmp_path / "idx", factory="IVF16,PQ32x4fs", nprobe=8)  # chosen: no note
+    assert "--factory" not in capsys.readouterr().out
+
+
 def test_merge_shards_built_from_one_quantiser(tmp_path):
     cat = _synthetic_catalogue(tmp_path, n_songs=8, per_song=400)
     ids, v = cat.all_vectors()
