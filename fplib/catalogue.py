@@ -150,9 +150,9 @@ class StoreRows:
         return got[np.searchsorted(wanted, ids)]
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        fd, self._fd = getattr(self, "_fd", None), None  # (no file if opening it failed)
+        if fd is not None:
+            os.close(fd)
 
     def __del__(self) -> None:
         self.close()
