@@ -64,11 +64,6 @@ def similarity_matrix(a: np.ndarray, b: np.ndarray, kind: str) -> np.ndarray:
     return 1.0 - 2.0 * hamming(a[:, None, :], b[None, :, :]) / (8 * a.shape[-1])
 
 
-def sequence_similarity(a: np.ndarray, b: np.ndarray, kind: str) -> float:
-    """The summed similarity of aligned windows ``a[i]`` and ``b[i]`` (sequence matching's score x M)."""
-    return float(similarity(a, b, kind).sum())
-
-
 def torch_similarity_matrix(za: torch.Tensor, zb: torch.Tensor, kind: str) -> torch.Tensor:
     """All-pairs similarity of network outputs ``[M, D]`` and ``[N, D]`` as they will be stored and
     compared: inner product (float), or 1 - 2 h / D of their sign codes (binary)."""

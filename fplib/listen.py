@@ -154,8 +154,6 @@ class Listener:
         if confirm < 1:
             raise ValueError(f"confirm must be >= 1, got {confirm}")
         self.confirm, self.jump_s, self.forget_s = confirm, jump_s, forget_s
-        # every song's uncompressed fingerprints: the recogniser's store rows (read when needed), song i at offsets[i]
-        self.offsets, self.lengths, self.vectors = rec.rows, rec.lengths, rec.matrix
         self.kind = rec.kind  # float vectors or packed binary codes (fplib.codes)
         self.timings: list[dict[str, float]] = []  # per hop: model_ms, search_ms, match_ms
         self.reset()
@@ -167,7 +165,7 @@ class Listener:
         self.end = 0  # samples since origin processed (windows formed up to here)
         self.buf = np.zeros(0, np.float32)  # samples from origin + first * hop
         self.pending = np.zeros(0, np.float32)  # received, not yet processed
-        self.phase = [_Phase(self.max_windows + 1, self.vectors.shape[1], self.rec.dtype)
+        self.phase = [_Phase(self.max_windows + 1, self.rec.matrix.shape[1], self.rec.dtype)
                       for _ in range(self.phases)]
         self.current: _Decision | None = None
         self.current_at = 0.0  # stream time of the current answer's offset
@@ -270,10 +268,9 @@ class Listener:
         """Similarities of ``rows`` at ``windows``: query window i against database window start + i."""
         song = ph.song[rows]
         w = ph.start[rows][:, None] + windows[None, :]
-        inside = (w >= 0) & (w < self.lengths[song][:, None])
-        g = self.offsets[song][:, None] + np.clip(w, 0, self.lengths[song][:, None] - 1)
+        vectors, inside = self.rec.aligned_windows(song, w)
         cols = windows % ph.width
-        sims = codes.similarity(np.asarray(self.vectors[g], dtype=self.rec.dtype), ph.q[cols][None], self.kind)
+        sims = codes.similarity(vectors, ph.q[cols][None], self.kind)
         ph.sims[rows[:, None], cols[None, :]] = np.where(inside, sims, 0.0)
 
     # -- matching ----------------------------------------------------------------------------

@@ -106,6 +106,14 @@ class Recognizer:
         r = self.rows[si]
         return np.asarray(self.matrix[r + lo : r + hi], dtype=self.dtype)
 
+    def aligned_windows(self, si: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Database windows ``w [C, M]`` of songs (indices) ``si [C]``, as compared ``[C, M, .]``, read in one
+        go, and which of them are inside their song (``bool [C, M]``; the others are clipped to the song's
+        ends, and sequence matching counts them 0)."""
+        lengths = self.lengths[si][:, None]
+        rows = self.rows[si][:, None] + np.clip(w, 0, lengths - 1)
+        return np.asarray(self.matrix[rows], dtype=self.dtype), (w >= 0) & (w < lengths)
+
     def threshold_for(self, n_windows: int) -> float:
         """The threshold for a query of ``n_windows`` windows (-inf without one); a threshold that is not a
         finite number is an error, never a silent "accept all" or "reject all"."""
@@ -207,11 +215,8 @@ class Recognizer:
         if not candidates:
             return {}
         si, start = np.array(candidates, dtype=np.int64).T
-        w = start[:, None] + np.arange(m)[None, :]  # the database window each query window meets
-        inside = (w >= 0) & (w < self.lengths[si][:, None])  # a window outside the song counts 0
-        rows = self.rows[si][:, None] + np.clip(w, 0, self.lengths[si][:, None] - 1)
-        sims = codes.similarity(np.asarray(self.matrix[rows], dtype=self.dtype), q[None], self.kind)
-        scores = np.where(inside, sims, 0.0).sum(axis=1) / m
+        vectors, inside = self.aligned_windows(si, start[:, None] + np.arange(m)[None, :])
+        scores = np.where(inside, codes.similarity(vectors, q[None], self.kind), 0.0).sum(axis=1) / m
         best: dict[int, tuple[float, int]] = {}
         for s, st, score in zip(si.tolist(), start.tolist(), scores.tolist()):
             if score > best.get(s, (-np.inf, 0))[0]:
