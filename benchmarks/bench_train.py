@@ -6,8 +6,9 @@ in the same run (machines are noisy: compare ratios, not absolute figures).
    settings (``fplib/runtime.py``) and, as the reference, with glibc's defaults
    (``FPLIB_DEFAULT_MALLOC=1``): pairs/s, the share of CPU time spent in the kernel (system time) and
    minor page faults per step.
-2. Inference windows/s at batch 256 for both widths: fplib's engine (ONNX Runtime on CPU,
+2. Inference windows/s at batch 256 for both widths: fplib's engine (OpenVINO on CPU,
    ``fplib/engine.py``) next to
+   - ONNX Runtime on the same exported graph (the engine's fallback),
    - torch eager on the same module,
    - a reference of the same network whose divide-and-encode head is 128 separate small modules
      called in a Python loop (the original scripts' way, full width only), and
@@ -164,6 +165,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2, this machine's cores)")
     ap.add_argument("--small-batch", type=int, default=128, help="pairs per step, small model (the CPU recipe's)")
+    ap.add_argument("--skip-train", action="store_true", help="inference and data pipeline only")
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--train-child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -176,7 +178,9 @@ def main() -> None:
     fig: dict = {}
 
     print(f"bench_train: torch {torch.__version__}, {args.threads} threads, {device}, {platform.processor() or ''}")
-    if device.type == "cpu":
+    if args.skip_train:
+        pass
+    elif device.type == "cpu":
         for name, batch, r in (("nafp_small", args.small_batch, rep), ("nafp", 16, rep)):
             for label, default in (("fplib", False), ("glibc defaults", True)):
                 fig[f"train_{name}_{label}"] = train_in_process(name, batch, r, args.threads, default)
@@ -185,14 +189,18 @@ def main() -> None:
         fig["train_pairs_per_s_full"] = train_pairs_per_s("nafp", 320, rep, device)
 
     batch = 256
-    fig["matmul_gflops"] = matmul_gflops(device)
+    bounds = [matmul_gflops(device)]
     for name in ("nafp_small", "nafp"):
         model, _ = build_model(name)
         model.to(device).eval()
         x = torch.randn(batch, 1, 256, 32, device=device)
         fig[f"infer_{name}_engine"] = infer_windows_per_s(engine.runner(model, x), batch, rep, device)
+        bounds.append(matmul_gflops(device))
+        if device.type == "cpu":
+            ort = engine.OnnxRunner(model, x, torch.get_num_threads())
+            fig[f"infer_{name}_onnxruntime"] = infer_windows_per_s(ort, batch, rep, device)
         fig[f"infer_{name}_eager"] = infer_windows_per_s(model, batch, rep, device)
-        fig[f"limit_{name}"] = fig["matmul_gflops"] / NAFP_GFLOPS_PER_WINDOW[name]
+        bounds.append(matmul_gflops(device))
         if name == "nafp":
             loop = LoopNAFP(model)
             fig["infer_nafp_loop_head"] = infer_windows_per_s(loop, batch, rep, device)
@@ -200,6 +208,11 @@ def main() -> None:
             with torch.inference_mode():
                 fig["head_ms_batched"] = 1000 * timed(lambda m=model, h=head_x: m.head(h), 10)
                 fig["head_ms_loop"] = 1000 * timed(lambda m=loop, h=head_x: m.head(h), 10)
+
+    fig["matmul_gflops"] = statistics.median(bounds)
+    fig["matmul_gflops_range"] = (min(bounds), max(bounds))
+    for name in ("nafp_small", "nafp"):
+        fig[f"limit_{name}"] = fig["matmul_gflops"] / NAFP_GFLOPS_PER_WINDOW[name]
 
     with tempfile.TemporaryDirectory() as tmp:
         corpus = synth.make_demo_corpus(Path(tmp), synth.CorpusSpec(n_songs=8, song_seconds=20.0, n_noises=4,
@@ -209,7 +222,9 @@ def main() -> None:
                                                                              device)
 
     print()
-    if device.type == "cpu":
+    if args.skip_train:
+        pass
+    elif device.type == "cpu":
         print("training (fresh process per row, alone):")
         print(f"{'':44s}{'pairs/s':>9s}{'system time':>13s}{'faults/step':>13s}")
         for name, batch in (("nafp_small", args.small_batch), ("nafp", 16)):
@@ -220,12 +235,15 @@ def main() -> None:
             print(f"  {'':42s}ratio {a['pairs_per_s'] / b['pairs_per_s']:.2f}x pairs/s")
     else:
         print(f"training pairs/s: small {fig['train_pairs_per_s_small']:.1f}, full {fig['train_pairs_per_s_full']:.1f}")
-    print(f"\ninference, batch 256, windows/s (machine limit: {fig['matmul_gflops']:.0f} GFLOP/s matmul / "
-          f"the network's GFLOPs per window):")
-    print(f"{'':14s}{'fplib':>9s}{'torch eager':>13s}{'ratio':>8s}{'limit':>9s}{'fplib/limit':>13s}")
+    lo, hi = fig["matmul_gflops_range"]
+    print(f"\ninference, batch 256, windows/s (machine limit: {fig['matmul_gflops']:.0f} GFLOP/s matmul, "
+          f"measured {lo:.0f}-{hi:.0f} between the rows / the network's GFLOPs per window):")
+    print(f"{'':14s}{'fplib':>9s}{'ONNX Runtime':>14s}{'torch eager':>13s}{'fplib/eager':>13s}{'limit':>9s}"
+          f"{'fplib/limit':>13s}")
     for name in ("nafp_small", "nafp"):
         e, t, lim = fig[f"infer_{name}_engine"], fig[f"infer_{name}_eager"], fig[f"limit_{name}"]
-        print(f"  {name:12s}{e:9.1f}{t:13.1f}{e / t:7.2f}x{lim:9.0f}{e / lim:13.0%}")
+        o = fig.get(f"infer_{name}_onnxruntime", float("nan"))
+        print(f"  {name:12s}{e:9.1f}{o:14.1f}{t:13.1f}{e / t:12.2f}x{lim:9.0f}{e / lim:13.0%}")
     print(f"  nafp, the head as 128 modules in a Python loop (original scripts): {fig['infer_nafp_loop_head']:.1f}; "
           f"head alone: batched {1000 / fig['head_ms_batched']:.0f} against loop {1000 / fig['head_ms_loop']:.0f} "
           f"batches/s")

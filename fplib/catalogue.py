@@ -648,9 +648,14 @@ def fingerprint(wav: np.ndarray | torch.Tensor, model: torch.nn.Module, fe: Fron
                 device: str | torch.device = "cpu") -> np.ndarray:
     """A signal ``float32 [T]`` at ``fe.sr`` -> the fingerprints of its windows every ``fe.hop_s``, as stored
     for the model's kind (:mod:`fplib.codes`): ``float32 [N, D]`` unit vectors, or binary codes packed
-    ``uint8 [N, D / 8]`` (front end and model batched on ``device``; on CPU the network runs in ONNX
-    Runtime, see :mod:`fplib.engine`)."""
-    feats = logmel(torch.as_tensor(wav), fe, device=device)
+    ``uint8 [N, D / 8]`` (front end and model batched on ``device``; on CPU the network runs in
+    OpenVINO or ONNX Runtime, see :mod:`fplib.engine`)."""
+    return embed(logmel(torch.as_tensor(wav), fe, device=device), model, batch)
+
+
+def embed(feats: torch.Tensor, model: torch.nn.Module, batch: int = 256) -> np.ndarray:
+    """The network's part of :func:`fingerprint`: front-end windows ``[N, 1, n_mels, n_frames]`` (on the
+    model's device) -> stored fingerprints."""
     run = engine.runner(model, feats[:1])
     out = []
     with torch.inference_mode():
@@ -680,11 +685,13 @@ def song_name(path: str | os.PathLike, root: str | os.PathLike | None = None) ->
 
 class _Decoded(torch.utils.data.Dataset):
     """Song ``i`` of ``files`` read, checksummed and decoded to ``fe.sr`` (in a DataLoader worker):
-    ``(i, "ok", (checksum, wav))``, ``(i, "already", checksum)`` for audio in ``known`` (not decoded),
-    or ``(i, "skipped", (path, reason))``."""
+    ``(i, "ok", (checksum, seconds, x))``, ``(i, "already", checksum)`` for audio in ``known`` (not
+    decoded), or ``(i, "skipped", (path, reason))``. ``x`` is the signal ``[T]``, or with ``features``
+    its front-end windows ``[N, 1, n_mels, n_frames]`` (the worker then also runs the front end, which
+    balances a CPU's work between the decoding worker and the network)."""
 
-    def __init__(self, files: list[Path], fe: FrontEnd, known: set[str]):
-        self.files, self.fe, self.known = files, fe, known
+    def __init__(self, files: list[Path], fe: FrontEnd, known: set[str], features: bool = False):
+        self.files, self.fe, self.known, self.features = files, fe, known, features
 
     def __len__(self) -> int:
         return len(self.files)
@@ -704,7 +711,8 @@ class _Decoded(torch.utils.data.Dataset):
             wav = audio.load(f, self.fe.sr, min_duration=self.fe.win_s)
         except audio.AudioError as e:
             return i, "skipped", (e.path, e.reason)
-        return i, "ok", (checksum, torch.from_numpy(wav))
+        x = torch.from_numpy(wav)
+        return i, "ok", (checksum, len(wav) / self.fe.sr, logmel(x, self.fe) if self.features else x)
 
 
 def _as_is(item):
@@ -737,7 +745,10 @@ def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: tor
     if workers is None:
         workers = 1 if len(files) > 1 and (os.cpu_count() or 1) > 1 else 0
     known = {r[0] for r in catalogue.db.execute("SELECT checksum FROM songs")} | set(skip or ())
-    loader = torch.utils.data.DataLoader(_Decoded(files, fe, known), batch_size=None, num_workers=workers,
+    # on CPU the workers also run the front end: decoding + front end then take about as long as the
+    # network, so neither side waits (on GPU the front end runs there, beside the network)
+    features = torch.device(device).type == "cpu"
+    loader = torch.utils.data.DataLoader(_Decoded(files, fe, known, features), batch_size=None, num_workers=workers,
                                          collate_fn=_as_is, prefetch_factor=2 if workers else None)
     threads = torch.get_num_threads()
     try:
@@ -762,11 +773,11 @@ def _extract_loop(loader, files, catalogue, model, fe, batch, device, root, resu
         if status == "already" or catalogue.find_checksum(checksum):
             result.already.append(str(f))
             continue
-        wav = payload[1].numpy()
-        vectors = fingerprint(wav, model, fe, batch, device)
+        _, seconds, x = payload
+        vectors = fingerprint(x, model, fe, batch, device) if x.ndim == 1 else embed(x, model, batch)
         try:
             name = names.get(str(f)) or song_name(f, root)
-            result.added.append(catalogue.add(f, vectors, len(wav) / fe.sr, checksum, name))
+            result.added.append(catalogue.add(f, vectors, seconds, checksum, name))
         except AlreadyInCatalogue:  # added meanwhile by another process
             result.already.append(str(f))
 

@@ -2,6 +2,7 @@
 the original 64 x 96 ones, the attention mask against a loop, its gain, batch independence, gradients,
 a training step, the registry round trip and the ONNX engine."""
 
+import pytest
 import torch
 
 from fplib import engine
@@ -155,12 +156,13 @@ def test_build_state_dict_build_again_load_strict():
         torch.testing.assert_close(again.eval()(x), model.eval()(x))
 
 
-def test_onnx_runtime_gives_torchs_fingerprints(monkeypatch):
-    monkeypatch.delenv(engine.ENGINE_ENV, raising=False)
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_cpu_runtimes_give_torchs_fingerprints(monkeypatch, runtime):
+    monkeypatch.setenv(engine.ENGINE_ENV, runtime)
     model = _small(3).eval()
     x = torch.randn(3, 1, 256, 32)
     run = engine.runner(model, x[:1])
-    assert isinstance(run, engine.OnnxRunner)  # exported, not the fallback to torch
+    assert isinstance(run, engine._RUNNERS[runtime])  # exported, not the fallback
     with torch.no_grad():
         want = model(x)
     torch.testing.assert_close(run(x), want, atol=1e-4, rtol=1e-3)

@@ -1,5 +1,6 @@
-"""The inference engine (fplib/engine.py): ONNX Runtime on CPU gives torch's fingerprints, exports a
-model once (cached on disk by its weights), follows FPLIB_ENGINE, and leaves training models alone."""
+"""The inference engine (fplib/engine.py): OpenVINO (default) and ONNX Runtime on CPU give torch's
+fingerprints from a graph exported once (cached on disk by its weights), FPLIB_ENGINE chooses, a
+failing runtime falls back to the next one, and training models are left alone."""
 
 import numpy as np
 import pytest
@@ -22,11 +23,11 @@ def _model(seed: int):
     return model.eval()
 
 
-def test_onnxruntime_gives_torchs_fingerprints_and_is_cached_by_weights(cache, monkeypatch):
+def test_openvino_gives_torchs_fingerprints_and_is_cached_by_weights(cache, monkeypatch):
     model = _model(0)
     x = torch.randn(5, 1, 256, 32)
     run = engine.runner(model, x)
-    assert isinstance(run, engine.OnnxRunner)
+    assert isinstance(run, engine.OpenVinoRunner)
     with torch.inference_mode():
         want = model(x)
     got = run(x)
@@ -55,6 +56,31 @@ def test_onnxruntime_gives_torchs_fingerprints_and_is_cached_by_weights(cache, m
     assert [f.stem for f in cache.glob("*.onnx")] == [engine.model_key(model)]
 
 
+def test_onnxruntime_when_asked_and_as_the_fallback_of_openvino(cache, monkeypatch):
+    model = _model(3)
+    x = torch.randn(3, 1, 256, 32)
+    with torch.inference_mode():
+        want = model(x)
+    monkeypatch.setenv(engine.ENGINE_ENV, "onnxruntime")
+    run = engine.runner(model, x)
+    assert isinstance(run, engine.OnnxRunner)
+    assert float((run(x) - want).abs().max()) < 1e-5
+
+    def broken(*args):
+        raise RuntimeError("no CPU plugin")
+
+    monkeypatch.delenv(engine.ENGINE_ENV)
+    monkeypatch.setattr(engine, "_RUNNERS", {**engine._RUNNERS, "openvino": broken})
+    with pytest.warns(RuntimeWarning, match=r"openvino unavailable .*no CPU plugin.*; running onnxruntime"):
+        run = engine.runner(_model(3), x)
+    assert isinstance(run, engine.OnnxRunner)
+    assert float((run(x) - want).abs().max()) < 1e-5
+    monkeypatch.setattr(engine, "_RUNNERS", {"openvino": broken, "onnxruntime": broken})
+    with pytest.warns(RuntimeWarning, match="onnxruntime unavailable .*; running torch"):
+        fallback = _model(3)
+        assert engine.runner(fallback, x) is fallback
+
+
 def test_torch_is_used_when_asked_in_training_and_never_for_a_bad_name(cache, monkeypatch):
     model = _model(1)
     x = torch.randn(2, 1, 256, 32)
@@ -62,7 +88,7 @@ def test_torch_is_used_when_asked_in_training_and_never_for_a_bad_name(cache, mo
     monkeypatch.setenv(engine.ENGINE_ENV, "torch")
     assert engine.runner(model.eval(), x) is model
     monkeypatch.setenv(engine.ENGINE_ENV, "tensorrt")
-    with pytest.raises(ValueError, match="FPLIB_ENGINE='tensorrt'"):
+    with pytest.raises(ValueError, match="FPLIB_ENGINE='tensorrt': use one of 'openvino'"):
         engine.runner(model, x)
     assert not cache.exists()
 

@@ -273,13 +273,14 @@ def test_a_few_adam_steps_reduce_the_reconstruction_loss():
 
 # -- inference and checkpoints -------------------------------------------------------------------------------
 
-def test_onnx_runtime_gives_the_torch_codes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_cpu_runtimes_give_the_torch_codes(tmp_path, monkeypatch, runtime):
     monkeypatch.setenv(engine.CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.delenv(engine.ENGINE_ENV, raising=False)
+    monkeypatch.setenv(engine.ENGINE_ENV, runtime)
     model, _ = build_model("samaf_small")
     x = windows("samaf_small", 5)
     run = engine.runner(model.eval(), x[:1])
-    assert isinstance(run, engine.OnnxRunner), "the LSTM should export to ONNX, not fall back to torch"
+    assert isinstance(run, engine._RUNNERS[runtime]), "the LSTM should export to ONNX, not fall back"
     with torch.no_grad():
         torch.testing.assert_close(run(x), model(x), atol=1e-4, rtol=1e-3)
         torch.testing.assert_close(run(x[:1]), model(x[:1]), atol=1e-4, rtol=1e-3)
