@@ -6,8 +6,8 @@ speed in x real time next to the original scripts' way, both measured in this ru
    writing to the catalogue.
 2. End to end: ``fplib.catalogue.extract`` into a fresh catalogue, against the reference: the same
    stages one song at a time in one process, the network in torch (``reference.extract_sequential``:
-   extraction before decoding ran beside the network and the network in ONNX Runtime). Both produce
-   the same fingerprints to 1e-5 (checked).
+   extraction as it was before decoding and the front end ran in a worker beside the network, and
+   before the network ran in OpenVINO). Both produce the same fingerprints to 1e-5 (checked).
 
 The corpus: ``--folder`` (any folder of songs), else the real-music benchmark's music if it has been
 fetched (``benchmarks/real_music/setup_data.py``: openly licensed game music, Ogg Vorbis), else

@@ -64,7 +64,7 @@ def measure(cat_dir: str, index_path: str, queries: str, eager: bool, nprobe: in
     out = {"startup_s": startup, "model_load_s": t_import, "ms": {}, "hits": {}, "n": {}}
     for length in LENGTHS:
         qs, names, offsets = data[f"q{length:g}"], data[f"name{length:g}"], data[f"offset{length:g}"]
-        rec.recognize(qs[0])  # warm-up (ONNX Runtime session, first touches)
+        rec.recognize(qs[0])  # warm-up (inference session, first touches)
         times, hits = [], 0
         for q, name, off in zip(qs, names, offsets):
             t = time.perf_counter()

@@ -111,3 +111,4 @@ def test_extraction_with_a_decoding_worker_gives_the_same_catalogue(tmp_path, ca
     np.testing.assert_array_equal(a[1], b[1])
     again = extract(songs, cats[1], model, progress=False, workers=1)  # resumes: nothing decoded again
     assert not again.added and len(again.already) == 4
+
