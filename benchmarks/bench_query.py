@@ -1,8 +1,9 @@
 """End-to-end query time per model family and width on this CPU: decode, front end, network, search
-and decision for 1-, 3- and 10-s queries with fplib's default path (the network in OpenVINO,
-``fplib/engine.py``), next to the same path with the network in torch eager (``FPLIB_ENGINE=torch``)
-and a reference done the original scripts' way (librosa features and the model one window at a time,
-for the full NAFP with the head as 128 modules in a loop; the same decoding, search and decision),
+and decision for 1-, 3- and 10-s queries with fplib's default path (the network in the family's
+runtime, ``fplib/engine.py``: OpenVINO for NAFP, ONNX Runtime for ATTN, torch for SAMAF), next to the
+same path with the network in torch eager (``FPLIB_ENGINE=torch``) and a reference done the original
+scripts' way (librosa features and the model one window at a time, for the full NAFP with the head as
+128 modules in a loop; the same decoding, search and decision),
 all in the same run, for every family at both sizes (NAFP, ATTN, SAMAF; ``--models`` to choose). For
 SAMAF the fingerprints are binary codes and the search is Hamming search in a faiss binary index.
 
@@ -95,7 +96,8 @@ def main() -> None:
         print(f"{k:>18s}{r['fplib_ms']:10.1f}{r['torch_ms']:10.1f}{r['reference_ms']:14.1f}"
               f"{r['torch_ms'] / r['fplib_ms']:9.2f}x{r['reference_ms'] / r['fplib_ms']:13.2f}x"
               f"{r['db_bytes_per_s']:12d}")
-    print("fplib: the network in OpenVINO; torch: the same path with FPLIB_ENGINE=torch; reference: librosa "
+    print("fplib: the network in the family's runtime (OpenVINO for NAFP, ONNX Runtime for ATTN, torch for "
+          "SAMAF); torch: the same path with FPLIB_ENGINE=torch; reference: librosa "
           "features and the model one window at a time (full NAFP: head as 128 modules in a loop)")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

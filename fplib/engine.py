@@ -27,7 +27,10 @@ The export costs a few seconds, so the exported graph is cached on disk under
 ``$FPLIB_CACHE`` (default ``~/.cache/fplib``) in ``onnx/<key>.onnx``, where the key hashes the model's
 class, settings, weights and the torch and onnx versions: a model is exported once per machine, a
 retrained model (other weights) gets a new key, and the 16 most recently used graphs are kept.
-``FPLIB_ENGINE`` chooses: ``openvino`` (the default), ``onnxruntime`` or ``torch``. On GPU, in
+Each model family names the runtime measured fastest for it (``cpu_runtime``): OpenVINO for NAFP;
+ONNX Runtime for ATTN, whose attention OpenVINO ran at 0.6-0.8x ONNX Runtime's speed; torch itself for
+SAMAF, whose LSTMs neither runtime ran faster end to end. ``FPLIB_ENGINE`` overrides it:
+``openvino``, ``onnxruntime`` or ``torch``. On GPU, in
 training mode, or where a runtime fails (the reason is warned once, and OpenVINO falls back to ONNX
 Runtime), the torch module itself runs.
 """
@@ -186,7 +189,7 @@ def runner(model: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Ten
     """What to call for ``model``'s inference on batches like ``example`` (see the module docstring).
     Sessions use ``torch.get_num_threads()`` threads; they are kept per model object and thread count,
     and rebuilt when the model's weights change."""
-    choice = os.environ.get(ENGINE_ENV, ENGINES[0])
+    choice = os.environ.get(ENGINE_ENV) or getattr(model, "cpu_runtime", ENGINES[0])
     if choice not in ENGINES:
         raise ValueError(f"{ENGINE_ENV}={choice!r}: use one of {', '.join(map(repr, ENGINES))}")
     if example.device.type != "cpu" or choice == "torch" or model.training:

@@ -70,6 +70,10 @@ def test_onnxruntime_when_asked_and_as_the_fallback_of_openvino(cache, monkeypat
         raise RuntimeError("no CPU plugin")
 
     monkeypatch.delenv(engine.ENGINE_ENV)
+    family = _model(3)
+    family.cpu_runtime = "onnxruntime"  # a family's own choice, without FPLIB_ENGINE
+    assert isinstance(engine.runner(family, x), engine.OnnxRunner)
+
     monkeypatch.setattr(engine, "_RUNNERS", {**engine._RUNNERS, "openvino": broken})
     with pytest.warns(RuntimeWarning, match=r"openvino unavailable .*no CPU plugin.*; running onnxruntime"):
         run = engine.runner(_model(3), x)

@@ -161,6 +161,10 @@ class ResidualAttentionBlock(nn.Module):
 class ATTN(nn.Module):
     """Log-mel ``float32 [B, 1, n_mels, n_frames]`` -> fingerprints ``float32 [B, emb_dim]``, L2-normalised."""
 
+    # CPU inference runtime (fplib.engine): OpenVINO ran this family at 0.6-0.8x ONNX Runtime's speed
+    # (20-256 windows per batch; benchmarks/bench_query.py shows it end to end)
+    cpu_runtime = "onnxruntime"
+
     def __init__(self, settings: ATTNSettings = ATTNSettings(), fe: FrontEnd = FrontEnd()):
         super().__init__()
         if settings.n_blocks < 1:

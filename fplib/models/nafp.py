@@ -82,6 +82,10 @@ class DivideAndEncode(nn.Module):
 class NAFP(nn.Module):
     """Log-mel ``float32 [B, 1, n_mels, n_frames]`` -> fingerprints ``float32 [B, emb_dim]``, L2-normalised."""
 
+    # CPU inference runtime (fplib.engine): OpenVINO fuses each convolution with its ELU, 1.2-2x ONNX
+    # Runtime for this family (benchmarks/bench_query.py, bench_train.py)
+    cpu_runtime = "openvino"
+
     def __init__(self, settings: NAFPSettings = NAFPSettings(), fe: FrontEnd = FrontEnd()):
         super().__init__()
         self.settings, self.fe = settings, fe

@@ -168,6 +168,10 @@ def contrastive_code_loss(b_a: torch.Tensor, b_b: torch.Tensor, temperature: flo
 class SAMAF(nn.Module):
     """Log-mel ``float32 [B, 1, n_mels, n_frames]`` -> relaxed codes ``float32 [B, bits]`` in [-1, 1]."""
 
+    # CPU inference runtime (fplib.engine): torch itself. Neither runtime ran these LSTMs faster end to
+    # end (benchmarks/bench_query.py: ONNX Runtime 0.6-1.0x torch at 3 and 10 s, OpenVINO slower still)
+    cpu_runtime = "torch"
+
     def __init__(self, settings: SAMAFSettings = SAMAFSettings(), fe: FrontEnd = FrontEnd()):
         super().__init__()
         self.settings, self.fe = settings, fe
