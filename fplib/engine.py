@@ -11,9 +11,9 @@ the figures side by side in one run):
 ============  ===========================  ==============================
 model         OpenVINO / ONNX Runtime      OpenVINO / torch eager
 ============  ===========================  ==============================
-nafp          1.17-1.33x                   1.8-3.3x (61-62 % of the
+nafp          1.17-1.46x                   1.8-3.3x (61-83 % of the
                                            machine's float32 matmul rate)
-nafp_small    1.5-1.7x                     2.1x
+nafp_small    1.4-1.7x                     2.1x
 ============  ===========================  ==============================
 
 OpenVINO fuses each convolution with its bias and ELU and keeps one channels-last layout through the
