@@ -1,12 +1,12 @@
 """Inference engine: runs a fingerprinting network on log-mel batches as fast as this machine allows.
 
-On CPU the network runs in OpenVINO (``openvino``), else in ONNX Runtime: the model is exported once
-with ``torch.onnx.export`` and both runtimes read that graph. Sessions use as many threads as torch
-does, in float32 (OpenVINO is told so: on CPUs with bfloat16 units it would otherwise compute in
-bfloat16), with latency-first settings (one stream, no busy-waiting between runs: spinning threads
-held the cores that torch's front end needs between two runs, and a 1-s query took 41 ms instead of
-5 ms). Measured on a 2-core AVX2 CPU at 256 windows per batch (``benchmarks/bench_train.py`` prints
-the figures side by side in one run):
+On CPU the network runs in OpenVINO or ONNX Runtime (whichever its family runs fastest in, below):
+the model is exported once with ``torch.onnx.export`` and both runtimes read that graph. Sessions use
+as many threads as torch does, in float32 (OpenVINO is told so: on CPUs with bfloat16 units it would
+otherwise compute in bfloat16), with latency-first settings (one stream, no busy-waiting between
+runs: spinning threads held the cores that torch's front end needs between two runs, and a 1-s query
+took 41 ms instead of 5 ms). Measured on a 2-core AVX2 CPU at 256 windows per batch
+(``benchmarks/bench_train.py`` prints the figures side by side in one run):
 
 ============  ===========================  ==============================
 model         OpenVINO / ONNX Runtime      OpenVINO / torch eager
@@ -17,9 +17,9 @@ nafp_small    1.4-1.7x                     2.1x
 ============  ===========================  ==============================
 
 OpenVINO fuses each convolution with its bias and ELU and keeps one channels-last layout through the
-LayerNorms (16 convolutions, 16 normalisations and 5 reorders for the whole network),
-where ONNX Runtime spent a third of its time on separate ELU passes and layout reorders; it is
-also ahead at every batch size from 1 window (1.2-1.6x ONNX Runtime). ``torch.compile`` (default
+LayerNorms (16 convolutions, 16 normalisations and 5 reorders for the whole network), where ONNX
+Runtime spent a third of its time on separate ELU passes and layout reorders; it is also ahead at
+every batch size from 1 window (1.2-1.6x ONNX Runtime). ``torch.compile`` (default
 and max-autotune), channels-last and TorchScript freezing were each within 10 % of eager. The
 outputs agree with torch's to about 1e-6.
 
@@ -30,9 +30,9 @@ retrained model (other weights) gets a new key, and the 16 most recently used gr
 Each model family names the runtime measured fastest for it (``cpu_runtime``): OpenVINO for NAFP;
 ONNX Runtime for ATTN, whose attention OpenVINO ran at 0.6-0.8x ONNX Runtime's speed; torch itself for
 SAMAF, whose LSTMs neither runtime ran faster end to end. ``FPLIB_ENGINE`` overrides it:
-``openvino``, ``onnxruntime`` or ``torch``. On GPU, in
-training mode, or where a runtime fails (the reason is warned once, and OpenVINO falls back to ONNX
-Runtime), the torch module itself runs.
+``openvino``, ``onnxruntime`` or ``torch``. A runtime that fails is warned about once and the next one
+runs (OpenVINO, then ONNX Runtime, then torch); on GPU and in training mode the torch module itself
+runs.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ import torch
 
 from fplib.storage import atomic_path
 
-ENGINE_ENV = "FPLIB_ENGINE"  # "openvino" (default on CPU), "onnxruntime" or "torch"
+ENGINE_ENV = "FPLIB_ENGINE"  # "openvino", "onnxruntime" or "torch": overrides the model's cpu_runtime
 ENGINES = ("openvino", "onnxruntime", "torch")
 CACHE_ENV = "FPLIB_CACHE"
 CACHE_KEEP = 16  # exported graphs kept on disk (least recently used removed first)

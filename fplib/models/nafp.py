@@ -82,8 +82,8 @@ class DivideAndEncode(nn.Module):
 class NAFP(nn.Module):
     """Log-mel ``float32 [B, 1, n_mels, n_frames]`` -> fingerprints ``float32 [B, emb_dim]``, L2-normalised."""
 
-    # CPU inference runtime (fplib.engine): OpenVINO fuses each convolution with its ELU, 1.2-2x ONNX
-    # Runtime for this family (benchmarks/bench_query.py, bench_train.py)
+    # CPU inference runtime (fplib.engine): OpenVINO fuses each convolution with its ELU; 1.2-1.6x ONNX
+    # Runtime for this family at 1-256 windows per batch (benchmarks/bench_train.py, bench_query.py)
     cpu_runtime = "openvino"
 
     def __init__(self, settings: NAFPSettings = NAFPSettings(), fe: FrontEnd = FrontEnd()):
