@@ -644,13 +644,26 @@ class Catalogue:
         return self.song(r[0]) if r else None
 
 
+SHORT_SIGNAL_S = 12.0  # signals up to this long (queries) get a one-thread front end in fingerprint()
+
+
 def fingerprint(wav: np.ndarray | torch.Tensor, model: torch.nn.Module, fe: FrontEnd, batch: int = 256,
                 device: str | torch.device = "cpu") -> np.ndarray:
     """A signal ``float32 [T]`` at ``fe.sr`` -> the fingerprints of its windows every ``fe.hop_s``, as stored
     for the model's kind (:mod:`fplib.codes`): ``float32 [N, D]`` unit vectors, or binary codes packed
     ``uint8 [N, D / 8]`` (front end and model batched on ``device``; on CPU the network runs in
     OpenVINO or ONNX Runtime, see :mod:`fplib.engine`)."""
-    return embed(logmel(torch.as_tensor(wav), fe, device=device), model, batch)
+    wav = torch.as_tensor(wav)
+    if torch.device(device).type == "cpu" and len(wav) <= SHORT_SIGNAL_S * fe.sr:
+        # A query's front end is too small to gain from a second thread, and torch's idle threads
+        # spin for a few milliseconds after it, holding the cores the network's threads need next
+        # (a 1-s query's network took 11-13 ms after a two-thread front end against 7-8 ms after a
+        # one-thread one: benchmarks/bench_query.py)
+        with engine.torch_threads(1):
+            feats = logmel(wav, fe, device=device)
+    else:
+        feats = logmel(wav, fe, device=device)
+    return embed(feats, model, batch)
 
 
 def embed(feats: torch.Tensor, model: torch.nn.Module, batch: int = 256) -> np.ndarray:
@@ -751,14 +764,10 @@ def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: tor
     loader = torch.utils.data.DataLoader(_Decoded(files, fe, known, features), batch_size=None, num_workers=workers,
                                          collate_fn=_as_is, prefetch_factor=2 if workers else None)
     threads = torch.get_num_threads()
-    try:
-        # the decoding workers take a core each: fewer threads here than the network would otherwise
-        # use, so that no operator waits for a thread the decoder has preempted
-        if workers and str(device) == "cpu":
-            torch.set_num_threads(max(1, threads - workers))
+    # the decoding workers take a core each: fewer threads here than the network would otherwise
+    # use, so that no operator waits for a thread the decoder has preempted
+    with engine.torch_threads(max(1, threads - workers) if workers and str(device) == "cpu" else threads):
         _extract_loop(loader, files, catalogue, model, fe, batch, device, root, result, progress, names or {})
-    finally:
-        torch.set_num_threads(threads)
     return result
 
 

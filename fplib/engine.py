@@ -70,8 +70,11 @@ def cache_dir() -> Path:
 
 
 def _version(model: torch.nn.Module) -> tuple:
-    """Changes whenever a parameter or buffer is replaced or updated in place (an optimiser step)."""
-    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+    """Changes whenever a parameter or buffer is replaced or updated in place (an optimiser step). Read
+    from each module's own tables: half the time of ``parameters()`` and ``buffers()``, and it runs once
+    per query."""
+    return tuple((t.data_ptr(), t._version) for m in model.modules() for table in (m._parameters, m._buffers)
+                 for t in table.values() if t is not None)
 
 
 def model_key(model: torch.nn.Module, window_shape: tuple[int, ...] = (1, 256, 32)) -> str:
@@ -183,6 +186,17 @@ class OpenVinoRunner:
 
 
 _RUNNERS = {"openvino": OpenVinoRunner, "onnxruntime": OnnxRunner}
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op thread count set to ``n`` inside the block, restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def runner(model: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

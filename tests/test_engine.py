@@ -52,6 +52,8 @@ def test_openvino_gives_torchs_fingerprints_and_is_cached_by_weights(cache, monk
     with torch.inference_mode():
         assert float((run2(x) - model(x)).abs().max()) < 1e-5
     assert len(list(cache.glob("*.onnx"))) == 2
+    model.head.b2 = torch.nn.Parameter(model.head.b2.detach() - 1.0)  # a parameter replaced: rebuilt too
+    assert engine.runner(model, x) is not run2
     engine._prune(cache, keep=1)  # the least recently used graph goes first
     assert [f.stem for f in cache.glob("*.onnx")] == [engine.model_key(model)]
 
@@ -116,3 +118,27 @@ def test_extraction_with_a_decoding_worker_gives_the_same_catalogue(tmp_path, ca
     again = extract(songs, cats[1], model, progress=False, workers=1)  # resumes: nothing decoded again
     assert not again.added and len(again.already) == 4
 
+
+
+def test_a_short_signals_front_end_runs_on_one_thread_and_threads_are_restored(cache, monkeypatch):
+    from fplib import catalogue
+
+    model = _model(4)
+    seen = []
+    real = catalogue.logmel
+
+    def spy(wav, fe, **kw):
+        seen.append(torch.get_num_threads())
+        return real(wav, fe, **kw)
+
+    monkeypatch.setattr(catalogue, "logmel", spy)
+    with engine.torch_threads(2):
+        short = torch.randn(int(3 * model.fe.sr))
+        long = torch.randn(int((catalogue.SHORT_SIGNAL_S + 1) * model.fe.sr))
+        a = catalogue.fingerprint(short, model, model.fe)
+        b = catalogue.fingerprint(long, model, model.fe)
+        assert torch.get_num_threads() == 2
+        want = catalogue.embed(real(short, model.fe), model)  # the front end on two threads
+    assert seen == [1, 2]  # a query's front end on one thread, a song's on all of them
+    np.testing.assert_allclose(a, want, atol=1e-5)
+    assert b.shape[0] > a.shape[0]
