@@ -1,13 +1,15 @@
 """End-to-end query time per model family and width on this CPU: decode, front end, network, search
-and decision for 1-, 3- and 10-s queries with fplib's default path (the network in the family's
-runtime, ``fplib/engine.py``: OpenVINO for NAFP, ONNX Runtime for ATTN, torch for SAMAF), next to the
-same path with the network in torch eager (``FPLIB_ENGINE=torch``) and a reference done the original
-scripts' way (librosa features and the model one window at a time, for the full NAFP with the head as
-128 modules in a loop; the same decoding, search and decision),
-all in the same run, for every family at both sizes (NAFP, ATTN, SAMAF; ``--models`` to choose). For
-SAMAF the fingerprints are binary codes and the search is Hamming search in a faiss binary index.
+and decision for 1-, 3- and 10-s queries with fplib's default path (``--phases``, default 4 as
+``calibrate_threshold`` sets it for ``recognize``; the network in the family's runtime,
+``fplib/engine.py``: OpenVINO for NAFP, ONNX Runtime for ATTN, torch for SAMAF), next to the same path
+with one phase (a window every 0.5 s, as the original scripts), the same path with the network in torch
+eager (``FPLIB_ENGINE=torch``) and a reference done the original scripts' way (librosa features and the
+model one window at a time, for the full NAFP with the head as 128 modules in a loop; the same
+decoding, search and decision), all in the same run, for every family at both sizes (NAFP, ATTN,
+SAMAF; ``--models`` to choose). For SAMAF the fingerprints are binary codes and the search is Hamming
+search in a faiss binary index.
 
-    .venv/bin/python benchmarks/bench_query.py [--repeat 5] [--models nafp_small attn_small] [--json out.json]
+    .venv/bin/python benchmarks/bench_query.py [--repeat 5] [--phases 4] [--models nafp_small ...] [--json F]
 
 Target: fplib at least 5x faster end to end.
 """
@@ -51,6 +53,7 @@ def main() -> None:
     ap.add_argument("--songs", type=int, default=8)
     ap.add_argument("--models", nargs="+", default=["nafp_small", "nafp", "attn_small", "attn", "samaf_small",
                                                     "samaf"])
+    ap.add_argument("--phases", type=int, default=4, help="query phases of the default path (4)")
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -67,7 +70,9 @@ def main() -> None:
             reference_model = LoopNAFP(model).eval() if name == "nafp" else model
             cat = Catalogue(tmp / name, model.fe, {"sha256": f"random-init {name}", "kind": kind_of(name)})
             extract(songs, cat, model, progress=False)
-            rec = Recognizer(model, cat, index.build(cat, "bench", tmp / name))
+            index_path = index.build(cat, "bench", tmp / name)
+            rec = Recognizer(model, cat, index_path, phases=args.phases)
+            rec1 = Recognizer(model, cat, index_path, phases=1)
             for length in (1.0, 3.0, 10.0):
                 q = tmp / f"query_{length:g}s.wav"
                 audio.write(q, audio.load(songs[1], offset=7.3, duration=length))
@@ -79,7 +84,8 @@ def main() -> None:
                     rec._sequence(fp, ids)
 
                 r = rec.recognize(q)
-                row = {"fplib_ms": measure(lambda q=q, rec=rec: rec.recognize(q), args.repeat)}
+                row = {"fplib_ms": measure(lambda q=q, rec=rec: rec.recognize(q), args.repeat),
+                       "one_phase_ms": measure(lambda q=q, rec=rec1: rec.recognize(q), args.repeat)}
                 os.environ[engine.ENGINE_ENV] = "torch"
                 row["torch_ms"] = measure(lambda q=q, rec=rec: rec.recognize(q), args.repeat)
                 del os.environ[engine.ENGINE_ENV]
@@ -90,15 +96,16 @@ def main() -> None:
                 rows[f"{name} {length:g}s"] = row
     print(f"\nbench_query: torch {torch.__version__}, 2 threads; database {args.songs} songs of 30 s; "
           f"median of {args.repeat}")
-    print(f"{'model, query':>18s}{'fplib ms':>10s}{'torch ms':>10s}{'reference ms':>14s}{'vs torch':>10s}"
-          f"{'vs reference':>14s}{'DB bytes/s':>12s}")
+    print(f"{'model, query':>18s}{'fplib ms':>10s}{'1 phase':>9s}{'torch ms':>10s}{'reference ms':>14s}"
+          f"{'vs torch':>10s}{'vs reference':>14s}{'1 phase vs ref':>16s}{'DB bytes/s':>12s}")
     for k, r in rows.items():
-        print(f"{k:>18s}{r['fplib_ms']:10.1f}{r['torch_ms']:10.1f}{r['reference_ms']:14.1f}"
+        print(f"{k:>18s}{r['fplib_ms']:10.1f}{r['one_phase_ms']:9.1f}{r['torch_ms']:10.1f}{r['reference_ms']:14.1f}"
               f"{r['torch_ms'] / r['fplib_ms']:9.2f}x{r['reference_ms'] / r['fplib_ms']:13.2f}x"
-              f"{r['db_bytes_per_s']:12d}")
-    print("fplib: the network in the family's runtime (OpenVINO for NAFP, ONNX Runtime for ATTN, torch for "
-          "SAMAF); torch: the same path with FPLIB_ENGINE=torch; reference: librosa "
-          "features and the model one window at a time (full NAFP: head as 128 modules in a loop)")
+              f"{r['reference_ms'] / r['one_phase_ms']:15.2f}x{r['db_bytes_per_s']:12d}")
+    print(f"fplib: {args.phases} query phases, the network in the family's runtime (OpenVINO for NAFP, ONNX "
+          "Runtime for ATTN, torch for SAMAF); 1 phase: the same with a window every 0.5 s; torch: fplib's path "
+          "with FPLIB_ENGINE=torch; reference: librosa features and the model one window at a time, every "
+          "0.5 s (full NAFP: head as 128 modules in a loop)")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
