@@ -21,6 +21,24 @@ def test_reads_every_format_to_8k_mono_float32(tmp_path, ext, subtype):
     assert abs(np.argmax(spec) * audio.SR / 8000 - 440) < 10
 
 
+def test_a_whole_opus_file_is_decoded_by_ffmpeg_and_agrees_with_libsndfile(tmp_path, monkeypatch):
+    from tests.helpers import music_like
+
+    x = music_like(6.0, 48000)
+    path = write(tmp_path / "a.opus", np.stack([x, 0.5 * x], axis=1), 48000, subtype="OPUS", format="OGG")
+    calls = []
+    real = audio._av_decode
+    monkeypatch.setattr(audio, "_av_decode", lambda *a: calls.append(a) or real(*a))
+    whole = audio.load(path)
+    assert len(calls) == 1  # the whole file: FFmpeg
+    seg = audio.load(path, offset=2.0, duration=1.0)
+    assert len(calls) == 1  # a segment: libsndfile, which seeks
+    by_sndfile = audio.soxr.resample(sf.read(path, dtype="float32")[0].mean(axis=1), 48000, audio.SR, quality="HQ")
+    assert len(whole) == len(by_sndfile)  # same length and alignment, up to the two decoders' rounding
+    np.testing.assert_allclose(whole[:-80], by_sndfile[:-80], atol=2e-3)  # the decoders end the last 6 ms apart
+    np.testing.assert_allclose(seg, whole[2 * audio.SR : 3 * audio.SR], atol=2e-3)
+
+
 @pytest.mark.parametrize("sr", [8000, 11025, 22050, 44100, 96000])
 def test_odd_sample_rates_resample_to_exact_length(tmp_path, sr):
     path = write(tmp_path / "a.wav", tone(2.0, sr), sr, subtype="FLOAT")
