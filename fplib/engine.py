@@ -47,6 +47,7 @@ import io
 import logging
 import os
 import sys
+import threading
 import warnings
 import weakref
 from collections.abc import Callable
@@ -191,15 +192,30 @@ class OpenVinoRunner:
 _RUNNERS = {"openvino": OpenVinoRunner, "onnxruntime": OnnxRunner}
 
 
+_THREADS_LOCK = threading.Lock()
+_threads_open: dict[object, int] = {}  # torch_threads blocks open now, in any thread, oldest first: token -> n
+_threads_before = [0]  # torch's count before the first of them
+
+
 @contextlib.contextmanager
 def torch_threads(n: int):
-    """torch's intra-op thread count set to ``n`` inside the block, restored after it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    """torch's intra-op thread count set to ``n`` inside the block. The count is one setting for the
+    whole process, so blocks that are open at the same time (nested, or in several threads: a server
+    answering queries in threads) share it: the most recently opened block's ``n`` holds, and when
+    the last one ends the count from before the first is restored (restoring per block could leave
+    the count stuck at another block's ``n``)."""
+    mine = object()
+    with _THREADS_LOCK:
+        if not _threads_open:
+            _threads_before[0] = torch.get_num_threads()
+        _threads_open[mine] = n
+        torch.set_num_threads(n)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with _THREADS_LOCK:
+            del _threads_open[mine]
+            torch.set_num_threads(next(reversed(_threads_open.values())) if _threads_open else _threads_before[0])
 
 
 def runner(model: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

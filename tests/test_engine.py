@@ -142,3 +142,30 @@ def test_a_short_signals_front_end_runs_on_one_thread_and_threads_are_restored(c
     assert seen == [1, 2]  # a query's front end on one thread, a song's on all of them
     np.testing.assert_allclose(a, want, atol=1e-5)
     assert b.shape[0] > a.shape[0]
+
+
+def test_torch_threads_blocks_overlapping_in_two_threads_restore_the_count():
+    import threading
+
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def a():
+        with engine.torch_threads(1):
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def b():
+        a_in.wait(5)
+        with engine.torch_threads(1):
+            b_in.set()
+            a_out.wait(5)  # A leaves first, while B is still inside
+            assert torch.get_num_threads() == 1
+
+    with engine.torch_threads(2):  # the count before: 2, whatever the machine has
+        threads = [threading.Thread(target=f) for f in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert a_out.is_set() and torch.get_num_threads() == 2  # back to 2, not stuck at 1
