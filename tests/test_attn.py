@@ -190,7 +190,7 @@ def test_attention_starts_near_identity_and_the_network_learns():
             opt.zero_grad()
             loss.backward()
             opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     ours, released = final_loss(), final_loss(attention_init_std=1.0)
     assert ours < 0.5 < released, (ours, released)
