@@ -654,14 +654,12 @@ def fingerprint(wav: np.ndarray | torch.Tensor, model: torch.nn.Module, fe: Fron
     ``uint8 [N, D / 8]`` (front end and model batched on ``device``; on CPU the network runs in
     OpenVINO or ONNX Runtime, see :mod:`fplib.engine`)."""
     wav = torch.as_tensor(wav)
-    if torch.device(device).type == "cpu" and len(wav) <= SHORT_SIGNAL_S * fe.sr:
-        # A query's front end is too small to gain from a second thread, and torch's idle threads
-        # spin for a few milliseconds after it, holding the cores the network's threads need next
-        # (a 1-s query's network took 11-13 ms after a two-thread front end against 7-8 ms after a
-        # one-thread one: benchmarks/bench_query.py)
-        with engine.torch_threads(1):
-            feats = logmel(wav, fe, device=device)
-    else:
+    # A query's front end is too small to gain from a second thread, and torch's idle threads spin
+    # for a few milliseconds after it, holding the cores the network's threads need next (a 1-s
+    # query's network took 11-13 ms after a two-thread front end against 7-8 ms after a one-thread
+    # one: benchmarks/bench_query.py)
+    short = torch.device(device).type == "cpu" and len(wav) <= SHORT_SIGNAL_S * fe.sr
+    with engine.torch_threads(1) if short else contextlib.nullcontext():
         feats = logmel(wav, fe, device=device)
     return embed(feats, model, batch)
 
@@ -760,13 +758,13 @@ def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: tor
     known = {r[0] for r in catalogue.db.execute("SELECT checksum FROM songs")} | set(skip or ())
     # on CPU the workers also run the front end: decoding + front end then take about as long as the
     # network, so neither side waits (on GPU the front end runs there, beside the network)
-    features = torch.device(device).type == "cpu"
-    loader = torch.utils.data.DataLoader(_Decoded(files, fe, known, features), batch_size=None, num_workers=workers,
+    on_cpu = torch.device(device).type == "cpu"
+    loader = torch.utils.data.DataLoader(_Decoded(files, fe, known, on_cpu), batch_size=None, num_workers=workers,
                                          collate_fn=_as_is, prefetch_factor=2 if workers else None)
     threads = torch.get_num_threads()
     # the decoding workers take a core each: fewer threads here than the network would otherwise
     # use, so that no operator waits for a thread the decoder has preempted
-    with engine.torch_threads(max(1, threads - workers) if workers and str(device) == "cpu" else threads):
+    with engine.torch_threads(max(1, threads - workers) if workers and on_cpu else threads):
         _extract_loop(loader, files, catalogue, model, fe, batch, device, root, result, progress, names or {})
     return result
 
