@@ -16,13 +16,14 @@ PIP := --disable-pip-version-check -q
 # pip on these machines warns about every missing local index folder; keep the log readable
 PIPQUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help venv lock demo test lab bench clean-outputs
+.PHONY: help venv lock demo test lab bench portability nbstripout clean-outputs
 
 help:
 	@echo "make demo   - run notebooks 01.. headless on the built-in demo corpus into outputs/demo/"
 	@echo "make test   - unit tests, notebook tests (nbval) and hygiene checks"
 	@echo "make lab    - open JupyterLab on the project"
 	@echo "make bench  - run the benchmarks in benchmarks/"
+	@echo "make portability - the learning checks under other CPU kernels, thread counts and seeds, with margins"
 	@echo "make lock   - regenerate $(LOCK) (every package, exact versions) from pyproject.toml"
 
 # Exactly the lock, nothing resolved here: torch is the CPU build (2.13.0+cpu, a local wheel on these
@@ -36,6 +37,20 @@ $(STAMP): $(LOCK) pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# nbstripout's git filter: what git stores of a notebook is stripped of outputs, execution counts and the
+# metadata JupyterLab adds when it saves (cell ids kept, so they stay stable), so running a notebook in
+# Lab leaves `git status` clean. Installed into this clone's .git/config by every target that uses the venv.
+# (the same keys as fplib.notebooks.LAB_METADATA; `make lab` also strips the numbered notebooks as it saves them)
+NB_KEYS := $(foreach k,codemirror_mode file_extension mimetype nbconvert_exporter pygments_lexer version,metadata.language_info.$(k))
+NB_FILTER := '$(abspath $(PY))' -m nbstripout --keep-id --extra-keys '$(NB_KEYS)'
+nbstripout: $(STAMP)
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1 && \
+	    [ "$$(git config --get filter.nbstripout.clean)" != "$(NB_FILTER)" ]; then \
+	  $(PY) -m nbstripout --install && \
+	  git config filter.nbstripout.clean "$(NB_FILTER)" && \
+	  git config diff.ipynb.textconv "$(NB_FILTER) -t" && \
+	  echo "installed nbstripout's git filter (notebooks are committed without outputs)"; fi
 
 # Resolves pyproject.toml's dependencies with the dev and bench extras (every package, transitive
 # ones included, exact versions), with pip's own configuration (indexes, find-links, constraints).
@@ -51,20 +66,24 @@ lock:
 	! grep -i '^nvidia-' $(LOCK)
 	grep -qx 'torch==2.13.0+cpu' $(LOCK)
 
-demo: $(STAMP)
+demo: nbstripout
 	$(PY) -m fplib.notebooks --profile demo
 
-test: $(STAMP)
+test: nbstripout
 	$(PY) -m pytest
 
-lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --allow-root --no-browser --notebook-dir=.
+lab: nbstripout
+	$(VENV)/bin/jupyter lab --allow-root --no-browser --notebook-dir=. \
+		--ContentsManager.pre_save_hook=fplib.notebooks.strip_on_save
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_augment.py
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_extract.py
 	$(PY) benchmarks/bench_query.py
+
+portability: $(STAMP)
+	$(PY) benchmarks/portability.py $(ARGS)
 
 clean-outputs:
 	rm -rf outputs/demo

@@ -134,8 +134,11 @@ def exported_graph(model: torch.nn.Module, example: torch.Tensor) -> bytes:
     except OSError:
         pass
     # the only pause of a first use (seconds to tens of seconds): say what it is, once per model
+    # a notice, not an error: in a notebook it goes to the cell's standard output (a kernel shows standard
+    # error in red); on the command line to standard error, away from results on standard output (--json)
+    in_kernel = type(sys.stderr).__module__.startswith("ipykernel")
     print(f"preparing {getattr(model, 'variant_name', type(model).__name__)} for fast CPU inference (once per "
-          f"model; cached in {path.parent})", file=sys.stderr, flush=True)
+          f"model; cached in {path.parent})", file=sys.stdout if in_kernel else sys.stderr, flush=True)
     data = _export(model, example[:1].expand(2, *example.shape[1:]).detach().cpu().float().contiguous())
     with contextlib.suppress(OSError):  # a read-only home only costs the next export
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fplib import audio, storage
+from fplib import audio, runs, storage
 from fplib.augment import add_noise, bandlimit, convolve_ir
 from fplib.data import IRBank, NoiseBank, item_rng
 from fplib.runs import Run
@@ -507,6 +507,26 @@ def db_bytes_per_second(systems: dict[str, object], songs: list) -> dict[str, fl
     return out
 
 
+def untrained_models(run: Run | str | os.PathLike) -> dict[str, str]:
+    """Models notebooks 02 and 03 trained in ``run`` whose best validation top-1 (in the run's metrics log)
+    stayed under :data:`fplib.train.LEARNED_OVER_CHANCE` times chance: ``{folder key: why}``. :func:`trained_systems`
+    leaves them out, so that no comparison shows an untrained model as a family's result."""
+    from fplib.train import LEARNED_OVER_CHANCE, best_epoch, times_chance
+
+    run = run if isinstance(run, Run) else Run(Path(run))
+    out = {}
+    for key, ckpt in run.trained().items():
+        log = ckpt.parent / runs.METRICS_LOG
+        history = storage.read_jsonl(log) if log.exists() else []
+        if not history or "val_pairs" not in history[0]:  # a checkpoint made elsewhere: nothing to judge by
+            continue
+        n, best = best_epoch(history)
+        if times_chance(best) < LEARNED_OVER_CHANCE:
+            out[key] = (f"best validation top-1 {best['val_top1']:.3f} is {times_chance(best):.1f}x chance "
+                        f"(epoch {n}), under {LEARNED_OVER_CHANCE:g}x: it did not learn in this budget")
+    return out
+
+
 def trained_systems(run: Run | str | os.PathLike, catalogue, skip_sha256: str | None = None,
                     device: str = "cpu", progress: bool = False, **recognizer_kw) -> dict[str, object]:
     """Recognisers of every other model notebooks 02 and 03 trained in ``run`` (:meth:`fplib.runs.Run.trained`),
@@ -514,7 +534,8 @@ def trained_systems(run: Run | str | os.PathLike, catalogue, skip_sha256: str | 
     binary, by the model's kind), in ``run.compare_dir(name)``; for a side-by-side :func:`benchmark`. The
     model whose checkpoint has SHA-256 ``skip_sha256`` (the catalogue's own) is left out. Names: the
     variant and how it was trained, e.g. ``attn_small online``. Catalogues and indexes already built for
-    the same checkpoint are reused (extraction resumes)."""
+    the same checkpoint are reused (extraction resumes). Models that did not learn
+    (:func:`untrained_models`) are left out."""
     from fplib import index as fpindex
     from fplib.catalogue import Catalogue, extract
     from fplib.checkpoints import load_model, model_description
@@ -524,8 +545,9 @@ def trained_systems(run: Run | str | os.PathLike, catalogue, skip_sha256: str | 
     run = run if isinstance(run, Run) else Run(Path(run))
     songs = catalogue.songs()
     systems = {}
+    untrained = untrained_models(run)
     for key, ckpt in run.trained().items():
-        if skip_sha256 and storage.file_checksum(ckpt) == skip_sha256:
+        if key in untrained or (skip_sha256 and storage.file_checksum(ckpt) == skip_sha256):
             continue
         model, fe = load_model(ckpt, device)
         desc = model_description(ckpt, model)

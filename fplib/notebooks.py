@@ -3,7 +3,7 @@
 Parameters for a profile come from ``params/<profile>/<notebook>.yaml`` (overrides only; a missing
 file means the notebook's own defaults). They are checked against the notebook's ``parameters`` cell
 before anything runs: an unknown name or a value of the wrong type is an error. Executed notebooks
-are written to ``outputs/<run_name>/notebooks/``.
+are written to ``outputs/<run_name>/notebooks/`` and signed as trusted (:func:`sign`).
 
 While it runs it prints one line per notebook (name, profile, where the executed copy goes), one line
 per code cell (its position and the heading of the section it belongs to), the notebooks' own printed
@@ -151,6 +151,40 @@ class _Progress:
         self.times.append((time.time() - self.t0, self.section))
 
 
+def sign(path: Path) -> None:
+    """Mark an executed notebook as trusted, with the notebook format's own mechanism (``jupyter trust``:
+    a signature of its content in this user's Jupyter data folder), so that JupyterLab opens it with its
+    audio players, widgets and progress bars working instead of as untrusted text."""
+    from nbformat.sign import NotebookNotary
+
+    NotebookNotary().sign(nbformat.read(path, as_version=4))
+
+
+# What JupyterLab adds to a notebook's metadata when it saves, beyond nbstripout's defaults (the Makefile's
+# git filter strips the same keys)
+LAB_METADATA = tuple(f"metadata.language_info.{k}" for k in ("codemirror_mode", "file_extension", "mimetype",
+                                                             "nbconvert_exporter", "pygments_lexer", "version"))
+# nbstripout's own defaults (its command line adds them; its strip_output does not)
+NBSTRIPOUT_DEFAULT_KEYS = ("metadata.signature", "metadata.widgets", "cell.metadata.collapsed",
+                           "cell.metadata.ExecuteTime", "cell.metadata.execution", "cell.metadata.heading_collapsed",
+                           "cell.metadata.hidden", "cell.metadata.scrolled")
+
+
+def strip_on_save(model: dict, path: str, contents_manager: Any = None, **_: Any) -> None:
+    """A Jupyter server ``pre_save_hook`` (``make lab`` installs it): a numbered notebook of ``notebooks/``
+    is saved as nbstripout strips it (no outputs or execution counts, cell ids kept), so running it in
+    JupyterLab leaves the tracked file, and ``git status``, as they were; the open tab keeps its outputs.
+    Executed copies elsewhere (``outputs/``) are saved whole."""
+    from nbstripout import strip_output
+
+    if model.get("type") != "notebook" or Path(path).parent.name != "notebooks" or \
+            not re.match(r"\d\d_.*\.ipynb$", Path(path).name):
+        return
+    nb = nbformat.from_dict(model["content"])
+    model["content"] = strip_output(nb, keep_output=False, keep_count=False, keep_id=True,
+                                    extra_keys=[*NBSTRIPOUT_DEFAULT_KEYS, *LAB_METADATA])
+
+
 def run(profile: str = "demo", only: list[str] | None = None, run_name: str | None = None,
         extra: dict[str, Any] | None = None, log_output: bool = True, cell_timeout: int | None = None,
         out: TextIO | None = None) -> list[Path]:
@@ -209,6 +243,7 @@ def run(profile: str = "demo", only: list[str] | None = None, run_name: str | No
         finally:
             if echo is not None and not echo.at_line_start:
                 out.write("\n")
+        sign(dest)
         slowest = max(progress.times, default=(0.0, ""))
         print(f"   {nb.stem} done in {time.time() - t0:.1f} s"
               + (f" (slowest cell: {slowest[1]}, {slowest[0]:.1f} s)" if slowest[0] >= 1 else ""),

@@ -517,6 +517,22 @@ def best_epoch(history: list[dict]) -> tuple[int, dict]:
     return record["epoch"] + 1, record
 
 
+# A run "learned" when its best validation top-1 is at least this many times chance (1 / validation
+# pairs: a random embedding ranks the right clean window first among all of them once in that many).
+LEARNED_OVER_CHANCE = 3.0
+
+
+def times_chance(record: dict) -> float:
+    """An epoch record's validation top-1 as a multiple of chance (``val_top1 x val_pairs``)."""
+    return float(record["val_top1"]) * int(record["val_pairs"])
+
+
+def learned(record: dict) -> bool:
+    """Whether an epoch record (e.g. :func:`best_epoch`'s, or a checkpoint's ``metrics``) shows retrieval
+    well above chance: validation top-1 at least :data:`LEARNED_OVER_CHANCE` times chance."""
+    return times_chance(record) >= LEARNED_OVER_CHANCE
+
+
 def read_metrics(out_dir: str | os.PathLike) -> list[dict]:
     """The per-epoch metrics of a run (``metrics.jsonl``)."""
     path = Path(out_dir) / runs.METRICS_LOG

@@ -7,6 +7,7 @@ import time
 import nbformat
 import papermill as pm
 import pytest
+from nbformat.sign import NotebookNotary
 
 from fplib import notebooks, runs, storage
 from fplib.config import ParameterError
@@ -20,6 +21,9 @@ def test_papermill_run_with_injected_parameters():
     executed = notebooks.run("demo", only=["01"], run_name="pm-injected", extra=TINY, log_output=False)
     run = runs.Run.named("pm-injected")
     assert executed == [run.executed_notebook(NB01.name)] and executed[0].exists()
+    # signed: JupyterLab opens it trusted, with its audio players and widgets working
+    assert NotebookNotary().check_signature(nbformat.read(executed[0], as_version=4))
+    assert not NotebookNotary().check_signature(nbformat.read(NB01, as_version=4))  # only what the run wrote
     metrics = storage.read_json(run.metrics("01"))
     assert metrics["songs"] == 5
     assert metrics["train_pairs"] == 2 * 4 and metrics["val_pairs"] == 2 * 1  # 0.8 of 5 songs train
@@ -147,4 +151,10 @@ def test_notebooks_04_and_05_on_your_own_folder(tmp_path):
         assert sorted(s.name for s in other.songs()) == ["album/one", "album/two", "three"]
     queries = storage.read_json(run.queries)
     assert {q["name"] for q in queries if q["in_database"]} <= {"album/one", "album/two", "three"}
+    # the one-time notice of the CPU runtime's preparation is ordinary output in a notebook, not red standard error
+    streams = [o for name in ("04_extract_fingerprints.ipynb", "05_build_index_and_evaluate.ipynb")
+               for c in nbformat.read(run.executed_notebook(name), as_version=4).cells if c.cell_type == "code"
+               for o in c.outputs if o.output_type == "stream"]
+    notices = [o.name for o in streams if "for fast CPU inference" in o.text]
+    assert notices and set(notices) == {"stdout"}, notices
     assert all("test_corpus" in q["song"] for q in queries if not q["in_database"])

@@ -10,8 +10,8 @@ import torch.multiprocessing as mp
 from fplib import cli, storage
 from fplib.augment import AugmentConfig
 from fplib.data import Skipped
+from fplib.engine import torch_threads
 from fplib.features import FrontEnd
-from fplib.generate import GenerateConfig, generate_dataset
 from fplib.losses import nt_xent
 from fplib.train import (
     TrainConfig,
@@ -25,6 +25,7 @@ from fplib.train import (
     static_source,
     train,
 )
+from tests import learning
 from tests.helpers import make_folders
 
 FE = FrontEnd()
@@ -33,11 +34,7 @@ TINY = dict(model="nafp_small", model_settings={"width": 0.125}, batch_size=8, l
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pairs")
-    d = make_folders(root / "in", n_songs=6, seconds=8.0)
-    r = generate_dataset(d["songs"], root / "out", d["rir"], d["noise"], cfg=GenerateConfig(number_segments=4),
-                         progress=False)
-    return r.path
+    return learning.static_pairs(tmp_path_factory.mktemp("pairs"))
 
 
 def test_best_epoch_counts_from_one_like_the_log():
@@ -51,21 +48,23 @@ def test_best_epoch_counts_from_one_like_the_log():
 
 
 def test_static_training_writes_usable_checkpoints(pairs, tmp_path):
-    hist = train(TrainConfig(**TINY), static_source(pairs / "train_set", pairs / "val_set", FE), tmp_path / "run",
-                 FE, progress=False)
-    assert [h["epoch"] for h in hist] == [0, 1, 2]
+    cfg = TrainConfig(**learning.TINY_TRAINING)
+    with torch_threads(learning.THREADS):  # a fixed thread count: the curve depends on it
+        hist = train(cfg, static_source(pairs / "train_set", pairs / "val_set", FE), tmp_path / "run", FE,
+                     progress=False)
+    assert [h["epoch"] for h in hist] == list(range(cfg.epochs))
     assert all(np.isfinite(h["train_loss"]) for h in hist)
-    # it learns: the training loss more than halves over three epochs (2.40 -> 0.57 with these seeds) and the
-    # validation loss falls (1.59 -> 0.99); with no update at all both stay where they started. (val_top1 says
-    # little here: 4 validation pairs, and an untrained model already ranks most of them first.)
-    assert hist[-1]["val_loss"] < 0.9 * hist[0]["val_loss"]
-    assert hist[-1]["train_loss"] < 0.5 * hist[0]["train_loss"]
+    # it learns: over six epochs the training loss falls about 14-40-fold (2.4 -> 0.06-0.17 with seeds 0 and 1)
+    # and the validation loss 5-6-fold; with no update at all both stay where they started. (val_top1 says
+    # little here: 4 validation pairs, and an untrained model already ranks most of them first.) The same
+    # checks run under other CPU kernels and thread counts in benchmarks/portability.py.
+    learning.require(learning.loss_curve(hist))
     assert hist[-1]["lr"] < hist[0]["lr"]  # cosine decay over the run's real length
     assert read_metrics(tmp_path / "run") == hist
     for name in ("best.pt", "last.pt", "config.json"):
         assert (tmp_path / "run" / name).exists()
     ck = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert ck["epoch"] == 2 and ck["model_name"] == "nafp_small" and ck["frontend"] == FE.to_dict()
+    assert ck["epoch"] == cfg.epochs - 1 and ck["model_name"] == "nafp_small" and ck["frontend"] == FE.to_dict()
     assert {"optimizer", "scheduler", "rng_cpu", "train_config", "model_settings"} <= set(ck)
     n, record = best_epoch(hist)  # counted from 1, and it is the epoch best.pt holds
     assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] + 1 == n and record["best"]
@@ -74,7 +73,7 @@ def test_static_training_writes_usable_checkpoints(pairs, tmp_path):
         z = model(torch.randn(2, 1, 256, 32))
     torch.testing.assert_close(z.norm(dim=1), torch.ones(2))
     with pytest.raises(FileExistsError, match="holds a training run"):
-        train(TrainConfig(**TINY), static_source(pairs / "train_set", pairs / "val_set", FE), tmp_path / "run", FE,
+        train(cfg, static_source(pairs / "train_set", pairs / "val_set", FE), tmp_path / "run", FE,
               progress=False)
 
 
