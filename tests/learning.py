@@ -92,8 +92,9 @@ def attention_init(seed: int = 0, threads: int = THREADS) -> list[Check]:
 
 
 def samaf_reconstruction(seed: int = 0, threads: int = THREADS) -> list[Check]:
-    """20 Adam steps of SAMAF's objective on 8 windows with distinct spectral envelopes: the reconstruction
-    error falls about 16-fold (0.32 -> 0.02) and the objective more than halves."""
+    """40 Adam steps of SAMAF's objective on 8 windows with distinct spectral envelopes: the reconstruction
+    error falls 22-37-fold (seeds 0-2; after 20 steps only 11-16-fold, too close to the bound) and the
+    objective more than halves."""
     from fplib.models import build_model
     from fplib.models.samaf import reconstruction_loss, samaf_objective
 
@@ -112,7 +113,7 @@ def samaf_reconstruction(seed: int = 0, threads: int = THREADS) -> list[Check]:
             return reconstruction_loss(recon, target).item()
 
         before = recon_loss()
-        losses = _adam_losses(model, lambda: samaf_objective(model, model, x_a, x_b, 0.05)[0], 20, 1e-2)
+        losses = _adam_losses(model, lambda: samaf_objective(model, model, x_a, x_b, 0.05)[0], 40, 1e-2)
         after = recon_loss()
     return [Check("samaf: reconstruction error after / before", after / before, "<", 0.2),
             Check("samaf: objective last / first step", losses[-1] / losses[0], "<", 0.5)]

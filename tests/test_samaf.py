@@ -247,7 +247,7 @@ def test_without_pairs_the_degraded_view_is_ignored():
 
 
 def test_a_few_adam_steps_reduce_the_reconstruction_loss():
-    learning.require(learning.samaf_reconstruction())  # about 0.32 -> 0.02 (tests/learning.py)
+    learning.require(learning.samaf_reconstruction())  # 22-37-fold fall (tests/learning.py)
 
 
 # -- inference and checkpoints -------------------------------------------------------------------------------
