@@ -121,11 +121,12 @@ def samaf_reconstruction(seed: int = 0, threads: int = THREADS) -> list[Check]:
 
 def loss_curve(history: list[dict]) -> list[Check]:
     """A short training run (the trainer's per-epoch records) learned: the training loss falls at least
-    fourfold and the validation loss by at least a quarter (with no update at all both stay where they
-    started)."""
+    fourfold (with no update at all it stays where it started). Not the validation loss: on the tests'
+    4 validation pairs it falls 5-15-fold with seeds 0 and 1 and rises with seed 2 (the tiny model
+    overfits 24 training pairs), so it is no claim to assert; the demo's family training
+    (benchmarks/portability.py --checks demo) checks retrieval on held-out songs instead."""
     return [Check("trainer: train loss last / first epoch", history[-1]["train_loss"] / history[0]["train_loss"],
-                  "<", 0.25),
-            Check("trainer: val loss last / first epoch", history[-1]["val_loss"] / history[0]["val_loss"], "<", 0.75)]
+                  "<", 0.25)]
 
 
 def static_training(seed: int = 0, threads: int = THREADS, root: Path | None = None) -> list[Check]:
@@ -138,8 +139,8 @@ def static_training(seed: int = 0, threads: int = THREADS, root: Path | None = N
     fe = FrontEnd()
     with torch_threads(threads):
         hist = train(TrainConfig(**{**TINY_TRAINING, "seed": seed}),
-                     static_source(pairs / "train_set", pairs / "val_set", fe), root / f"run-{seed}-{threads}", fe,
-                     progress=False)
+                     static_source(pairs / "train_set", pairs / "val_set", fe),
+                     Path(tempfile.mkdtemp(prefix=f"run-{seed}-{threads}-", dir=root)), fe, progress=False)
     return loss_curve(hist)
 
 

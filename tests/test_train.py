@@ -54,10 +54,10 @@ def test_static_training_writes_usable_checkpoints(pairs, tmp_path):
                      progress=False)
     assert [h["epoch"] for h in hist] == list(range(cfg.epochs))
     assert all(np.isfinite(h["train_loss"]) for h in hist)
-    # it learns: over six epochs the training loss falls about 14-40-fold (2.4 -> 0.06-0.17 with seeds 0 and 1)
-    # and the validation loss 5-6-fold; with no update at all both stay where they started. (val_top1 says
-    # little here: 4 validation pairs, and an untrained model already ranks most of them first.) The same
-    # checks run under other CPU kernels and thread counts in benchmarks/portability.py.
+    # it learns: over six epochs the training loss falls about 14-40-fold (2.4 -> 0.06-0.17 with seeds 0 and 1);
+    # with no update at all it stays where it started. (The validation loss and val_top1 say little here: 4
+    # validation pairs, see tests/learning.py.) The same check runs under other CPU kernels, thread counts and
+    # seeds in benchmarks/portability.py.
     learning.require(learning.loss_curve(hist))
     assert hist[-1]["lr"] < hist[0]["lr"]  # cosine decay over the run's real length
     assert read_metrics(tmp_path / "run") == hist
