@@ -82,9 +82,15 @@ def demo_family_checks(seed: int, threads: int, work: Path) -> list:
     from fplib.engine import torch_threads
     from tests.learning import Check
 
-    nb = notebooks.notebooks_dir() / "03_train_online.ipynb"
-    p = {k: v for k, (_, v) in notebooks.parameters_cell(nb).items()} | notebooks.load_params("demo", nb)
-    corpus = synth.demo_corpus(work / "corpus")  # generated once in the work folder, then reused
+    def demo_params(name: str) -> dict:
+        nb = notebooks.notebooks_dir() / name
+        return {k: v for k, (_, v) in notebooks.parameters_cell(nb).items()} | notebooks.load_params("demo", nb)
+
+    g, p = demo_params("01_generate_dataset.ipynb"), demo_params("03_train_online.ipynb")
+    spec = synth.CorpusSpec(n_songs=g["corpus_songs"], song_seconds=g["corpus_song_seconds"],
+                            n_noises=g["corpus_noises"], noise_seconds=g["corpus_noise_seconds"], n_irs=g["corpus_irs"],
+                            seed=g["corpus_seed"])
+    corpus = synth.make_demo_corpus(work / "corpus", spec)  # notebook 01's; made once in the work folder, then reused
     split = train.split_online_data(corpus["music"], corpus["rir"], corpus["noise"], work / f"split-{seed}",
                                     p["train_ratio"], seed)
     base = dict(epochs=p["epochs"], batch_size=p["batch_size"], optim=p["optim"], lr=p["lr"],
