@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fplib import audio, runs, storage
+from fplib import audio, storage
 from fplib.augment import add_noise, bandlimit, convolve_ir
 from fplib.data import IRBank, NoiseBank, item_rng
 from fplib.runs import Run
@@ -511,14 +511,16 @@ def untrained_models(run: Run | str | os.PathLike) -> dict[str, str]:
     """Models notebooks 02 and 03 trained in ``run`` whose best validation top-1 (in the run's metrics log)
     stayed under :data:`fplib.train.LEARNED_OVER_CHANCE` times chance: ``{folder key: why}``. :func:`trained_systems`
     leaves them out, so that no comparison shows an untrained model as a family's result."""
-    from fplib.train import LEARNED_OVER_CHANCE, best_epoch, times_chance
+    from fplib.train import LEARNED_OVER_CHANCE, best_epoch, read_metrics, times_chance
 
     run = run if isinstance(run, Run) else Run(Path(run))
     out = {}
     for key, ckpt in run.trained().items():
-        log = ckpt.parent / runs.METRICS_LOG
-        history = storage.read_jsonl(log) if log.exists() else []
-        if not history or "val_pairs" not in history[0]:  # a checkpoint made elsewhere: nothing to judge by
+        try:
+            history = read_metrics(ckpt.parent)
+        except FileNotFoundError:  # a checkpoint made elsewhere: nothing to judge by
+            continue
+        if not history or "val_pairs" not in history[0]:
             continue
         n, best = best_epoch(history)
         if times_chance(best) < LEARNED_OVER_CHANCE:

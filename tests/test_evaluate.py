@@ -274,3 +274,22 @@ def test_benchmark_runs_several_systems_on_the_same_queries(setup):
     assert all(r["db_bytes_per_s"] > 0 for r in head)
     with pytest.raises(TypeError, match="recogniser"):
         evaluate.benchmark({"x": object()}, in_db, out_db, irs, noises, p)
+
+
+def test_models_that_did_not_learn_are_named_and_left_out(tmp_path):
+    """A trained run whose best validation top-1 stays under 3x chance is named by untrained_models (and
+    trained_systems skips it); one well above chance, or a checkpoint without a metrics log, is not."""
+    from fplib import runs
+    from fplib.train import learned
+
+    run = runs.Run(tmp_path / "run")
+    logs = {"online": [0.5, 0.9], "online_attn_small": [1 / 36, 2 / 36], "static": None}  # val top-1 per epoch
+    for key, top1 in logs.items():
+        folder = tmp_path / "run" / f"train_{key}"
+        folder.mkdir(parents=True)
+        (folder / runs.BEST).write_bytes(b"")
+        for i, v in enumerate(top1 or []):
+            storage.append_jsonl(folder / runs.METRICS_LOG, {"epoch": i, "val_top1": v, "val_pairs": 36, "best": True})
+    left_out = evaluate.untrained_models(run)
+    assert list(left_out) == ["online_attn_small"] and "2.0x chance" in left_out["online_attn_small"]
+    assert learned({"val_top1": 3 / 36, "val_pairs": 36}) and not learned({"val_top1": 2 / 36, "val_pairs": 36})
