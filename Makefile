@@ -16,7 +16,7 @@ PIP := --disable-pip-version-check -q
 # pip on these machines warns about every missing local index folder; keep the log readable
 PIPQUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help venv lock demo test lab bench portability nbstripout clean-outputs
+.PHONY: help venv lock demo test lab bench portability corpus nbstripout clean-outputs
 
 help:
 	@echo "make demo   - run notebooks 01.. headless on the built-in demo corpus into outputs/demo/"
@@ -24,6 +24,7 @@ help:
 	@echo "make lab    - open JupyterLab on the project"
 	@echo "make bench  - run the benchmarks in benchmarks/"
 	@echo "make portability - the learning checks under other CPU kernels, thread counts and seeds, with margins"
+	@echo "make corpus - build the real training corpus from Debian packages into outputs/corpus (ARGS=... for build_corpus)"
 	@echo "make lock   - regenerate $(LOCK) (every package, exact versions) from pyproject.toml"
 
 # Exactly the lock, nothing resolved here: torch is the CPU build (2.13.0+cpu, a local wheel on these
@@ -71,6 +72,10 @@ demo: nbstripout
 
 test: nbstripout
 	$(PY) -m pytest
+
+# the real training corpus (fplib.corpus): about 4.5 GB of .deb files fetched, 16 h of audio decoded
+corpus: $(STAMP)
+	$(VENV)/bin/build_corpus $(ARGS)
 
 lab: nbstripout
 	$(VENV)/bin/jupyter lab --allow-root --no-browser --notebook-dir=. \

@@ -23,7 +23,7 @@ NOTEBOOKS = notebooks.list_notebooks()
 # imports flow one way: a module may import only modules listed before it
 LAYERS = ["runtime", "storage", "errors", "config", "runs", "audio", "features", "codes", "augment", "data",
           "synth", "generate", "losses", "models", "checkpoints", "engine", "optim", "train", "pretrained", "catalogue",
-          "index", "search", "listen", "landmark", "evaluate", "viz", "notebooks", "cli"]
+          "corpus", "index", "search", "listen", "landmark", "evaluate", "viz", "notebooks", "cli"]
 
 
 def test_there_are_notebooks():

@@ -1,0 +1,662 @@
+"""The real training corpus: openly licensed recorded music, ambience and responses from Debian packages.
+
+``build_corpus`` (``make corpus``) fetches the packages of :data:`SOURCES` with ``apt-get download``,
+unpacks them with ``dpkg-deb -x`` (nothing is installed), decodes every file they ship that a source
+names (also inside zip archives such as 0 A.D.'s ``public.zip`` and the Quake-style ``.pk3`` files),
+down-mixes and resamples it to the model's rate and writes it as 16-bit FLAC::
+
+    CORPUS/train/music/PACKAGE/...   CORPUS/val/music/PACKAGE/...   music, split by song
+    CORPUS/train/noise/PACKAGE/...   CORPUS/val/noise/PACKAGE/...   recorded ambience, split by file
+    CORPUS/rir/PACKAGE/...                                           loudspeaker (cabinet) responses
+    CORPUS/{train,val}/rooms/{plain,speaker}/                        simulated rooms (pyroomacoustics), half
+                                                                     of them heard through a loudspeaker
+    CORPUS/{train,val}/noise/synthetic/                              synthetic noises (fplib.synth) beside
+                                                                     the recorded ones
+    CORPUS/manifest.json                                             every file: package, version, member,
+                                                                     sha256 of the decoded audio, seconds,
+                                                                     licence, split, status
+
+Music is de-duplicated: several packages ship the same track twice, a loop of it, or a copy played
+faster (a "last lap" version). Every track is fingerprinted with the shipped model at a grid of
+playback speeds; a track whose excerpts are found in a longer track is recorded as its duplicate and
+left out. The split is by song, decided from a hash of the package and the file's path (so it does not
+move when packages are added). Audio never goes into git: the corpus lives under ``outputs/``.
+
+The job is resumable: each decoded file is logged (``records.jsonl``) as soon as it is written, and a
+rerun skips what is logged. Files that cannot be decoded are logged with the reason and reported.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fplib import audio, storage
+
+ROLES = ("music", "noise", "rir")
+MANIFEST = "manifest.json"
+RECORDS = "records.jsonl"
+KIND = "fplib-corpus"
+# music shorter than this is a jingle or an effect, not a song
+MIN_MUSIC_S = 30.0
+MIN_NOISE_S = 2.0
+MAX_RIR_S = 2.0
+VAL_SHARE = 0.12  # share of songs (and noise files) held out: validation and calibration negatives
+
+
+@dataclass(frozen=True)
+class Source:
+    """Files of one Debian package used in one role. ``include``: globs relative to the unpacked
+    package; ``ARCHIVE::GLOB`` names members of a zip archive (``.zip``, ``.pk3``) inside it."""
+
+    package: str
+    role: str
+    include: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+
+
+G = "usr/share/games"
+# Only these packages (Debian main) may be used for training. The real-music benchmark's packages
+# (supertux-data, hedgewars-data, colobot-common-sounds, megaglest-data) are never among them.
+SOURCES: tuple[Source, ...] = (
+    Source("0ad-data", "music", (f"{G}/0ad/mods/public/public.zip::audio/music/*",)),
+    Source("supertuxkart-data", "music", (f"{G}/supertuxkart/data/music/*",)),
+    Source("ufoai-music", "music", (f"{G}/ufoai/base/*.pk3::music/*",)),
+    Source("naev-data", "music", ("usr/share/naev/dat/snd/music/*",)),
+    Source("nexuiz-music", "music", (f"{G}/nexuiz/data/*.pk3::sound/cdtracks/*",)),
+    Source("planetblupi-music-ogg", "music", ("usr/share/planetblupi/music/*",)),
+    Source("freedroidrpg-data", "music", ("usr/share/freedroidrpg/data/sound/music/*",)),
+    Source("redeclipse-data", "music", (f"{G}/redeclipse/data/maps/*",)),
+    Source("warmux-data", "music", (f"{G}/warmux/music/**/*",)),
+    Source("hyperrogue-music", "music", ("usr/share/hyperrogue/music/*",)),
+    Source("frozen-bubble-data", "music", (f"{G}/frozen-bubble/snd/*",)),
+    Source("xmoto-data", "music", (f"{G}/xmoto/Textures/Musics/*",)),
+    Source("neverball-common", "music", (f"{G}/neverball/bgm/*",)),
+    Source("openarena-088-data", "music", (f"{G}/openarena/baseoa/*.pk3::music/*",)),
+    Source("alienblaster-data", "music", (f"{G}/alienblaster/sound/*",)),
+    Source("triplea", "music", (f"{G}/triplea/assets/sounds/**/*",)),
+    Source("0ad-data", "noise", (f"{G}/0ad/mods/public/public.zip::audio/ambient/**",)),
+    Source("redeclipse-data", "noise", (f"{G}/redeclipse/data/sounds/ambience/**/*",)),
+    Source("guitarix-common", "rir", ("usr/share/gx_head/sounds/**/*.wav",)),
+)
+
+
+class CorpusError(RuntimeError):
+    """The corpus cannot be built (a package cannot be fetched or unpacked)."""
+
+
+def packages(sources: tuple[Source, ...] = SOURCES) -> list[str]:
+    return sorted({s.package for s in sources})
+
+
+def split_of(key: str, val_share: float = VAL_SHARE) -> str:
+    """``"train"`` or ``"val"`` from a hash of ``key`` (package and path): stable when sources change."""
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") / 2**64
+    return "val" if h < val_share else "train"
+
+
+def decoded_sha256(wav: np.ndarray) -> str:
+    """SHA-256 of decoded audio as 16-bit PCM (what the manifest records and the leakage check compares; the
+    scale is libsndfile's, 32768, so that a 16-bit file written from it decodes to the same hash)."""
+    pcm = np.clip(np.round(np.asarray(wav, dtype=np.float64) * 32768.0), -32768, 32767).astype("<i2")
+    return hashlib.sha256(pcm.tobytes()).hexdigest()
+
+
+# -- fetching and unpacking ---------------------------------------------------------------------------
+
+
+def fetch(package: str, debs: Path) -> Path:
+    """The package's ``.deb`` in ``debs`` (downloaded with ``apt-get download`` if not there)."""
+    debs.mkdir(parents=True, exist_ok=True)
+    found = sorted(debs.glob(f"{package}_*.deb"))
+    if found:
+        return found[-1]
+    with tempfile.TemporaryDirectory(dir=debs) as tmp:
+        r = subprocess.run(["apt-get", "download", package], cwd=tmp, capture_output=True, text=True)
+        got = sorted(Path(tmp).glob(f"{package}_*.deb"))
+        if r.returncode != 0 or not got:
+            raise CorpusError(f"apt-get download {package} failed (run `apt-get update` once first; "
+                              f"on a machine without Debian's apt, copy {package}_*.deb into {debs}): "
+                              f"{r.stderr.strip()[-300:]}")
+        os.replace(got[0], debs / got[0].name)
+    return debs / got[0].name
+
+
+def unpack(deb: Path, target: Path) -> Path:
+    """``dpkg-deb -x`` into ``target`` (once: a ``.complete`` marker names the unpacked ``.deb``)."""
+    marker = target / ".complete"
+    if marker.exists() and marker.read_text().strip() == deb.name:
+        return target
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    r = subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], capture_output=True, text=True)
+    if r.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CorpusError(f"{deb}: dpkg-deb -x failed: {r.stderr.strip()[-300:]}")
+    (tmp / ".complete").write_text(deb.name + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target
+
+
+def version_of(deb: Path) -> str:
+    """The package version named in a ``.deb`` file name (``name_version_arch.deb``)."""
+    parts = deb.name[: -len(".deb")].split("_")
+    return parts[1].replace("%3a", ":") if len(parts) >= 3 else "unknown"
+
+
+# -- licences ------------------------------------------------------------------------------------------
+
+
+def licences(copyright_text: str) -> list[tuple[list[str], str]]:
+    """``(file patterns, licence)`` of each ``Files:`` stanza of a machine-readable Debian copyright
+    file, in order (later stanzas win, as in the format's rules)."""
+    out = []
+    for stanza in re.split(r"\n\s*\n", copyright_text):
+        files = re.search(r"^Files:\s*(.+(?:\n[ \t]+.+)*)", stanza, re.M)
+        lic = re.search(r"^License:\s*(.+)$", stanza, re.M)
+        if files and lic:
+            out.append((files.group(1).split(), lic.group(1).strip()))
+    return out
+
+
+def licence_for(member: str, stanzas: list[tuple[list[str], str]], fallback: str) -> str:
+    """The licence of the stanza whose pattern matches ``member`` (its path in the package or archive):
+    the pattern's tail is compared with the path's tail, since source and installed paths differ."""
+    found = None
+    parts = member.split("/")
+    for patterns, lic in stanzas:
+        for pat in patterns:
+            pp = pat.strip("/").split("/")
+            if pat == "*":
+                found = found or lic
+                continue
+            n = len(pp)
+            if any(fnmatch.fnmatch("/".join(parts[i : i + n]), "/".join(pp)) for i in range(len(parts) - n + 1)):
+                found = lic
+    return found or fallback
+
+
+def package_licence(root: Path, package: str) -> tuple[list[tuple[list[str], str]], str]:
+    path = root / "usr/share/doc" / package / "copyright"
+    text = path.read_text(errors="replace") if path.exists() else ""
+    stanzas = licences(text)
+    names = sorted({lic for _, lic in stanzas}) or sorted(set(re.findall(r"^License: (.+)$", text, re.M)))
+    return stanzas, (" / ".join(names) if names else "see the package's copyright file")
+
+
+# -- enumerating files ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    source: Source
+    path: Path  # the file, or the archive holding it
+    member: str  # the path inside the package (and archive: "ARCHIVE::MEMBER")
+    in_archive: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.source.role}:{self.source.package}:{self.member}"
+
+
+def items(source: Source, root: Path) -> list[Item]:
+    """The audio files of ``source`` in the unpacked package ``root``, sorted."""
+    out = []
+    for inc in source.include:
+        glob, _, member_glob = inc.partition("::")
+        for path in sorted(root.glob(glob)):
+            rel = str(path.relative_to(root))
+            if member_glob:
+                with zipfile.ZipFile(path) as z:
+                    for m in sorted(z.namelist()):
+                        if _is_audio(m) and fnmatch.fnmatch(m, member_glob):
+                            out.append(Item(source, path, f"{rel}::{m}", m))
+            elif path.is_file() and _is_audio(rel):
+                out.append(Item(source, path, rel))
+    return [i for i in out if not any(fnmatch.fnmatch(i.member, e) for e in source.exclude)]
+
+
+def _is_audio(name: str) -> bool:
+    return Path(name).suffix.lower() in audio.AUDIO_EXTENSIONS
+
+
+def _decode(item: Item, sr: int) -> np.ndarray:
+    if item.in_archive is None:
+        return audio.load(item.path, sr, allow_silent=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        dest = Path(tmp) / Path(item.in_archive).name
+        with zipfile.ZipFile(item.path) as z, z.open(item.in_archive) as src, open(dest, "wb") as f:
+            shutil.copyfileobj(src, f)
+        try:
+            return audio.load(dest, sr, allow_silent=True)
+        except audio.AudioError as e:
+            raise audio.AudioError(item.member, e.reason) from None
+
+
+def _target(out: Path, item: Item, split: str | None) -> Path:
+    name = item.member.split("::")[-1]
+    rel = Path(item.source.package) / Path(name).with_suffix(".flac").name
+    if item.source.role == "rir":
+        return out / "rir" / rel
+    return out / split / item.source.role / rel
+
+
+def process(item: Item, out: Path, sr: int, version: str, licence: str) -> dict:
+    """Decode one file and write it into the corpus; the record the manifest keeps of it."""
+    role = item.source.role
+    split = None if role == "rir" else split_of(f"{item.source.package}/{item.member}")
+    rec = {"key": item.key, "package": item.source.package, "version": version, "file": item.member,
+           "role": role, "split": split, "licence": licence}
+    try:
+        wav = _decode(item, sr)
+    except audio.AudioError as e:
+        return {**rec, "status": "skipped", "reason": e.reason}
+    seconds = wav.shape[0] / sr
+    reason = None
+    if audio.peak_dbfs(wav) < audio.SILENCE_DBFS:
+        reason = "silent"
+    elif role == "music" and seconds < MIN_MUSIC_S:
+        reason = f"too short for a song: {seconds:.1f} s (at least {MIN_MUSIC_S:.0f} s)"
+    elif role == "noise" and seconds < MIN_NOISE_S:
+        reason = f"too short for a noise: {seconds:.1f} s (at least {MIN_NOISE_S:.0f} s)"
+    elif role == "rir" and seconds > MAX_RIR_S:
+        reason = f"too long for an impulse response: {seconds:.1f} s"
+    if reason:
+        return {**rec, "status": "skipped", "reason": reason, "seconds": round(seconds, 3)}
+    if role != "rir":
+        wav = wav / max(1.0, float(np.abs(wav).max()))
+    target = _target(out, item, split)
+    if target.exists():  # two members with the same name: keep both
+        digest = hashlib.sha256(item.member.encode()).hexdigest()[:8]
+        target = target.with_name(f"{target.stem}-{digest}.flac")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pcm = np.clip(np.round(wav * 32768.0), -32768, 32767) / 32768.0  # exactly what 16-bit FLAC holds
+    audio.write(target, pcm.astype(np.float32), sr, subtype="PCM_16")
+    return {**rec, "status": "kept", "path": str(target.relative_to(out)), "seconds": round(seconds, 3),
+            "sha256": decoded_sha256(pcm)}
+
+
+# -- de-duplication ------------------------------------------------------------------------------------
+
+SPEEDS = (0.8, 0.84, 0.88, 0.92, 0.95, 0.98, 1.0, 1.02, 1.05, 1.09, 1.13, 1.19, 1.25)
+EXCERPTS = (0.25, 0.5, 0.75)  # where in a track its excerpts are cut (share of its length)
+EXCERPT_S = 8.0
+DUP_SIM = 0.7  # a window votes for a track when its nearest window there is at least this similar...
+DUP_RATIO = 0.6  # ...and clearly nearer than any third track's: 1 - sim <= DUP_RATIO x (1 - third's sim)
+DUP_SHARE = 0.5  # an excerpt is found in a track when this share of its windows vote for it
+LOUD_DBFS = -45.0  # quieter windows (fades, silence) neither vote nor are searched
+
+
+def _loud_windows(wav: np.ndarray, n: int, fe) -> np.ndarray:
+    """Which of the ``n`` windows (every ``fe.hop_s``) of ``wav`` are above :data:`LOUD_DBFS`."""
+    return np.array([audio.rms_dbfs(wav[i * fe.hop_len : i * fe.hop_len + fe.win_len]) >= LOUD_DBFS
+                     for i in range(n)], dtype=bool)
+
+
+def find_duplicates(records: list[dict], out: Path, model_path: str | os.PathLike | None = None,
+                    progress: bool = True) -> dict[str, tuple[str, float, float]]:
+    """``{key: (key of the longer track it copies, speed, share)}`` among the kept music records.
+
+    Every track is fingerprinted with the shipped model (or ``model_path``); three excerpts of each track,
+    played at each of :data:`SPEEDS`, are searched among every other track's windows (faiss, exact inner
+    product): :func:`duplicate_evidence`. A window votes for the track holding its nearest neighbour
+    when that neighbour is close (:data:`DUP_SIM`) and clearly closer than any third track's
+    (:data:`DUP_RATIO`, a ratio test: generic windows that resemble many tracks do not vote). A track
+    is a duplicate when, at one speed, two of its three excerpts find one and the same longer track
+    with most of their windows (:func:`decide_duplicates`)."""
+    music = [r for r in records if r["role"] == "music" and r["status"] == "kept"]
+    if len(music) < 2:
+        return {}
+    return decide_duplicates(music, duplicate_evidence(music, out, model_path, progress))
+
+
+def duplicate_evidence(music: list[dict], out: Path, model_path: str | os.PathLike | None = None,
+                       progress: bool = True) -> list[dict[str, np.ndarray]]:
+    """Per track, per window of its excerpts: ``speed`` and ``excerpt`` (indices into :data:`SPEEDS`,
+    :data:`EXCERPTS`), ``top`` (the index of the other track nearest), ``s1`` (that similarity) and ``s2``
+    (the nearest third track's; -inf when the 32 neighbours hold no third track)."""
+    import faiss
+    import soxr
+    from tqdm.auto import tqdm
+
+    from fplib.catalogue import fingerprint
+    from fplib.checkpoints import load_model
+    from fplib.pretrained import default_model
+
+    model, fe = load_model(model_path or default_model())
+    vectors, owner = [], []
+    for i, r in enumerate(tqdm(music, desc="fingerprinting songs", unit="song", disable=not progress)):
+        wav = audio.load(out / r["path"], fe.sr, allow_silent=True)
+        v = fingerprint(wav, model, fe)
+        loud = _loud_windows(wav, len(v), fe)
+        vectors.append(v[loud])
+        owner.append(np.full(int(loud.sum()), i))
+    index = faiss.IndexFlatIP(vectors[0].shape[1])
+    index.add(np.concatenate(vectors).astype(np.float32))
+    owner_all = np.concatenate(owner)
+    evidence = []
+    for i, r in enumerate(tqdm(music, desc="searching for copies", unit="song", disable=not progress)):
+        wav = audio.load(out / r["path"], fe.sr, allow_silent=True)
+        qs, labels = [], []
+        for si, speed in enumerate(SPEEDS):
+            for ei, at in enumerate(EXCERPTS):
+                n = int(EXCERPT_S * fe.sr * speed)
+                start = int(at * max(0, len(wav) - n))
+                clip = wav[start : start + n]
+                if speed != 1.0:  # played `speed` times faster: fewer samples at the same rate
+                    clip = soxr.resample(clip, fe.sr * speed, fe.sr).astype(np.float32)
+                q = fingerprint(clip, model, fe)
+                q = q[_loud_windows(clip, len(q), fe)]
+                qs.append(q)
+                labels += [(si, ei)] * len(q)
+        if not labels:
+            evidence.append({k: np.zeros(0) for k in ("speed", "excerpt", "top", "s1", "s2")})
+            continue
+        sims, ids = index.search(np.concatenate(qs).astype(np.float32), 32)
+        other = owner_all[ids]
+        sims = np.where(other != i, sims, -np.inf)
+        rows = np.arange(len(ids))
+        first = np.argmax(sims, axis=1)
+        top = other[rows, first]
+        labels_a = np.array(labels)
+        evidence.append({"speed": labels_a[:, 0], "excerpt": labels_a[:, 1], "top": top, "s1": sims[rows, first],
+                         "s2": np.where(other != top[:, None], sims, -np.inf).max(axis=1)})
+    return evidence
+
+
+def decide_duplicates(music: list[dict], evidence: list[dict[str, np.ndarray]]) -> dict[str, tuple[str, float, float]]:
+    """:func:`find_duplicates`' decision on :func:`duplicate_evidence`."""
+    found: dict[str, tuple[str, float, float]] = {}
+    for i, (r, e) in enumerate(zip(music, evidence)):
+        if not len(e["top"]):
+            continue
+        with np.errstate(invalid="ignore"):
+            votes = (e["s1"] >= DUP_SIM) & (1 - e["s1"] <= DUP_RATIO * (1 - e["s2"]))
+        best = None
+        for si, speed in enumerate(SPEEDS):
+            hits = []
+            for ei in range(len(EXCERPTS)):
+                sel = (e["speed"] == si) & (e["excerpt"] == ei)
+                if not (sel & votes).any():
+                    continue
+                cands, counts = np.unique(e["top"][sel & votes], return_counts=True)
+                k = int(np.argmax(counts))
+                hits.append((int(cands[k]), counts[k] / sel.sum()))
+            for cand in {h[0] for h in hits}:
+                agree = [h[1] for h in hits if h[0] == cand and h[1] >= DUP_SHARE]
+                if len(agree) >= 2 and (best is None or np.mean(agree) > best[2]):
+                    best = (cand, speed, float(np.mean(agree)))
+        if best is None:
+            continue
+        j, speed, share = best
+        # the longer track is the original; of two equally long copies, the first in order stays
+        if music[j]["seconds"] > r["seconds"] + 1.0 or (abs(music[j]["seconds"] - r["seconds"]) <= 1.0 and j < i):
+            found[r["key"]] = (music[j]["key"], speed, share)
+    # a copy of a copy points at the track that stays
+    for k, (orig, speed, share) in list(found.items()):
+        seen = {k}
+        while orig in found and orig not in seen:
+            seen.add(orig)
+            orig = found[orig][0]
+        found[k] = (orig, speed, share)
+    return found
+
+
+def _cached_duplicates(out: Path, records: list[dict], model_path, progress: bool) -> dict:
+    """:func:`find_duplicates`, its evidence read from ``duplicates.npz`` when it was gathered for the same
+    tracks (copies found earlier have been moved out of the split folders since; the decision is taken
+    again, so a change of its settings needs no new search). Writes ``duplicates.json``: what was found."""
+    music = [r for r in records if r["role"] == "music" and r["status"] == "kept"]
+    if len(music) < 2:
+        return {}
+    keys = [r["key"] for r in music]
+    cache = out / "duplicates.npz"
+    evidence = None
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as z:
+            if list(z["keys"]) == keys:
+                evidence = [{f: z[f"{i}_{f}"] for f in ("speed", "excerpt", "top", "s1", "s2")}
+                            for i in range(len(keys))]
+    if evidence is None:
+        # a copy moved out by an earlier run is searched where it is now
+        evidence = duplicate_evidence([{**r, "path": _current_path(out, r)} for r in music], out, model_path,
+                                      progress)
+        arrays = {f"{i}_{f}": e[f] for i, e in enumerate(evidence) for f in e}
+        with storage.atomic_path(cache) as tmp, open(tmp, "wb") as f:
+            np.savez(f, keys=np.array(keys), **arrays)
+    found = decide_duplicates(music, evidence)
+    storage.write_json(out / "duplicates.json", {"tracks": keys, "found": found})
+    return found
+
+
+def _current_path(out: Path, r: dict) -> str:
+    """Where a kept record's file is now (a duplicate found by an earlier run was moved under duplicates/)."""
+    moved = Path("duplicates") / r["path"]
+    return str(moved) if not (out / r["path"]).exists() and (out / moved).exists() else r["path"]
+
+
+# -- rooms heard through loudspeakers ----------------------------------------------------------------------
+
+ROOMS = {"train": 300, "val": 40}
+SPEAKER_SHARE = 0.5  # share of the rooms convolved with a loudspeaker (cabinet) response
+SYNTHETIC_NOISES = {"train": 32, "val": 8}
+ROOM_SEED = 3000  # no other corpus (demo 0, tests 1000, calibration 2000) simulates rooms from it
+
+
+def rooms(out: Path, records: list[dict], sr: int, progress: bool = True) -> dict[str, int]:
+    """``CORPUS/{train,val}/rooms/``: rooms simulated by :func:`fplib.synth.simulate_rir`, a seeded
+    :data:`SPEAKER_SHARE` of them convolved with a loudspeaker response of the same split (the responses
+    are split by file). Existing files are kept (resumable)."""
+    from scipy.signal import fftconvolve
+    from tqdm.auto import tqdm
+
+    from fplib import synth
+
+    speakers = [r for r in records if r["role"] == "rir" and r["status"] == "kept"]
+    by_split = {s: [r for r in speakers if split_of(r["key"], 0.2) == s] for s in ROOMS}
+    made = {}
+    for split, n in ROOMS.items():
+        folder = out / split / "rooms"
+        for i in tqdm(range(n), desc=f"rooms ({split})", unit="room", disable=not progress):
+            seed = synth.item_seed(ROOM_SEED, split, i)
+            rng = np.random.default_rng(seed)
+            speaker = by_split[split][int(rng.integers(len(by_split[split])))] if by_split[split] and \
+                rng.random() < SPEAKER_SHARE else None
+            path = folder / ("speaker" if speaker else "plain") / f"room_{i:03d}.flac"
+            if path.exists():
+                continue
+            ir, _ = synth.simulate_rir(seed, sr)
+            if speaker:
+                h = audio.load(out / speaker["path"], sr, allow_silent=True)
+                ir = fftconvolve(ir, h)[: len(ir) + len(h) - 1]
+            ir = (ir / max(1e-9, float(np.abs(ir).max()))).astype(np.float32)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            audio.write(path, ir, sr, subtype="PCM_24")
+        made[split] = len(list(folder.glob("*/*.flac")))
+        noise = out / split / "noise" / "synthetic"
+        noise.mkdir(parents=True, exist_ok=True)
+        for i in range(SYNTHETIC_NOISES[split]):
+            kind = synth.NOISE_KINDS[i % len(synth.NOISE_KINDS)]
+            path = noise / f"{kind}_{i:02d}.flac"
+            if not path.exists():
+                audio.write(path, synth.synth_noise(kind, synth.item_seed(ROOM_SEED, f"noise-{split}", i), 30.0, sr),
+                            sr, subtype="PCM_16")
+    return made
+
+
+# -- the whole job -------------------------------------------------------------------------------------
+
+
+def default_root() -> Path:
+    return storage.outputs_root() / "corpus"
+
+
+def build(out: str | os.PathLike | None = None, debs: str | os.PathLike | None = None,
+          only: list[str] | None = None, sr: int = audio.SR, dedupe: bool = True,
+          model_path: str | os.PathLike | None = None, progress: bool = True, log=print) -> dict:
+    """Build (or resume) the corpus in ``out``; returns the manifest. ``debs``: where ``.deb`` files are
+    kept (default ``OUT/debs``); ``only``: a subset of the packages."""
+    from tqdm.auto import tqdm
+
+    out = Path(out) if out is not None else default_root()
+    debs = Path(debs) if debs is not None else out / "debs"
+    sources = [s for s in SOURCES if only is None or s.package in only]
+    unknown = sorted(set(only or ()) - set(packages(SOURCES)))
+    if unknown:
+        raise CorpusError(f"not a corpus package: {', '.join(unknown)} (the packages: {', '.join(packages(SOURCES))})")
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / RECORDS
+    done = {r["key"]: r for r in storage.read_jsonl(log_path)}
+    unpacked, versions = {}, {}
+    for package in sorted({s.package for s in sources}):
+        deb = fetch(package, debs)
+        unpacked[package] = unpack(deb, out / "unpacked" / package)
+        versions[package] = version_of(deb)
+    for source in sources:
+        root = unpacked[source.package]
+        stanzas, fallback = package_licence(root, source.package)
+        todo = [i for i in items(source, root) if i.key not in done]
+        for item in tqdm(todo, desc=f"{source.package} ({source.role})", unit="file", disable=not progress):
+            rec = process(item, out, sr, versions[source.package], licence_for(item.member, stanzas, fallback))
+            storage.append_jsonl(log_path, rec)
+            done[rec["key"]] = rec
+    records = [r for r in done.values() if any(r["package"] == s.package and r["role"] == s.role for s in sources)]
+    if dedupe:
+        copies = _cached_duplicates(out, records, model_path, progress)
+        for r in records:
+            if r["key"] in copies:
+                orig, speed, share = copies[r["key"]]
+                r.update(status="duplicate", duplicate_of=orig, speed=speed, share=round(share, 3))
+                dup = out / "duplicates" / r["path"]
+                if (out / r["path"]).exists():
+                    dup.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(out / r["path"], dup)
+                r["path"] = str(dup.relative_to(out))
+            elif r["role"] == "music" and r["status"] == "kept" and _current_path(out, r) != r["path"]:
+                os.replace(out / _current_path(out, r), out / r["path"])  # no longer called a copy: back
+    made = rooms(out, records, sr, progress) if any(s.role == "rir" for s in sources) else {}
+    manifest = {"kind": KIND, "sample_rate": sr, "val_share": VAL_SHARE, "rooms": made,
+                "packages": {p: versions[p] for p in sorted(versions)},
+                "files": sorted(records, key=lambda r: r["key"])}
+    storage.write_json(out / MANIFEST, manifest)
+    log(summary(manifest))
+    return manifest
+
+
+def summary(manifest: dict) -> str:
+    lines = []
+    files = manifest["files"]
+    for role in ROLES:
+        for split in ("train", "val", None):
+            kept = [r for r in files if r["role"] == role and r["split"] == split and r["status"] == "kept"]
+            if kept:
+                hours = sum(r["seconds"] for r in kept) / 3600
+                lines.append(f"{role}{'/' + split if split else ''}: {len(kept)} files, {hours:.2f} h")
+    dups = [r for r in files if r["status"] == "duplicate"]
+    skipped = [r for r in files if r["status"] == "skipped"]
+    lines.append(f"{len(dups)} duplicate(s) left out" + "".join(
+        f"\n  {r['file']} ({r['package']}): copy of {r['duplicate_of'].split(':', 2)[2]} at speed {r['speed']}"
+        for r in dups))
+    lines.append(f"{len(skipped)} file(s) skipped" + "".join(
+        f"\n  {r['file']} ({r['package']}): {r['reason']}" for r in skipped if "too short" not in r["reason"]))
+    short = sum(1 for r in skipped if "too short" in r["reason"])
+    if short:
+        lines.append(f"  ({short} of them too short to be a song or a noise: effects and jingles)")
+    return "\n".join(lines)
+
+
+# -- reading a corpus ----------------------------------------------------------------------------------
+
+
+def training_folders(root: str | os.PathLike) -> dict[str, Path]:
+    """A built corpus's folders in the shape of :func:`fplib.train.split_online_data`'s result: songs,
+    rooms and noises of its ``train`` and ``val`` splits."""
+    root = Path(root)
+    if not root.is_absolute() and not root.exists():  # as a notebook profile names it, from the project root
+        root = storage.project_root() / root
+    if not (root / MANIFEST).is_file():
+        raise FileNotFoundError(f"{root}: no corpus here ({MANIFEST} missing); build it with build_corpus -o {root} "
+                                f"(make corpus)")
+    return {f"{split}_{kind}": root / split / folder for split in ("train", "val")
+            for kind, folder in (("set", "music"), ("impulse_responses", "rooms"), ("background_noises", "noise"))}
+
+
+def find_manifest(path: str | os.PathLike) -> Path | None:
+    """The manifest of the corpus holding ``path`` (a file or folder inside it), if any."""
+    p = Path(path).resolve()
+    for d in [p, *p.parents]:
+        m = d / MANIFEST
+        if m.is_file():
+            try:
+                if storage.read_json(m).get("kind") == KIND:
+                    return m
+            except (OSError, ValueError, AttributeError):
+                return None
+    return None
+
+
+def manifest_songs(manifest_path: str | os.PathLike) -> tuple[set[str], set[str]]:
+    """``(resolved paths, decoded-audio sha256s)`` of every song a corpus holds (any split, duplicates too)."""
+    m = Path(manifest_path)
+    data = storage.read_json(m)
+    paths, hashes = set(), set()
+    for r in data["files"]:
+        if r["role"] == "music" and r["status"] in ("kept", "duplicate"):
+            paths.add(str((m.parent / r["path"]).resolve()))
+            hashes.add(r["sha256"])
+    return paths, hashes
+
+
+def audio_hashes(path: str | os.PathLike, sr: int) -> set[str]:
+    """The decoded-audio SHA-256 of a file as the manifest would record it (as decoded, and peak-normalised
+    as the corpus writes music whose decoded peak exceeds full scale)."""
+    wav = audio.load(path, sr, allow_silent=True)
+    out = {decoded_sha256(wav)}
+    peak = float(np.abs(wav).max()) if wav.size else 0.0
+    if peak > 1.0:
+        out.add(decoded_sha256(wav / peak))
+    return out
+
+
+def leaks(files: list[str | os.PathLike], songs: tuple[set[str], set[str]], sr: int = audio.SR) -> list[str]:
+    """The ``files`` that are songs of a corpus (``songs``: :func:`manifest_songs` or :func:`listed_songs`),
+    by path or by decoded audio (a copy elsewhere, or the package's original file)."""
+    paths, hashes = songs
+    out = []
+    for f in files:
+        if str(Path(f).resolve()) in paths:
+            out.append(str(f))
+            continue
+        try:
+            if audio_hashes(f, sr) & hashes:
+                out.append(str(f))
+        except audio.AudioError:
+            continue
+    return out
+
+
+def training_list(manifest_path: str | os.PathLike) -> dict:
+    """What a shipped model's ``NAME.training.json`` holds of its corpus: every song (train, val and left-out
+    duplicates) by package, version, file, licence, split and decoded-audio SHA-256 (no audio)."""
+    data = storage.read_json(manifest_path)
+    keep = ("package", "version", "file", "licence", "split", "status", "seconds", "sha256")
+    return {"kind": KIND + "-songs", "sample_rate": data["sample_rate"], "packages": data["packages"],
+            "songs": [{k: r.get(k) for k in keep} for r in data["files"]
+                      if r["role"] == "music" and r["status"] in ("kept", "duplicate")]}
+
+
+def listed_songs(path: str | os.PathLike) -> tuple[set[str], set[str]]:
+    """``(no paths, sha256s)`` of a :func:`training_list` file, for :func:`leaks`."""
+    return set(), {s["sha256"] for s in storage.read_json(path)["songs"]}
