@@ -315,3 +315,90 @@ def _decoder_reason(err: Exception) -> str:
     if "does not exist or is not a regular file" in msg or "unknown format" in msg.lower():
         return "unrecognised format or corrupt header"
     return msg.split(": ", 1)[-1] if msg.startswith("Error opening") else msg
+
+
+# -- lossy codecs: what a stream, a phone call or a compressed file does to the audio -----------------
+
+# name -> (container, encoder, sample rates the encoder takes): encoded in memory by PyAV (FFmpeg), except
+# GSM 06.10 (the GSM full-rate phone codec), which libsndfile encodes
+CODECS = {"mp3": ("mp3", "libmp3lame", (8000, 16000, 22050, 44100)), "aac": ("adts", "aac", (8000, 16000, 44100)),
+          "opus": ("ogg", "libopus", (8000, 16000, 48000)), "amr_nb": ("amr", "libopencore_amrnb", (8000,)),
+          "gsm": ("wav", "gsm610", (8000,))}
+AMR_NB_KBPS = (4.75, 5.15, 5.9, 6.7, 7.4, 7.95, 10.2, 12.2)
+
+
+def codec_roundtrip(wav: np.ndarray, sr: int, codec: str, kbps: float, codec_sr: int | None = None) -> np.ndarray:
+    """``wav`` ``float32 [T]`` at ``sr`` encoded with ``codec`` (:data:`CODECS`) at ``kbps`` and decoded again:
+    ``float32 [T]`` at ``sr``, aligned with the input (the codec's delay removed by cross-correlation).
+    ``codec_sr``: the rate the codec runs at (default ``sr`` when the encoder takes it, else its lowest
+    rate above); GSM and AMR-NB always run at 8 kHz; ``kbps`` is ignored for GSM (13 kb/s)."""
+    import io
+
+    if codec not in CODECS:
+        raise ValueError(f"unknown codec {codec!r}; one of {', '.join(CODECS)}")
+    fmt, encoder, rates = CODECS[codec]
+    rate = codec_sr or next((r for r in rates if r >= sr), rates[-1])
+    if rate not in rates:
+        raise ValueError(f"{codec} runs at {', '.join(map(str, rates))} Hz, not {rate}")
+    x = np.asarray(wav, dtype=np.float32)
+    n = x.shape[0]
+    if rate != sr:
+        x = soxr.resample(x, sr, rate, quality="HQ").astype(np.float32)
+    x = np.clip(x, -1.0, 1.0)
+    if codec == "gsm":
+        buf = io.BytesIO()
+        sf.write(buf, x, rate, format="WAV", subtype="GSM610")
+        buf.seek(0)
+        y = sf.read(buf, dtype="float32")[0]
+    else:
+        y = _av_roundtrip(x, rate, fmt, encoder, kbps)
+    if rate != sr:
+        y = soxr.resample(y, rate, sr, quality="HQ").astype(np.float32)
+    return _aligned(y, np.asarray(wav, dtype=np.float32), n)
+
+
+def _av_roundtrip(x: np.ndarray, rate: int, fmt: str, encoder: str, kbps: float) -> np.ndarray:
+    import io
+
+    av = _av()
+    buf = io.BytesIO()
+    pcm = np.round(x * 32767.0).astype(np.int16)[None]
+    with av.open(buf, "w", format=fmt) as c:
+        st = c.add_stream(encoder, rate=rate)
+        st.layout = "mono"
+        st.bit_rate = int(kbps * 1000)
+        fmt_in = st.codec_context.codec.audio_formats[0].name
+        size = st.codec_context.frame_size or 1024
+        resampler = av.AudioResampler(format=fmt_in, layout="mono", rate=rate)
+        size = max(size, 160)
+        for i in range(0, pcm.shape[1], size):
+            chunk = np.ascontiguousarray(pcm[:, i : i + size])
+            if chunk.shape[1] < size:
+                chunk = np.pad(chunk, ((0, 0), (0, size - chunk.shape[1])))
+            frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout="mono")
+            frame.sample_rate, frame.pts = rate, i
+            for f in resampler.resample(frame):
+                for packet in st.encode(f):
+                    c.mux(packet)
+        for packet in st.encode(None):
+            c.mux(packet)
+    buf.seek(0)
+    chunks = []
+    with av.open(buf, "r") as c:
+        back = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        for frame in c.decode(audio=0):
+            for f in back.resample(frame):
+                chunks.append(f.to_ndarray().reshape(-1))
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+
+
+def _aligned(y: np.ndarray, ref: np.ndarray, n: int, max_lag: int = 4096) -> np.ndarray:
+    """``y`` shifted to line up with ``ref`` (the lag of the cross-correlation peak, within ``max_lag``
+    samples of delay), cut or zero-padded to ``n`` samples."""
+    if y.shape[0] == 0:
+        return np.zeros(n, np.float32)
+    m = 1 << int(np.ceil(np.log2(len(y) + len(ref))))
+    cc = np.fft.irfft(np.fft.rfft(y, m) * np.conj(np.fft.rfft(ref, m)), m)
+    lag = int(np.argmax(cc[: max_lag + 1]))  # y delayed by `lag` samples
+    out = y[lag : lag + n]
+    return np.pad(out, (0, n - out.shape[0])).astype(np.float32) if out.shape[0] < n else out.astype(np.float32)

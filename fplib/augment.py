@@ -2,8 +2,11 @@
 
 A batch of clean segments with some context on each side (for the time offset), a batch of noise
 segments and a batch of impulse responses go in; the clean window and its degraded replica come out.
-The chain follows the physical path of a recording: time offset -> room impulse response ->
-background noise at a target SNR -> band-limiting (a phone microphone) -> waveform time mask; then,
+The chain follows the physical path of a recording: time offset and playback speed (a song played
+a few per cent fast or slow, pitch moving with tempo) -> room impulse response (convolved, where the
+data has them, with a loudspeaker's response) -> background noise at a target SNR -> microphone
+colouration (a random smooth equaliser) -> band-limiting (a phone microphone) -> automatic gain ->
+clipping -> a lossy codec (MP3, AAC, Opus, AMR-NB, GSM at low bitrates) -> waveform time mask; then,
 on the log-mel of the degraded view only, time/frequency masks filled with silence (the floor, not
 0 dB as in the original scripts) and drawn independently for every example.
 
@@ -18,11 +21,16 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from fplib.features import FrontEnd, LogMel
 
-STEPS = ("offset", "ir", "noise", "bandlimit", "time_mask")
+STEPS = ("offset", "speed", "ir", "noise", "eq", "bandlimit", "gain", "clip", "codec", "time_mask")
+# the codecs (fplib.audio.CODECS) and bitrates (kb/s) the codec step draws from: low bitrates, as streams,
+# phone calls and voice messages use them at 8 kHz
+TRAINING_CODECS = (("mp3", 16.0), ("mp3", 24.0), ("aac", 12.0), ("aac", 20.0), ("opus", 8.0), ("opus", 12.0),
+                   ("amr_nb", 7.95), ("amr_nb", 12.2), ("gsm", 13.0))
 
 
 @dataclass(frozen=True)
@@ -47,13 +55,24 @@ class AugmentConfig:
     freq_mask_max_bins: int = 128  # mel bins, maximum mask width
     spec_time_mask_p: float = 0.33  # probability of a time mask on the degraded log-mel
     spec_time_mask_max_frames: int = 2  # STFT frames, maximum mask width
+    # degradations of real recordings beyond NAFP's (off by default: the original scripts' recipe)
+    speed_p: float = 0.0  # probability of playing the degraded view faster or slower (pitch with tempo)
+    speed_max: float = 0.05  # maximum relative speed change either way (0.05: 95-105 %)
+    eq_p: float = 0.0  # probability of a random smooth equaliser (microphone and loudspeaker colouration)
+    eq_db: float = 8.0  # dB, the equaliser's gains are drawn in +-eq_db at log-spaced control points
+    gain_p: float = 0.0  # probability of a slow level change within the window (automatic gain control)
+    gain_db: float = 10.0  # dB, the largest level swing
+    clip_p: float = 0.0  # probability of clipping (a recording overdriven into full scale)
+    clip_drive_db: tuple[float, float] = (3.0, 18.0)  # dB of gain above full scale before the clip
+    codec_p: float = 0.0  # probability of a lossy codec round trip
+    codecs: tuple[tuple[str, float], ...] = TRAINING_CODECS  # (codec, kb/s) drawn uniformly
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if f.name.endswith("_p") and not 0.0 <= v <= 1.0:
                 raise ValueError(f"{f.name} must be a probability in [0, 1], got {v}")
-        for name in ("snr_db", "time_mask_s", "lowpass_hz", "highpass_hz", "bandlimit_db_oct"):
+        for name in ("snr_db", "time_mask_s", "lowpass_hz", "highpass_hz", "bandlimit_db_oct", "clip_drive_db"):
             lo, hi = getattr(self, name)
             if lo > hi:
                 raise ValueError(f"{name}: range ({lo}, {hi}) is reversed")
@@ -65,6 +84,14 @@ class AugmentConfig:
                 raise ValueError(f"snr_buckets must be (p, lo, hi) rows with p summing to 1, got {self.snr_buckets}")
         if self.offset_max_s < 0 or self.ir_max_s <= 0:
             raise ValueError("offset_max_s must be >= 0 and ir_max_s > 0")
+        if not 0.0 <= self.speed_max < 0.5 or self.eq_db < 0 or self.gain_db < 0:
+            raise ValueError("need 0 <= speed_max < 0.5, eq_db >= 0 and gain_db >= 0")
+        from fplib.audio import CODECS
+
+        object.__setattr__(self, "codecs", tuple((str(c), float(k)) for c, k in self.codecs))
+        bad = [c for c, _ in self.codecs if c not in CODECS]
+        if bad or (self.codec_p > 0 and not self.codecs):
+            raise ValueError(f"codecs: (name, kb/s) pairs with names from {', '.join(CODECS)}, got {self.codecs}")
 
 
 @dataclass
@@ -88,9 +115,20 @@ class Draws:
     smask_on: torch.Tensor  # bool
     smask_start: torch.Tensor  # int64, frames
     smask_width: torch.Tensor  # int64, frames
+    # the steps beyond NAFP's; None where the config's probability is 0 (nothing drawn for them)
+    speed: torch.Tensor | None = None  # float32, playback speed (1: unchanged)
+    eq_on: torch.Tensor | None = None  # bool
+    eq_gains_db: torch.Tensor | None = None  # float32 [B, EQ_POINTS]
+    gain_on: torch.Tensor | None = None  # bool
+    gain_start_db: torch.Tensor | None = None  # float32, level at the window's start (ramp to -this)
+    clip_on: torch.Tensor | None = None  # bool
+    clip_drive_db: torch.Tensor | None = None  # float32
+    codec_on: torch.Tensor | None = None  # bool
+    codec_id: torch.Tensor | None = None  # int64, index into the config's codecs
 
     def to(self, device: torch.device | str) -> Draws:
-        return Draws(**{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)})
+        return Draws(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                        for f in dataclasses.fields(self)})
 
     def disable(self, *steps: str) -> Draws:
         """A copy with the named steps (of STEPS, plus "spec_mask") switched off for every example."""
@@ -98,9 +136,13 @@ class Draws:
         for step in steps:
             if step == "offset":
                 d.offset = torch.zeros_like(d.offset)
-            elif step in ("ir", "noise", "time_mask", "bandlimit"):
-                attr = {"ir": "ir_on", "noise": "noise_on", "time_mask": "tmask_on", "bandlimit": "band_on"}[step]
-                setattr(d, attr, torch.zeros_like(getattr(d, attr)))
+            elif step == "speed":
+                d.speed = None
+            elif step in ("ir", "noise", "time_mask", "bandlimit", "eq", "gain", "clip", "codec"):
+                attr = {"ir": "ir_on", "noise": "noise_on", "time_mask": "tmask_on", "bandlimit": "band_on",
+                        "eq": "eq_on", "gain": "gain_on", "clip": "clip_on", "codec": "codec_on"}[step]
+                if getattr(d, attr) is not None:
+                    setattr(d, attr, torch.zeros_like(getattr(d, attr)))
             elif step == "spec_mask":
                 d.fmask_on = torch.zeros_like(d.fmask_on)
                 d.smask_on = torch.zeros_like(d.smask_on)
@@ -149,7 +191,7 @@ class Augmenter:
         tmask_len = torch.round(u(*c.time_mask_s) * fe.sr).long().clamp(1, T)
         fmask_width = randint(0, min(c.freq_mask_max_bins, fe.n_mels))
         smask_width = randint(0, min(c.spec_time_mask_max_frames, fe.n_frames))
-        return Draws(
+        base = dict(
             offset=offset,
             ir_on=coin(c.ir_p),
             noise_on=coin(c.noise_p),
@@ -168,6 +210,22 @@ class Augmenter:
             smask_start=randint(0, fe.n_frames - smask_width),
             smask_width=smask_width,
         )
+        extra = {}  # drawn after NAFP's draws, and only when switched on: older recipes draw as before
+        if c.speed_p > 0:
+            extra["speed"] = torch.where(coin(c.speed_p), u(1.0 - c.speed_max, 1.0 + c.speed_max), 1.0).float()
+        if c.eq_p > 0:
+            extra["eq_on"] = coin(c.eq_p)
+            extra["eq_gains_db"] = (c.eq_db * (2 * torch.rand(batch, EQ_POINTS, generator=g) - 1)).float()
+        if c.gain_p > 0:
+            extra["gain_on"] = coin(c.gain_p)
+            extra["gain_start_db"] = u(-c.gain_db / 2, c.gain_db / 2).float()
+        if c.clip_p > 0:
+            extra["clip_on"] = coin(c.clip_p)
+            extra["clip_drive_db"] = u(*c.clip_drive_db).float()
+        if c.codec_p > 0:
+            extra["codec_on"] = coin(c.codec_p)
+            extra["codec_id"] = randint(0, len(c.codecs) - 1)
+        return Draws(**base, **extra)
 
     # -- applying ------------------------------------------------------------------------------
     def degrade(
@@ -196,20 +254,40 @@ class Augmenter:
         if ir is not None and bool(draws.ir_on.any()):
             sel = draws.ir_on.nonzero()[:, 0]
             x = x.index_copy(0, sel, convolve_ir(x[sel], ir.to(x.device).float()[sel], self.ir_max_len))
-        # the offset is applied after the IR so the shifted view keeps its reverberant lead-in
+        # the offset (and speed) is applied after the IR so the shifted view keeps its reverberant lead-in
         idx = (M + draws.offset)[:, None] + torch.arange(T, device=x.device)[None, :]
-        x = torch.gather(x, 1, idx)
         if return_steps:
             steps["offset"] = torch.gather(seg, 1, idx)
+        if draws.speed is None:
+            x = torch.gather(x, 1, idx)
+            steps["speed"] = steps.get("offset")
+        else:
+            if return_steps:
+                steps["speed"] = resample_window(seg, draws.offset, draws.speed, T)
+            x = resample_window(x, draws.offset, draws.speed, T)
         steps["ir"] = x
         if noise is not None and bool(draws.noise_on.any()):
             x = add_noise(x, noise.to(x.device).float()[:, :T], draws.snr_db, draws.noise_on)
         steps["noise"] = x
+        if draws.eq_on is not None and bool(draws.eq_on.any()):
+            sel = draws.eq_on.nonzero()[:, 0]
+            x = x.index_copy(0, sel, equalise(x[sel], self.fe.sr, draws.eq_gains_db[sel]))
+        steps["eq"] = x
         if bool(draws.band_on.any()):  # filter only the examples drawn for it
             sel = draws.band_on.nonzero()[:, 0]
             x = x.index_copy(0, sel, bandlimit(x[sel], self.fe.sr, draws.lowpass_hz[sel], draws.highpass_hz[sel],
                                                draws.band_order[sel]))
         steps["bandlimit"] = x
+        if draws.gain_on is not None and bool(draws.gain_on.any()):
+            ramp = torch.linspace(1.0, -1.0, T, device=x.device)[None, :] * draws.gain_start_db[:, None]
+            x = torch.where(draws.gain_on[:, None], x * 10.0 ** (ramp / 20.0), x)
+        steps["gain"] = x
+        if draws.clip_on is not None and bool(draws.clip_on.any()):
+            x = torch.where(draws.clip_on[:, None], clip(x, draws.clip_drive_db), x)
+        steps["clip"] = x
+        if draws.codec_on is not None and bool(draws.codec_on.any()):
+            x = apply_codecs(x, self.fe.sr, draws.codec_on, draws.codec_id, self.cfg.codecs)
+        steps["codec"] = x
         if bool(draws.tmask_on.any()):
             t = torch.arange(T, device=x.device)[None, :]
             span = (t >= draws.tmask_start[:, None]) & (t < (draws.tmask_start + draws.tmask_len)[:, None])
@@ -264,6 +342,73 @@ def add_noise(
     gain = torch.sqrt(ps / (pn.clamp_min(1e-30) * 10.0 ** (snr_db.double() / 10.0)))
     gain = torch.where(ok, gain, torch.zeros_like(gain)).to(x.dtype)
     return x + gain[:, None] * noise
+
+
+EQ_POINTS = 8  # control points of the random equaliser, log-spaced from 100 Hz to the Nyquist frequency
+
+
+def resample_window(x: torch.Tensor, offset: torch.Tensor, speed: torch.Tensor, T: int) -> torch.Tensor:
+    """``T`` samples of each row of ``x [B, T + 2M]`` around its centre shifted by ``offset`` samples, read
+    at ``speed`` samples per sample (linear interpolation; > 1: played faster, pitch up). Reads past
+    the context are clamped to its ends."""
+    B, L = x.shape
+    M = (L - T) // 2
+    t = torch.arange(T, device=x.device, dtype=torch.float64)[None, :] - (T - 1) / 2
+    pos = M + (T - 1) / 2 + offset.double()[:, None] + t * speed.double()[:, None]
+    pos = pos.clamp(0, L - 1)
+    i0 = pos.floor().long().clamp(max=L - 2)
+    frac = (pos - i0).float()
+    return torch.gather(x, 1, i0) * (1 - frac) + torch.gather(x, 1, i0 + 1) * frac
+
+
+def equalise(x: torch.Tensor, sr: int, gains_db: torch.Tensor) -> torch.Tensor:
+    """A smooth random colouration: gains (dB) at :data:`EQ_POINTS` log-spaced frequencies, interpolated
+    in log-frequency, applied in the frequency domain; the RMS is kept."""
+    B, T = x.shape
+    n = _fast_len(T + 256)
+    f = torch.fft.rfftfreq(n, 1.0 / sr, device=x.device).clamp_min(1.0)
+    pts = torch.logspace(math.log10(100.0), math.log10(sr / 2), gains_db.shape[1], device=x.device)
+    lf, lp = torch.log(f), torch.log(pts)
+    k = torch.searchsorted(lp, lf).clamp(1, len(lp) - 1)
+    w = ((lf - lp[k - 1]) / (lp[k] - lp[k - 1])).clamp(0, 1)
+    g = gains_db.to(x.device)
+    curve = g[:, k - 1] * (1 - w)[None] + g[:, k] * w[None]  # [B, F]
+    y = torch.fft.irfft(torch.fft.rfft(x, n) * 10.0 ** (curve / 20.0), n)[:, :T]
+    rms_in = x.square().mean(dim=1, keepdim=True).sqrt()
+    rms_out = y.square().mean(dim=1, keepdim=True).sqrt()
+    return y * torch.where(rms_out > 0, rms_in / rms_out.clamp_min(1e-12), torch.zeros_like(rms_out))
+
+
+def clip(x: torch.Tensor, drive_db: torch.Tensor) -> torch.Tensor:
+    """Each row scaled so that its peak is ``drive_db`` above full scale, clipped at +-1, scaled back."""
+    peak = x.abs().amax(dim=1, keepdim=True).clamp_min(1e-9)
+    gain = 10.0 ** (drive_db.to(x.device)[:, None] / 20.0) / peak
+    return (x * gain).clamp(-1.0, 1.0) / gain
+
+
+def apply_codecs(x: torch.Tensor, sr: int, on: torch.Tensor, codec_id: torch.Tensor,
+                 codecs: tuple[tuple[str, float], ...], gap_s: float = 0.1) -> torch.Tensor:
+    """The rows of ``x [B, T]`` with ``on`` through their codec (:func:`fplib.audio.codec_roundtrip`): the
+    rows sharing a codec go through it as one signal, separated by ``gap_s`` of silence (one encoder
+    run per codec per batch)."""
+    from fplib.audio import codec_roundtrip
+
+    B, T = x.shape
+    gap = int(gap_s * sr)
+    out = x.detach().cpu().numpy().copy()
+    on, codec_id = on.cpu(), codec_id.cpu()
+    for c in sorted(set(codec_id[on].tolist())):
+        rows = (on & (codec_id == c)).nonzero()[:, 0].tolist()
+        chain = np.zeros(len(rows) * (T + gap) + gap, dtype=np.float32)
+        peak = np.abs(out[rows]).max(axis=1).clip(1e-9)
+        scale = np.minimum(1.0, 0.9 / peak)  # the encoders take full scale at most
+        for j, r in enumerate(rows):
+            chain[gap + j * (T + gap) : gap + j * (T + gap) + T] = out[r] * scale[j]
+        name, kbps = codecs[c]
+        y = codec_roundtrip(chain, sr, name, kbps)
+        for j, r in enumerate(rows):
+            out[r] = y[gap + j * (T + gap) : gap + j * (T + gap) + T] / scale[j]
+    return torch.from_numpy(out).to(x.device)
 
 
 def ir_onset(ir: torch.Tensor) -> torch.Tensor:

@@ -16,9 +16,13 @@ from fplib.augment import STEPS, Augmenter, Draws
 from fplib.data import IRBank, NoiseBank, item_rng, read_with_context, torch_generator
 from fplib.features import FrontEnd, LogMel, hz_to_mel
 
-STEP_TITLES = {"clean": "clean", "offset": "+ time offset", "ir": "+ room impulse response",
-               "noise": "+ background noise", "bandlimit": "+ band-limiting", "time_mask": "+ time mask",
-               "spec_mask": "+ spectrogram masks"}
+STEP_TITLES = {"clean": "clean", "offset": "+ time offset", "speed": "+ playback speed",
+               "ir": "+ room impulse response", "noise": "+ background noise", "eq": "+ microphone colouration",
+               "bandlimit": "+ band-limiting", "gain": "+ automatic gain", "clip": "+ clipping",
+               "codec": "+ lossy codec", "time_mask": "+ time mask", "spec_mask": "+ spectrogram masks"}
+# what show_steps and the explorer switch on to show every step (the codec they show is the phone's AMR-NB)
+_FORCED = dict(offset_p=1.0, speed_p=1.0, ir_p=1.0, noise_p=1.0, eq_p=1.0, bandlimit_p=1.0, gain_p=1.0, clip_p=1.0,
+               codec_p=1.0, time_mask_p=1.0, freq_mask_p=1.0, spec_time_mask_p=1.0)
 
 
 def show(fig: plt.Figure) -> None:
@@ -143,16 +147,17 @@ def show_steps(song: str | Path, second: int, irs: IRBank, noises: NoiseBank, au
     import dataclasses
 
     fe = augmenter.fe
-    forced = Augmenter(dataclasses.replace(augmenter.cfg, offset_p=1.0, ir_p=1.0, noise_p=1.0, bandlimit_p=1.0,
-                                           time_mask_p=1.0, freq_mask_p=1.0, spec_time_mask_p=1.0), fe)
+    forced = Augmenter(dataclasses.replace(augmenter.cfg, **_FORCED), fe)
     seg, noise, ir, d = _example(song, second, irs, noises, forced, seed)
     d.fmask_width = d.fmask_width.clamp_min(16)
     d.fmask_start = d.fmask_start.clamp_max(fe.n_mels - d.fmask_width)
     _, deg, steps = forced.degrade(seg, noise, ir, d, return_steps=True)
     with torch.no_grad():
         masked = forced.spec_mask(forced.features(deg), d)[0, 0].numpy()
+    codec = forced.cfg.codecs[int(d.codec_id)]
     title = (f"{Path(song).name}, second {second}: offset {int(d.offset) / fe.sr * 1000:.0f} ms, "
-             f"SNR {float(d.snr_db):.1f} dB, band {float(d.highpass_hz):.0f}-{float(d.lowpass_hz):.0f} Hz")
+             f"speed {float(d.speed):.3f}, SNR {float(d.snr_db):.1f} dB, band {float(d.highpass_hz):.0f}-"
+             f"{float(d.lowpass_hz):.0f} Hz, clip +{float(d.clip_drive_db):.0f} dB, {codec[0]} {codec[1]:g} kb/s")
     show(plot_steps(steps, fe, masked, title=title))
     for name in ("clean", *STEPS):
         print(STEP_TITLES[name])
@@ -175,9 +180,12 @@ def explorer(songs: Sequence[Path], irs: IRBank, noises: NoiseBank, augmenter: A
     on that channel for the cell's reply, and that exchange can leave the run waiting for the cell
     timeout. With nothing captured during the cell, a headless run sends the kernel nothing back.
     """
+    import dataclasses
+
     import ipywidgets as W
     from IPython.display import clear_output
 
+    augmenter = Augmenter(dataclasses.replace(augmenter.cfg, **_FORCED), augmenter.fe)  # every step drawn
     fe = augmenter.fe
     durations = {str(s): audio.info(s).duration for s in songs}
     song_w = W.Dropdown(options=[(Path(s).name, str(s)) for s in songs], description="song")
@@ -196,6 +204,9 @@ def explorer(songs: Sequence[Path], irs: IRBank, noises: NoiseBank, augmenter: A
         d.snr_db = torch.tensor([float(snr)])
         d.ir_on, d.noise_on = torch.tensor([on["ir"]]), torch.tensor([on["noise"]])
         d.band_on, d.tmask_on = torch.tensor([on["bandlimit"]]), torch.tensor([on["time_mask"]])
+        d.speed = d.speed if on["speed"] else None
+        d.eq_on, d.gain_on = torch.tensor([on["eq"]]), torch.tensor([on["gain"]])
+        d.clip_on, d.codec_on = torch.tensor([on["clip"]]), torch.tensor([on["codec"]])
         d.fmask_on = d.smask_on = torch.tensor([on["spec_mask"]])
         if on["spec_mask"]:  # make the masks visible whatever was drawn
             d.fmask_width = d.fmask_width.clamp_min(16)
