@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fplib import audio, storage
+from fplib import audio, corpus, storage
 from fplib.augment import add_noise, bandlimit, convolve_ir
 from fplib.data import IRBank, NoiseBank, item_rng
 from fplib.runs import Run
@@ -49,6 +49,35 @@ class Query:
     seed: int
     bandlimit: bool = False
     repeats: tuple[float, ...] = ()  # other starts (s) where the song holds the same audio (loops)
+    condition: str = ""  # "" or one of CONDITIONS: a codec or a speed change on top of the room and noise
+
+
+# Query conditions beyond rooms and noise (reported as their own rows): the rendered query through a lossy
+# codec (MP3 and AAC at 64 kb/s, encoded at 44.1 kHz as a file or stream would be; GSM full rate and AMR-NB
+# 12.2 kb/s, the phone codecs, at 8 kHz), or the song played faster or slower (pitch moving with tempo)
+CONDITIONS = {"mp3_64": ("codec", "mp3", 64.0, 44100), "aac_64": ("codec", "aac", 64.0, 44100),
+              "gsm": ("codec", "gsm", 13.0, 8000), "amr_12.2": ("codec", "amr_nb", 12.2, 8000),
+              "speed+2": ("speed", 1.02), "speed-2": ("speed", 0.98), "speed+5": ("speed", 1.05),
+              "speed-5": ("speed", 0.95)}
+
+
+def with_conditions(queries: list[Query], conditions: tuple[str, ...]) -> list[Query]:
+    """``queries`` followed by a copy of each under each of ``conditions`` (:data:`CONDITIONS`), with
+    new ids; a speed-changed copy whose song is too short for the longer read is left out."""
+    bad = [c for c in conditions if c not in CONDITIONS]
+    if bad:
+        raise ValueError(f"unknown query condition(s) {bad}; known: {', '.join(CONDITIONS)}")
+    out, k = list(queries), max((q.id for q in queries), default=-1) + 1
+    durations: dict[str, float] = {}
+    for c in conditions:
+        for q in queries:
+            if CONDITIONS[c][0] == "speed":
+                d = durations.setdefault(q.song, audio.info(q.song).duration)
+                if q.start_s + q.length_s * CONDITIONS[c][1] > d:
+                    continue
+            out.append(replace(q, id=k, condition=c))
+            k += 1
+    return out
 
 
 REPEAT_CORR = 0.9  # normalised cross-correlation above which two stretches of a song are the same audio
@@ -87,12 +116,42 @@ class HeldOutError(ValueError):
 
 def check_held_out(query_songs: list[str], training_songs: list[str]) -> None:
     """Refuse query songs that were used in training (compared as resolved file paths, so links made
-    by the online split count as their targets)."""
+    by the online split count as their targets). When the training songs come from a corpus that
+    ``build_corpus`` made, every song of its manifest is refused, in any split (its validation songs
+    are the threshold's calibration negatives), by path or by decoded audio (:func:`fplib.corpus.leaks`)."""
     trained = {str(Path(s).resolve()) for s in training_songs}
     clash = sorted({str(Path(s).resolve()) for s in query_songs} & trained)
     if clash:
         raise HeldOutError(f"{len(clash)} query song(s) were in the training split, e.g. {clash[:3]}; "
                            f"evaluate on held-out songs only")
+    for manifest in sorted({m for m in map(corpus.find_manifest, {str(Path(s).parent) for s in trained}) if m}):
+        check_not_in_corpus(query_songs, corpus.manifest_songs(manifest), str(manifest))
+
+
+def model_corpora(checkpoint: str | os.PathLike) -> list[tuple[tuple[set[str], set[str]], str]]:
+    """The training corpora a model file names: its ``NAME.training.json`` beside it (a shipped model's list
+    of training songs), and the ``build_corpus`` corpus its training folders lie in, if that is on this
+    machine; as ``(songs, where)`` for :func:`check_not_in_corpus`."""
+    from fplib.checkpoints import load_checkpoint
+
+    out = []
+    listed = Path(checkpoint).with_suffix(".training.json")
+    if listed.exists():
+        out.append((corpus.listed_songs(listed), str(listed)))
+    params = load_checkpoint(checkpoint).get("params") or {}
+    folders = [params.get(k) for k in ("train_path", "path", "corpus", "input_folder") if params.get(k)]
+    for m in sorted({m for m in map(corpus.find_manifest, folders) if m}):
+        out.append((corpus.manifest_songs(m), str(m)))
+    return out
+
+
+def check_not_in_corpus(query_songs: list[str], songs: tuple[set[str], set[str]], where: str) -> None:
+    """Refuse query songs whose audio is a song of a training corpus (``songs``: paths and decoded-audio
+    SHA-256s, :func:`fplib.corpus.manifest_songs` or :func:`fplib.corpus.listed_songs`)."""
+    clash = corpus.leaks(query_songs, songs)
+    if clash:
+        raise HeldOutError(f"{len(clash)} query song(s) are songs of the training corpus ({where}), e.g. "
+                           f"{clash[:3]}; evaluate on music that no training used")
 
 
 def training_songs(run_dir: str | os.PathLike) -> list[str]:
@@ -232,7 +291,12 @@ def _with_repeats(queries: list[Query], sr: int) -> list[Query]:
 
 def render(q: Query, irs: IRBank, noises: NoiseBank, sr: int = audio.SR) -> np.ndarray:
     """The degraded query audio, ``float32 [length * sr]``."""
-    wav = audio.load(q.song, sr, offset=q.start_s, duration=q.length_s, allow_silent=True)
+    cond = CONDITIONS[q.condition] if q.condition else ("",)
+    if cond[0] == "speed":  # `speed` x the query's length of the song, played in the query's length
+        wav = audio.load(q.song, sr, offset=q.start_s, duration=q.length_s * cond[1], allow_silent=True)
+        wav = resample_to(wav, int(round(q.length_s * sr)))
+    else:
+        wav = audio.load(q.song, sr, offset=q.start_s, duration=q.length_s, allow_silent=True)
     rng = np.random.default_rng(q.seed)
     x = torch.from_numpy(wav)[None]
     x = convolve_ir(x, torch.from_numpy(irs.irs[q.ir])[None])
@@ -241,7 +305,20 @@ def render(q: Query, irs: IRBank, noises: NoiseBank, sr: int = audio.SR) -> np.n
         x = bandlimit(x, sr, torch.tensor([float(rng.uniform(2000, 3000))]),
                       torch.tensor([float(rng.uniform(500, 1000))]), torch.tensor([4]))
     x = x / x.abs().max().clamp_min(1.0)
-    return x[0].numpy().astype(np.float32)
+    out = x[0].numpy().astype(np.float32)
+    if cond[0] == "codec":
+        out = audio.codec_roundtrip(out, sr, cond[1], cond[2], codec_sr=cond[3])
+    return out
+
+
+def resample_to(wav: np.ndarray, n: int) -> np.ndarray:
+    """``wav`` stretched or squeezed to ``n`` samples (a change of playback speed: pitch moves with tempo)."""
+    import soxr
+
+    if n == len(wav):
+        return wav
+    y = soxr.resample(wav, len(wav), n, quality="HQ").astype(np.float32)
+    return np.pad(y, (0, max(0, n - len(y))))[:n]
 
 
 def save_queries(path: str | os.PathLike, queries: list[Query]) -> None:
@@ -319,7 +396,7 @@ def score(queries: list[Query], rows: list[dict], tolerance_s: float = 0.5, per_
     cells: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         q = by_id[r["query"]]
-        key = (r["system"], q.length_s, q.snr_db if per_snr else None)
+        key = (r["system"] + (f" @{q.condition}" if q.condition else ""), q.length_s, q.snr_db if per_snr else None)
         c = cells[key]
         if q.in_database:
             hits = [is_hit(q, name, off, tolerance_s) for name, off in zip(r["predicted"], r["offsets"])]
@@ -444,8 +521,13 @@ class Protocol:
     method: str = "sequence"  # neural recognisers: "sequence" (NAFP's alignment) or "vote"
     landmark_density: float = 100.0  # the audfprint baseline's hashes per second (its default 20 misses noisy queries)
     seed: int = 0  # query positions, rooms and noises
+    conditions: tuple[str, ...] = ()  # CONDITIONS: each test query again through a codec or at another speed
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "conditions", tuple(self.conditions))
+        bad = [c for c in self.conditions if c not in CONDITIONS]
+        if bad:
+            raise ValueError(f"unknown query condition(s) {bad}; known: {', '.join(CONDITIONS)}")
         object.__setattr__(self, "lengths", tuple(float(x) for x in self.lengths))
         object.__setattr__(self, "snrs", tuple(float(x) for x in self.snrs))
         if not self.lengths or min(self.lengths) <= 0:
@@ -612,7 +694,10 @@ def benchmark(systems: dict[str, object], in_db: dict[str, str], out_db: list[st
        of them per query length (:func:`fplib.search.calibrate`).
     2. Test queries: ``protocol.queries_per_cell`` per length and SNR from ``in_db`` and as many from
        the test songs out of the database (:func:`plan_queries`), through every system (:func:`run`).
-    3. Scoring per system, length and SNR (:func:`score`)."""
+    3. Scoring per system, length and SNR (:func:`score`); the test queries again under each of
+       ``protocol.conditions`` (codecs, speed changes: :func:`with_conditions`) are scored as systems of
+       their own, ``"NAME @CONDITION"``. Systems that already hold a threshold keep it when
+       ``calibrate`` is False (a shipped model's default)."""
     from fplib.search import calibrate as fit_threshold
 
     systems = _systems(systems)
@@ -631,6 +716,7 @@ def benchmark(systems: dict[str, object], in_db: dict[str, str], out_db: list[st
             rec.threshold = thresholds[name] = fit_threshold(scores[name], p.target_fpr)
     queries = plan_queries(in_db, test_out, len(irs), list(p.lengths), list(p.snrs), p.queries_per_cell, p.seed,
                            p.bandlimit_share)
+    queries = with_conditions(queries, p.conditions)
     rows = run(queries, irs, noises, systems, method=p.method, progress=progress)
     return Benchmark(p, queries, rows, score(queries, rows, p.tolerance_s), calib_queries, scores, thresholds,
                      calib_songs, test_out)
@@ -671,11 +757,48 @@ class Calibration:
     measured_fpr: float | None  # over every held-back query
     negatives: dict  # what was used: files per half, skipped files, rooms, noises
 
+    @property
+    def missed(self) -> list[dict]:
+        """The lengths whose held-back false-positive rate exceeds the target by more than two standard
+        errors (a binomial count of ``n_test`` queries at the target rate)."""
+        return [r for r in self.per_length if r["fpr"] is not None and r["n_test"] and r["fpr"] > self.target_fpr
+                + 2 * math.sqrt(max(self.target_fpr * (1 - self.target_fpr), 1e-4) / r["n_test"])]
+
     def to_json(self) -> dict:
         """The ``NAME.threshold.json`` content (what ``recognize`` and notebook 05 read, plus the measurements)."""
         return {"threshold": self.threshold.to_dict(), "target_fpr": self.target_fpr, "phases": self.phases,
                 "decision": self.decision, "measured_fpr": self.measured_fpr, "per_length": self.per_length,
                 "negatives": self.negatives}
+
+
+# what a shipped model's threshold is calibrated for, on the corpus's held-out songs (calibrate_on_corpus)
+SHIPPED_FPR = 0.02
+CORPUS_CALIBRATION = {"per_cell": 15, "noise_only_per_length": 8}
+
+
+def corpus_negatives(root: str | os.PathLike | None = None) -> dict[str, list[Path]] | None:
+    """The held-out songs, rooms and noises of the corpus ``build_corpus`` made (default
+    ``outputs/corpus``): real out-of-database music for calibration; None when there is no corpus."""
+    try:
+        folders = corpus.training_folders(root if root is not None else corpus.default_root())
+    except FileNotFoundError:
+        return None
+    return {"music": audio.list_audio(folders["val_set"]), "rir": audio.list_audio(folders["val_impulse_responses"]),
+            "noise": audio.list_audio(folders["val_background_noises"])}
+
+
+def calibrate_on_corpus(recognizer, root: str | os.PathLike | None = None, fpr: float = SHIPPED_FPR,
+                        seed: int = 0, progress: bool = True) -> Calibration:
+    """:func:`calibrate_recognizer` on the corpus's held-out songs, rooms and noises (:func:`corpus_negatives`),
+    as a shipped model's default threshold is made."""
+    neg = corpus_negatives(root)
+    if neg is None:
+        raise FileNotFoundError(f"{root or corpus.default_root()}: no corpus to calibrate on; run build_corpus "
+                                f"(make corpus)")
+    sr = recognizer.fe.sr
+    irs, noises = IRBank(neg["rir"], sr, max_s=1.0), NoiseBank(neg["noise"], sr)
+    return calibrate_recognizer(recognizer, neg["music"], irs, noises, fpr, seed=seed, progress=progress,
+                                **CORPUS_CALIBRATION)
 
 
 def calibrate_recognizer(recognizer, negatives: list[str | os.PathLike], irs: IRBank, noises: NoiseBank,

@@ -25,6 +25,10 @@ neighbour was right 90 % of the time within 0.1 s of the grid, 71 % over all pos
 (phase p starts p x hop / P into the query), each is matched as above, and the best candidate over
 all phases wins, so one phase is always within hop / (2P) of the grid. The database is unchanged;
 the query costs P times the network and the search.
+
+Speed: a song played a few per cent fast or slow drifts against the grid as the query goes on; the
+best candidates of a long query are also scored along drifting alignments (:data:`DRIFTS`), and the
+fingerprints themselves are trained on speed changes (:mod:`fplib.augment`).
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ from fplib.catalogue import Catalogue, fingerprint, load_model
 from fplib.errors import BadFileError, json_type, read_json
 from fplib.features import n_windows
 from fplib.models import kind_of_model
+
+# Playback speeds (relative) a long query is also aligned at: radio, DJ sets and turntables play songs
+# a few per cent fast or slow, and over 10 s a 5 % drift moves the last window a whole hop off the grid.
+DRIFTS = (-0.06, -0.04, -0.02, 0.02, 0.04, 0.06)
+DRIFT_CANDIDATES = 20  # the best candidates (by the unshifted score) that are re-scored at each speed
 
 
 @dataclass(frozen=True)
@@ -217,11 +226,31 @@ class Recognizer:
         si, start = np.array(candidates, dtype=np.int64).T
         vectors, inside = self.aligned_windows(si, start[:, None] + np.arange(m)[None, :])
         scores = np.where(inside, codes.similarity(vectors, q[None], self.kind), 0.0).sum(axis=1) / m
+        scores = self._drifted(q, si, start, scores)
         best: dict[int, tuple[float, int]] = {}
         for s, st, score in zip(si.tolist(), start.tolist(), scores.tolist()):
             if score > best.get(s, (-np.inf, 0))[0]:
                 best[s] = (score, st)
         return best
+
+    def _drifted(self, q: np.ndarray, si: np.ndarray, start: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Scores of the best candidates re-scored for a song played a little fast or slow: query window i
+        against database window ``start + round(i x speed)``, for each speed of :data:`DRIFTS` that moves
+        the last window by at least one hop; the best speed counts. Short queries are left as they are
+        (their windows stay within half a hop of the grid, which the fingerprints tolerate)."""
+        m = len(q)
+        drifts = [d for d in DRIFTS if round((m - 1) * abs(d)) >= 1]
+        if not drifts:
+            return scores
+        top = np.argsort(-scores)[:DRIFT_CANDIDATES]
+        i = np.arange(m)
+        out = scores.copy()
+        for d in drifts:
+            w = start[top, None] + np.round(i * (1.0 + d)).astype(np.int64)[None, :]
+            vectors, inside = self.aligned_windows(si[top], w)
+            s = np.where(inside, codes.similarity(vectors, q[None], self.kind), 0.0).sum(axis=1) / m
+            out[top] = np.maximum(out[top], s)
+        return out
 
     def _vote(self, ids: np.ndarray) -> list[Match]:
         m = ids.shape[0]
@@ -295,12 +324,13 @@ def resolve_threshold(index_path: str | os.PathLike, catalogue: Catalogue, no_th
         return None, "none (--no-threshold): every query is accepted as in the database"
     if os.path.lexists(path):
         return load_threshold(path), str(path)
-    if pretrained.is_shipped((catalogue.model or {}).get("sha256"), pretrained_dir):
-        default = pretrained.default_threshold(pretrained_dir)
+    name = pretrained.shipped_name((catalogue.model or {}).get("sha256"), pretrained_dir)
+    if name is not None:
+        default = pretrained.default_threshold(pretrained_dir, name)
         if default is not None:
-            card = pretrained.directory(pretrained_dir) / f"{pretrained.NAME}.json"
+            card = pretrained.directory(pretrained_dir) / f"{name}.json"
             return (check_threshold(default, card),
-                    f"the shipped model's default ({pretrained.NAME}; calibrate_threshold fits this catalogue)")
+                    f"the shipped model's default ({name}; calibrate_threshold fits this catalogue)")
     raise MissingThresholdError(
         f"{path}: no threshold for this index, so 'not in the database' cannot be decided; run "
         + THRESHOLD_HINT.format(cat=catalogue.folder, index=index_path)
@@ -383,11 +413,12 @@ def recognizer_from_files(checkpoint: str | os.PathLike | None, catalogue_dir: s
     """Convenience: load the model (default, ``checkpoint`` None: the shipped one), open the catalogue
     (checking they belong together, by the checkpoint's checksum) and the index, with the threshold
     (and the query phases and decision it was calibrated with) from :func:`resolve_threshold`; its
-    source is ``recognizer.threshold_source``."""
-    if checkpoint is None:
-        from fplib import pretrained
+    source is ``recognizer.threshold_source``. ``checkpoint`` may also name a shipped model
+    (``fplib-small-v1``)."""
+    from fplib import pretrained
 
-        checkpoint = pretrained.default_model(pretrained_dir)
+    if checkpoint is None or (str(checkpoint) in pretrained.NAMES and not os.path.exists(checkpoint)):
+        checkpoint = pretrained.default_model(pretrained_dir, None if checkpoint is None else str(checkpoint))
     model, fe = load_model(checkpoint)
     cat = Catalogue(catalogue_dir)
     try:

@@ -583,6 +583,18 @@ def split_online_data(songs: str | os.PathLike, irs: str | os.PathLike, noises: 
     return {d.rsplit("/", 1)[-1]: Path(d) for d in plan}
 
 
+def record_split(folders: dict[str, Path], out: str | os.PathLike) -> dict[str, Path]:
+    """For data already split into folders (``{"train_set": ..., "val_set": ..., ...}`` as
+    :func:`split_online_data` returns, e.g. :func:`fplib.corpus.training_folders`): write the run's
+    ``split.json`` the same way (each folder's files by absolute path; nothing linked), so that the
+    evaluation knows which songs the run trained on. Returns ``folders``."""
+    root = runs.Run(Path(out)).online_data
+    manifest = {f"{name.split('_')[0]}/{name}": sorted(str(p.resolve()) for p in audio.list_audio(folder))
+                for name, folder in folders.items()}
+    storage.write_json(root / "split.json", manifest)
+    return folders
+
+
 def _split_key(folder: str) -> str:
     """``.../online_data/train/train_set`` -> ``train/train_set``."""
     return "/".join(Path(folder.replace("\\", "/")).parts[-2:])

@@ -58,6 +58,26 @@ def rooms(folder: Path, n: int, seed: int) -> list[Path]:
 PROTOCOL = evaluate.Protocol(snrs=(0.0, 5.0, 10.0), queries_per_cell=30, noise_only_per_length=4, bandlimit_share=0.5)
 
 
+def has_card(checkpoint: Path) -> bool:
+    card = checkpoint.with_suffix(".json")
+    return card.exists() and bool(storage.read_json(card).get("threshold"))
+
+
+def card_threshold(rec: search.Recognizer, checkpoint: Path) -> search.Recognizer:
+    """``rec`` with the threshold, phases and decision of the model's card (``checkpoint`` with ``.json``)."""
+    card = checkpoint.with_suffix(".json")
+    if not card.exists():
+        raise SystemExit(f"--threshold card: {checkpoint} has no card {card} (fplib.pretrained.export writes one)")
+    saved = search.check_threshold(storage.read_json(card).get("threshold"), card)
+    t = saved["threshold"]
+    rec.threshold = search.Threshold(tuple(t["windows"]), tuple(t["values"])) if isinstance(t, dict) else float(t)
+    rec.decision = saved.get("decision", rec.decision)
+    if saved.get("phases", rec.phases) != rec.phases:
+        raise SystemExit(f"--threshold card: {card} was calibrated with {saved.get('phases')} phases; pass --phases "
+                         f"{saved.get('phases')}")
+    return rec
+
+
 def checkpoints(specs: list[str]) -> dict[str, Path]:
     """``--checkpoint`` values (``PATH`` or ``NAME=PATH``) -> ``{system name: checkpoint}``; a single
     unnamed checkpoint is the system ``neural``."""
@@ -97,12 +117,26 @@ def main() -> None:
     ap.add_argument("--landmark-density", type=float, help=f"(default: {p.landmark_density})")
     ap.add_argument("--no-landmark", action="store_true")
     ap.add_argument("--seed", type=int, help=f"(default: {p.seed})")
+    ap.add_argument("--conditions", nargs="*", default=list(evaluate.CONDITIONS), metavar="COND",
+                    help="the test queries again through a codec or at another speed, as rows of their own "
+                         f"(default: all of {', '.join(evaluate.CONDITIONS)}; none: --conditions with no value)")
+    ap.add_argument("--threshold", default="calibrate", choices=["calibrate", "card", "shipped"],
+                    help="calibrate: each model's threshold is fitted on the benchmark's calibration queries; "
+                         "card: each model keeps the threshold its card ships (MODEL.json beside MODEL.pt, as "
+                         "fplib.pretrained.export writes it), the decision a user of it gets; shipped: the card's "
+                         "where there is one, else calibrated as a shipped model is, on the held-out songs of the "
+                         "training corpus (--corpus) with its held-out rooms and noises, for --shipped-fpr "
+                         "(default: calibrate)")
+    ap.add_argument("--corpus", default=None, help="the corpus of build_corpus, for --threshold shipped "
+                    "(default: outputs/corpus)")
+    ap.add_argument("--shipped-fpr", type=float, default=evaluate.SHIPPED_FPR,
+                    help=f"--threshold shipped: the false-positive rate aimed at (default: {evaluate.SHIPPED_FPR})")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     given = {"lengths": args.lengths, "snrs": args.snrs, "queries_per_cell": args.per_cell,
              "bandlimit_share": args.bandlimit_share, "target_fpr": args.fpr,
              "calibration_per_cell": args.calib_per_cell, "noise_only_per_length": args.noise_only,
-             "landmark_density": args.landmark_density, "seed": args.seed}
+             "landmark_density": args.landmark_density, "seed": args.seed, "conditions": tuple(args.conditions)}
     protocol = replace(PROTOCOL, **{k: v for k, v in given.items() if v is not None})
     # the options as run (metrics.json records them, as it always did)
     args.lengths, args.snrs, args.per_cell = list(protocol.lengths), list(protocol.snrs), protocol.queries_per_cell
@@ -123,6 +157,9 @@ def main() -> None:
     out_db = sorted(held[i] for i in order[:n_out])
     in_db = sorted(held[i] for i in order[n_out:])
     distractors = files("supertux-data")
+    for ckpt in models.values():  # no benchmark song may be a song of a model's training corpus
+        for songs, where in evaluate.model_corpora(ckpt):
+            evaluate.check_not_in_corpus([str(p) for p in held + distractors], songs, where)
     systems, cat = {}, None
     for system, ckpt in models.items():  # one catalogue and index per model (results/<name>/ for a single one)
         model, fe = load_model(ckpt, device)
@@ -134,6 +171,14 @@ def main() -> None:
         idx_path = index.build(cat, "real", folder, nprobe=args.nprobe)
         systems[system] = search.Recognizer(model, cat, idx_path, nprobe=args.nprobe, device=device,
                                             phases=args.phases, decision=args.decision)
+        if args.threshold == "card" or (args.threshold == "shipped" and has_card(ckpt)):
+            systems[system] = card_threshold(systems[system], ckpt)
+            print(f"{system}: the threshold of its card ({ckpt.with_suffix('.json')})")
+        elif args.threshold == "shipped":
+            cal = evaluate.calibrate_on_corpus(systems[system], args.corpus, args.shipped_fpr, progress=False)
+            print(f"{system}: threshold calibrated on the corpus's held-out songs for {args.shipped_fpr:.0%}: "
+                  + ", ".join(f"{r['length_s']:g} s {r['fpr']:.1%}" for r in cal.per_length)
+                  + " false positives on the held-back half")
     songs = cat.songs()
     by_path = {s.path: s.name for s in songs}
     sr = cat.fe.sr
@@ -143,7 +188,10 @@ def main() -> None:
         systems["audfprint"] = evaluate.landmark_system(songs, protocol.landmark_density, sr)
 
     result = evaluate.benchmark(systems, {str(p): by_path[str(p)] for p in in_db if str(p) in by_path},
-                                [str(p) for p in out_db], irs, noises, protocol)
+                                [str(p) for p in out_db], irs, noises, protocol,
+                                calibrate=args.threshold == "calibrate")
+    if args.threshold != "calibrate":
+        result.thresholds = {k: s.threshold for k, s in systems.items() if hasattr(s, "recognize")}
     queries = result.queries
     evaluate.save_queries(out / "queries.json", queries)
     storage.write_json(out / "rows.json", result.rows)
@@ -151,7 +199,7 @@ def main() -> None:
     audio_s = sum(s.duration for s in songs)
     bytes_per_s = evaluate.db_bytes_per_second(systems, songs)
     summary = {k: result.summary(k) for k in ("top1", "ranked1", "fp_rate", "ms_per_query")}
-    thresholds = {k: t.to_dict() for k, t in result.thresholds.items()}
+    thresholds = {k: t.to_dict() if hasattr(t, "to_dict") else t for k, t in result.thresholds.items()}
     single = len(models) == 1
     storage.write_json(out / "metrics.json", {
         "table": table, "summary": summary, "db_bytes_per_second": bytes_per_s,

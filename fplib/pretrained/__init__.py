@@ -19,7 +19,9 @@ from fplib import storage
 from fplib.errors import BadFileError, json_type, read_json
 from fplib.storage import file_checksum as sha256  # noqa: F401  (used by callers too)
 
-NAME = "fplib-small-v1"
+# the shipped models, the default first; every one stays loadable by name (``--model fplib-small-v1``)
+NAMES = ("fplib-small-v1",)
+NAME = NAMES[0]
 DIR_ENV = "FPLIB_PRETRAINED_DIR"
 # what a training checkpoint holds that inference does not need
 _TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng_cpu", "stale_epochs", "epoch")
@@ -41,13 +43,22 @@ def directory(folder: str | os.PathLike | None = None) -> Path:
     return Path(env).expanduser() if env else Path(__file__).resolve().parent
 
 
-def card(folder: str | os.PathLike | None = None) -> dict:
-    """The shipped model's card (``fplib-small-v1.json``)."""
-    path = directory(folder) / f"{NAME}.json"
+def _name(name: str | None) -> str:
+    if name is None:
+        return NAME
+    if name not in NAMES:
+        raise PretrainedError(f"{name!r} is not a shipped model; the shipped models are {', '.join(NAMES)}")
+    return name
+
+
+def card(folder: str | os.PathLike | None = None, name: str | None = None) -> dict:
+    """A shipped model's card (``NAME.json``; default: the default model's)."""
+    name = _name(name)
+    path = directory(folder) / f"{name}.json"
     if not path.exists():
         raise PretrainedError(f"{path}: the shipped model's card is missing (the pretrained model is not installed "
-                              f"here); pass --model CHECKPOINT, or set {DIR_ENV} to a folder holding {NAME}.pt and "
-                              f"{NAME}.json")
+                              f"here); pass --model CHECKPOINT, or set {DIR_ENV} to a folder holding {name}.pt and "
+                              f"{name}.json")
     c = read_json(path, "model card")
     if not isinstance(c, dict) or not isinstance(c.get("sha256"), str):
         what = json_type(c) if not isinstance(c, dict) else "no 'sha256'"
@@ -58,10 +69,12 @@ def card(folder: str | os.PathLike | None = None) -> dict:
 _verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> checksum already verified
 
 
-def default_model(folder: str | os.PathLike | None = None) -> Path:
-    """The path of the shipped model file, after checking its SHA-256 against the card."""
-    c = card(folder)
-    path = directory(folder) / c.get("file", f"{NAME}.pt")
+def default_model(folder: str | os.PathLike | None = None, name: str | None = None) -> Path:
+    """The path of the shipped model file (default: the default model, :data:`NAME`; ``name``: any of
+    :data:`NAMES`), after checking its SHA-256 against the card."""
+    name = _name(name)
+    c = card(folder, name)
+    path = directory(folder) / c.get("file", f"{name}.pt")
     if not path.exists():
         raise PretrainedError(f"{path}: the shipped model file is missing; pass --model CHECKPOINT, or set {DIR_ENV}")
     st = path.stat()
@@ -75,21 +88,29 @@ def default_model(folder: str | os.PathLike | None = None) -> Path:
     return path
 
 
-def default_threshold(folder: str | os.PathLike | None = None) -> dict | None:
+def default_threshold(folder: str | os.PathLike | None = None, name: str | None = None) -> dict | None:
     """The card's default threshold (``NAME.threshold.json`` format), or None if it has none or there is
     no card."""
     try:
-        return card(folder).get("threshold")
+        return card(folder, name).get("threshold")
     except (PretrainedError, BadFileError):
         return None
 
 
+def shipped_name(checksum: str | None, folder: str | os.PathLike | None = None) -> str | None:
+    """The name of the shipped model whose SHA-256 is ``checksum`` (as a catalogue records its model), or None."""
+    for name in NAMES:
+        try:
+            if checksum and card(folder, name).get("sha256") == checksum:
+                return name
+        except (PretrainedError, BadFileError):
+            continue
+    return None
+
+
 def is_shipped(checksum: str | None, folder: str | os.PathLike | None = None) -> bool:
-    """Whether ``checksum`` (a SHA-256, as a catalogue records its model) is the shipped model's."""
-    try:
-        return bool(checksum) and card(folder).get("sha256") == checksum
-    except (PretrainedError, BadFileError):
-        return False
+    """Whether ``checksum`` (a SHA-256, as a catalogue records its model) is a shipped model's."""
+    return shipped_name(checksum, folder) is not None
 
 
 def export(checkpoint: str | os.PathLike, out_path: str | os.PathLike, card_fields: dict | None = None) -> dict:
@@ -134,12 +155,13 @@ def export(checkpoint: str | os.PathLike, out_path: str | os.PathLike, card_fiel
     return card_
 
 
-def update_card(fields: dict, folder: str | os.PathLike | None = None) -> dict:
+def update_card(fields: dict, folder: str | os.PathLike | None = None, name: str | None = None) -> dict:
     """Merge ``fields`` (e.g. ``{"threshold": <NAME.threshold.json content>}``) into the shipped model's
     card, atomically, without touching the model file; the computed fields cannot be changed."""
     clash = sorted(set(fields) & set(_COMPUTED))
     if clash:
         raise ValueError(f"{clash}: computed by export from the model file; export again to change them")
-    c = {**card(folder), **fields}
-    storage.write_json(directory(folder) / f"{NAME}.json", c)
+    name = _name(name)
+    c = {**card(folder, name), **fields}
+    storage.write_json(directory(folder) / f"{name}.json", c)
     return c

@@ -1,0 +1,78 @@
+"""Turn a training run on the real corpus into a shipped model: slim file, card, default threshold.
+
+    python benchmarks/ship_model.py CHECKPOINT NAME [--corpus outputs/corpus] [--fpr 0.02] [--out fplib/pretrained]
+
+1. ``fplib.pretrained.export``: ``OUT/NAME.pt`` (float16 weights) and its card ``OUT/NAME.json``;
+2. the default "not in the database" threshold, calibrated as ``calibrate_threshold`` does on real music
+   that no catalogue holds: a catalogue of the corpus's training songs (what the model heard; the
+   threshold is not tied to a database) is indexed, and queries cut from the corpus's held-out songs,
+   reverberated with its held-out rooms and mixed with its held-out noises, fit the threshold on one
+   half and measure the false-positive rate on the other (``fplib.evaluate.calibrate_on_corpus``). If
+   the measured rate misses the target by more than two standard errors, nothing is written to the card
+   and the script exits 1;
+3. ``OUT/NAME.training.json``: every song of the corpus (package, version, file, licence, split and the
+   SHA-256 of its decoded audio, no audio), so that the evaluation refuses to query the model's training
+   songs on any machine (``fplib.evaluate.model_corpora``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from fplib import audio, corpus, evaluate, index, pretrained, search, storage  # noqa: E402
+from fplib.catalogue import Catalogue, extract, model_description  # noqa: E402
+from fplib.checkpoints import load_model  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoint")
+    ap.add_argument("name", help="the shipped model's name, e.g. fplib-small-v2")
+    ap.add_argument("--corpus", default=str(corpus.default_root()))
+    ap.add_argument("--fpr", type=float, default=evaluate.SHIPPED_FPR)
+    ap.add_argument("--phases", type=int, default=4)
+    ap.add_argument("--out", default=str(pretrained.directory()))
+    ap.add_argument("--card", default="{}", help="JSON fields added to the card (training_command, licence, ...)")
+    args = ap.parse_args()
+    import json
+
+    out = Path(args.out)
+    root = Path(args.corpus)
+    model_path = out / f"{args.name}.pt"
+    card = pretrained.export(args.checkpoint, model_path, json.loads(args.card))
+    print(f"exported {model_path} ({card['bytes']:,} bytes, SHA-256 {card['sha256'][:12]}...)")
+    model, fe = load_model(model_path)
+    with tempfile.TemporaryDirectory(dir=storage.outputs_root()) as tmp:
+        cat = Catalogue(Path(tmp) / "catalogue", fe, model_description(model_path))
+        songs = audio.list_audio(corpus.training_folders(root)["train_set"])
+        extract(songs, cat, model, progress=False)
+        idx = index.build(cat, "train", tmp)
+        rec = search.Recognizer(model, cat, idx, phases=args.phases, decision="margin")
+        cal = evaluate.calibrate_on_corpus(rec, root, args.fpr, progress=False)
+        cat.close()
+    for r in cal.per_length:
+        print(f"  {r['length_s']:>4g} s: threshold {r['threshold']:.3f}, false positives on the held-back half "
+              f"{r['fpr']:.1%} of {r['n_test']}" + ("  <- misses the target" if r in cal.missed else ""))
+    if cal.missed:
+        sys.exit(f"the held-back false-positive rate misses {args.fpr:.0%}; the card keeps no threshold")
+    threshold = {**cal.to_json(), "calibrated_on": (
+        f"real out-of-database music: {len(cal.negatives['calibration'])} + {len(cal.negatives['test'])} held-out "
+        f"songs of the training corpus (build_corpus), with its held-out rooms and noises, against a catalogue "
+        f"of its {len(songs)} training songs; {evaluate.CORPUS_CALIBRATION['per_cell']} queries per length and "
+        f"SNR per half")}
+    threshold.pop("negatives", None)
+    pretrained.update_card({"threshold": threshold}, out, args.name) if args.name in pretrained.NAMES else \
+        storage.write_json(model_path.with_suffix(".json"), {**card, "threshold": threshold})
+    storage.write_json(model_path.with_suffix(".training.json"), corpus.training_list(root / corpus.MANIFEST))
+    print(f"card {model_path.with_suffix('.json')}: threshold for {args.fpr:.0%} (measured {cal.measured_fpr:.1%} "
+          f"on the held-back half); training songs listed in {model_path.with_suffix('.training.json')}")
+
+
+if __name__ == "__main__":
+    main()
