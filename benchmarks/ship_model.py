@@ -8,8 +8,8 @@
    threshold is not tied to a database) is indexed, and queries cut from the corpus's held-out songs,
    reverberated with its held-out rooms and mixed with its held-out noises, fit the threshold on one
    half and measure the false-positive rate on the other (``fplib.evaluate.calibrate_on_corpus``). If
-   the measured rate misses the target by more than two standard errors, nothing is written to the card
-   and the script exits 1;
+   the measured rate misses the target by more than two standard errors, nothing is shipped and the
+   script exits 1 (the files are made in a staging folder and moved into OUT only at the end);
 3. ``OUT/NAME.training.json``: every song of the corpus (package, version, file, licence, split and the
    SHA-256 of its decoded audio, no audio), so that the evaluation refuses to query the model's training
    songs on any machine (``fplib.evaluate.model_corpora``).
@@ -18,6 +18,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -44,9 +46,10 @@ def main() -> None:
 
     out = Path(args.out)
     root = Path(args.corpus)
-    model_path = out / f"{args.name}.pt"
+    staging = Path(tempfile.mkdtemp(dir=storage.outputs_root(), prefix="ship-"))  # moved into --out on success
+    model_path = staging / f"{args.name}.pt"
     card = pretrained.export(args.checkpoint, model_path, json.loads(args.card))
-    print(f"exported {model_path} ({card['bytes']:,} bytes, SHA-256 {card['sha256'][:12]}...)")
+    print(f"exported {model_path.name} ({card['bytes']:,} bytes, SHA-256 {card['sha256'][:12]}...)")
     model, fe = load_model(model_path)
     with tempfile.TemporaryDirectory(dir=storage.outputs_root()) as tmp:
         cat = Catalogue(Path(tmp) / "catalogue", fe, model_description(model_path))
@@ -57,21 +60,26 @@ def main() -> None:
         cal = evaluate.calibrate_on_corpus(rec, root, args.fpr, progress=False)
         cat.close()
     for r in cal.per_length:
+        fpr = "n/a" if r["fpr"] is None else f"{r['fpr']:.1%}"
         print(f"  {r['length_s']:>4g} s: threshold {r['threshold']:.3f}, false positives on the held-back half "
-              f"{r['fpr']:.1%} of {r['n_test']}" + ("  <- misses the target" if r in cal.missed else ""))
+              f"{fpr} of {r['n_test']}" + ("  <- misses the target" if r in cal.missed else ""))
     if cal.missed:
-        sys.exit(f"the held-back false-positive rate misses {args.fpr:.0%}; the card keeps no threshold")
+        shutil.rmtree(staging)
+        sys.exit(f"the held-back false-positive rate misses {args.fpr:.0%}; nothing shipped")
     threshold = {**cal.to_json(), "calibrated_on": (
         f"real out-of-database music: {len(cal.negatives['calibration'])} + {len(cal.negatives['test'])} held-out "
         f"songs of the training corpus (build_corpus), with its held-out rooms and noises, against a catalogue "
         f"of its {len(songs)} training songs; {evaluate.CORPUS_CALIBRATION['per_cell']} queries per length and "
         f"SNR per half")}
     threshold.pop("negatives", None)
-    pretrained.update_card({"threshold": threshold}, out, args.name) if args.name in pretrained.NAMES else \
-        storage.write_json(model_path.with_suffix(".json"), {**card, "threshold": threshold})
+    storage.write_json(model_path.with_suffix(".json"), {**card, "threshold": threshold})
     storage.write_json(model_path.with_suffix(".training.json"), corpus.training_list(root / corpus.MANIFEST))
-    print(f"card {model_path.with_suffix('.json')}: threshold for {args.fpr:.0%} (measured {cal.measured_fpr:.1%} "
-          f"on the held-back half); training songs listed in {model_path.with_suffix('.training.json')}")
+    out.mkdir(parents=True, exist_ok=True)
+    for suffix in (".pt", ".training.json", ".json"):  # the card last: it names the model's checksum
+        os.replace(model_path.with_suffix(suffix), out / f"{args.name}{suffix}")
+    shutil.rmtree(staging)
+    print(f"{out / args.name}.pt, .json (threshold for {args.fpr:.0%}, measured {cal.measured_fpr:.1%} on the "
+          f"held-back half) and .training.json (the corpus's songs)")
 
 
 if __name__ == "__main__":

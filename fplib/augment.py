@@ -157,7 +157,10 @@ class Augmenter:
     def __init__(self, cfg: AugmentConfig = AugmentConfig(), fe: FrontEnd = FrontEnd()):
         self.cfg = cfg
         self.fe = fe
-        self.context = int(round(cfg.offset_max_s * fe.sr))
+        # a speed change reads up to T x speed_max / 2 samples beyond the window on each side, besides the offset
+        speed_extra = int(math.ceil(fe.win_len * cfg.speed_max / 2)) + 1 if cfg.speed_p > 0 else 0
+        self.offset_max = int(round(cfg.offset_max_s * fe.sr))
+        self.context = self.offset_max + speed_extra
         self.ir_max_len = int(round(cfg.ir_max_s * fe.sr))
         self._logmel: dict[str, LogMel] = {}
 
@@ -177,7 +180,7 @@ class Augmenter:
             r = torch.rand(batch, generator=g, dtype=torch.float64)
             return (lo_t + torch.floor(r * (hi_t - lo_t + 1))).long()
 
-        offset = torch.where(coin(c.offset_p), randint(-self.context, self.context), 0)
+        offset = torch.where(coin(c.offset_p), randint(-self.offset_max, self.offset_max), 0)
         if c.snr_mode == "uniform":
             snr = u(*c.snr_db)
         else:

@@ -595,7 +595,8 @@ def calibrate_threshold_main(argv: list[str] | None = None) -> int:
                     help="folders/files of music that is not in the catalogue, ideally like what will be queried "
                          "(at least 2 files; default: the held-out songs of the real training corpus, with its "
                          "held-out rooms and noises, when build_corpus (make corpus) has made it in "
-                         "outputs/corpus; else built-in synthetic songs, generated once and cached)")
+                         "outputs/corpus; else built-in synthetic songs, generated once and cached, of which "
+                         "--builtin_songs)")
     ap.add_argument("--accept_miss", action="store_true", help="write the threshold even when the false-positive "
                     "rate measured on the held-back half misses the target (by default it is then not written)")
     ap.add_argument("--fpr", type=float, default=0.05, help="false-positive rate aimed at: the share of "
@@ -609,7 +610,7 @@ def calibrate_threshold_main(argv: list[str] | None = None) -> int:
                     help="query lengths in seconds; other lengths interpolate (default: 1 2 3 5 10)")
     ap.add_argument("--snrs", type=float, nargs="+", default=[0.0, 5.0, 10.0, 15.0], metavar="DB",
                     help="signal-to-noise ratios of the added noise in dB (default: 0 5 10 15)")
-    ap.add_argument("--queries", type=int, default=4, help="queries per (length, SNR) in each half (default: 4)")
+    ap.add_argument("--queries", type=int, default=10, help="queries per (length, SNR) in each half (default: 10)")
     ap.add_argument("--noise_only", type=int, default=4, help="noise-only queries per length in each half "
                     "(default: 4)")
     ap.add_argument("--rooms", default=None, help="folder of room impulse responses (default: built-in simulated "

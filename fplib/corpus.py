@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import tempfile
 import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -245,15 +246,18 @@ def _decode(item: Item, sr: int) -> np.ndarray:
             raise audio.AudioError(item.member, e.reason) from None
 
 
-def _target(out: Path, item: Item, split: str | None) -> Path:
-    name = item.member.split("::")[-1]
-    rel = Path(item.source.package) / Path(name).with_suffix(".flac").name
+def _target(out: Path, item: Item, split: str | None, clash: bool = False) -> Path:
+    """Where ``item`` goes; ``clash``: another file of its package has the same name (both get a suffix
+    from their paths, decided from the package's file list, never from what is on disk)."""
+    name = Path(item.member.split("::")[-1])
+    stem = f"{name.stem}-{hashlib.sha256(item.member.encode()).hexdigest()[:8]}" if clash else name.stem
+    rel = Path(item.source.package) / f"{stem}.flac"
     if item.source.role == "rir":
         return out / "rir" / rel
     return out / split / item.source.role / rel
 
 
-def process(item: Item, out: Path, sr: int, version: str, licence: str) -> dict:
+def process(item: Item, out: Path, sr: int, version: str, licence: str, clash: bool = False) -> dict:
     """Decode one file and write it into the corpus; the record the manifest keeps of it."""
     role = item.source.role
     split = None if role == "rir" else split_of(f"{item.source.package}/{item.member}")
@@ -277,10 +281,7 @@ def process(item: Item, out: Path, sr: int, version: str, licence: str) -> dict:
         return {**rec, "status": "skipped", "reason": reason, "seconds": round(seconds, 3)}
     if role != "rir":
         wav = wav / max(1.0, float(np.abs(wav).max()))
-    target = _target(out, item, split)
-    if target.exists():  # two members with the same name: keep both
-        digest = hashlib.sha256(item.member.encode()).hexdigest()[:8]
-        target = target.with_name(f"{target.stem}-{digest}.flac")
+    target = _target(out, item, split, clash)
     target.parent.mkdir(parents=True, exist_ok=True)
     pcm = np.clip(np.round(wav * 32768.0), -32768, 32767) / 32768.0  # exactly what 16-bit FLAC holds
     audio.write(target, pcm.astype(np.float32), sr, subtype="PCM_16")
@@ -296,6 +297,7 @@ EXCERPT_S = 8.0
 DUP_SIM = 0.7  # a window votes for a track when its nearest window there is at least this similar...
 DUP_RATIO = 0.6  # ...and clearly nearer than any third track's: 1 - sim <= DUP_RATIO x (1 - third's sim)
 DUP_SHARE = 0.5  # an excerpt is found in a track when this share of its windows vote for it
+NEIGHBOURS = 32  # neighbours searched per window
 LOUD_DBFS = -45.0  # quieter windows (fades, silence) neither vote nor are searched
 
 
@@ -307,13 +309,15 @@ def _loud_windows(wav: np.ndarray, n: int, fe) -> np.ndarray:
 
 def find_duplicates(records: list[dict], out: Path, model_path: str | os.PathLike | None = None,
                     progress: bool = True) -> dict[str, tuple[str, float, float]]:
-    """``{key: (key of the longer track it copies, speed, share)}`` among the kept music records.
+    """``{key: (key of the longer track it copies, speed, share)}`` among the kept music records (``speed``:
+    how fast the copy is played to match the original; 0.8 for a copy 1.25 times as fast).
 
     Every track is fingerprinted with the shipped model (or ``model_path``); three excerpts of each track,
     played at each of :data:`SPEEDS`, are searched among every other track's windows (faiss, exact inner
     product): :func:`duplicate_evidence`. A window votes for the track holding its nearest neighbour
-    when that neighbour is close (:data:`DUP_SIM`) and clearly closer than any third track's
-    (:data:`DUP_RATIO`, a ratio test: generic windows that resemble many tracks do not vote). A track
+    when that neighbour is close (:data:`DUP_SIM`) and clearly closer than the next tracks' but one
+    (:data:`DUP_RATIO`, a ratio test against the third distinct track, so that two copies of the same
+    audio do not hide each other: generic windows that resemble many tracks do not vote). A track
     is a duplicate when, at one speed, two of its three excerpts find one and the same longer track
     with most of their windows (:func:`decide_duplicates`)."""
     music = [r for r in records if r["role"] == "music" and r["status"] == "kept"]
@@ -326,7 +330,7 @@ def duplicate_evidence(music: list[dict], out: Path, model_path: str | os.PathLi
                        progress: bool = True) -> list[dict[str, np.ndarray]]:
     """Per track, per window of its excerpts: ``speed`` and ``excerpt`` (indices into :data:`SPEEDS`,
     :data:`EXCERPTS`), ``top`` (the index of the other track nearest), ``s1`` (that similarity) and ``s2``
-    (the nearest third track's; -inf when the 32 neighbours hold no third track)."""
+    (the third distinct track's: :func:`_nearest_tracks`). The track's own windows are not searched."""
     import faiss
     import soxr
     from tqdm.auto import tqdm
@@ -346,6 +350,7 @@ def duplicate_evidence(music: list[dict], out: Path, model_path: str | os.PathLi
     index = faiss.IndexFlatIP(vectors[0].shape[1])
     index.add(np.concatenate(vectors).astype(np.float32))
     owner_all = np.concatenate(owner)
+    starts = np.cumsum([0] + [len(v) for v in vectors])  # track i's windows: ids starts[i] .. starts[i+1]-1
     evidence = []
     for i, r in enumerate(tqdm(music, desc="searching for copies", unit="song", disable=not progress)):
         wav = audio.load(out / r["path"], fe.sr, allow_silent=True)
@@ -364,16 +369,30 @@ def duplicate_evidence(music: list[dict], out: Path, model_path: str | os.PathLi
         if not labels:
             evidence.append({k: np.zeros(0) for k in ("speed", "excerpt", "top", "s1", "s2")})
             continue
-        sims, ids = index.search(np.concatenate(qs).astype(np.float32), 32)
-        other = owner_all[ids]
-        sims = np.where(other != i, sims, -np.inf)
-        rows = np.arange(len(ids))
-        first = np.argmax(sims, axis=1)
-        top = other[rows, first]
+        lo = int(starts[i])
+        params = faiss.SearchParameters(sel=faiss.IDSelectorNot(faiss.IDSelectorRange(lo, lo + len(vectors[i]))))
+        sims, ids = index.search(np.concatenate(qs).astype(np.float32), NEIGHBOURS, params=params)
+        other = np.where(ids >= 0, owner_all[np.maximum(ids, 0)], -1)
+        sims = np.where(ids >= 0, sims, -np.inf)  # fewer vectors than neighbours (a tiny corpus)
         labels_a = np.array(labels)
-        evidence.append({"speed": labels_a[:, 0], "excerpt": labels_a[:, 1], "top": top, "s1": sims[rows, first],
-                         "s2": np.where(other != top[:, None], sims, -np.inf).max(axis=1)})
+        evidence.append({"speed": labels_a[:, 0], "excerpt": labels_a[:, 1], **_nearest_tracks(sims, other)})
     return evidence
+
+
+def _nearest_tracks(sims: np.ndarray, other: np.ndarray) -> dict[str, np.ndarray]:
+    """Per query window (rows of ``sims`` / ``other``: its neighbours' similarities and tracks, best first):
+    ``top`` (the nearest track), ``s1`` (its similarity) and ``s2`` (the similarity of the third distinct
+    track: two copies of the same audio beside the query's own track do not hide each other; -inf when
+    there are fewer than three)."""
+    rows = np.arange(len(sims))
+    top = other[rows, 0]
+    s1 = sims[rows, 0]
+    second = np.where(other != top[:, None], other, -1)
+    first2 = np.argmax(second >= 0, axis=1)  # the first neighbour of another track
+    t2 = np.where((second >= 0).any(axis=1), second[rows, first2], -1)
+    third = (other != top[:, None]) & (other != t2[:, None]) & (other >= 0)
+    s2 = np.where(third, sims, -np.inf).max(axis=1)
+    return {"top": top, "s1": s1, "s2": s2}
 
 
 def decide_duplicates(music: list[dict], evidence: list[dict[str, np.ndarray]]) -> dict[str, tuple[str, float, float]]:
@@ -421,12 +440,15 @@ def _cached_duplicates(out: Path, records: list[dict], model_path, progress: boo
     music = [r for r in records if r["role"] == "music" and r["status"] == "kept"]
     if len(music) < 2:
         return {}
+    from fplib.pretrained import default_model
+
     keys = [r["key"] for r in music]
+    model_sha = storage.file_checksum(model_path or default_model())
     cache = out / "duplicates.npz"
     evidence = None
     if cache.exists():
         with np.load(cache, allow_pickle=False) as z:
-            if list(z["keys"]) == keys:
+            if list(z["keys"]) == keys and "model" in z and str(z["model"]) == model_sha:
                 evidence = [{f: z[f"{i}_{f}"] for f in ("speed", "excerpt", "top", "s1", "s2")}
                             for i in range(len(keys))]
     if evidence is None:
@@ -435,7 +457,7 @@ def _cached_duplicates(out: Path, records: list[dict], model_path, progress: boo
                                       progress)
         arrays = {f"{i}_{f}": e[f] for i, e in enumerate(evidence) for f in e}
         with storage.atomic_path(cache) as tmp, open(tmp, "wb") as f:
-            np.savez(f, keys=np.array(keys), **arrays)
+            np.savez(f, keys=np.array(keys), model=np.array(model_sha), **arrays)
     found = decide_duplicates(music, evidence)
     storage.write_json(out / "duplicates.json", {"tracks": keys, "found": found})
     return found
@@ -527,12 +549,16 @@ def build(out: str | os.PathLike | None = None, debs: str | os.PathLike | None =
     for source in sources:
         root = unpacked[source.package]
         stanzas, fallback = package_licence(root, source.package)
-        todo = [i for i in items(source, root) if i.key not in done]
+        found = items(source, root)
+        names = Counter(Path(i.member.split("::")[-1]).stem for i in found)
+        todo = [i for i in found if i.key not in done]
         for item in tqdm(todo, desc=f"{source.package} ({source.role})", unit="file", disable=not progress):
-            rec = process(item, out, sr, versions[source.package], licence_for(item.member, stanzas, fallback))
+            rec = process(item, out, sr, versions[source.package], licence_for(item.member, stanzas, fallback),
+                          clash=names[Path(item.member.split("::")[-1]).stem] > 1)
             storage.append_jsonl(log_path, rec)
             done[rec["key"]] = rec
-    records = [r for r in done.values() if any(r["package"] == s.package and r["role"] == s.role for s in sources)]
+    # the manifest, the copies and the rooms are decided over every file logged, whichever packages this run did
+    records = [r for r in done.values() if any(r["package"] == s.package and r["role"] == s.role for s in SOURCES)]
     if dedupe:
         copies = _cached_duplicates(out, records, model_path, progress)
         for r in records:
@@ -546,13 +572,21 @@ def build(out: str | os.PathLike | None = None, debs: str | os.PathLike | None =
                 r["path"] = str(dup.relative_to(out))
             elif r["role"] == "music" and r["status"] == "kept" and _current_path(out, r) != r["path"]:
                 os.replace(out / _current_path(out, r), out / r["path"])  # no longer called a copy: back
-    made = rooms(out, records, sr, progress) if any(s.role == "rir" for s in sources) else {}
+    made = rooms(out, records, sr, progress)
     manifest = {"kind": KIND, "sample_rate": sr, "val_share": VAL_SHARE, "rooms": made,
-                "packages": {p: versions[p] for p in sorted(versions)},
+                "packages": {**(_previous_packages(out)), **{p: versions[p] for p in sorted(versions)}},
                 "files": sorted(records, key=lambda r: r["key"])}
     storage.write_json(out / MANIFEST, manifest)
     log(summary(manifest))
     return manifest
+
+
+def _previous_packages(out: Path) -> dict:
+    """The package versions of the manifest an earlier run wrote (a run over some packages keeps the others)."""
+    try:
+        return dict(storage.read_json(out / MANIFEST).get("packages", {}))
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def summary(manifest: dict) -> str:
@@ -567,7 +601,8 @@ def summary(manifest: dict) -> str:
     dups = [r for r in files if r["status"] == "duplicate"]
     skipped = [r for r in files if r["status"] == "skipped"]
     lines.append(f"{len(dups)} duplicate(s) left out" + "".join(
-        f"\n  {r['file']} ({r['package']}): copy of {r['duplicate_of'].split(':', 2)[2]} at speed {r['speed']}"
+        f"\n  {r['file']} ({r['package']}): copy of {r['duplicate_of'].split(':', 2)[2]}"
+        + (f", {1 / r['speed']:.2f}x as fast" if r["speed"] != 1.0 else "")
         for r in dups))
     lines.append(f"{len(skipped)} file(s) skipped" + "".join(
         f"\n  {r['file']} ({r['package']}): {r['reason']}" for r in skipped if "too short" not in r["reason"]))
@@ -580,12 +615,21 @@ def summary(manifest: dict) -> str:
 # -- reading a corpus ----------------------------------------------------------------------------------
 
 
+def resolve(path: str | os.PathLike) -> Path:
+    """A corpus path as a profile or a run's parameters give it: absolute, or relative to the current folder,
+    else to the project (``outputs/...`` meaning the outputs folder, ``$FPLIB_OUTPUTS`` where that is set)."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    if p.parts and p.parts[0] == "outputs":
+        return storage.outputs_root().joinpath(*p.parts[1:])
+    return storage.project_root() / p
+
+
 def training_folders(root: str | os.PathLike) -> dict[str, Path]:
     """A built corpus's folders in the shape of :func:`fplib.train.split_online_data`'s result: songs,
     rooms and noises of its ``train`` and ``val`` splits."""
-    root = Path(root)
-    if not root.is_absolute() and not root.exists():  # as a notebook profile names it, from the project root
-        root = storage.project_root() / root
+    root = resolve(root)
     if not (root / MANIFEST).is_file():
         raise FileNotFoundError(f"{root}: no corpus here ({MANIFEST} missing); build it with build_corpus -o {root} "
                                 f"(make corpus)")

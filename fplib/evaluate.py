@@ -140,7 +140,7 @@ def model_corpora(checkpoint: str | os.PathLike) -> list[tuple[tuple[set[str], s
         out.append((corpus.listed_songs(listed), str(listed)))
     params = load_checkpoint(checkpoint).get("params") or {}
     folders = [params.get(k) for k in ("train_path", "path", "corpus", "input_folder") if params.get(k)]
-    for m in sorted({m for m in map(corpus.find_manifest, folders) if m}):
+    for m in sorted({m for m in (corpus.find_manifest(corpus.resolve(f)) for f in folders) if m}):
         out.append((corpus.manifest_songs(m), str(m)))
     return out
 
@@ -781,10 +781,11 @@ def corpus_negatives(root: str | os.PathLike | None = None) -> dict[str, list[Pa
     ``outputs/corpus``): real out-of-database music for calibration; None when there is no corpus."""
     try:
         folders = corpus.training_folders(root if root is not None else corpus.default_root())
-    except FileNotFoundError:
+        return {"music": audio.list_audio(folders["val_set"]),
+                "rir": audio.list_audio(folders["val_impulse_responses"]),
+                "noise": audio.list_audio(folders["val_background_noises"])}
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # no corpus, or one without held-out songs
         return None
-    return {"music": audio.list_audio(folders["val_set"]), "rir": audio.list_audio(folders["val_impulse_responses"]),
-            "noise": audio.list_audio(folders["val_background_noises"])}
 
 
 def calibrate_on_corpus(recognizer, root: str | os.PathLike | None = None, fpr: float = SHIPPED_FPR,

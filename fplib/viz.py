@@ -20,7 +20,7 @@ STEP_TITLES = {"clean": "clean", "offset": "+ time offset", "speed": "+ playback
                "ir": "+ room impulse response", "noise": "+ background noise", "eq": "+ microphone colouration",
                "bandlimit": "+ band-limiting", "gain": "+ automatic gain", "clip": "+ clipping",
                "codec": "+ lossy codec", "time_mask": "+ time mask", "spec_mask": "+ spectrogram masks"}
-# what show_steps and the explorer switch on to show every step (the codec they show is the phone's AMR-NB)
+# what show_steps and the explorer switch on to show every step (the codec is drawn from the config's codecs)
 _FORCED = dict(offset_p=1.0, speed_p=1.0, ir_p=1.0, noise_p=1.0, eq_p=1.0, bandlimit_p=1.0, gain_p=1.0, clip_p=1.0,
                codec_p=1.0, time_mask_p=1.0, freq_mask_p=1.0, spec_time_mask_p=1.0)
 

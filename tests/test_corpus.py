@@ -427,12 +427,14 @@ def test_cli_unknown_package_is_an_error(tmp_path, capsys):
 
 
 def test_cli_builds_from_local_debs(built, fake_sources, tmp_path, monkeypatch, capsys):
-    """The command with --no_dedupe on the fake package: exit 0, manifest written (music only: no rooms)."""
+    """The command with --no_dedupe on the fake package: exit 0, manifest written (music only: plain rooms,
+    with no loudspeaker response to hear them through)."""
     monkeypatch.setattr(corpus, "SOURCES", SOURCES[:1])
     out = tmp_path / "c"
     assert build_corpus_main(["-o", str(out), "--debs", str(built["debs"]), "--no_dedupe", "--no_progress"]) == 0
     m = corpus.storage.read_json(out / corpus.MANIFEST)
-    assert m["packages"] == {PKG: VERSION} and m["rooms"] == {}
+    assert m["packages"] == {PKG: VERSION} and m["rooms"] == {"train": 2, "val": 1}
+    assert not list((out / "train" / "rooms").glob("speaker/*.flac"))
     assert _files({"manifest": m})[f"{MUSIC}/original_last_lap.flac"]["status"] == "kept"  # no de-duplication
     assert "file(s) skipped" in capsys.readouterr().out
 

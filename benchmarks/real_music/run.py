@@ -58,11 +58,6 @@ def rooms(folder: Path, n: int, seed: int) -> list[Path]:
 PROTOCOL = evaluate.Protocol(snrs=(0.0, 5.0, 10.0), queries_per_cell=30, noise_only_per_length=4, bandlimit_share=0.5)
 
 
-def has_card(checkpoint: Path) -> bool:
-    card = checkpoint.with_suffix(".json")
-    return card.exists() and bool(storage.read_json(card).get("threshold"))
-
-
 def card_threshold(rec: search.Recognizer, checkpoint: Path) -> search.Recognizer:
     """``rec`` with the threshold, phases and decision of the model's card (``checkpoint`` with ``.json``)."""
     card = checkpoint.with_suffix(".json")
@@ -120,17 +115,19 @@ def main() -> None:
     ap.add_argument("--conditions", nargs="*", default=list(evaluate.CONDITIONS), metavar="COND",
                     help="the test queries again through a codec or at another speed, as rows of their own "
                          f"(default: all of {', '.join(evaluate.CONDITIONS)}; none: --conditions with no value)")
-    ap.add_argument("--threshold", default="calibrate", choices=["calibrate", "card", "shipped"],
+    ap.add_argument("--threshold", default="calibrate", choices=["calibrate", "card", "corpus"],
                     help="calibrate: each model's threshold is fitted on the benchmark's calibration queries; "
                          "card: each model keeps the threshold its card ships (MODEL.json beside MODEL.pt, as "
-                         "fplib.pretrained.export writes it), the decision a user of it gets; shipped: the card's "
-                         "where there is one, else calibrated as a shipped model is, on the held-out songs of the "
-                         "training corpus (--corpus) with its held-out rooms and noises, for --shipped-fpr "
-                         "(default: calibrate)")
-    ap.add_argument("--corpus", default=None, help="the corpus of build_corpus, for --threshold shipped "
+                         "fplib.pretrained.export writes it), the decision a user of it gets; corpus: each model "
+                         "calibrated as a shipped model is, on the held-out songs of the training corpus "
+                         "(--corpus) with its held-out rooms and noises, for --shipped-fpr (default: calibrate)")
+    ap.add_argument("--corpus", default=None, help="the corpus of build_corpus, for --threshold corpus "
                     "(default: outputs/corpus)")
     ap.add_argument("--shipped-fpr", type=float, default=evaluate.SHIPPED_FPR,
-                    help=f"--threshold shipped: the false-positive rate aimed at (default: {evaluate.SHIPPED_FPR})")
+                    help=f"--threshold corpus: the false-positive rate aimed at (default: {evaluate.SHIPPED_FPR})")
+    ap.add_argument("--hop", type=float, default=None, help="the catalogue's hop between windows in seconds "
+                    "(default: the model's, 0.5); 0.25 doubles the catalogue, and the query phases are halved to "
+                    "keep the query's windows every 0.125 s")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     given = {"lengths": args.lengths, "snrs": args.snrs, "queries_per_cell": args.per_cell,
@@ -163,6 +160,10 @@ def main() -> None:
     systems, cat = {}, None
     for system, ckpt in models.items():  # one catalogue and index per model (results/<name>/ for a single one)
         model, fe = load_model(ckpt, device)
+        phases = args.phases
+        if args.hop is not None:  # a denser catalogue; the query keeps its windows every hop / phases seconds
+            phases = max(1, round(args.phases * args.hop / fe.hop_s))
+            fe = replace(fe, hop_s=args.hop)
         folder = out if len(models) == 1 else out / "systems" / system
         cat = Catalogue(folder / "catalogue", fe, model_description(ckpt))
         res = extract(in_db + distractors, cat, model, device=device, root=DATA)
@@ -170,15 +171,15 @@ def main() -> None:
             print(f"skipped {path}: {reason}")
         idx_path = index.build(cat, "real", folder, nprobe=args.nprobe)
         systems[system] = search.Recognizer(model, cat, idx_path, nprobe=args.nprobe, device=device,
-                                            phases=args.phases, decision=args.decision)
-        if args.threshold == "card" or (args.threshold == "shipped" and has_card(ckpt)):
+                                            phases=phases, decision=args.decision)
+        if args.threshold == "card":
             systems[system] = card_threshold(systems[system], ckpt)
             print(f"{system}: the threshold of its card ({ckpt.with_suffix('.json')})")
-        elif args.threshold == "shipped":
+        elif args.threshold == "corpus":
             cal = evaluate.calibrate_on_corpus(systems[system], args.corpus, args.shipped_fpr, progress=False)
             print(f"{system}: threshold calibrated on the corpus's held-out songs for {args.shipped_fpr:.0%}: "
-                  + ", ".join(f"{r['length_s']:g} s {r['fpr']:.1%}" for r in cal.per_length)
-                  + " false positives on the held-back half")
+                  + ", ".join(f"{r['length_s']:g} s " + ("n/a" if r["fpr"] is None else f"{r['fpr']:.1%}")
+                              for r in cal.per_length) + " false positives on the held-back half")
     songs = cat.songs()
     by_path = {s.path: s.name for s in songs}
     sr = cat.fe.sr
