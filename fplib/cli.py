@@ -588,7 +588,8 @@ def calibrate_threshold_main(argv: list[str] | None = None) -> int:
                     "NOT in the catalogue, degraded with rooms and noises, and recognised; the threshold is fitted "
                     "on half of that audio and its false-positive rate measured on the other half. Writes "
                     "NAME.threshold.json next to NAME.index, which recognize reads.",
-        epilog="exit status: 0 done, 2 usage or input error")
+        epilog="exit status: 0 done, 1 the held-back false-positive rate missed the target (nothing written), "
+               "2 usage or input error")
     ap.add_argument("--catalogue", required=True, help="catalogue folder (generate_fingerprints)")
     ap.add_argument("--index", required=True, help="NAME.index (create_faiss_indexes)")
     ap.add_argument("--negatives", nargs="+", default=None, metavar="FOLDER",
@@ -682,8 +683,8 @@ def calibrate_threshold_main(argv: list[str] | None = None) -> int:
     if cal.missed and not args.accept_miss:
         _err(f"the false-positive rate measured on the held-back half misses the {args.fpr:.1%} aimed at for "
              f"{', '.join(str(r['length_s']) + ' s' for r in cal.missed)} (beyond two standard errors of "
-             f"{cal.per_length[0]['n_test']} queries); {out} was not written. Give more negatives (--negatives, "
-             f"--queries), or --accept_miss to write it anyway")
+             f"{', '.join(str(r['n_test']) for r in cal.missed)} queries); {out} was not written. Give more "
+             f"negatives (--negatives, --queries), or --accept_miss to write it anyway")
         return FAILED
     storage.write_json(out, cal.to_json())
     overall = "n/a" if cal.measured_fpr is None else f"{cal.measured_fpr:.1%}"

@@ -194,6 +194,12 @@ def package_licence(root: Path, package: str) -> tuple[list[tuple[list[str], str
     text = path.read_text(errors="replace") if path.exists() else ""
     stanzas = licences(text)
     names = sorted({lic for _, lic in stanzas}) or sorted(set(re.findall(r"^License: (.+)$", text, re.M)))
+    if not names:  # a copyright file in prose (not machine-readable): the GPL notice it quotes
+        flat = " ".join(text.split())
+        for version in ("2", "3"):
+            if re.search(rf"GNU General Public License.{{0,200}}version {version}\b.{{0,80}}any later version", flat):
+                names = [f"GPL-{version}+"]
+                break
     return stanzas, (" / ".join(names) if names else "see the package's copyright file")
 
 
@@ -559,6 +565,11 @@ def build(out: str | os.PathLike | None = None, debs: str | os.PathLike | None =
             done[rec["key"]] = rec
     # the manifest, the copies and the rooms are decided over every file logged, whichever packages this run did
     records = [r for r in done.values() if any(r["package"] == s.package and r["role"] == s.role for s in SOURCES)]
+    for package in {r["package"] for r in records} & set(unpacked):  # licences as the copyright files say now
+        stanzas, fallback = package_licence(unpacked[package], package)
+        for r in records:
+            if r["package"] == package:
+                r["licence"] = licence_for(r["file"], stanzas, fallback)
     if dedupe:
         copies = _cached_duplicates(out, records, model_path, progress)
         for r in records:
