@@ -773,7 +773,7 @@ class Calibration:
 
 # what a shipped model's threshold is calibrated for, on the corpus's held-out songs (calibrate_on_corpus)
 SHIPPED_FPR = 0.02
-CORPUS_CALIBRATION = {"per_cell": 15, "noise_only_per_length": 8}
+CORPUS_CALIBRATION = {"per_cell": 40, "noise_only_per_length": 16}
 
 
 def corpus_negatives(root: str | os.PathLike | None = None) -> dict[str, list[Path]] | None:

@@ -360,9 +360,9 @@ def shipped_dir(monkeypatch):
 
 
 def test_pretrained_names_and_default_model(shipped_dir):
-    assert pretrained.NAMES[0] == pretrained.NAME == "fplib-small-v1"
+    assert pretrained.NAMES[0] == pretrained.NAME and "fplib-small-v1" in pretrained.NAMES  # v1 stays loadable
     assert pretrained.default_model(name="fplib-small-v1") == shipped_dir / "fplib-small-v1.pt"
-    assert pretrained.default_model() == pretrained.default_model(name="fplib-small-v1")
+    assert pretrained.default_model() == pretrained.default_model(name=pretrained.NAME)
     assert pretrained.card(name="fplib-small-v1")["sha256"] == V1_SHA256
     for bad in ("fplib-small-v9", "fplib-small-v1.pt", ""):
         with pytest.raises(pretrained.PretrainedError, match="not a shipped model"):
@@ -383,7 +383,7 @@ def test_shipped_name(shipped_dir, tmp_path):
 def test_model_path_by_name_or_file(shipped_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert _model_path("fplib-small-v1") == str(shipped_dir / "fplib-small-v1.pt")
-    assert _model_path(None) == str(shipped_dir / "fplib-small-v1.pt")
+    assert _model_path(None) == str(shipped_dir / f"{pretrained.NAME}.pt")
     assert _model_path("some/file.pt") == "some/file.pt"
     assert _model_path("fplib-small-v9") == "fplib-small-v9"  # not a name: a file, checked where it is read
     # a file named like a shipped model, in the current folder, is that file
@@ -403,7 +403,8 @@ def test_recognizer_from_files_resolves_a_shipped_name(shipped_dir, tmp_path, mo
     for model in ("fplib-small-v1", None, "my.pt"):
         with pytest.raises(RuntimeError, match="stop here"):
             search.recognizer_from_files(model, tmp_path / "cat", tmp_path / "x.index")
-    assert [str(s) for s in seen] == [str(shipped_dir / "fplib-small-v1.pt")] * 2 + ["my.pt"]
+    default = str(shipped_dir / f"{pretrained.NAME}.pt")
+    assert [str(s) for s in seen] == [str(shipped_dir / "fplib-small-v1.pt"), default, "my.pt"]
 
 
 # -- 9. calibrate_threshold refuses to write a threshold that misses ------------------------------------------------
