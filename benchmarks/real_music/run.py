@@ -201,7 +201,7 @@ def main() -> None:
     bytes_per_s = evaluate.db_bytes_per_second(systems, songs)
     summary = {k: result.summary(k) for k in ("top1", "ranked1", "fp_rate", "ms_per_query")}
     thresholds = {k: t.to_dict() if hasattr(t, "to_dict") else t for k, t in result.thresholds.items()}
-    single = len(models) == 1
+    single = list(models) == ["neural"]  # one unnamed checkpoint (a single NAME=PATH keeps its name)
     storage.write_json(out / "metrics.json", {
         "table": table, "summary": summary, "db_bytes_per_second": bytes_per_s,
         "checkpoint": str(models["neural"]) if single else {k: str(v) for k, v in models.items()},
