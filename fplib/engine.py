@@ -33,9 +33,9 @@ retrained model (other weights) gets a new key, and the 16 most recently used gr
 Each model family names the runtime measured fastest for it (``cpu_runtime``): OpenVINO for NAFP;
 ONNX Runtime for ATTN, whose attention OpenVINO ran at 0.6-0.8x ONNX Runtime's speed; torch itself for
 SAMAF, whose LSTMs neither runtime ran faster end to end. ``FPLIB_ENGINE`` overrides it:
-``openvino``, ``onnxruntime`` or ``torch``. A runtime that fails is warned about once and the next one
-runs (OpenVINO, then ONNX Runtime, then torch); on GPU and in training mode the torch module itself
-runs.
+``openvino``, ``onnxruntime`` or ``torch``. A runtime that fails, or whose output for the first batch
+does not match torch's, is warned about once and the next one runs (OpenVINO, then ONNX Runtime, then
+torch); on GPU and in training mode the torch module itself runs.
 """
 
 from __future__ import annotations
@@ -193,6 +193,24 @@ class OpenVinoRunner:
 
 
 _RUNNERS = {"openvino": OpenVinoRunner, "onnxruntime": OnnxRunner}
+AGREE_ATOL = 1e-3  # a runtime's fingerprints (unit vectors) must match torch's to this on the first batch
+
+
+def _agreeing(run, model: torch.nn.Module, example: torch.Tensor):
+    """``run``, once its output for ``example`` has matched torch's (shape, finite values, within
+    :data:`AGREE_ATOL`), or ValueError: a runtime can also fail without raising (with oneDNN limited to
+    SSE4.1 by ``ONEDNN_MAX_CPU_ISA``, OpenVINO 2025 returned no rows at all)."""
+    x = example[:2].detach().cpu().float().contiguous()
+    with torch.inference_mode():
+        want = model(x).float()
+    got = run(x).float()
+    if got.shape != want.shape or not torch.isfinite(got).all():
+        raise ValueError(f"returned an output of shape {tuple(got.shape)} for {tuple(want.shape)} "
+                         f"({'finite' if torch.isfinite(got).all() else 'not finite'})")
+    err = float((got - want).abs().max())
+    if err > AGREE_ATOL:
+        raise ValueError(f"its output differs from torch's by {err:.2g} (more than {AGREE_ATOL:g})")
+    return run
 
 
 _THREADS_LOCK = threading.Lock()
@@ -237,7 +255,7 @@ def runner(model: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Ten
     run: Callable = model
     for name in ENGINES[ENGINES.index(choice):-1]:  # the chosen runtime, then the next ones, then torch
         try:
-            run = _RUNNERS[name](model, example, threads)
+            run = _agreeing(_RUNNERS[name](model, example, threads), model, example)
             break
         except Exception as e:  # noqa: BLE001 - any failure of an optional runtime falls back to the next
             reason = f"{name} unavailable for {type(model).__name__} ({type(e).__name__}: " \

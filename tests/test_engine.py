@@ -87,6 +87,35 @@ def test_onnxruntime_when_asked_and_as_the_fallback_of_openvino(cache, monkeypat
         assert engine.runner(fallback, x) is fallback
 
 
+def test_a_runtime_that_answers_wrongly_without_raising_is_not_used(cache, monkeypatch):
+    # seen for real: OpenVINO with ONEDNN_MAX_CPU_ISA=SSE41 returned zero rows for every batch
+    model = _model(4)
+    x = torch.randn(3, 1, 256, 32)
+    with torch.inference_mode():
+        want = model(x)
+
+    class NoRows:
+        def __init__(self, model, example, threads):
+            pass
+
+        def __call__(self, batch):
+            return torch.zeros(0, 128)
+
+    class Off(NoRows):
+        def __call__(self, batch):
+            with torch.inference_mode():
+                return model(batch) + 0.01
+
+    monkeypatch.setattr(engine, "_RUNNERS", {**engine._RUNNERS, "openvino": NoRows})
+    with pytest.warns(RuntimeWarning, match=r"openvino unavailable .*shape \(0, 128\).*; running onnxruntime"):
+        run = engine.runner(model, x)
+    assert isinstance(run, engine.OnnxRunner) and float((run(x) - want).abs().max()) < 1e-5
+    monkeypatch.setattr(engine, "_RUNNERS", {"openvino": Off, "onnxruntime": NoRows})
+    with pytest.warns(RuntimeWarning, match=r"openvino unavailable .*differs from torch's by 0.01"):
+        other = _model(4)
+        assert engine.runner(other, x) is other  # then ONNX Runtime fails too: torch itself
+
+
 def test_torch_is_used_when_asked_in_training_and_never_for_a_bad_name(cache, monkeypatch):
     model = _model(1)
     x = torch.randn(2, 1, 256, 32)
