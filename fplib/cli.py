@@ -210,10 +210,13 @@ def _trainer_options(ap: argparse.ArgumentParser, defaults: bool) -> None:
                     "(default: mixed)")
     ap.add_argument("--resume", action="store_true", default=d(False), help="continue the run in OUT/NAME/ where "
                     "it stopped")
+    ap.add_argument("--init", default=d(None), help="start from the weights of this checkpoint (fine-tuning: new "
+                    "optimiser and schedule; same --arch and --model_settings; use another --seed than the run it "
+                    "comes from, or the same segments and degradations are drawn again) (default: random weights)")
 
 
 # the trainer's options that are paths: recorded with the run as absolute paths, however they were typed
-_TRAINER_PATHS = ("output_path", "train_path", "val_path", "train_ir", "train_bn", "val_ir", "val_bn", "path",
+_TRAINER_PATHS = ("output_path", "init", "train_path", "val_path", "train_ir", "train_bn", "val_ir", "val_bn", "path",
                   "impulse_responses", "background_noises")
 
 
@@ -296,7 +299,7 @@ def trainer_main(argv: list[str] | None = None) -> int:
             source = T.online_source(*folders, cfg, aug, fe, skipped)
         if rank == 0 and skipped.items:
             print(skipped.report(), file=sys.stderr)
-        T.train(cfg, source, run_dir, fe, resume=args.resume, device=args.device,
+        T.train(cfg, source, run_dir, fe, resume=args.resume, device=args.device, init=args.init,
                 run_params={k: str(Path(v).resolve()) if k in _TRAINER_PATHS and v else v
                             for k, v in vars(args).items() if k != "resume"})
         if rank == 0 and runs.checkpoint(run_dir).exists():
@@ -667,7 +670,8 @@ def calibrate_threshold_main(argv: list[str] | None = None) -> int:
                                            nprobe=args.nprobe, phases=args.phases,
                                            decision=args.decision, device=args.device)
         cal = evaluate.calibrate_recognizer(rec, negatives, irs, noises, args.fpr, tuple(args.lengths),
-                                            tuple(args.snrs), args.queries, args.noise_only, args.seed, progress)
+                                            tuple(args.snrs), args.queries, args.noise_only, args.seed, progress,
+                                            cross_fit=real is not None)
     except (*_input_errors(), RuntimeError) as e:
         _err(e)
         return USAGE
@@ -689,8 +693,10 @@ def calibrate_threshold_main(argv: list[str] | None = None) -> int:
     storage.write_json(out, cal.to_json())
     overall = "n/a" if cal.measured_fpr is None else f"{cal.measured_fpr:.1%}"
     print(f"{out}: decision {cal.decision}, {cal.phases} phases; false-positive rate aimed at {args.fpr:.1%}, "
-          f"measured {overall} on {len(cal.negatives['test'])} held-back files "
-          f"(fitted on {len(cal.negatives['calibration'])}) [{time.perf_counter() - t0:.1f} s]")
+          + (f"measured {overall} held back in both directions between two halves of "
+             f"{len(cal.negatives['calibration'])} and {len(cal.negatives['test'])} files, fitted on both"
+             if cal.negatives["cross_fit"] else f"measured {overall} on {len(cal.negatives['test'])} held-back files "
+             f"(fitted on {len(cal.negatives['calibration'])})") + f" [{time.perf_counter() - t0:.1f} s]")
     _print_skipped([tuple(s) for s in cal.negatives["skipped"]], "left out of the negatives")
     return OK
 

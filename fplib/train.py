@@ -268,8 +268,13 @@ def evaluate(model: torch.nn.Module, source, device: torch.device, batch: int, t
 
 def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | os.PathLike, fe: FrontEnd,
           resume: bool = False, device: str = "auto", progress: bool = True, stop_after: int | None = None,
-          run_params: dict | None = None) -> list[dict]:
+          run_params: dict | None = None, init: str | os.PathLike | None = None) -> list[dict]:
     """Train (or with ``resume`` continue) a run in ``out_dir``; returns the per-epoch metrics.
+
+    ``init`` starts a new run from the weights of a checkpoint (fine-tuning: a fresh optimiser and
+    learning-rate schedule); it must hold the same architecture, settings and front end. A resumed run
+    continues from its own ``last.pt`` and ignores ``init``. Give a fine-tuning run another ``seed`` than
+    the run it starts from, or it draws the same segments and degradations again.
 
     ``stop_after`` ends this call after that many epochs (the run can be resumed later). A NaN or
     infinite loss raises :class:`TrainingDiverged` and leaves the last good checkpoint in place.
@@ -289,6 +294,8 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
     torch.manual_seed(cfg.seed)
     model, settings = build_model(cfg.model, fe, **cfg.model_settings)
     objective = variant(cfg.model).objective or contrastive
+    if init is not None and not (resume and (out_dir / runs.LAST).exists()):
+        _load_init(model, settings, fe, cfg.model, init)
     model.to(dev)
     optimizer = make_optimizer(cfg.optim, model, cfg.scaled_lr(), cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -437,6 +444,18 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
     if world > 1:
         dist.barrier()
     return history
+
+
+def _load_init(model: torch.nn.Module, settings: dict, fe: FrontEnd, name: str, init: str | os.PathLike) -> None:
+    """Copy the weights of checkpoint ``init`` into ``model`` (float32), or ValueError naming what differs."""
+    ck = load_checkpoint(init)
+    for key, want in (("model_name", name), ("model_settings", settings), ("frontend", fe.to_dict())):
+        if key not in ck:
+            raise ValueError(f"{init}: not an fplib model checkpoint (no {key!r})")
+        if ck[key] != want:
+            raise ValueError(f"{init}: its {key} {ck[key]} differs from this run's {want}; fine-tuning starts "
+                             f"from the same architecture and front end")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()})
 
 
 def _weights_checksum(model: torch.nn.Module) -> torch.Tensor:

@@ -90,6 +90,26 @@ def test_resume_reproduces_the_uninterrupted_curve(pairs, tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
+def test_init_starts_a_new_run_from_trained_weights(pairs, tmp_path):
+    src = static_source(pairs / "train_set", pairs / "val_set", FE)
+    train(TrainConfig(**TINY), src, tmp_path / "a", FE, progress=False)
+    trained = load_checkpoint(tmp_path / "a" / "best.pt")["model"]
+    # a learning rate of ~0: the fine-tuned weights are the ones it started from, not a fresh draw
+    still = {**TINY, "lr": 1e-12, "epochs": 1, "seed": 1}
+    train(TrainConfig(**still), src, tmp_path / "b", FE, progress=False, init=tmp_path / "a" / "best.pt")
+    train(TrainConfig(**still), src, tmp_path / "c", FE, progress=False)
+    b, c = load_checkpoint(tmp_path / "b" / "last.pt")["model"], load_checkpoint(tmp_path / "c" / "last.pt")["model"]
+    conv = next(k for k in trained if k.endswith("weight") and trained[k].dim() == 4)
+    torch.testing.assert_close(b[conv], trained[conv], atol=1e-6, rtol=0)
+    assert (c[conv] - trained[conv]).abs().max() > 1e-3
+    # the checkpoint must hold the same architecture and settings
+    wide = {**TINY, "model_settings": {"width": 0.25}, "epochs": 1}
+    with pytest.raises(ValueError, match="model_settings"):
+        train(TrainConfig(**wide), src, tmp_path / "d", FE, progress=False, init=tmp_path / "a" / "best.pt")
+    with pytest.raises(FileNotFoundError):
+        train(TrainConfig(**still), src, tmp_path / "e", FE, progress=False, init=tmp_path / "missing.pt")
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(pairs, tmp_path):
     src = static_source(pairs / "train_set", pairs / "val_set", FE)
     train(TrainConfig(**TINY), src, tmp_path / "run", FE, progress=False, stop_after=1)
