@@ -288,6 +288,29 @@ def test_calibration_measures_the_false_positive_rate_on_the_held_back_half(worl
     assert cal.measured_fpr == fp / 3
 
 
+def test_cross_fitted_calibration_measures_both_halves_and_fits_on_both(world):
+    rec = search.recognizer_from_files(world["ckpt"], world["cat"], world["index"], no_threshold=True)
+    from fplib.data import IRBank, NoiseBank
+
+    irs, noises = IRBank(audio.list_audio(world["rooms"])), NoiseBank(audio.list_audio(world["noises"]))
+    negs = audio.list_audio(world["neg"])
+    cal = evaluate.calibrate_recognizer(rec, negs, irs, noises, 0.0, (1.0,), (10.0,), 2, 1, progress=False,
+                                        cross_fit=True)
+    halves = [evaluate.calibration_scores(rec, evaluate.plan_queries({}, [str(f) for f in files], len(irs), [1.0],
+                                                                      [10.0], 2, 10 * h + 1),
+                                          irs, noises, [1.0], 1, 10 * h + 2, progress=False)[1]
+              for h, files in enumerate((negs[0::2], negs[1::2]))]  # the halves alternate in sorted order
+    # fpr 0: each half's threshold lies just above its own top score, so the other half's scores above it are
+    # its false positives; the threshold kept lies above both halves' scores
+    fp = sum(int(np.sum(np.asarray(halves[1 - h]) > max(halves[h]))) for h in (0, 1))
+    n = len(halves[0]) + len(halves[1])
+    assert cal.per_length[0]["n_test"] == cal.per_length[0]["n_calibration"] == n == 2 * 2 + 2 * 1  # + noise-only
+    assert cal.per_length[0]["false_positives"] == fp and cal.measured_fpr == fp / n
+    assert max(halves[0] + halves[1]) < cal.threshold(1) == pytest.approx(max(halves[0] + halves[1]), abs=1e-9)
+    assert fp >= 1  # two songs' top scores differ: one of the two folds measures a false positive
+    assert cal.negatives["cross_fit"] is True and rec.threshold is cal.threshold
+
+
 def test_calibrate_threshold_default_negatives_are_built_in_and_cached(world, tmp_path, capsys):
     cat, idx = _copy_db(world, tmp_path)
     rc = cli.calibrate_threshold_main(["--catalogue", str(cat), "--index", str(idx), "--model", str(world["ckpt"]),

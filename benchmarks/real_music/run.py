@@ -179,7 +179,7 @@ def main() -> None:
             cal = evaluate.calibrate_on_corpus(systems[system], args.corpus, args.shipped_fpr, progress=False)
             print(f"{system}: threshold calibrated on the corpus's held-out songs for {args.shipped_fpr:.0%}: "
                   + ", ".join(f"{r['length_s']:g} s " + ("n/a" if r["fpr"] is None else f"{r['fpr']:.1%}")
-                              for r in cal.per_length) + " false positives on the held-back half")
+                              for r in cal.per_length) + " false positives held back (cross-fitted)")
     songs = cat.songs()
     by_path = {s.path: s.name for s in songs}
     sr = cat.fe.sr
