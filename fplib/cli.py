@@ -719,8 +719,8 @@ def build_corpus_main(argv: list[str] | None = None) -> int:
                     help="only these packages (default: all of them; --list prints them)")
     ap.add_argument("--list", action="store_true", help="print the packages and what each gives, then exit")
     ap.add_argument("--no_dedupe", action="store_true", help="skip the search for duplicate tracks")
-    ap.add_argument("--model", default=None, help=f"the model that fingerprints tracks to find copies "
-                    f"(default: {SHIPPED})")
+    ap.add_argument("--model", default=None, help="the model that fingerprints tracks to find copies "
+                    "(default: the shipped fplib-small-v1, whatever the default model is: the corpus stays the same)")
     ap.add_argument("--no_progress", action="store_true", help="no progress bars")
     args = _parse(ap, argv)
     if isinstance(args, int):

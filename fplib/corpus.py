@@ -17,7 +17,7 @@ down-mixes and resamples it to the model's rate and writes it as 16-bit FLAC::
                                                                      licence, split, status
 
 Music is de-duplicated: several packages ship the same track twice, a loop of it, or a copy played
-faster (a "last lap" version). Every track is fingerprinted with the shipped model at a grid of
+faster (a "last lap" version). Every track is fingerprinted with the shipped fplib-small-v1 at a grid of
 playback speeds; a track whose excerpts are found in a longer track is recorded as its duplicate and
 left out. The split is by song, decided from a hash of the package and the file's path (so it does not
 move when packages are added). Audio never goes into git: the corpus lives under ``outputs/``.
@@ -304,6 +304,9 @@ DUP_SIM = 0.7  # a window votes for a track when its nearest window there is at 
 DUP_RATIO = 0.6  # ...and clearly nearer than any third track's: 1 - sim <= DUP_RATIO x (1 - third's sim)
 DUP_SHARE = 0.5  # an excerpt is found in a track when this share of its windows vote for it
 NEIGHBOURS = 32  # neighbours searched per window
+# the shipped model that looks for copies, by name: fixed, so that the corpus a model was trained on is
+# rebuilt the same after the default model changes (the thresholds above were measured with it)
+DEDUPE_MODEL = "fplib-small-v1"
 LOUD_DBFS = -45.0  # quieter windows (fades, silence) neither vote nor are searched
 
 
@@ -318,8 +321,8 @@ def find_duplicates(records: list[dict], out: Path, model_path: str | os.PathLik
     """``{key: (key of the longer track it copies, speed, share)}`` among the kept music records (``speed``:
     how fast the copy is played to match the original; 0.8 for a copy 1.25 times as fast).
 
-    Every track is fingerprinted with the shipped model (or ``model_path``); three excerpts of each track,
-    played at each of :data:`SPEEDS`, are searched among every other track's windows (faiss, exact inner
+    Every track is fingerprinted with the shipped model :data:`DEDUPE_MODEL` (or ``model_path``); three
+    excerpts of each track, played at each of :data:`SPEEDS`, are searched among every other track's windows (faiss, exact inner
     product): :func:`duplicate_evidence`. A window votes for the track holding its nearest neighbour
     when that neighbour is close (:data:`DUP_SIM`) and clearly closer than the next tracks' but one
     (:data:`DUP_RATIO`, a ratio test against the third distinct track, so that two copies of the same
@@ -345,7 +348,7 @@ def duplicate_evidence(music: list[dict], out: Path, model_path: str | os.PathLi
     from fplib.checkpoints import load_model
     from fplib.pretrained import default_model
 
-    model, fe = load_model(model_path or default_model())
+    model, fe = load_model(model_path or default_model(name=DEDUPE_MODEL))
     vectors, owner = [], []
     for i, r in enumerate(tqdm(music, desc="fingerprinting songs", unit="song", disable=not progress)):
         wav = audio.load(out / r["path"], fe.sr, allow_silent=True)
@@ -449,7 +452,7 @@ def _cached_duplicates(out: Path, records: list[dict], model_path, progress: boo
     from fplib.pretrained import default_model
 
     keys = [r["key"] for r in music]
-    model_sha = storage.file_checksum(model_path or default_model())
+    model_sha = storage.file_checksum(model_path or default_model(name=DEDUPE_MODEL))
     cache = out / "duplicates.npz"
     evidence = None
     if cache.exists():
