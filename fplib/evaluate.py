@@ -432,15 +432,16 @@ def headline(queries: list[Query], rows: list[dict], db_bytes_per_second: dict[s
     return sorted(out, key=lambda r: (system_order.get(r["system"], len(system_order)), r["length_s"]))
 
 
-def confidences(queries: list[Query], rows: list[dict], system: str = "neural", tolerance_s: float = 0.5
-                ) -> dict[float, dict[str, list[float]]]:
+def confidences(queries: list[Query], rows: list[dict], system: str = "neural", tolerance_s: float = 0.5,
+                condition: str = "") -> dict[float, dict[str, list[float]]]:
     """The confidence the decision compared with the threshold, by query length: ``right`` (in the
     database, right answer ranked first), ``wrong`` (in the database, anything else ranked first) and
-    ``out`` (out-of-database queries). Queries rejected before any search (silent) are left out."""
+    ``out`` (out-of-database queries), for the queries of one ``condition`` (default: the plain ones,
+    without codec or speed change). Queries rejected before any search (silent) are left out."""
     by_id = {q.id: q for q in queries}
     out: dict[float, dict[str, list[float]]] = defaultdict(lambda: {"right": [], "wrong": [], "out": []})
     for r in rows:
-        if r["system"] != system or r.get("confidence") is None:
+        if r["system"] != system or r.get("confidence") is None or by_id[r["query"]].condition != condition:
             continue
         q = by_id[r["query"]]
         if not q.in_database:
@@ -454,12 +455,13 @@ def confidences(queries: list[Query], rows: list[dict], system: str = "neural", 
 def worked_query(queries: list[Query], rows: list[dict], length_s: float, system: str = "neural",
                  tolerance_s: float = 0.5) -> Query:
     """An in-database query of ``length_s`` seconds (or the nearest length) to show in detail: the
-    noisiest one whose answer is a top-1 hit, else the first one."""
-    lengths = sorted({q.length_s for q in queries if q.in_database})
+    noisiest plain one (no codec or speed change) whose answer is a top-1 hit, else the first one."""
+    plain = [q for q in queries if q.in_database and not q.condition]
+    lengths = sorted({q.length_s for q in plain})
     if not lengths:
         raise ValueError("no in-database queries")
     length = min(lengths, key=lambda x: abs(x - length_s))
-    pool = [q for q in queries if q.in_database and q.length_s == length]
+    pool = [q for q in plain if q.length_s == length]
     res = {r["query"]: r for r in rows if r["system"] == system}
     hits = [q for q in pool if q.id in res and res[q.id]["accepted"] and res[q.id]["predicted"]
             and is_hit(q, res[q.id]["predicted"][0], res[q.id]["offsets"][0], tolerance_s)]

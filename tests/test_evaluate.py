@@ -210,6 +210,17 @@ def test_headline_confidences_and_worked_query(setup):
                                        for c in conf.values())
     q = evaluate.worked_query(qs, rows, 2.5)
     assert q.in_database and q.length_s == 3
+    # with a condition's copies of the queries (their rows marked by an impossible confidence), the plain
+    # queries' figures are unchanged and the condition is asked for by name
+    qs_c = evaluate.with_conditions(qs, ("mp3_64",))
+    copies = qs_c[len(qs):]
+    assert [c.condition for c in copies] == ["mp3_64"] * len(qs)
+    by_query = {r["query"]: r for r in rows if r["system"] == "neural"}
+    rows_c = rows + [{**by_query[o.id], "query": c.id, "confidence": 99.0} for o, c in zip(qs, copies)]
+    assert evaluate.confidences(qs_c, rows_c) == conf
+    assert {v for c in evaluate.confidences(qs_c, rows_c, condition="mp3_64").values() for k in c
+            for v in c[k]} == {99.0}
+    assert not evaluate.worked_query(qs_c, rows_c, 2.5).condition
     md = viz.headline_markdown(head)
     assert md.count("\n| neural |") == 2 and "ranked first" in md and "80" in md
     r = rec.recognize(evaluate.render(q, irs, noises))
