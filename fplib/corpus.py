@@ -58,12 +58,15 @@ VAL_SHARE = 0.12  # share of songs (and noise files) held out: validation and ca
 @dataclass(frozen=True)
 class Source:
     """Files of one Debian package used in one role. ``include``: globs relative to the unpacked
-    package; ``ARCHIVE::GLOB`` names members of a zip archive (``.zip``, ``.pk3``) inside it."""
+    package; ``ARCHIVE::GLOB`` names members of a zip archive (``.zip``, ``.pk3``) inside it.
+    ``render``: the files are scores, not audio: ``"midi"`` (rendered by FluidSynth through one of the
+    :data:`SOUNDFONTS`) or ``"module"`` (tracker modules, rendered by libopenmpt's ``openmpt123``)."""
 
     package: str
     role: str
     include: tuple[str, ...]
     exclude: tuple[str, ...] = ()
+    render: str | None = None
 
 
 G = "usr/share/games"
@@ -86,6 +89,9 @@ SOURCES: tuple[Source, ...] = (
     Source("openarena-088-data", "music", (f"{G}/openarena/baseoa/*.pk3::music/*",)),
     Source("alienblaster-data", "music", (f"{G}/alienblaster/sound/*",)),
     Source("triplea", "music", (f"{G}/triplea/assets/sounds/**/*",)),
+    Source("openttd-openmsx", "music", (f"{G}/openttd/baseset/openmsx/*",), render="midi"),
+    Source("kobodeluxe-data", "music", ("usr/share/kobo-deluxe/sfx/*",), render="midi"),
+    Source("pingus-data", "music", (f"{G}/pingus/data/music/*",), render="module"),
     Source("0ad-data", "noise", (f"{G}/0ad/mods/public/public.zip::audio/ambient/**",)),
     Source("redeclipse-data", "noise", (f"{G}/redeclipse/data/sounds/ambience/**/*",)),
     Source("guitarix-common", "rir", ("usr/share/gx_head/sounds/**/*.wav",)),
@@ -200,6 +206,8 @@ def package_licence(root: Path, package: str) -> tuple[list[tuple[list[str], str
             if re.search(rf"GNU General Public License.{{0,200}}version {version}\b.{{0,80}}any later version", flat):
                 names = [f"GPL-{version}+"]
                 break
+        if not names and re.search(r"\bMIT licen[cs]e|\(MIT\b|Permission is hereby granted, free of charge", flat):
+            names = ["MIT"]
     return stanzas, (" / ".join(names) if names else "see the package's copyright file")
 
 
@@ -228,18 +236,22 @@ def items(source: Source, root: Path) -> list[Item]:
             if member_glob:
                 with zipfile.ZipFile(path) as z:
                     for m in sorted(z.namelist()):
-                        if _is_audio(m) and fnmatch.fnmatch(m, member_glob):
+                        if _is_audio(m, source.render) and fnmatch.fnmatch(m, member_glob):
                             out.append(Item(source, path, f"{rel}::{m}", m))
-            elif path.is_file() and _is_audio(rel):
+            elif path.is_file() and _is_audio(rel, source.render):
                 out.append(Item(source, path, rel))
     return [i for i in out if not any(fnmatch.fnmatch(i.member, e) for e in source.exclude)]
 
 
-def _is_audio(name: str) -> bool:
-    return Path(name).suffix.lower() in audio.AUDIO_EXTENSIONS
+def _is_audio(name: str, render: str | None = None) -> bool:
+    return Path(name).suffix.lower() in (RENDERED[render] if render else audio.AUDIO_EXTENSIONS)
 
 
-def _decode(item: Item, sr: int) -> np.ndarray:
+def _decode(item: Item, sr: int, renderer: Renderer | None = None) -> np.ndarray:
+    if item.source.render:
+        if renderer is None:
+            raise CorpusError(f"{item.member}: a {item.source.render} file needs a Renderer")
+        return renderer.render(item, sr)
     if item.in_archive is None:
         return audio.load(item.path, sr, allow_silent=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -263,14 +275,18 @@ def _target(out: Path, item: Item, split: str | None, clash: bool = False) -> Pa
     return out / split / item.source.role / rel
 
 
-def process(item: Item, out: Path, sr: int, version: str, licence: str, clash: bool = False) -> dict:
-    """Decode one file and write it into the corpus; the record the manifest keeps of it."""
+def process(item: Item, out: Path, sr: int, version: str, licence: str, clash: bool = False,
+            renderer: Renderer | None = None) -> dict:
+    """Decode (or render) one file and write it into the corpus; the record the manifest keeps of it."""
     role = item.source.role
     split = None if role == "rir" else split_of(f"{item.source.package}/{item.member}")
     rec = {"key": item.key, "package": item.source.package, "version": version, "file": item.member,
            "role": role, "split": split, "licence": licence}
+    if item.source.render and renderer is not None:
+        how = renderer.settings(item)
+        rec.update(rendered_with=how, licence=f"{licence}; rendered through {renderer.instrument_licence(how)}")
     try:
-        wav = _decode(item, sr)
+        wav = _decode(item, sr, renderer)
     except audio.AudioError as e:
         return {**rec, "status": "skipped", "reason": e.reason}
     seconds = wav.shape[0] / sr
@@ -293,6 +309,103 @@ def process(item: Item, out: Path, sr: int, version: str, licence: str, clash: b
     audio.write(target, pcm.astype(np.float32), sr, subtype="PCM_16")
     return {**rec, "status": "kept", "path": str(target.relative_to(out)), "seconds": round(seconds, 3),
             "sha256": decoded_sha256(pcm)}
+
+
+# -- rendering scores -----------------------------------------------------------------------------------
+
+RENDERED = {"midi": (".mid", ".midi"), "module": (".it", ".s3m", ".xm", ".mod")}
+# instruments for MIDI: (package, soundfont in it); each song is rendered through one, chosen from its key
+SOUNDFONTS = (("fluid-soundfont-gm", "usr/share/sounds/sf2/FluidR3_GM.sf2"),
+              ("musescore-general-soundfont-small", "usr/share/sounds/sf3/MuseScore_General_Lite.sf3"))
+# the renderers, run from their unpacked Debian packages (nothing is installed): binary, packages whose
+# libraries it loads (Debian 12); an installed binary on PATH is used instead when there is one
+TOOLS = {
+    "midi": ("usr/bin/fluidsynth", ("fluidsynth", "libfluidsynth3", "libinstpatch-1.0-2", "libsdl2-2.0-0",
+                                    "libjack-jackd2-0", "libportaudio2", "libpipewire-0.3-0", "libsamplerate0",
+                                    "libdecor-0-0", "libreadline8")),
+    "module": ("usr/bin/openmpt123", ("openmpt123", "libopenmpt0", "libportaudio2", "libsdl2-2.0-0",
+                                      "libvorbisfile3", "libjack-jackd2-0", "libpipewire-0.3-0",
+                                      "libsamplerate0", "libdecor-0-0")),
+}
+RENDER_SR = 22050  # rendered at this rate, then resampled to the corpus's
+MAX_RENDER_S = 600  # modules that loop are cut here
+
+
+class Renderer:
+    """Renders the scores of ``render`` sources to audio with Debian's FluidSynth and openmpt123.
+
+    Each MIDI file is rendered through one of :data:`SOUNDFONTS`, with a gain and FluidSynth's reverb and
+    chorus on or off, all drawn from a hash of the file's key (the same every run: :meth:`settings`, which
+    the manifest records); modules bring their own samples and are rendered once, without repeats."""
+
+    def __init__(self, out: Path, debs: Path, kinds: set[str]):
+        self.unpacked = out / "unpacked"
+        self.tools: dict[str, list[str]] = {}
+        self.env = dict(os.environ)
+        libs: list[str] = []
+        for kind in sorted(kinds):
+            binary, pkgs = TOOLS[kind]
+            name = Path(binary).name
+            if shutil.which(name):
+                self.tools[kind] = [shutil.which(name)]
+                continue
+            roots = [unpack(fetch(p, debs), self.unpacked / p) for p in pkgs]
+            libs += [str(d) for r in roots for d in (r / "usr/lib/x86_64-linux-gnu", r / "lib/x86_64-linux-gnu",
+                                                   r / "usr/lib") if d.is_dir()]
+            self.tools[kind] = [str(roots[0] / binary)]
+        if libs:
+            self.env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, os.environ.get("LD_LIBRARY_PATH", "")])
+        self.soundfonts: list[tuple[str, Path, str]] = []
+        if "midi" in kinds:
+            for pkg, sf in SOUNDFONTS:
+                root = unpack(fetch(pkg, debs), self.unpacked / pkg)
+                self.soundfonts.append((pkg, root / sf, package_licence(root, pkg)[1]))
+        for cmd in self.tools.values():
+            r = subprocess.run([*cmd, "--version"], capture_output=True, text=True, env=self.env)
+            if r.returncode != 0:
+                raise CorpusError(f"{cmd[0]} does not run here ({(r.stderr or r.stdout).strip()[-300:]}); install "
+                                  f"it, or leave out the packages that need it (--packages)")
+
+    def settings(self, item: Item) -> dict:
+        """How ``item`` is rendered, drawn from its key."""
+        rng = np.random.default_rng(int.from_bytes(hashlib.sha256(item.key.encode()).digest()[:8], "little"))
+        if item.source.render == "module":
+            return {"tool": "openmpt123", "gain_db": round(float(rng.uniform(-6.0, 0.0)), 1)}
+        sf = int(rng.integers(len(SOUNDFONTS)))
+        return {"tool": "fluidsynth", "soundfont": SOUNDFONTS[sf][0], "gain": round(float(rng.uniform(0.2, 0.45)), 2),
+                "reverb": bool(rng.random() < 0.5), "chorus": bool(rng.random() < 0.5)}
+
+    def instrument_licence(self, how: dict) -> str:
+        if how["tool"] == "openmpt123":
+            return "the module's own samples (openmpt123)"
+        lic = next(lic for pkg, _, lic in self.soundfonts if pkg == how["soundfont"])
+        return f"{how['soundfont']} ({lic}), FluidSynth"
+
+    def render(self, item: Item, sr: int) -> np.ndarray:
+        """``item`` rendered and resampled to ``sr``, mono; :class:`fplib.audio.AudioError` if it cannot be."""
+        how = self.settings(item)
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / Path(item.member.split("::")[-1]).name
+            if item.in_archive is None:
+                shutil.copyfile(item.path, src)
+            else:
+                with zipfile.ZipFile(item.path) as z, z.open(item.in_archive) as f, open(src, "wb") as g:
+                    shutil.copyfileobj(f, g)
+            wav = Path(tmp) / "rendered.wav"
+            if how["tool"] == "openmpt123":
+                cmd = [*self.tools["module"], "--batch", "--quiet", "--samplerate", str(RENDER_SR), "--channels",
+                       "1", "--repeat", "0", "--end-time", str(MAX_RENDER_S), "--gain", str(how["gain_db"]),
+                       "--force", "-o", str(wav), str(src)]
+            else:
+                font = next(path for pkg, path, _ in self.soundfonts if pkg == how["soundfont"])
+                cmd = [*self.tools["midi"], "-ni", "-q", "-r", str(RENDER_SR), "-g", str(how["gain"]),
+                       "-R", str(int(how["reverb"])), "-C", str(int(how["chorus"])), "-F", str(wav), str(font),
+                       str(src)]
+            r = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=1800)
+            if r.returncode != 0 or not wav.exists() or wav.stat().st_size <= 44:
+                raise audio.AudioError(item.member, f"{how['tool']} could not render it "
+                                                    f"({(r.stderr or r.stdout).strip()[-200:] or 'no output'})")
+            return audio.load(wav, sr, allow_silent=True)
 
 
 # -- de-duplication ------------------------------------------------------------------------------------
@@ -322,13 +435,13 @@ def find_duplicates(records: list[dict], out: Path, model_path: str | os.PathLik
     how fast the copy is played to match the original; 0.8 for a copy 1.25 times as fast).
 
     Every track is fingerprinted with the shipped model :data:`DEDUPE_MODEL` (or ``model_path``); three
-    excerpts of each track, played at each of :data:`SPEEDS`, are searched among every other track's windows (faiss, exact inner
-    product): :func:`duplicate_evidence`. A window votes for the track holding its nearest neighbour
-    when that neighbour is close (:data:`DUP_SIM`) and clearly closer than the next tracks' but one
-    (:data:`DUP_RATIO`, a ratio test against the third distinct track, so that two copies of the same
-    audio do not hide each other: generic windows that resemble many tracks do not vote). A track
-    is a duplicate when, at one speed, two of its three excerpts find one and the same longer track
-    with most of their windows (:func:`decide_duplicates`)."""
+    excerpts of each track, played at each of :data:`SPEEDS`, are searched among every other track's
+    windows (faiss, exact inner product): :func:`duplicate_evidence`. A window votes for the track
+    holding its nearest neighbour when that neighbour is close (:data:`DUP_SIM`) and clearly closer than
+    the next tracks' but one (:data:`DUP_RATIO`, a ratio test against the third distinct track, so that
+    two copies of the same audio do not hide each other: generic windows that resemble many tracks do
+    not vote). A track is a duplicate when, at one speed, two of its three excerpts find one and the
+    same longer track with most of their windows (:func:`decide_duplicates`)."""
     music = [r for r in records if r["role"] == "music" and r["status"] == "kept"]
     if len(music) < 2:
         return {}
@@ -555,6 +668,8 @@ def build(out: str | os.PathLike | None = None, debs: str | os.PathLike | None =
         deb = fetch(package, debs)
         unpacked[package] = unpack(deb, out / "unpacked" / package)
         versions[package] = version_of(deb)
+    kinds = {s.render for s in sources if s.render}
+    renderer = Renderer(out, debs, kinds) if kinds else None
     for source in sources:
         root = unpacked[source.package]
         stanzas, fallback = package_licence(root, source.package)
@@ -563,7 +678,7 @@ def build(out: str | os.PathLike | None = None, debs: str | os.PathLike | None =
         todo = [i for i in found if i.key not in done]
         for item in tqdm(todo, desc=f"{source.package} ({source.role})", unit="file", disable=not progress):
             rec = process(item, out, sr, versions[source.package], licence_for(item.member, stanzas, fallback),
-                          clash=names[Path(item.member.split("::")[-1]).stem] > 1)
+                          clash=names[Path(item.member.split("::")[-1]).stem] > 1, renderer=renderer)
             storage.append_jsonl(log_path, rec)
             done[rec["key"]] = rec
     # the manifest, the copies and the rooms are decided over every file logged, whichever packages this run did
@@ -572,7 +687,8 @@ def build(out: str | os.PathLike | None = None, debs: str | os.PathLike | None =
         stanzas, fallback = package_licence(unpacked[package], package)
         for r in records:
             if r["package"] == package:
-                r["licence"] = licence_for(r["file"], stanzas, fallback)
+                rendered = r.get("licence", "").partition("; rendered through")[1:]  # how a score was rendered
+                r["licence"] = licence_for(r["file"], stanzas, fallback) + "".join(rendered)
     if dedupe:
         copies = _cached_duplicates(out, records, model_path, progress)
         for r in records:
