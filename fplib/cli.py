@@ -33,7 +33,7 @@ OK, FAILED, USAGE = 0, 1, 2
 INTERRUPTED = 130
 # the registered architectures (fplib.models.model_names(); listed here so that --help needs no torch)
 ARCHS = ("attn", "attn_small", "nafp", "nafp_small", "samaf", "samaf_mfcc", "samaf_small")
-SHIPPED = "the shipped pretrained model, fplib/pretrained/fplib-small-v1.pt"
+SHIPPED = "the shipped pretrained model, fplib/pretrained/fplib-small-v2.pt"
 
 
 def _parse(ap: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:
@@ -695,7 +695,8 @@ def calibrate_threshold_main(argv: list[str] | None = None) -> int:
     print(f"{out}: decision {cal.decision}, {cal.phases} phases; false-positive rate aimed at {args.fpr:.1%}, "
           + (f"measured {overall} held back in both directions between two halves of "
              f"{len(cal.negatives['calibration'])} and {len(cal.negatives['test'])} files, fitted on both"
-             if cal.negatives["cross_fit"] else f"measured {overall} on {len(cal.negatives['test'])} held-back files "
+             if cal.negatives.get("cross_fit") else
+             f"measured {overall} on {len(cal.negatives['test'])} held-back files "
              f"(fitted on {len(cal.negatives['calibration'])})") + f" [{time.perf_counter() - t0:.1f} s]")
     _print_skipped([tuple(s) for s in cal.negatives["skipped"]], "left out of the negatives")
     return OK

@@ -827,8 +827,6 @@ def calibrate_recognizer(recognizer, negatives: list[str | os.PathLike], irs: IR
     pooled, twice the queries of either: a rate's tail over a few dozen songs is what moves a threshold
     most from one set of songs to another."""
     from fplib.catalogue import file_checksum
-    from fplib.features import n_windows
-    from fplib.search import calibrate
 
     usable, skipped = [], []
     for f in sorted(str(p) for p in negatives):
@@ -853,11 +851,26 @@ def calibrate_recognizer(recognizer, negatives: list[str | os.PathLike], irs: IR
         queries = plan_queries({}, files, len(irs), list(lengths), list(snrs), per_cell, seed + 10 * h + 1, sr=fe.sr)
         scores.append(calibration_scores(recognizer, queries, irs, noises, list(lengths), noise_only_per_length,
                                          seed + 10 * h + 2, progress=progress))
-    folds = [(scores[0], scores[1], calibrate(scores[0], fpr))]
+    threshold, per_length, measured = fit_and_measure(scores[0], scores[1], fpr, lengths, fe, cross_fit)
+    recognizer.threshold = threshold
+    return Calibration(threshold, fpr, recognizer.phases, recognizer.decision, per_length, measured,
+                       {"calibration": halves[0], "test": halves[1], "cross_fit": cross_fit, "skipped": skipped,
+                        "rooms": [str(f) for f in irs.files], "noises": [str(f) for f in noises.files]})
+
+
+def fit_and_measure(first: dict[int, list[float]], second: dict[int, list[float]], fpr: float,
+                    lengths: tuple[float, ...], fe, cross_fit: bool = False):
+    """A threshold fitted for ``fpr`` on the out-of-database scores ``first`` (by query length in windows)
+    and its false-positive rate measured on ``second``; with ``cross_fit`` also fitted on ``second`` and
+    measured on ``first`` (both measurements reported together), the threshold returned fitted on both.
+    Returns ``(threshold, per_length, measured_fpr)`` as :class:`Calibration` holds them."""
+    from fplib.features import n_windows
+    from fplib.search import calibrate
+
+    folds = [(first, second, calibrate(first, fpr))]
     if cross_fit:
-        folds.append((scores[1], scores[0], calibrate(scores[1], fpr)))
-        threshold = calibrate({w: [*scores[0].get(w, []), *scores[1].get(w, [])] for w in {*scores[0], *scores[1]}},
-                              fpr)
+        folds.append((second, first, calibrate(second, fpr)))
+        threshold = calibrate({w: [*first.get(w, []), *second.get(w, [])] for w in {*first, *second}}, fpr)
     else:
         threshold = folds[0][2]
     per_length, fp_all, n_all = [], 0, 0
@@ -871,8 +884,4 @@ def calibrate_recognizer(recognizer, negatives: list[str | os.PathLike], irs: IR
         per_length.append({"length_s": float(length), "windows": w, "threshold": threshold(w),
                            "n_calibration": n_fit, "n_test": n_test,
                            "false_positives": fp, "fpr": fp / n_test if n_test else None})
-    recognizer.threshold = threshold
-    return Calibration(threshold, fpr, recognizer.phases, recognizer.decision, per_length,
-                       fp_all / n_all if n_all else None,
-                       {"calibration": halves[0], "test": halves[1], "cross_fit": cross_fit, "skipped": skipped,
-                        "rooms": [str(f) for f in irs.files], "noises": [str(f) for f in noises.files]})
+    return threshold, per_length, fp_all / n_all if n_all else None
