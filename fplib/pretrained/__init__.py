@@ -1,6 +1,9 @@
-"""The shipped pretrained model: ``fplib-small-v1.pt`` and its card ``fplib-small-v1.json``, in this
-folder (package data), or in ``$FPLIB_PRETRAINED_DIR`` when that is set (every function also takes
-the folder as an argument).
+"""The shipped pretrained models: ``NAME.pt`` and its card ``NAME.json`` for each of :data:`NAMES` (the
+default first: ``fplib-small-v2``, trained on recorded music; ``fplib-small-v1``, trained on synthetic
+music, stays loadable by name), in this folder (package data), or in ``$FPLIB_PRETRAINED_DIR`` when that
+is set (every function also takes the folder as an argument). A model trained on the real corpus also
+ships ``NAME.training.json``: the corpus's songs (package, file, licence, SHA-256 of the decoded audio, no
+audio), which the evaluation refuses as test songs (``fplib.evaluate.model_corpora``).
 
 The card records the file name, its SHA-256, the architecture, settings and parameter count, the
 front end, the default "not in the database" threshold (in the ``NAME.threshold.json`` format that
@@ -20,7 +23,7 @@ from fplib.errors import BadFileError, json_type, read_json
 from fplib.storage import file_checksum as sha256  # noqa: F401  (used by callers too)
 
 # the shipped models, the default first; every one stays loadable by name (``--model fplib-small-v1``)
-NAMES = ("fplib-small-v1",)
+NAMES = ("fplib-small-v2", "fplib-small-v1")
 NAME = NAMES[0]
 DIR_ENV = "FPLIB_PRETRAINED_DIR"
 # what a training checkpoint holds that inference does not need
