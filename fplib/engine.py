@@ -35,7 +35,9 @@ ONNX Runtime for ATTN, whose attention OpenVINO ran at 0.6-0.8x ONNX Runtime's s
 SAMAF, whose LSTMs neither runtime ran faster end to end. ``FPLIB_ENGINE`` overrides it:
 ``openvino``, ``onnxruntime`` or ``torch``. A runtime that fails, or whose output for the first batch
 does not match torch's, is warned about once and the next one runs (OpenVINO, then ONNX Runtime, then
-torch); on GPU and in training mode the torch module itself runs.
+torch); on GPU and in training mode the torch module itself runs. OpenVINO is not tried at all with
+``ONEDNN_MAX_CPU_ISA=SSE41``: its CPU plugin needs SSE4.2, and capped below it, it returned no rows for
+some models and crashed the process for others.
 """
 
 from __future__ import annotations
@@ -255,6 +257,9 @@ def runner(model: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Ten
     run: Callable = model
     for name in ENGINES[ENGINES.index(choice):-1]:  # the chosen runtime, then the next ones, then torch
         try:
+            if name == "openvino" and os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() == "SSE41":
+                # OpenVINO's CPU plugin needs SSE4.2; capped below it, it returned no rows or crashed the process
+                raise RuntimeError("ONEDNN_MAX_CPU_ISA=SSE41 is below the SSE4.2 its CPU plugin needs")
             run = _agreeing(_RUNNERS[name](model, example, threads), model, example)
             break
         except Exception as e:  # noqa: BLE001 - any failure of an optional runtime falls back to the next

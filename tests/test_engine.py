@@ -2,6 +2,8 @@
 fingerprints from a graph exported once (cached on disk by its weights), FPLIB_ENGINE chooses, a
 failing runtime falls back to the next one, and training models are left alone."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,13 @@ from fplib.models import build_model
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv(engine.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.delenv(engine.ENGINE_ENV, raising=False)
+    monkeypatch.setattr(engine, "_warned", set())  # each test sees its own warnings
     return tmp_path / "cache" / "onnx"
+
+
+# OpenVINO's CPU plugin needs SSE4.2: with oneDNN capped at SSE4.1 (the portability matrix) it is not tried
+needs_openvino = pytest.mark.skipif(os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() == "SSE41",
+                                    reason="ONEDNN_MAX_CPU_ISA=SSE41: OpenVINO is not used below SSE4.2")
 
 
 def _model(seed: int):
@@ -23,6 +31,7 @@ def _model(seed: int):
     return model.eval()
 
 
+@needs_openvino
 def test_openvino_gives_torchs_fingerprints_and_is_cached_by_weights(cache, monkeypatch):
     model = _model(0)
     x = torch.randn(5, 1, 256, 32)
@@ -58,6 +67,7 @@ def test_openvino_gives_torchs_fingerprints_and_is_cached_by_weights(cache, monk
     assert [f.stem for f in cache.glob("*.onnx")] == [engine.model_key(model)]
 
 
+@needs_openvino
 def test_onnxruntime_when_asked_and_as_the_fallback_of_openvino(cache, monkeypatch):
     model = _model(3)
     x = torch.randn(3, 1, 256, 32)
@@ -87,6 +97,7 @@ def test_onnxruntime_when_asked_and_as_the_fallback_of_openvino(cache, monkeypat
         assert engine.runner(fallback, x) is fallback
 
 
+@needs_openvino
 def test_a_runtime_that_answers_wrongly_without_raising_is_not_used(cache, monkeypatch):
     # seen for real: OpenVINO with ONEDNN_MAX_CPU_ISA=SSE41 returned zero rows for every batch
     model = _model(4)
@@ -114,6 +125,13 @@ def test_a_runtime_that_answers_wrongly_without_raising_is_not_used(cache, monke
     with pytest.warns(RuntimeWarning, match=r"openvino unavailable .*differs from torch's by 0.01"):
         other = _model(4)
         assert engine.runner(other, x) is other  # then ONNX Runtime fails too: torch itself
+
+
+def test_openvino_is_not_tried_below_the_sse42_it_needs(cache, monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "SSE41")
+    monkeypatch.setattr(engine, "_RUNNERS", {**engine._RUNNERS, "openvino": lambda *a: pytest.fail("tried")})
+    with pytest.warns(RuntimeWarning, match=r"openvino unavailable .*SSE4.2.*; running onnxruntime"):
+        assert isinstance(engine.runner(_model(5), torch.randn(2, 1, 256, 32)), engine.OnnxRunner)
 
 
 def test_torch_is_used_when_asked_in_training_and_never_for_a_bad_name(cache, monkeypatch):
