@@ -255,13 +255,21 @@ def _decode(item: Item, sr: int, renderer: Renderer | None = None) -> np.ndarray
     if item.in_archive is None:
         return audio.load(item.path, sr, allow_silent=True)
     with tempfile.TemporaryDirectory() as tmp:
-        dest = Path(tmp) / Path(item.in_archive).name
-        with zipfile.ZipFile(item.path) as z, z.open(item.in_archive) as src, open(dest, "wb") as f:
-            shutil.copyfileobj(src, f)
         try:
-            return audio.load(dest, sr, allow_silent=True)
+            return audio.load(_extracted(item, Path(tmp)), sr, allow_silent=True)
         except audio.AudioError as e:
             raise audio.AudioError(item.member, e.reason) from None
+
+
+def _extracted(item: Item, folder: Path) -> Path:
+    """``item``'s file copied into ``folder`` under its own name (out of its zip archive if it is in one)."""
+    dest = folder / Path(item.member.split("::")[-1]).name
+    if item.in_archive is None:
+        shutil.copyfile(item.path, dest)
+    else:
+        with zipfile.ZipFile(item.path) as z, z.open(item.in_archive) as src, open(dest, "wb") as f:
+            shutil.copyfileobj(src, f)
+    return dest
 
 
 def _target(out: Path, item: Item, split: str | None, clash: bool = False) -> Path:
@@ -385,12 +393,7 @@ class Renderer:
         """``item`` rendered and resampled to ``sr``, mono; :class:`fplib.audio.AudioError` if it cannot be."""
         how = self.settings(item)
         with tempfile.TemporaryDirectory() as tmp:
-            src = Path(tmp) / Path(item.member.split("::")[-1]).name
-            if item.in_archive is None:
-                shutil.copyfile(item.path, src)
-            else:
-                with zipfile.ZipFile(item.path) as z, z.open(item.in_archive) as f, open(src, "wb") as g:
-                    shutil.copyfileobj(f, g)
+            src = _extracted(item, Path(tmp))
             wav = Path(tmp) / "rendered.wav"
             if how["tool"] == "openmpt123":
                 cmd = [*self.tools["module"], "--batch", "--quiet", "--samplerate", str(RENDER_SR), "--channels",
