@@ -734,7 +734,8 @@ def build_corpus_main(argv: list[str] | None = None) -> int:
 
     if args.list:
         for s in corpus.SOURCES:
-            print(f"{s.package:28s} {s.role:6s} {' '.join(s.include)}")
+            what = " ".join(s.include) or "the works of music21's own corpus that state an open licence"
+            print(f"{s.package:28s} {s.role:6s} {what}")
         return OK
     try:
         corpus.build(args.output, args.debs, args.packages, dedupe=not args.no_dedupe, model_path=args.model,

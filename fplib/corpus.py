@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soxr
 
 from fplib import audio, storage
 
@@ -59,8 +60,11 @@ VAL_SHARE = 0.12  # share of songs (and noise files) held out: validation and ca
 class Source:
     """Files of one Debian package used in one role. ``include``: globs relative to the unpacked
     package; ``ARCHIVE::GLOB`` names members of a zip archive (``.zip``, ``.pk3``) inside it.
-    ``render``: the files are scores, not audio: ``"midi"`` (rendered by FluidSynth through one of the
-    :data:`SOUNDFONTS`) or ``"module"`` (tracker modules, rendered by libopenmpt's ``openmpt123``)."""
+    ``render``: the files are not audio files: ``"midi"`` scores (rendered by FluidSynth through one of the
+    :data:`SOUNDFONTS`), ``"module"`` (tracker modules, rendered by libopenmpt's ``openmpt123``) or
+    ``"soundfont"`` (the recorded samples a SoundFont holds, read by :func:`soundfont_samples`) or
+    ``"music21"`` (works of the corpus the ``music21`` package ships, not a Debian package:
+    :func:`music21_works`, rendered in :data:`SCORE_VERSIONS` instrumentations by :class:`Renderer`)."""
 
     package: str
     role: str
@@ -92,8 +96,11 @@ SOURCES: tuple[Source, ...] = (
     Source("openttd-openmsx", "music", (f"{G}/openttd/baseset/openmsx/*",), render="midi"),
     Source("kobodeluxe-data", "music", ("usr/share/kobo-deluxe/sfx/*",), render="midi"),
     Source("pingus-data", "music", (f"{G}/pingus/data/music/*",), render="module"),
+    Source("music21", "music", (), render="music21"),
     Source("0ad-data", "noise", (f"{G}/0ad/mods/public/public.zip::audio/ambient/**",)),
     Source("redeclipse-data", "noise", (f"{G}/redeclipse/data/sounds/ambience/**/*",)),
+    # Calf Vinyl's recorded record noises (crackle, crinkle, hum, motor, rumble, static, hiss) are SoundFonts
+    Source("calf-plugins", "noise", ("usr/share/calf/sf2/*.sf2",), render="soundfont"),
     Source("guitarix-common", "rir", ("usr/share/gx_head/sounds/**/*.wav",)),
 )
 
@@ -275,7 +282,10 @@ def _extracted(item: Item, folder: Path) -> Path:
 def _target(out: Path, item: Item, split: str | None, clash: bool = False) -> Path:
     """Where ``item`` goes; ``clash``: another file of its package has the same name (both get a suffix
     from their paths, decided from the package's file list, never from what is on disk)."""
-    name = Path(item.member.split("::")[-1])
+    name = item.member.split("::")[-1]
+    if item.source.render == "music21":  # "composer/work.mxl#vK": the composer in the name (versions clash)
+        name = name.replace("/", "_").replace(VERSION_SEP, "_v")
+    name = Path(name)
     stem = f"{name.stem}-{hashlib.sha256(item.member.encode()).hexdigest()[:8]}" if clash else name.stem
     rel = Path(item.source.package) / f"{stem}.flac"
     if item.source.role == "rir":
@@ -287,7 +297,7 @@ def process(item: Item, out: Path, sr: int, version: str, licence: str, clash: b
             renderer: Renderer | None = None) -> dict:
     """Decode (or render) one file and write it into the corpus; the record the manifest keeps of it."""
     role = item.source.role
-    split = None if role == "rir" else split_of(f"{item.source.package}/{item.member}")
+    split = None if role == "rir" else split_of(f"{item.source.package}/{item.member.split(VERSION_SEP)[0]}")
     rec = {"key": item.key, "package": item.source.package, "version": version, "file": item.member,
            "role": role, "split": split, "licence": licence}
     if item.source.render and renderer is not None:
@@ -321,22 +331,169 @@ def process(item: Item, out: Path, sr: int, version: str, licence: str, clash: b
 
 # -- rendering scores -----------------------------------------------------------------------------------
 
-RENDERED = {"midi": (".mid", ".midi"), "module": (".it", ".s3m", ".xm", ".mod")}
+RENDERED = {"midi": (".mid", ".midi"), "module": (".it", ".s3m", ".xm", ".mod"), "soundfont": (".sf2",)}
+# music21's corpus: its licence notice says some encodings are for non-commercial use only and that each work's
+# own licence governs. A work is used only when its own metadata states an open licence (public domain, CC0,
+# CC BY, CC BY-SA), recorded per work; works with no stated licence, or a restrictive one, are left out.
+OPEN_LICENCE = re.compile(r"public domain|\bcc0\b|\bcc-(?:sa-)?by\b|creative commons|\bp\.\s?d\.", re.I)
+CLOSED_LICENCE = re.compile(r"non-?commercial|\bnc\b|all rights reserved", re.I)
+SCORE_VERSIONS = 3  # each work rendered in this many instrumentations and tempi (all in the work's split)
+VERSION_SEP = "#v"  # MEMBER#vK: version K of a work
+GM_MELODIC = 96  # General MIDI programs 0-95 (pianos to synth pads; no effects or percussion kits)
 # instruments for MIDI: (package, soundfont in it); each song is rendered through one, chosen from its key
 SOUNDFONTS = (("fluid-soundfont-gm", "usr/share/sounds/sf2/FluidR3_GM.sf2"),
               ("musescore-general-soundfont-small", "usr/share/sounds/sf3/MuseScore_General_Lite.sf3"))
-# the renderers, run from their unpacked Debian packages (nothing is installed): binary, packages whose
-# libraries it loads (Debian 12); an installed binary on PATH is used instead when there is one
+# the renderers, run from their unpacked Debian packages (nothing is installed): binary, its package, and the
+# packages whose libraries it loads on a bare Debian 12 (used where apt cannot tell: see tool_packages); an
+# installed binary on PATH is used instead when there is one
+_SNDFILE = ("libsndfile1", "libflac12", "libogg0", "libvorbis0a", "libvorbisenc2", "libopus0", "libmpg123-0",
+            "libmp3lame0", "libpulse0", "libasyncns0", "libjack-jackd2-0", "libsamplerate0")
 TOOLS = {
     "midi": ("usr/bin/fluidsynth", ("fluidsynth", "libfluidsynth3", "libinstpatch-1.0-2", "libsdl2-2.0-0",
-                                    "libjack-jackd2-0", "libportaudio2", "libpipewire-0.3-0", "libsamplerate0",
-                                    "libdecor-0-0", "libreadline8")),
-    "module": ("usr/bin/openmpt123", ("openmpt123", "libopenmpt0", "libportaudio2", "libsdl2-2.0-0",
-                                      "libvorbisfile3", "libjack-jackd2-0", "libpipewire-0.3-0",
-                                      "libsamplerate0", "libdecor-0-0")),
+                                    "libdecor-0-0", "libwayland-cursor0", "libwayland-egl1", *_SNDFILE)),
+    "module": ("usr/bin/openmpt123", ("openmpt123", "libopenmpt0", "libportaudio2", "libvorbisfile3", *_SNDFILE)),
 }
+
+
+def tool_packages(package: str, fallback: tuple[str, ...]) -> list[str]:
+    """``package`` and the packages it needs that this machine lacks, as apt resolves them (``apt-get install
+    --simulate``: nothing is installed); ``fallback`` where apt cannot say (no apt, or an unknown package)."""
+    try:
+        r = subprocess.run(["apt-get", "install", "--simulate", "--no-install-recommends", package],
+                           capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return list(fallback)
+    if r.returncode != 0:
+        return list(fallback)
+    needed = simulated_installs(r.stdout)
+    return [package, *(p for p in needed if p != package)]
+
+
+def simulated_installs(text: str) -> list[str]:
+    """The packages an ``apt-get install --simulate`` would install (its ``Inst NAME ...`` lines), in order."""
+    return [line.split()[1] for line in text.splitlines() if line.startswith("Inst ") and len(line.split()) > 1]
+
+
 RENDER_SR = 22050  # rendered at this rate, then resampled to the corpus's
 MAX_RENDER_S = 600  # modules that loop are cut here
+LOOP_TO_S = 12.0  # a SoundFont's noise samples are loops: repeated to this length
+
+
+def music21_works() -> list[tuple[str, str]]:
+    """``(path in music21's corpus, licence)`` of the works of the corpus that the ``music21`` package ships
+    whose own metadata states an open licence (:data:`OPEN_LICENCE`, and none of :data:`CLOSED_LICENCE`)."""
+    from music21 import corpus as m21corpus
+
+    works = []
+    for entry in m21corpus.corpora.CoreCorpus().metadataBundle:
+        stated = " ".join(str(getattr(entry.metadata, "copyright", None) or "").split())
+        if OPEN_LICENCE.search(stated) and not CLOSED_LICENCE.search(stated):
+            works.append((str(entry.sourcePath), stated))
+    return sorted(set(works))
+
+
+def music21_items(source: Source) -> tuple[list[Item], dict[str, str]]:
+    """The items of the ``music21`` source (each open-licensed work, :data:`SCORE_VERSIONS` times) and
+    each item's licence as the work states it."""
+    from music21 import common
+
+    root = Path(common.getCorpusFilePath())
+    found, licence_of = [], {}
+    for rel, stated in music21_works():
+        for k in range(SCORE_VERSIONS):
+            member = f"{rel}{VERSION_SEP}{k}"
+            found.append(Item(source, root / rel, member))
+            licence_of[member] = stated
+    return found, licence_of
+
+
+def music21_midi(path: Path, how: dict, dest: Path) -> Path:
+    """A music21 score written as MIDI to ``dest`` with the instrumentation, loudness and tempo of ``how``
+    (:meth:`Renderer.settings`): part ``i`` plays General MIDI program ``programs[i]`` at velocity
+    ``velocities[i]`` (both cycled), at ``tempo`` times the score's own."""
+    import warnings
+
+    from music21 import converter, instrument, midi
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # music21 warns about every odd measure of an encoding
+            score = converter.parse(str(path))
+    except Exception as e:  # music21 raises many kinds on a score it cannot read
+        raise audio.AudioError(path, f"music21 cannot read it ({type(e).__name__}: {e})") from None
+    parts = list(score.parts) or [score]
+    for i, part in enumerate(parts):
+        for old in list(part.recurse().getElementsByClass(instrument.Instrument)):
+            old.activeSite.remove(old)
+        inst = instrument.Instrument()
+        inst.midiProgram = how["programs"][i % len(how["programs"])]
+        part.insert(0, inst)
+        velocity = how["velocities"][i % len(how["velocities"])]
+        for n in part.recurse().notes:
+            n.volume.velocity = velocity
+    mf = midi.translate.streamToMidiFile(score)
+    tempos = [e for t in mf.tracks for e in t.events if e.type == midi.MetaEvents.SET_TEMPO]
+    if not tempos and mf.tracks:  # a score without a metronome mark plays at MIDI's default, a quarter = 120
+        first = midi.MidiEvent(mf.tracks[0], type=midi.MetaEvents.SET_TEMPO)
+        first.data = (500_000).to_bytes(3, "big")
+        mf.tracks[0].events[0:0] = [midi.DeltaTime(mf.tracks[0], time=0), first]
+        tempos = [first]
+    for e in tempos:  # microseconds per quarter note, 3 bytes
+        e.data = min(0xFFFFFF, round(int.from_bytes(e.data, "big") / how["tempo"])).to_bytes(3, "big")
+    mf.open(str(dest), "wb")
+    try:
+        mf.write()
+    finally:
+        mf.close()
+    return dest
+
+
+def _riff_chunks(data: bytes, start: int, end: int):
+    """``(id, offset of the data, size)`` of the RIFF chunks in ``data[start:end]``."""
+    import struct
+
+    while start + 8 <= end:
+        cid, size = struct.unpack_from("<4sI", data, start)
+        yield cid, start + 8, min(size, end - start - 8)
+        start += 8 + size + (size & 1)
+
+
+def soundfont_samples(path: str | os.PathLike) -> list[tuple[str, np.ndarray, int]]:
+    """The samples of a SoundFont 2 file (``.sf2``): ``(name, mono float32 audio, sample rate)`` each, a stereo
+    pair (left and right samples linked, as the format's ``shdr`` records them) down-mixed to one.
+    :class:`fplib.audio.AudioError` if the file is not a SoundFont 2 with 16-bit samples."""
+    import struct
+
+    data = Path(path).read_bytes()
+    if data[:4] != b"RIFF" or data[8:12] != b"sfbk":
+        raise audio.AudioError(path, "not a SoundFont 2 file (no RIFF sfbk header)")
+    smpl = shdr = None
+    for cid, off, size in _riff_chunks(data, 12, len(data)):
+        if cid == b"LIST":
+            for cid2, off2, size2 in _riff_chunks(data, off + 4, off + size):
+                if cid2 == b"smpl":
+                    smpl = np.frombuffer(data, "<i2", size2 // 2, off2).astype(np.float32) / 32768.0
+                elif cid2 == b"shdr":
+                    shdr = (off2, size2)
+    if smpl is None or shdr is None:
+        raise audio.AudioError(path, "a SoundFont without 16-bit samples (no smpl or shdr chunk)")
+    headers = []
+    for i in range(shdr[1] // 46 - 1):  # the last header is the terminal "EOS" record
+        name, begin, end, _, _, rate, _, _, link, kind = struct.unpack_from("<20sIIIIIBbHH", data, shdr[0] + 46 * i)
+        headers.append((name.split(b"\0")[0].decode("latin-1"), begin, min(end, smpl.size), rate, link, kind))
+    out, used = [], set()
+    for i, (name, begin, end, rate, link, kind) in enumerate(headers):
+        if i in used or end <= begin or kind & 0x8000:  # ROM samples hold no data
+            continue
+        wav = smpl[begin:end]
+        if kind & 4 and link < len(headers) and headers[link][3] == rate:  # a left sample linked to its right
+            _, b2, e2, *_ = headers[link]
+            n = min(end - begin, e2 - b2)
+            wav = (smpl[begin : begin + n] + smpl[b2 : b2 + n]) / 2
+            used.add(link)
+            name = name[:-1] if name.endswith("L") else name
+        out.append((name, wav, rate))
+    return out
 
 
 class Renderer:
@@ -351,15 +508,15 @@ class Renderer:
         self.tools: dict[str, list[str]] = {}
         self.env = dict(os.environ)
         libs: list[str] = []
-        for kind in sorted(kinds):
+        kinds = {"midi" if k == "music21" else k for k in kinds}
+        for kind in sorted(kinds & set(TOOLS)):
             binary, pkgs = TOOLS[kind]
             name = Path(binary).name
             if shutil.which(name):
                 self.tools[kind] = [shutil.which(name)]
                 continue
-            roots = [unpack(fetch(p, debs), self.unpacked / p) for p in pkgs]
-            libs += [str(d) for r in roots for d in (r / "usr/lib/x86_64-linux-gnu", r / "lib/x86_64-linux-gnu",
-                                                   r / "usr/lib") if d.is_dir()]
+            roots = [unpack(fetch(p, debs), self.unpacked / p) for p in tool_packages(pkgs[0], pkgs)]
+            libs += sorted({str(so.parent) for r in roots for so in r.rglob("*.so*")})
             self.tools[kind] = [str(roots[0] / binary)]
         if libs:
             self.env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, os.environ.get("LD_LIBRARY_PATH", "")])
@@ -379,13 +536,22 @@ class Renderer:
         rng = np.random.default_rng(int.from_bytes(hashlib.sha256(item.key.encode()).digest()[:8], "little"))
         if item.source.render == "module":
             return {"tool": "openmpt123", "gain_db": round(float(rng.uniform(-6.0, 0.0)), 1)}
+        if item.source.render == "soundfont":
+            return {"tool": "soundfont samples", "looped_to_s": LOOP_TO_S}
         sf = int(rng.integers(len(SOUNDFONTS)))
-        return {"tool": "fluidsynth", "soundfont": SOUNDFONTS[sf][0], "gain": round(float(rng.uniform(0.2, 0.45)), 2),
-                "reverb": bool(rng.random() < 0.5), "chorus": bool(rng.random() < 0.5)}
+        how = {"tool": "fluidsynth", "soundfont": SOUNDFONTS[sf][0], "gain": round(float(rng.uniform(0.2, 0.45)), 2),
+               "reverb": bool(rng.random() < 0.5), "chorus": bool(rng.random() < 0.5)}
+        if item.source.render == "music21":
+            how.update(tool="music21 + fluidsynth", tempo=round(float(rng.uniform(0.8, 1.25)), 2),
+                       programs=[int(p) for p in rng.integers(0, GM_MELODIC, 8)],
+                       velocities=[int(v) for v in rng.integers(60, 120, 8)])
+        return how
 
     def instrument_licence(self, how: dict) -> str:
         if how["tool"] == "openmpt123":
             return "the module's own samples (openmpt123)"
+        if how["tool"] == "soundfont samples":
+            return "its own samples, looped"
         lic = next(lic for pkg, _, lic in self.soundfonts if pkg == how["soundfont"])
         return f"{how['soundfont']} ({lic}), FluidSynth"
 
@@ -393,7 +559,12 @@ class Renderer:
         """``item`` rendered and resampled to ``sr``, mono; :class:`fplib.audio.AudioError` if it cannot be."""
         how = self.settings(item)
         with tempfile.TemporaryDirectory() as tmp:
-            src = _extracted(item, Path(tmp))
+            if how["tool"] == "music21 + fluidsynth":
+                src = music21_midi(item.path, how, Path(tmp) / "score.mid")
+            else:
+                src = _extracted(item, Path(tmp))
+            if how["tool"] == "soundfont samples":
+                return self._looped_samples(src, sr, how["looped_to_s"])
             wav = Path(tmp) / "rendered.wav"
             if how["tool"] == "openmpt123":
                 cmd = [*self.tools["module"], "--batch", "--quiet", "--samplerate", str(RENDER_SR), "--channels",
@@ -409,6 +580,18 @@ class Renderer:
                 raise audio.AudioError(item.member, f"{how['tool']} could not render it "
                                                     f"({(r.stderr or r.stdout).strip()[-200:] or 'no output'})")
             return audio.load(wav, sr, allow_silent=True)
+
+    @staticmethod
+    def _looped_samples(path: Path, sr: int, seconds: float) -> np.ndarray:
+        """The SoundFont's samples, each resampled to ``sr`` and repeated to ``seconds``, one after another."""
+        parts = []
+        for _, wav, rate in soundfont_samples(path):
+            wav = soxr.resample(wav, rate, sr, quality="HQ").astype(np.float32) if rate != sr else wav
+            if wav.size:
+                parts.append(np.tile(wav, int(np.ceil(seconds * sr / wav.size)))[: int(seconds * sr)])
+        if not parts:
+            raise audio.AudioError(path, "a SoundFont without samples")
+        return np.concatenate(parts).astype(np.float32)
 
 
 # -- de-duplication ------------------------------------------------------------------------------------
@@ -667,16 +850,24 @@ def build(out: str | os.PathLike | None = None, debs: str | os.PathLike | None =
     log_path = out / RECORDS
     done = {r["key"]: r for r in storage.read_jsonl(log_path)}
     unpacked, versions = {}, {}
-    for package in sorted({s.package for s in sources}):
+    for package in sorted({s.package for s in sources if s.render != "music21"}):
+        log(f"{package}: fetching and unpacking")
         deb = fetch(package, debs)
         unpacked[package] = unpack(deb, out / "unpacked" / package)
         versions[package] = version_of(deb)
     kinds = {s.render for s in sources if s.render}
     renderer = Renderer(out, debs, kinds) if kinds else None
     for source in sources:
-        root = unpacked[source.package]
-        stanzas, fallback = package_licence(root, source.package)
-        found = items(source, root)
+        if source.render == "music21":
+            import music21
+
+            versions[source.package] = music21.__version__
+            found, licence_of = music21_items(source)
+            stanzas, fallback = [([i.member], licence_of[i.member]) for i in found], "unknown"
+        else:
+            root = unpacked[source.package]
+            stanzas, fallback = package_licence(root, source.package)
+            found = items(source, root)
         names = Counter(Path(i.member.split("::")[-1]).stem for i in found)
         todo = [i for i in found if i.key not in done]
         for item in tqdm(todo, desc=f"{source.package} ({source.role})", unit="file", disable=not progress):
