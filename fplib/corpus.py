@@ -35,6 +35,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -440,6 +441,16 @@ def music21_midi(path: Path, how: dict, dest: Path) -> Path:
         tempos = [first]
     for e in tempos:  # microseconds per quarter note, 3 bytes
         e.data = min(0xFFFFFF, round(int.from_bytes(e.data, "big") / how["tempo"])).to_bytes(3, "big")
+    for track in mf.tracks:  # every channel silenced at the end: a note left on would ring for ever (FluidSynth
+        channels = sorted({e.channel for e in track.events if e.isNoteOn()})  # renders until no voice sounds)
+        if channels and track.events and track.events[-1].type == midi.MetaEvents.END_OF_TRACK:
+            end = track.events.pop()
+            for channel in channels:
+                for controller in (123, 120):  # all notes off, all sound off
+                    cc = midi.MidiEvent(track, type=midi.ChannelVoiceMessages.CONTROLLER_CHANGE, channel=channel)
+                    cc.parameter1, cc.parameter2 = controller, 0
+                    track.events += [cc, midi.DeltaTime(track, time=0)]
+            track.events.append(end)
     mf.open(str(dest), "wb")
     try:
         mf.write()
@@ -575,11 +586,34 @@ class Renderer:
                 cmd = [*self.tools["midi"], "-ni", "-q", "-r", str(RENDER_SR), "-g", str(how["gain"]),
                        "-R", str(int(how["reverb"])), "-C", str(int(how["chorus"])), "-F", str(wav), str(font),
                        str(src)]
-            r = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=1800)
-            if r.returncode != 0 or not wav.exists() or wav.stat().st_size <= 44:
-                raise audio.AudioError(item.member, f"{how['tool']} could not render it "
-                                                    f"({(r.stderr or r.stdout).strip()[-200:] or 'no output'})")
+            code, said = self._run_capped(cmd, wav)
+            if code is None:
+                raise audio.AudioError(item.member, f"{how['tool']} did not stop: over {MAX_RENDER_S} s of audio "
+                                                    f"(a note that never ends?)")
+            if code != 0 or not wav.exists() or wav.stat().st_size <= 44:
+                raise audio.AudioError(item.member, f"{how['tool']} could not render it ({said or 'no output'})")
             return audio.load(wav, sr, allow_silent=True)
+
+    def _run_capped(self, cmd: list[str], wav: Path) -> tuple[int | None, str]:
+        """Run a renderer; stop it once ``wav`` holds more than :data:`MAX_RENDER_S` seconds (FluidSynth renders
+        until no voice sounds, so a note left on renders for ever). ``(exit status or None if stopped, the
+        tail of what it printed)``."""
+        cap = (MAX_RENDER_S + 30) * RENDER_SR * 2 * 4  # stereo, up to 32-bit samples, and a WAV header
+        with tempfile.TemporaryFile("w+") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=self.env)
+            try:
+                while proc.poll() is None:
+                    if wav.exists() and wav.stat().st_size > cap:
+                        proc.kill()
+                        proc.wait()
+                        return None, ""
+                    time.sleep(0.2)
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            log.seek(0)
+            return proc.returncode, log.read().strip()[-200:]
 
     @staticmethod
     def _looped_samples(path: Path, sr: int, seconds: float) -> np.ndarray:

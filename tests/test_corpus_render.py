@@ -296,8 +296,27 @@ def test_a_music21_score_is_written_with_the_drawn_instruments_loudness_and_temp
     assert programs == [33, 40]
     velocities = {e.velocity for e in events if e.type == midi.ChannelVoiceMessages.NOTE_ON and e.velocity}
     assert sorted(velocities) == [70, 100]
+    for track in mf.tracks:  # each channel silenced at its track's end (FluidSynth renders until no voice sounds)
+        used = {e.channel for e in track.events if e.isNoteOn()}
+        tail = [(e.channel, e.parameter1) for e in track.events[-4 * len(used) - 1 : -1]
+                if not isinstance(e, midi.DeltaTime)]  # read back as ALL_NOTES_OFF and ALL_SOUND_OFF
+        assert sorted(tail) == sorted((c, cc) for c in used for cc in (120, 123))
     us = [int.from_bytes(e.data, "big") for e in events if e.type == midi.MetaEvents.SET_TEMPO]
     quarter = 60_000_000 / (metronome or 120)  # MIDI's default tempo where the score has none
     assert us and all(u == pytest.approx(quarter / 1.25, abs=1) for u in us)
     with pytest.raises(audio.AudioError, match="music21 cannot read it"):
         corpus.music21_midi(tmp_path / "tiny.mid.missing", how, tmp_path / "x.mid")
+
+
+def test_a_renderer_that_does_not_stop_is_stopped_at_the_cap(tmp_path, monkeypatch):
+    """FluidSynth renders until no voice sounds: a note left on would fill the disk. The render is stopped
+    once its file holds MAX_RENDER_S (+30) seconds, and the file is then skipped with that reason."""
+    monkeypatch.setattr(corpus, "MAX_RENDER_S", 0)
+    renderer = corpus.Renderer.__new__(corpus.Renderer)  # only its environment is needed to run a command
+    renderer.env = dict(os.environ)
+    wav = tmp_path / "out.wav"
+    endless = "import sys\nf = open(sys.argv[1], 'wb')\nwhile True:\n    f.write(bytes(65536)); f.flush()\n"
+    assert renderer._run_capped([sys.executable, "-c", endless, str(wav)], wav) == (None, "")
+    assert 30 * corpus.RENDER_SR * 8 < wav.stat().st_size < 200 * 2**20
+    failing = [sys.executable, "-c", "print('rendered'); raise SystemExit(3)"]
+    assert renderer._run_capped(failing, tmp_path / "none.wav") == (3, "rendered")
