@@ -73,7 +73,7 @@ demo: nbstripout
 test: nbstripout
 	$(PY) -m pytest
 
-# the real training corpus (fplib.corpus): about 4.5 GB of .deb files fetched, 16 h of audio decoded
+# the real training corpus (fplib.corpus): about 4.5 GB of .deb files fetched, 19 h of audio made (~1 h)
 corpus: $(STAMP)
 	$(VENV)/bin/build_corpus $(ARGS)
 
