@@ -23,6 +23,7 @@ after the arguments are parsed, so ``--help`` and usage errors are fast.
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import os
@@ -36,6 +37,138 @@ ARCHS = ("attn", "attn_small", "nafp", "nafp_small", "samaf", "samaf_mfcc", "sam
 SHIPPED = "the shipped pretrained model, fplib/pretrained/fplib-small-v2.pt"
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose long flags follow one convention: words joined by ``_``, as the seed's
+    flags are (``--batch_size``, ``--input_folder``). Every long flag is also accepted with ``-`` between
+    its words (``--batch-size``), an alias that ``--help`` does not repeat; the few flags once spelled with
+    ``-`` (``--no-threshold``, ``--input-device``, ``--no-realtime``) keep working that way."""
+
+    def __init__(self, *a, **kw):
+        kw.setdefault("formatter_class", _HideAliases)
+        super().__init__(*a, **kw)
+
+    def add_argument(self, *flags, **kw):
+        longs = [f for f in flags if f.startswith("--") and len(f) > 2]
+        canonical = [f[:2] + f[2:].replace("-", "_") for f in longs]
+        if longs and any(c != f for c, f in zip(canonical, longs, strict=True)) and not kw.get("dest"):
+            kw["dest"] = canonical[0][2:]  # the dest of the canonical spelling, whichever is listed first
+        names = list(dict.fromkeys([f for f in flags if f not in longs] + canonical))
+        aliases = [f[:2] + f[2:].replace("_", "-") for f in canonical]
+        aliases = [a for a in dict.fromkeys(aliases) if a not in names]
+        if kw.get("action") is argparse.BooleanOptionalAction:
+            kw["action"] = _Switch
+        action = super().add_argument(*names, *aliases, **kw)
+        action.hidden_aliases = set(aliases)
+        if isinstance(action, _Switch):  # it made --no-x; --no_x is the canonical one
+            for f in canonical:
+                self._option_string_actions["--no_" + f[2:]] = action
+                action.option_strings.append("--no_" + f[2:])
+                action.hidden_aliases.add("--no-" + f[2:])
+        return action
+
+    def add_subparsers(self, **kw):
+        kw.setdefault("parser_class", Parser)
+        return super().add_subparsers(**kw)
+
+    def _get_option_tuples(self, option_string):
+        # an abbreviation (--batch) matches both spellings of one flag: that is not ambiguous
+        unique = {}
+        for t in super()._get_option_tuples(option_string):
+            unique.setdefault(id(t[0]), t)
+        return list(unique.values())
+
+
+class _Switch(argparse.BooleanOptionalAction):
+    """``--x`` / ``--no_x`` (and ``--no-x``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in self.option_strings:
+            setattr(namespace, self.dest, not option_string.startswith(("--no-", "--no_")))
+
+    def format_usage(self):
+        return " | ".join(o for o in self.option_strings if o not in getattr(self, "hidden_aliases", ()))
+
+
+class _HideAliases(argparse.HelpFormatter):
+    """Help that lists each flag's canonical spellings, not its ``-`` aliases."""
+
+    def _format_action_invocation(self, action):
+        hidden = getattr(action, "hidden_aliases", None)
+        if hidden and action.option_strings:
+            action = copy.copy(action)
+            action.option_strings = [o for o in action.option_strings if o not in hidden]
+        return super()._format_action_invocation(action)
+
+
+def exit_code(e: BaseException) -> int | None:
+    """The exit code of a project error, in one place (None: not an error the commands report; it is raised).
+
+    1 (FAILED): some of the work failed or a write met a full disk; what was done is kept (rerun to
+    continue) or rolled back, as the message says. 2 (USAGE): bad input or usage, nothing was done.
+    130 (INTERRUPTED): Ctrl-C; rerun to continue."""
+    from fplib.config import ParameterError
+    from fplib.data import NoUsableFiles
+    from fplib.errors import BadFileError, PartlyDone, Refused
+    from fplib.storage import DiskFullError
+
+    if isinstance(e, KeyboardInterrupt):
+        return INTERRUPTED
+    if isinstance(e, (DiskFullError, PartlyDone, NoUsableFiles)):
+        return FAILED
+    if isinstance(e, (BadFileError, Refused, ParameterError, FileNotFoundError, NotADirectoryError,
+                      FileExistsError, ValueError, KeyError)):
+        return USAGE
+    return _late_exit_code(e)
+
+
+def _late_exit_code(e: BaseException) -> int | None:
+    """Errors of modules that import torch or faiss, checked only when already imported."""
+    for module, names, code in (("fplib.pretrained", ("PretrainedError",), USAGE),
+                                ("fplib.train", ("TrainingDiverged",), USAGE),
+                                ("fplib.corpus", ("CorpusError",), FAILED),
+                                ("fplib.listen", ("ListenError",), USAGE)):
+        mod = sys.modules.get(module)
+        if mod is not None and isinstance(e, tuple(getattr(mod, n) for n in names)):
+            return code
+    if isinstance(e, RuntimeError) and type(e).__module__.startswith("faiss"):
+        return USAGE
+    return None
+
+
+def _run(parser: argparse.ArgumentParser, argv: list[str] | None, work, *, again: str = "") -> int:
+    """Every command: parse ``argv``, call ``work(args)`` (which prints and returns an exit code or None for
+    0), and turn the project's errors into one ``error: ...`` line and their exit code (:func:`exit_code`).
+    ``again`` says how to continue after an interruption or a full disk (e.g. ``"rerun the same command to
+    continue"``); without it, nothing was changed."""
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
+    from fplib.errors import PartlyDone, Refused
+    from fplib.storage import DiskFullError
+
+    try:
+        code = work(args)
+        return OK if code is None else code
+    except BaseException as e:
+        code = exit_code(e)
+        if code is None:
+            raise
+        if code == INTERRUPTED:
+            print(f"interrupted; {again or 'nothing was changed'}", file=sys.stderr)
+        elif isinstance(e, Refused):
+            for what, reason in e.problems:
+                _err(f"{what}: {reason}")
+            print(e.consequence, file=sys.stderr)
+        elif isinstance(e, PartlyDone):
+            _err(e.message)
+            _print_skipped(e.failures, "failed")
+        elif isinstance(e, DiskFullError):
+            _err(f"{e}; free some space, then {again or 'run the same command again'}")
+        else:
+            _err(e)
+        return code
+
+
 def _parse(ap: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:
     """Parsed arguments, or the exit code argparse chose (0 for --help, 2 for a usage error)."""
     try:
@@ -44,7 +177,7 @@ def _parse(ap: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Name
         return e.code if isinstance(e.code, int) else USAGE
 
 
-def _err(msg: str) -> None:
+def _err(msg) -> None:
     print(f"error: {msg}", file=sys.stderr)
 
 
@@ -101,7 +234,7 @@ def _input_errors() -> tuple[type[BaseException], ...]:
 
 
 def _generate_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="generate_training_dataset",
         description="Write (clean, degraded) log-mel pairs of sampled seconds of every song: the static training set.",
     )
@@ -221,10 +354,10 @@ _TRAINER_PATHS = ("output_path", "init", "train_path", "val_path", "train_ir", "
 
 
 def _trainer_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="trainer", description="Contrastive training of the neural fingerprinter. "
+    ap = Parser(prog="trainer", description="Contrastive training of the neural fingerprinter. "
                                  "Common options go before or after the mode.")
     _trainer_options(ap, defaults=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     _trainer_options(common, defaults=False)
     modes = ap.add_subparsers(dest="mode", required=True, metavar="{static,dynamic,dynamic_online}")
     st = modes.add_parser("static", parents=[common], help="train on pairs written by generate_training_dataset",
@@ -338,7 +471,7 @@ def trainer_main(argv: list[str] | None = None) -> int:
 
 def create_faiss_indexes_main(argv: list[str] | None = None) -> int:
     """Build a faiss index over a catalogue of fingerprints."""
-    ap = argparse.ArgumentParser(prog="create_faiss_indexes", description="Build a faiss index over a catalogue "
+    ap = Parser(prog="create_faiss_indexes", description="Build a faiss index over a catalogue "
                                  "of fingerprints: NAME.index, NAME.json ({first vector id: song}), NAME.meta.json.")
     ap.add_argument("-i", required=True, metavar="CATALOGUE",
                     help="the fingerprints: a catalogue folder (generate_fingerprints or notebook 04)")
@@ -489,7 +622,7 @@ def _merge_shards(args, files, result, fe, desc, rank: int, world: int):
 
 def generate_fingerprints_main(argv: list[str] | None = None) -> int:
     """Fingerprint a folder of songs into a catalogue (resumable)."""
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="generate_fingerprints",
         description="Fingerprint songs (every 0.5 s, 128-d) into a catalogue folder, for create_faiss_indexes. "
                     "Folders are scanned recursively; audio already in the catalogue is skipped, so an "
@@ -584,7 +717,7 @@ def generate_fingerprints_main(argv: list[str] | None = None) -> int:
 @_disk_full_fails
 def calibrate_threshold_main(argv: list[str] | None = None) -> int:
     """Calibrate "not in the database" for a catalogue and index (writes NAME.threshold.json)."""
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="calibrate_threshold",
         description="Calibrate the threshold that decides 'not in the database' for this catalogue and index, "
                     "for a stated false-positive rate: queries of several lengths are cut from audio that is "
@@ -706,9 +839,8 @@ def calibrate_threshold_main(argv: list[str] | None = None) -> int:
     return OK
 
 
-def build_corpus_main(argv: list[str] | None = None) -> int:
-    """Build the real training corpus from Debian packages (``make corpus``): fplib.corpus."""
-    ap = argparse.ArgumentParser(
+def _build_corpus_parser() -> argparse.ArgumentParser:
+    ap = Parser(
         prog="build_corpus",
         description="Build the training corpus of recorded music, ambience and loudspeaker responses from "
                     "openly licensed Debian packages: fetched with apt-get download, unpacked with dpkg-deb -x "
@@ -727,35 +859,34 @@ def build_corpus_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="the model that fingerprints tracks to find copies "
                     "(default: the shipped fplib-small-v1, whatever the default model is: the corpus stays the same)")
     ap.add_argument("--no_progress", action="store_true", help="no progress bars")
-    args = _parse(ap, argv)
-    if isinstance(args, int):
-        return args
+    return ap
+
+
+def _build_corpus(args: argparse.Namespace) -> None:
     from fplib import corpus
 
     if args.list:
         for s in corpus.SOURCES:
             what = " ".join(s.include) or "the works of music21's own corpus that state an open licence"
             print(f"{s.package:28s} {s.role:6s} {what}")
-        return OK
-    try:
-        corpus.build(args.output, args.debs, args.packages, dedupe=not args.no_dedupe, model_path=args.model,
-                     progress=not args.no_progress)
-    except corpus.CorpusError as e:
-        _err(e)
-        return FAILED
-    except KeyboardInterrupt:
-        print("interrupted; what was decoded is kept: run the same command again to continue", file=sys.stderr)
-        return INTERRUPTED
-    return OK
+        return
+    corpus.build(args.output, args.debs, args.packages, dedupe=not args.no_dedupe, model_path=args.model,
+                 progress=not args.no_progress)
+
+
+def build_corpus_main(argv: list[str] | None = None) -> int:
+    """Build the real training corpus from Debian packages (``make corpus``): fplib.corpus."""
+    return _run(_build_corpus_parser(), argv, _build_corpus,
+                again="what was decoded is kept: run the same command again to continue")
 
 
 def _db_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="fplib db", description="Manage the songs of a catalogue and its index without rebuilding: add, remove, "
                                      "list, compact. Changes are all or nothing.",
         epilog="exit status: 0 done, 1 failed while writing (rolled back), 2 usage or input error (nothing changed)")
     sub = ap.add_subparsers(dest="action", required=True, metavar="{add,remove,list,compact,merge}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--catalogue", required=True, help="catalogue folder (generate_fingerprints)")
     add = sub.add_parser("add", parents=[common], help="fingerprint songs into the catalogue and add them to the index",
                          description="Fingerprint songs into the catalogue and add them to the index, all or none: "
@@ -980,7 +1111,7 @@ def _db_add(args: argparse.Namespace) -> int:
 
 def recognize_main(argv: list[str] | None = None) -> int:
     """Identify recordings: song, offset and score, or 'not in the database'."""
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="recognize", description="Identify recordings: the song, where in it the recording starts, the score "
                                       "and the confidence, or 'not in the database'.",
         epilog="The threshold comes from NAME.threshold.json next to the index (calibrate_threshold), else from the "
@@ -1072,7 +1203,7 @@ def _print_result(query: str, r) -> None:
 
 def listen_main(argv: list[str] | None = None) -> int:
     """Live recognition from a microphone or standard input: each song named as soon as it is recognised."""
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="listen", description="Live recognition: name each song as soon as it is recognised (song, where it is "
         "now, seconds of audio needed, confidence), from a microphone or from audio on standard input.",
         epilog="examples: listen --model M --catalogue C --index I.index   (microphone); "

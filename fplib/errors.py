@@ -1,4 +1,15 @@
-"""Bad input files: one exception for every loader of a user-supplied file (audio, checkpoint,
+"""The project's errors, and the checks made before a user-supplied file is opened.
+
+What a library function raises says what happened; :mod:`fplib.cli` maps each kind to an exit code in
+one place (``fplib.cli.exit_code``), so a user of the library sees the same errors as the commands:
+
+* :class:`BadFileError` (a ``ValueError``): one input file cannot be used (exit 2).
+* :class:`Refused` (a ``ValueError``): problems found before anything changed, each named (exit 2).
+* :class:`PartlyDone`: some of the work failed, each failure named; what the message says was done or
+  kept is kept (exit 1). ``fplib.storage.DiskFullError`` (exit 1) and ``fplib.data.NoUsableFiles``
+  (exit 1) are the others of that kind.
+
+Bad input files: one exception for every loader of a user-supplied file (audio, checkpoint,
 catalogue, index, threshold, JSON), and the checks made before any of them is opened.
 
 :class:`BadFileError` ``(path, reason)`` reads ``"PATH: reason"``; the commands print it as
@@ -23,6 +34,23 @@ class BadFileError(ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class Refused(ValueError):
+    """Problems found in the input before anything was changed: ``problems`` is ``[(what, reason)]`` (a
+    path, a song name...), ``consequence`` what that means (``"nothing was added"``)."""
+
+    def __init__(self, problems: list[tuple[str, str]], consequence: str = "nothing was done"):
+        self.problems, self.consequence = list(problems), consequence
+        super().__init__("; ".join(f"{w}: {r}" for w, r in self.problems) + f"; {consequence}")
+
+
+class PartlyDone(RuntimeError):
+    """Some of the work failed (``failures``: ``[(what, reason)]``); ``message`` says what was kept or undone."""
+
+    def __init__(self, message: str, failures: list[tuple[str, str]] = ()):
+        self.message, self.failures = message, list(failures)
+        super().__init__(message + "".join(f"\n  {w}: {r}" for w, r in self.failures))
 
 
 def file_problem(path: str | os.PathLike, allow_empty: bool = False) -> str | None:
