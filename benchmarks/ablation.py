@@ -3,6 +3,7 @@
     make corpus                                           # once: the real training corpus (outputs/corpus)
     python benchmarks/real_music/setup_data.py            # once: the benchmark's music and noise
     python benchmarks/ablation.py [--rows v1 real ...] [--pairs 50000] [--train-only] [--name ablation]
+    python benchmarks/ablation.py --quick    # the same path on a stand-in corpus, no data needed (about 3 min)
 
 Every trained row is a ``nafp_small`` model trained by the same command with the same number of pairs
 (an equal budget, smaller than the shipped model's: the rows compare levers, not final models), on the
@@ -27,6 +28,10 @@ corpus``: every row (v1 too) with a threshold calibrated as a shipped model's is
 held-out songs for 2 % false positives; the table has top-1 at that decision and ranked-first (the
 right answer ranked first, before the threshold), per query length and per query condition (the phone
 codec GSM, 2 % fast and 5 % slow), with each row's training time.
+
+``--quick`` runs the same path on small stand-ins (``benchmarks/standin.py``: a synthetic corpus in the
+corpus's layout, in a temporary folder, and ``run.py --quick``'s stand-in of the benchmark data): the rows
+``real``, ``full`` and ``v2``, 256 pairs in one epoch each; its table says nothing about the levers.
 """
 
 from __future__ import annotations
@@ -35,11 +40,13 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
 
 from fplib import corpus, storage  # noqa: E402
 from fplib.train import read_metrics  # noqa: E402
@@ -113,11 +120,27 @@ def main() -> None:
     ap.add_argument("--name", default="ablation", help="benchmarks/real_music/results/NAME/")
     ap.add_argument("--train-only", action="store_true", help="train the rows, measure nothing")
     ap.add_argument("--per-cell", type=int, default=30, help="benchmark queries per length and SNR")
+    ap.add_argument("--quick", action="store_true", help="rows real, full and v2, 256 pairs each, on a stand-in "
+                    "corpus and benchmark data (about 3 minutes; figures say nothing about the levers)")
     args = ap.parse_args()
+    if not args.quick:
+        ablate(args, storage.outputs_root() / "ablation" / f"{args.pairs // 1000}k")  # budgets never mix
+        return
+    from standin import training_corpus
+
+    print("ablation QUICK MODE: rows real, full and v2, 256 pairs in one epoch each, on a synthetic stand-in "
+          "corpus and benchmark data; the figures are not comparable with a full run's", flush=True)
+    with tempfile.TemporaryDirectory(prefix="fplib-ablation-") as tmp:
+        args.rows, args.pairs, args.epochs = ["real", "full", "v2"], 256, 1
+        args.corpus, args.name = str(training_corpus(Path(tmp) / "corpus")), "ablation-quick"
+        ablate(args, Path(tmp) / "ablation")
+
+
+def ablate(args, out: Path) -> None:
+    """Train the rows of ``args`` into ``out`` (those not trained yet), then measure them."""
     root = Path(args.corpus)
     if not (root / corpus.MANIFEST).exists():
         sys.exit(f"{root}: no corpus; run `make corpus` first")
-    out = storage.outputs_root() / "ablation" / f"{args.pairs // 1000}k"  # budgets never mix
     done = {}
     for row in args.rows:
         if row in SHIPPED:
@@ -133,8 +156,8 @@ def main() -> None:
         return
     specs = [f"{r}={SHIPPED[r] if r in SHIPPED else done[r]['checkpoint']}" for r in args.rows]
     cmd = [sys.executable, str(HERE / "real_music/run.py"), "--checkpoint", *specs, "--name", args.name,
-           "--threshold", "corpus", "--corpus", str(root), "--per-cell", str(args.per_cell), "--no-landmark",
-           "--conditions", *CONDITIONS]
+           "--threshold", "corpus", "--corpus", str(root), "--no-landmark", "--conditions", *CONDITIONS,
+           *(["--quick"] if args.quick else ["--per-cell", str(args.per_cell)])]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     print("\ntraining per row:")

@@ -1,4 +1,4 @@
-"""Throughput of fplib's batched augmentation and front end, next to the original scripts' per-example way.
+"""Throughput of fplib's batched augmentation and front end, next to the reference's per-example way.
 
 What is measured (all in one process run, on the same CPU, so the ratios are what to read; absolute
 figures move with the machine and its load):
@@ -6,7 +6,7 @@ figures move with the machine and its load):
 1. Training pairs per second. fplib: ``Augmenter(AugmentConfig()).pairs(seg, noise, ir, g)`` on batches
    of 1-s segments at 8 kHz (plus ``Augmenter.context`` samples each side), noise excerpts ``[B, 8000]``
    and impulse responses ``[B, 4000]`` (0.5 s of exponentially decaying noise after a direct-path
-   spike), giving clean and degraded log-mels ``[B, 1, 256, 32]``. Reference, "the original scripts' way": every
+   spike), giving clean and degraded log-mels ``[B, 1, 256, 32]``. The reference, the per-example way: every
    example on its own through an audiomentations chain with AugmentConfig's default probabilities
    (Shift -> ApplyImpulseResponse -> AddBackgroundNoise at 0-10 dB SNR -> LowPassFilter + HighPassFilter
    together with p 0.4 -> TimeMask), IRs and noises read from wav files in a temporary folder as
@@ -153,7 +153,7 @@ def make_batch(inp: Inputs, batch: int, context: int, seed: int) -> dict[str, np
 
 # -- the reference: per example, audiomentations + librosa ------------------------------------------
 class Reference:
-    """The original scripts' way: one example at a time through audiomentations, log-mels with librosa."""
+    """The reference: one example at a time through audiomentations, log-mels with librosa."""
 
     def __init__(self, noise_dir: str, ir_dir: str, cached_mel: bool = False, seed: int = 0):
         c = CFG
@@ -509,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
     batches = [64, 256]
     # --quick: a 1-min signal, 3 rounds, and the stronger references at the small batch only
     if args.quick:
+        print("bench_augment QUICK MODE: a 1-min signal, 3 rounds, the stronger references at batch 64 only; the "
+              "figures are not comparable with a full run's", flush=True)
         seconds, plan, variant_batch = 60.0, Plan(rounds=3, min_round_s=0.05), 64
     else:
         seconds, plan, variant_batch = 600.0, Plan(rounds=7, min_round_s=0.3), 256

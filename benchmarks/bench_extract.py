@@ -1,10 +1,10 @@
 """Fingerprinting a catalogue (``generate_fingerprints``): where the time goes, and the whole path's
-speed in x real time next to the original scripts' way, both measured in this run.
+speed in x real time next to the reference's way (one song at a time), both measured in this run.
 
 1. Stages, one song after another, each timed alone: reading the file for its checksum, decoding
    (at the file's own rate), down-mixing and resampling to 8 kHz, the log-mel front end, the network,
    writing to the catalogue.
-2. End to end: ``fplib.catalogue.extract`` into a fresh catalogue, against the reference: the same
+2. End to end: ``fplib.extraction.extract`` into a fresh catalogue, against the reference: the same
    stages one song at a time in one process, the network in torch (``reference.extract_sequential``:
    extraction as it was before decoding and the front end ran in a worker beside the network, and
    before the network ran in OpenVINO). Both produce the same fingerprints to 1e-5 (checked).
@@ -13,7 +13,10 @@ The corpus: ``--folder`` (any folder of songs), else the real-music benchmark's 
 fetched (``benchmarks/real_music/setup_data.py``: openly licensed game music, Ogg Vorbis), else
 synthetic songs written as 44.1 kHz stereo Ogg Vorbis.
 
-    .venv/bin/python benchmarks/bench_extract.py [--folder SONGS] [--songs 40] [--arch small|full]
+    .venv/bin/python benchmarks/bench_extract.py [--folder SONGS] [--songs 40] [--arch small|full] [--quick]
+
+``--quick``: the same two measurements on 4 synthetic songs of 30 s (about a minute); its figures are not
+comparable with a full run's.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ import numpy as np
 import soxr
 import torch
 
-from fplib import audio, engine, pretrained, synth
-from fplib.catalogue import Catalogue, extract
+from fplib import audio, engine, pretrained
+from fplib.catalogue import Catalogue
+from fplib.checkpoints import load_model
+from fplib.extraction import extract
 from fplib.features import logmel
-from fplib.models import build_model
+from fplib.models.registry import build_model
 from fplib.storage import file_checksum
-from fplib.train import load_model
+from fplib.synth.music import synth_song
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -46,17 +51,19 @@ from setup_data import files as real_music_files  # noqa: E402
 def corpus(args, tmp: Path) -> list[Path]:
     if args.folder:
         songs = audio.list_audio(args.folder)
+    elif args.quick:
+        songs = []
     else:
         songs = real_music_files("hedgewars-data") + real_music_files("supertux-data")
         songs = [s for s in songs if s.suffix == ".ogg" and s.stat().st_size > 200_000]
         if not songs:
             print("(real-music data not fetched: synthetic songs as 44.1 kHz stereo Ogg Vorbis)")
-            songs = []
-            for i in range(args.songs):
-                wav, _ = synth.synth_song(i, 120.0, 44100)
-                p = tmp / f"song_{i:03d}.ogg"
-                audio.write(p, np.stack([wav, wav[::-1]], axis=1), 44100)
-                songs.append(p)
+    if not songs:
+        for i in range(args.songs):
+            wav, _ = synth_song(i, 30.0 if args.quick else 120.0, 44100)
+            p = tmp / f"song_{i:03d}.ogg"
+            audio.write(p, np.stack([wav, wav[::-1]], axis=1), 44100)
+            songs.append(p)
     rng = np.random.default_rng(0)
     if len(songs) > args.songs:
         songs = sorted(rng.choice(songs, args.songs, replace=False).tolist())
@@ -97,7 +104,12 @@ def main() -> None:
     ap.add_argument("--arch", choices=["small", "full"], default="small",
                     help="small: the shipped model (nafp_small); full: an untrained full-width NAFP")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="4 synthetic songs of 30 s (about a minute; figures not "
+                    "comparable with a full run's)")
     args = ap.parse_args()
+    if args.quick:
+        print("bench_extract QUICK MODE: 4 synthetic songs of 30 s; the figures are not comparable with a full run's")
+        args.songs = min(args.songs, 4)
     torch.set_num_threads(args.threads)
     model, fe = load_model(pretrained.default_model())
     if args.arch == "full":

@@ -3,6 +3,7 @@ time per hop of the incremental matching next to the reference in the same run (
 re-searching the whole rolling buffer every hop).
 
     .venv/bin/python benchmarks/bench_listen.py --model CKPT [--catalogue C --index NAME.index] [--json out.json]
+    .venv/bin/python benchmarks/bench_listen.py --quick    # the same path, smaller (under a minute)
 
 Without ``--catalogue``/``--index`` it builds its own set-up from a synthetic demo corpus that no
 training run has seen (its own seed): songs in the database, songs kept out (half to calibrate the
@@ -14,6 +15,9 @@ Streams: an in-database song from a random position (20 s) through a room and no
 followed by another song (20 s, the "change"); the first answer for each must name the song and
 where it is now (within 0.5 s). Out-of-database songs and noise alone, streamed end to end, count
 false answers (any answer) per hour of audio.
+
+``--quick``: a built set-up of 4 + 4 songs of 25 s, 2 streams at 5 dB (and the shipped model unless
+``--model`` is given); its figures are not comparable with a full run's.
 """
 
 from __future__ import annotations
@@ -29,21 +33,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fplib import audio, evaluate, index, listen, storage, synth
-from fplib.catalogue import Catalogue, extract, model_description
+from fplib import audio, evaluate, index, listen
+from fplib.catalogue import Catalogue
+from fplib.checkpoints import load_model, model_description, save_checkpoint
 from fplib.data import IRBank, NoiseBank, item_rng
 from fplib.evaluate import Query, render
-from fplib.models import build_model
-from fplib.search import calibrate, recognizer_from_files
-from fplib.train import load_model, save_checkpoint
+from fplib.extraction import extract
+from fplib.models.registry import build_model
+from fplib.search import calibrate, recognizer_from_files, save_threshold
+from fplib.synth import demo
 
 LENGTHS = [1.0, 2.0, 3.0, 5.0, 10.0]
 
 
 def build_setup(tmp: Path, model_path: Path | None, n_in: int, n_out: int, seconds: float, fpr: float,
                 seed: int) -> dict:
-    spec = synth.CorpusSpec(n_songs=n_in + n_out, song_seconds=seconds, n_noises=8, n_irs=8, seed=seed)
-    corpus = synth.make_demo_corpus(tmp / "corpus", spec, progress=False)
+    spec = demo.CorpusSpec(n_songs=n_in + n_out, song_seconds=seconds, n_noises=8, n_irs=8, seed=seed)
+    corpus = demo.make_demo_corpus(tmp / "corpus", spec, progress=False)
     if model_path is None:
         torch.manual_seed(0)
         model, settings = build_model("nafp_small")
@@ -65,8 +71,7 @@ def build_setup(tmp: Path, model_path: Path | None, n_in: int, n_out: int, secon
     calib = evaluate.plan_queries({}, [str(s) for s in calib_out], len(irs), LENGTHS, [0, 5, 10, 15], 4, seed + 1)
     scores = evaluate.calibration_scores(rec, calib, irs, noises, LENGTHS, 4, seed + 2, progress=False)
     threshold = calibrate(scores, fpr)
-    storage.write_json(path.with_suffix(".threshold.json"), {"threshold": threshold.to_dict(), "target_fpr": fpr,
-                                                             "phases": 4, "decision": "margin"})
+    save_threshold(path, {"threshold": threshold.to_dict(), "target_fpr": fpr, "phases": 4, "decision": "margin"})
     return {"model": model_path, "catalogue": tmp / "catalogue", "index": path, "irs": irs, "noises": noises,
             "test_out": [str(s) for s in test_out], "fpr": fpr}
 
@@ -112,7 +117,17 @@ def main() -> None:
     ap.add_argument("--confirm", type=int, default=4)
     ap.add_argument("--seed", type=int, default=9001)
     ap.add_argument("--json")
+    ap.add_argument("--quick", action="store_true", help="a small built set-up, few streams (under a minute; "
+                    "figures not comparable with a full run's)")
     args = ap.parse_args()
+    if args.quick:
+        from fplib import pretrained
+
+        print("bench_listen QUICK MODE: 4 + 4 songs of 25 s, 2 streams at 5 dB; the figures are not comparable "
+              "with a full run's", flush=True)
+        args.songs_in, args.songs_out, args.seconds, args.snrs, args.streams = 4, 4, 25.0, [5.0], 2
+        args.catalogue = args.index = None
+        args.model = args.model or pretrained.default_model()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

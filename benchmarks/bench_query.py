@@ -2,14 +2,17 @@
 and decision for 1-, 3- and 10-s queries with fplib's default path (``--phases``, default 4 as
 ``calibrate_threshold`` sets it for ``recognize``; the network in the family's runtime,
 ``fplib/engine.py``: OpenVINO for NAFP, ONNX Runtime for ATTN, torch for SAMAF), next to the same path
-with one phase (a window every 0.5 s, as the original scripts), the same path with the network in torch
-eager (``FPLIB_ENGINE=torch``) and a reference done the original scripts' way (librosa features and the
+with one phase (a window every 0.5 s, as the reference), the same path with the network in torch
+eager (``FPLIB_ENGINE=torch``) and the reference (``reference.py``, the per-example way: librosa features and the
 model one window at a time, for the full NAFP with the head as 128 modules in a loop; the same
 decoding, search and decision), all in the same run, for every family at both sizes (NAFP, ATTN,
 SAMAF; ``--models`` to choose). For SAMAF the fingerprints are binary codes and the search is Hamming
 search in a faiss binary index.
 
-    .venv/bin/python benchmarks/bench_query.py [--repeat 5] [--phases 4] [--models nafp_small ...] [--json F]
+    .venv/bin/python benchmarks/bench_query.py [--repeat 5] [--phases 4] [--models nafp_small ...] [--json F] [--quick]
+
+``--quick``: nafp_small, the full NAFP (the looped head of the reference) and samaf_small (binary codes),
+3 songs, median of 2 (about a minute); figures not comparable with a full run's.
 
 Target: fplib at least 5x faster end to end.
 """
@@ -28,10 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fplib import audio, codes, engine, index, synth
-from fplib.catalogue import Catalogue, extract
-from fplib.models import build_model, frontend_for, kind_of
+from fplib import audio, codes, engine, index
+from fplib.catalogue import Catalogue
+from fplib.extraction import extract
+from fplib.models.registry import build_model, frontend_for, kind_of
 from fplib.search import Recognizer
+from fplib.synth import demo
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reference import LoopNAFP, fingerprint_one_by_one  # noqa: E402
@@ -55,13 +60,19 @@ def main() -> None:
                                                     "samaf"])
     ap.add_argument("--phases", type=int, default=4, help="query phases of the default path (4)")
     ap.add_argument("--json")
+    ap.add_argument("--quick", action="store_true", help="fewer models, songs and repeats (about a minute; "
+                    "figures not comparable with a full run's)")
     args = ap.parse_args()
+    if args.quick:
+        print("bench_query QUICK MODE: nafp_small, nafp, samaf_small, 3 songs, median of 2; the figures are not "
+              "comparable with a full run's", flush=True)
+        args.models, args.songs, args.repeat = ["nafp_small", "nafp", "samaf_small"], 3, 2
     torch.set_num_threads(2)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        corpus = synth.make_demo_corpus(tmp / "corpus", synth.CorpusSpec(n_songs=args.songs, song_seconds=30.0,
-                                                                          n_noises=1, n_irs=1), progress=False)
+        corpus = demo.make_demo_corpus(tmp / "corpus", demo.CorpusSpec(n_songs=args.songs, song_seconds=30.0,
+                                                                        n_noises=1, n_irs=1), progress=False)
         songs = audio.list_audio(corpus["music"])
         for name in args.models:
             torch.manual_seed(0)

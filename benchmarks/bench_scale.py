@@ -5,7 +5,7 @@ recogniser's former start-up (every song's fingerprints read into memory before 
 
     .venv/bin/python benchmarks/bench_scale.py [--sizes 1e6 1e7] [--factory IVF4096,PQ32 ...] [--nprobe 40]
         [--more_nprobes 128 256]
-        [--store_dtype float32|float16]
+        [--store_dtype float32|float16] [--quick]
 
 Each catalogue holds the real songs (the demo corpus's synthetic music, fingerprinted with the shipped
 model; the queries are cut from them, with noise at 5 dB) plus filler up to N windows: the real songs'
@@ -15,6 +15,9 @@ the catalogue is then measured with its float32 store and again after ``compact(
 Every measurement runs in a fresh process (so start-up and memory are the recogniser's alone), with
 the files in the page cache (warm). Resident memory is split into anonymous (the process's own) and
 file-backed pages (the memory-mapped store and whatever the page cache shares).
+
+``--quick``: one catalogue of 5e4 windows (IVF256,PQ32, nprobe 16) over 4 real songs, 4 queries per
+length (under a minute); its figures are not comparable with a full run's.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ def measure(cat_dir: str, index_path: str, queries: str, eager: bool, nprobe: in
     """In a fresh process: open the catalogue and the recogniser, run every query; the figures as a dict."""
     t0 = time.perf_counter()
     from fplib import pretrained
-    from fplib.catalogue import Catalogue, load_model
+    from fplib.catalogue import Catalogue
+    from fplib.checkpoints import load_model
     from fplib.search import Recognizer
 
     model, _ = load_model(pretrained.default_model())
@@ -134,10 +138,17 @@ def main() -> None:
     ap.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--eager", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--measure_nprobe", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--quick", action="store_true", help="one small catalogue, few queries (under a minute; "
+                    "figures not comparable with a full run's)")
     args = ap.parse_args()
     if args.measure:
         print(json.dumps(measure(*args.measure, eager=args.eager, nprobe=args.measure_nprobe)))
         return
+    if args.quick:
+        print("bench_scale QUICK MODE: one catalogue of 5e4 windows over 4 real songs, 4 queries per length; the "
+              "figures are not comparable with a full run's", flush=True)
+        args.sizes, args.factory, args.nprobe, args.more_nprobes = [5e4], ["IVF256,PQ32"], 16, []
+        args.max_train, args.songs, args.queries = 50_000, 4, 4
 
     from fplib import index
     from fplib.catalogue import Catalogue

@@ -3,7 +3,7 @@ nprobe, the recall against an exact search of the same catalogue, the millisecon
 takes, build time and bytes per window, at catalogues of 1e6, 1e7 or 5e7 windows.
 
     .venv/bin/python benchmarks/bench_search.py [--sizes 1e6 1e7] [--factories IVF4096,PQ32 ...]
-        [--nprobes 8 16 32 64] [--max_train 200000 ...] [--queries 48] [--json out.json]
+        [--nprobes 8 16 32 64] [--max_train 200000 ...] [--queries 48] [--json out.json] [--quick]
 
 Catalogue: the demo's real songs fingerprinted by the shipped model, plus filler up to N windows
 (``largecat.py``: real fingerprint sequences turned by random orthogonal matrices), generated chunk by
@@ -19,6 +19,10 @@ faiss's brute-force inner product over every window (in chunks), in the same run
   itself; the exact search's figure is its ceiling).
 - ms: median milliseconds to search one 3-s query's 17 windows (the recogniser's search step, without
   re-scoring); build: training on a random sample of ``max_train`` windows plus adding every window.
+
+``--quick``: a catalogue of 5e4 windows over 4 real songs, two factories (IVF256,PQ32 and
+IVF256,PQ32x4fs) at nprobe 8 and 16, 8 queries (under a minute); its figures are not comparable with a
+full run's.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ PHASES, K = 4, 20
 def query_windows(model, fe, queries: dict, rows_of: dict) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Each 3-s query's fingerprints at 4 phases ``[17, d]`` and, per window, its source row (the database
     window at or before it in the right song; the next one counts too)."""
-    from fplib.catalogue import fingerprint
+    from fplib.extraction import fingerprint
 
     qfe = replace(fe, hop_s=fe.hop_len / PHASES / fe.sr)
     xs, src = [], []
@@ -127,7 +131,14 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=48, help="3-s queries")
     ap.add_argument("--filler_song", type=int, default=7200)
     ap.add_argument("--json")
+    ap.add_argument("--quick", action="store_true", help="one small catalogue, two factories, few queries (under "
+                    "a minute; figures not comparable with a full run's)")
     args = ap.parse_args()
+    if args.quick:
+        print("bench_search QUICK MODE: 5e4 windows over 4 real songs, 8 queries; the figures are not comparable "
+              "with a full run's", flush=True)
+        args.sizes, args.factories, args.nprobes = [5e4], ["IVF256,PQ32", "IVF256,PQ32x4fs"], [8, 16]
+        args.max_train, args.songs, args.queries = [20_000], 4, 8
     faiss.omp_set_num_threads(2)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,7 +11,7 @@ in the same run (machines are noisy: compare ratios, not absolute figures).
    - ONNX Runtime on the same exported graph (the engine's fallback),
    - torch eager on the same module,
    - a reference of the same network whose divide-and-encode head is 128 separate small modules
-     called in a Python loop (the original scripts' way, full width only), and
+     called in a Python loop (``reference.LoopNAFP``, the reference's way; full width only), and
    - the machine's limit: its measured float32 matrix-multiply rate divided by the network's FLOPs
      per window (0.607 GFLOPs for NAFP, NAFP's own count; 0.039 for the small one), so we see how
      far from the hardware we are.
@@ -39,11 +39,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fplib import audio, engine, runtime, synth
+from fplib import audio, engine, runtime
 from fplib.augment import Augmenter
 from fplib.data import IRBank, NoiseBank, SegmentDataset, collate_segments, worker_init_fn
 from fplib.losses import nt_xent
-from fplib.models import build_model
+from fplib.models.registry import build_model
+from fplib.synth import demo
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reference import LoopNAFP  # noqa: E402
@@ -176,6 +177,9 @@ def main() -> None:
     device = torch.device(args.device)
     rep = 2 if args.quick else 4
     fig: dict = {}
+    if args.quick:
+        print("bench_train QUICK MODE: fewer repeats and pipeline batches; the figures are not comparable with a "
+              "full run's", flush=True)
 
     print(f"bench_train: torch {torch.__version__}, {args.threads} threads, {device}, {platform.processor() or ''}")
     if args.skip_train:
@@ -215,8 +219,8 @@ def main() -> None:
         fig[f"limit_{name}"] = fig["matmul_gflops"] / NAFP_GFLOPS_PER_WINDOW[name]
 
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = synth.make_demo_corpus(Path(tmp), synth.CorpusSpec(n_songs=8, song_seconds=20.0, n_noises=4,
-                                                                    n_irs=4), progress=False)
+        corpus = demo.make_demo_corpus(Path(tmp), demo.CorpusSpec(n_songs=8, song_seconds=20.0, n_noises=4,
+                                                                  n_irs=4), progress=False)
         for w in (0, 1, 2):
             fig[f"pipeline_pairs_per_s_{w}_workers"] = pipeline_pairs_per_s(corpus, w, 6 if args.quick else 12,
                                                                              device)
@@ -244,7 +248,7 @@ def main() -> None:
         e, t, lim = fig[f"infer_{name}_engine"], fig[f"infer_{name}_eager"], fig[f"limit_{name}"]
         o = fig.get(f"infer_{name}_onnxruntime", float("nan"))
         print(f"  {name:12s}{e:9.1f}{o:14.1f}{t:13.1f}{e / t:12.2f}x{lim:9.0f}{e / lim:13.0%}")
-    print(f"  nafp, the head as 128 modules in a Python loop (original scripts): {fig['infer_nafp_loop_head']:.1f}; "
+    print(f"  nafp, the head as 128 modules in a Python loop (reference): {fig['infer_nafp_loop_head']:.1f}; "
           f"head alone: batched {1000 / fig['head_ms_batched']:.0f} against loop {1000 / fig['head_ms_loop']:.0f} "
           f"batches/s")
     print()

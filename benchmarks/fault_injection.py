@@ -21,10 +21,11 @@ differ anyway): those are compared without the timing fields (:func:`tests.fault
 Leftover temporary files count as differences. Every run uses one thread (OMP_NUM_THREADS=1): float
 results can depend on the thread count.
 
-    .venv/bin/python benchmarks/fault_injection.py [--kills 5] [--seed 0] [--jobs generate trainer ...]
+    .venv/bin/python benchmarks/fault_injection.py [--kills 5] [--seed 0] [--jobs generate trainer ...] [--quick]
 
 prints one line per kill, then a table: kills tried, survived (the rerun completed), identical. It
 takes a few minutes on 2 cores with ``--kills 5`` (each run pays Python's and torch's start-up).
+``--quick``: one kill per job (about a minute); its table is not comparable with a full run's.
 """
 
 from __future__ import annotations
@@ -104,9 +105,9 @@ def build_inputs(work: Path) -> dict[str, Path]:
     import torch
 
     from fplib import audio
+    from fplib.checkpoints import save_checkpoint
     from fplib.features import FrontEnd
-    from fplib.models import build_model
-    from fplib.train import save_checkpoint
+    from fplib.models.registry import build_model
 
     d = make_folders(work / "in", n_songs=5, seconds=6.0)
     songs2 = work / "in" / "songs2"
@@ -210,7 +211,12 @@ def main(argv: list[str] | None = None) -> int:
                     "(generate_training_dataset, trainer, generate_fingerprints, create_faiss_indexes)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the runs here (default: a temporary folder, "
                     "removed at the end)")
+    ap.add_argument("--quick", action="store_true", help="one kill per job (about a minute)")
     args = ap.parse_args(argv)
+    if args.quick:
+        print("fault_injection QUICK MODE: one kill per job; the table is not comparable with a full run's",
+              flush=True)
+        args.kills = 1
     rng = random.Random(args.seed)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="fplib-faults-"))
     work.mkdir(parents=True, exist_ok=True)

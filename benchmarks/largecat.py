@@ -22,11 +22,14 @@ LENGTHS = (1.0, 3.0, 10.0)
 def real_songs(folder: Path, n_songs: int):
     """The demo corpus's ``n_songs`` songs of 60 s fingerprinted by the shipped model: (catalogue, song
     files, noise files, model, front end)."""
-    from fplib import audio, pretrained, synth
-    from fplib.catalogue import Catalogue, extract, load_model, model_description
+    from fplib import audio, pretrained
+    from fplib.catalogue import Catalogue
+    from fplib.checkpoints import load_model, model_description
+    from fplib.extraction import extract
+    from fplib.synth import demo
 
-    corpus = synth.make_demo_corpus(folder / "corpus", synth.CorpusSpec(n_songs=n_songs, song_seconds=60.0,
-                                                                         n_noises=4, n_irs=1), progress=False)
+    corpus = demo.make_demo_corpus(folder / "corpus", demo.CorpusSpec(n_songs=n_songs, song_seconds=60.0,
+                                                                       n_noises=4, n_irs=1), progress=False)
     songs = audio.list_audio(corpus["music"])
     ckpt = pretrained.default_model()
     model, fe = load_model(ckpt)

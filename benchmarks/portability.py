@@ -77,9 +77,12 @@ def emulable(env: dict[str, str], flags: set[str]) -> bool:
 
 def demo_family_checks(seed: int, threads: int, work: Path) -> list:
     """Notebook 03's family training on the demo corpus, with the demo profile's recipes."""
-    from fplib import data, models, notebooks, synth, train
+    from fplib import data, notebooks, sources, train
     from fplib.augment import AugmentConfig
     from fplib.engine import torch_threads
+    from fplib.models import registry
+    from fplib.synth import demo
+    from fplib.train_config import TrainConfig
     from tests.learning import Check
 
     def demo_params(name: str) -> dict:
@@ -87,12 +90,12 @@ def demo_family_checks(seed: int, threads: int, work: Path) -> list:
         return {k: v for k, (_, v) in notebooks.parameters_cell(nb).items()} | notebooks.load_params("demo", nb)
 
     g, p = demo_params("01_generate_dataset.ipynb"), demo_params("03_train_online.ipynb")
-    spec = synth.CorpusSpec(n_songs=g["corpus_songs"], song_seconds=g["corpus_song_seconds"],
-                            n_noises=g["corpus_noises"], noise_seconds=g["corpus_noise_seconds"], n_irs=g["corpus_irs"],
-                            seed=g["corpus_seed"])
-    corpus = synth.make_demo_corpus(work / "corpus", spec)  # notebook 01's; made once in the work folder, then reused
-    split = train.split_online_data(corpus["music"], corpus["rir"], corpus["noise"], work / f"split-{seed}",
-                                    p["train_ratio"], seed)
+    spec = demo.CorpusSpec(n_songs=g["corpus_songs"], song_seconds=g["corpus_song_seconds"],
+                           n_noises=g["corpus_noises"], noise_seconds=g["corpus_noise_seconds"], n_irs=g["corpus_irs"],
+                           seed=g["corpus_seed"])
+    corpus = demo.make_demo_corpus(work / "corpus", spec)  # notebook 01's; made once in the work folder, then reused
+    split = sources.split_online_data(corpus["music"], corpus["rir"], corpus["noise"], work / f"split-{seed}",
+                                      p["train_ratio"], seed)
     base = dict(epochs=p["epochs"], batch_size=p["batch_size"], optim=p["optim"], lr=p["lr"],
                 lr_ref_batch=p["lr_ref_batch"], patience=p["patience"], seed=seed, num_workers=0,
                 items_per_song=p["items_per_song"], val_items_per_song=p["val_items_per_song"], preload=True)
@@ -101,11 +104,10 @@ def demo_family_checks(seed: int, threads: int, work: Path) -> list:
         recipes[name] = {"epochs": p["compare_epochs"] or p["epochs"], **p["compare_recipes"].get(name, {})}
     checks = []
     for name, recipe in recipes.items():
-        cfg = train.TrainConfig(**{**base, "model": name, **recipe})
-        fe = models.frontend_for(name, f_min=p["f_min"])
-        source = train.online_source(split["train_set"], split["train_impulse_responses"],
-                                     split["train_background_noises"], split["val_set"], split["val_impulse_responses"],
-                                     split["val_background_noises"], cfg, AugmentConfig(), fe, data.Skipped())
+        cfg = TrainConfig(**{**base, "model": name, **recipe})
+        fe = registry.frontend_for(name, f_min=p["f_min"])
+        source = sources.online_source(sources.OnlineFolders.from_split(split), cfg, AugmentConfig(), fe,
+                                       data.Skipped())
         with torch_threads(threads):
             hist = train.train(cfg, source, Path(tempfile.mkdtemp(dir=work)), fe, progress=False)
         _, best = train.best_epoch(hist)
@@ -170,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         worker(args.checks, args.seeds, args.threads, Path(args.work))
         return 0
     if args.quick:
+        print(f"portability QUICK MODE: the unit checks under {QUICK_VARIANT} only, 1 thread, seed 0", flush=True)
         args.checks, args.variants, args.threads, args.seeds = ["unit"], [QUICK_VARIANT], [1], [0]
     flags = cpu_flags()
     wanted = [(label, env) for label, env in VARIANTS if not args.variants or label in args.variants]

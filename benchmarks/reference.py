@@ -1,4 +1,6 @@
-"""The original scripts' way of doing things, kept only as a reference for the benchmarks."""
+"""The reference of the benchmarks: the seed's per-example way of doing things (librosa features and the model
+one window at a time, the divide-and-encode head as 128 small modules called in a loop, one song after another;
+``benchmarks/README.md`` says what the seed is), kept only to be timed next to fplib."""
 
 from __future__ import annotations
 
@@ -8,9 +10,10 @@ import torch
 from torch import nn
 
 from fplib import audio
-from fplib.catalogue import Catalogue, fingerprint
+from fplib.catalogue import Catalogue
+from fplib.extraction import fingerprint
 from fplib.features import FrontEnd
-from fplib.models import NAFP
+from fplib.models.nafp import NAFP
 from fplib.storage import file_checksum
 
 
@@ -38,7 +41,7 @@ class LoopNAFP(NAFP):
 
 
 def librosa_logmel(window: np.ndarray, fe: FrontEnd = FrontEnd()) -> np.ndarray:
-    """One window's log-mel, the way the original scripts computed it (librosa, per window)."""
+    """One window's log-mel, the reference's way (librosa, per window)."""
     mel = librosa.feature.melspectrogram(y=window, sr=fe.sr, n_fft=fe.n_fft, hop_length=fe.stft_hop,
                                          n_mels=fe.n_mels, fmin=fe.f_min, fmax=fe.f_max, htk=True, norm=None,
                                          center=True, pad_mode="constant")

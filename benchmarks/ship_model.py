@@ -8,12 +8,12 @@
    Queries cut from each half, reverberated with the corpus's held-out rooms and mixed with its held-out
    noises, are searched in a catalogue of the training songs plus the other half (:func:`calibrate_unseen`:
    songs the model never heard, as a user's are); a threshold fitted on either half's queries is measured
-   on the other's, and the threshold shipped is fitted on both (``fplib.evaluate.fit_and_measure``). If
+   on the other's, and the threshold shipped is fitted on both (``fplib.calibrate.fit_and_measure``). If
    the measured rate misses the promise by more than two standard errors, nothing is shipped and the
    script exits 1 (the files are made in a staging folder and moved into OUT only at the end);
 3. ``OUT/NAME.training.json``: every song of the corpus (package, version, file, licence, split and the
    SHA-256 of its decoded audio, no audio), so that the evaluation refuses to query the model's training
-   songs on any machine (``fplib.evaluate.model_corpora``).
+   songs on any machine (``fplib.heldout.model_corpora``).
 """
 
 from __future__ import annotations
@@ -29,25 +29,26 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from fplib import audio, corpus, evaluate, index, pretrained, search, storage  # noqa: E402
-from fplib.catalogue import Catalogue, extract, model_description  # noqa: E402
-from fplib.checkpoints import load_model  # noqa: E402
+from fplib import audio, calibrate, corpus, evaluate, index, pretrained, search, storage  # noqa: E402
+from fplib.catalogue import Catalogue  # noqa: E402
+from fplib.checkpoints import load_model, model_description  # noqa: E402
 from fplib.data import IRBank, NoiseBank  # noqa: E402
+from fplib.extraction import extract  # noqa: E402
 
 
-def calibrate_unseen(model, fe, model_path: Path, root: Path, args) -> tuple[evaluate.Calibration, list]:
+def calibrate_unseen(model, fe, model_path: Path, root: Path, args) -> tuple[calibrate.Calibration, list]:
     """The cross-fitted calibration on the corpus's held-out songs, split in halves A and B: queries from B
     against a catalogue of the training songs plus A, and queries from A against the training songs plus
     B: a catalogue holding songs the model never heard, as a user's does. (Measured with fplib-small-v2:
     the thresholds came out about the same as against the training songs alone, so this is not what
     made the corpus's estimate lower than the benchmark's; see ``--fit-fpr``.)"""
-    neg = evaluate.corpus_negatives(root)
+    neg = calibrate.corpus_negatives(root)
     if neg is None:
         sys.exit(f"{root}: no corpus (run make corpus)")
-    irs, noises = IRBank(neg["rir"], fe.sr, max_s=1.0), NoiseBank(neg["noise"], fe.sr)
+    irs, noises = IRBank(neg.rooms, fe.sr, max_s=1.0), NoiseBank(neg.noises, fe.sr)
     songs = audio.list_audio(corpus.training_folders(root)["train_set"])
-    halves = [sorted(str(p) for p in neg["music"])[h::2] for h in (0, 1)]
-    lengths, snrs = evaluate.CALIBRATION_LENGTHS, evaluate.CALIBRATION_SNRS
+    halves = [sorted(str(p) for p in neg.music)[h::2] for h in (0, 1)]
+    lengths, snrs = calibrate.CALIBRATION_LENGTHS, calibrate.CALIBRATION_SNRS
     scores = []
     with tempfile.TemporaryDirectory(dir=storage.outputs_root()) as tmp:
         base = Catalogue(Path(tmp) / "base", fe, model_description(model_path))
@@ -63,13 +64,13 @@ def calibrate_unseen(model, fe, model_path: Path, root: Path, args) -> tuple[eva
             queries = evaluate.plan_queries({}, halves[h], len(irs), list(lengths), list(snrs), args.per_cell,
                                             10 * h + 1, sr=fe.sr)
             scores.append(evaluate.calibration_scores(
-                rec, queries, irs, noises, list(lengths), evaluate.CORPUS_CALIBRATION["noise_only_per_length"],
+                rec, queries, irs, noises, list(lengths), calibrate.CORPUS_CALIBRATION["noise_only_per_length"],
                 10 * h + 2, progress=False))
             cat.close()
-    threshold, per_length, measured = evaluate.fit_and_measure(scores[0], scores[1], args.fit_fpr, lengths, fe,
+    threshold, per_length, measured = calibrate.fit_and_measure(scores[0], scores[1], args.fit_fpr, lengths, fe,
                                                                cross_fit=True)
-    return evaluate.Calibration(threshold, args.fit_fpr, args.phases, "margin", per_length, measured,
-                                {"calibration": halves[0], "test": halves[1], "cross_fit": True}), songs
+    return calibrate.Calibration(threshold, args.fit_fpr, args.phases, "margin", per_length, measured,
+                                calibrate.NegativesUsed(halves[0], halves[1], cross_fit=True)), songs
 
 
 def main() -> None:
@@ -77,9 +78,9 @@ def main() -> None:
     ap.add_argument("checkpoint")
     ap.add_argument("name", help="the shipped model's name, e.g. fplib-small-v2")
     ap.add_argument("--corpus", default=str(corpus.default_root()))
-    ap.add_argument("--fpr", type=float, default=evaluate.SHIPPED_FPR, help="the false-positive rate the card "
+    ap.add_argument("--fpr", type=float, default=calibrate.SHIPPED_FPR, help="the false-positive rate the card "
                     "promises: the held-back measurement must stay within it (two standard errors)")
-    ap.add_argument("--fit-fpr", type=float, default=evaluate.SHIPPED_FPR / 4, help="the rate the threshold is "
+    ap.add_argument("--fit-fpr", type=float, default=calibrate.SHIPPED_FPR / 4, help="the rate the threshold is "
                     "fitted for (default: a quarter of the promise: the negatives are a few dozen songs of the same "
                     "games as the training music, and on the real-music benchmark's out-of-database songs the rate "
                     "came out about twice what the corpus measured, for both real-corpus candidates)")
@@ -101,14 +102,14 @@ def main() -> None:
     cal, songs = calibrate_unseen(model, fe, model_path, root, args)
     promised = replace(cal, target_fpr=args.fpr)  # the held-back check is against the promise
     for r in cal.per_length:
-        fpr = "n/a" if r["fpr"] is None else f"{r['fpr']:.1%}"
-        print(f"  {r['length_s']:>4g} s: threshold {r['threshold']:.3f}, false positives held back "
-              f"{fpr} of {r['n_test']}" + ("  <- misses the promise" if r in promised.missed else ""))
+        fpr = "n/a" if r.fpr is None else f"{r.fpr:.1%}"
+        print(f"  {r.length_s:>4g} s: threshold {r.threshold:.3f}, false positives held back "
+              f"{fpr} of {r.n_test}" + ("  <- misses the promise" if r in promised.missed else ""))
     if promised.missed:
         shutil.rmtree(staging)
         sys.exit(f"the held-back false-positive rate misses {args.fpr:.0%}; nothing shipped")
     threshold = {**cal.to_json(), "promised_fpr": args.fpr, "calibrated_on": (
-        f"real out-of-database music: the {len(cal.negatives['calibration'])} + {len(cal.negatives['test'])} "
+        f"real out-of-database music: the {len(cal.negatives.calibration)} + {len(cal.negatives.test)} "
         f"held-out songs of the training corpus (build_corpus) in two halves, with its held-out rooms and noises; "
         f"queries from each half against a catalogue of the {len(songs)} training songs plus the other half (songs "
         f"the model never heard, as a user's are); {args.per_cell} queries per length and SNR per half; fitted for "

@@ -178,6 +178,28 @@ def list_audio(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
     return files
 
 
+def collect_audio(paths: list[str | os.PathLike]
+                  ) -> tuple[list[tuple[str, str | None]], list[tuple[str, str]], list[str]]:
+    """Files and folders -> ([(audio file, root folder for its name or None)], [(path, problem)],
+    [ignored non-audio files]); folders are scanned recursively. Whatever is named like audio and is not
+    a folder is listed, even a named pipe or a broken link, so that reading it reports why it is skipped."""
+    files, problems, ignored = [], [], []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found = sorted(f for f in path.rglob("*") if not f.is_dir() and not f.name.startswith("."))
+            songs = [f for f in found if f.suffix.lower() in AUDIO_EXTENSIONS]
+            ignored += [str(f) for f in found if f.suffix.lower() not in AUDIO_EXTENSIONS and f.is_file()]
+            if not songs:
+                problems.append((p, f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder"))
+            files += [(str(f), str(path)) for f in songs]
+        elif os.path.lexists(path):  # a file, or a named pipe, a link... that reading it will report
+            files.append((str(path), None))
+        else:
+            problems.append((p, "no such file or folder"))
+    return files, problems, ignored
+
+
 def _uses_av(path: Path) -> bool:
     return Path(path).suffix.lower() in AV_EXTENSIONS
 

@@ -9,7 +9,7 @@ metadata, in a folder::
                        :mod:`fplib.codes`); song ``s`` is rows ``s.row .. s.row + s.n_vectors - 1``
 
 Vector ids are global and never reused: song ``s`` owns ``first_vector .. first_vector + n_vectors
-- 1``, and window ``j`` of it starts at ``j * hop`` seconds (the original scripts' mapping). Songs can be
+- 1``, and window ``j`` of it starts at ``j * hop`` seconds (the mapping an index's ``NAME.json`` keeps). Songs can be
 added and removed safely:
 
 * **add** appends the song's rows at the end of the store (flushed to disk) and only then commits its
@@ -26,6 +26,11 @@ added and removed safely:
 The store's dtype is a setting chosen when the catalogue is made (``store_dtype``): float32 keeps the
 network's output exactly; float16 halves the disk and page cache the re-ranking touches. Its effect on
 the hit rate is measured by ``benchmarks/bench_scale.py``.
+
+This module is the store only: it runs no network. Computing fingerprints, and filling a catalogue
+from audio files, is :mod:`fplib.extraction`; :func:`merge` copies songs between catalogues. (About
+680 lines, over the project's 600: one class whose format, opening checks, transactions and
+compaction rely on each other's invariants, and reads best in one place.)
 """
 
 from __future__ import annotations
@@ -38,20 +43,17 @@ import re
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from fplib import audio, codes, engine, storage
-from fplib.checkpoints import load_model, model_description, same_model  # noqa: F401  (re-exported)
-from fplib.errors import BadFileError, check_file, file_problem
-from fplib.features import FrontEnd, logmel
-from fplib.models import kind_of_model
-from fplib.storage import file_checksum  # noqa: F401  (part of this module's interface)
+from fplib import codes, storage
+from fplib.checkpoints import same_model
+from fplib.errors import BadFileError, check_file
+from fplib.features import FrontEnd
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS songs (
@@ -515,8 +517,8 @@ class Catalogue:
     # -- writing -------------------------------------------------------------------------------
     def add(self, path: str | os.PathLike, vectors: np.ndarray, duration: float, checksum: str,
             name: str | None = None) -> Song:
-        """Store one song's fingerprints (as :func:`fingerprint` returns them for the catalogue's kind of
-        model); its row is committed only after its vectors are on disk."""
+        """Store one song's fingerprints (as :func:`fplib.extraction.fingerprint` returns them for the
+        catalogue's kind of model); its row is committed only after its vectors are on disk."""
         vectors = np.asarray(vectors)
         want = codes.stored_dtype(self.kind)
         if vectors.ndim != 2 or (vectors.dtype != want and not (self.kind == "float" and vectors.dtype.kind == "f")):
@@ -642,157 +644,6 @@ class Catalogue:
     def find_checksum(self, checksum: str) -> Song | None:
         r = self.db.execute("SELECT id FROM songs WHERE checksum = ?", (checksum,)).fetchone()
         return self.song(r[0]) if r else None
-
-
-SHORT_SIGNAL_S = 12.0  # signals up to this long (queries) get a one-thread front end in fingerprint()
-
-
-def fingerprint(wav: np.ndarray | torch.Tensor, model: torch.nn.Module, fe: FrontEnd, batch: int = 256,
-                device: str | torch.device = "cpu") -> np.ndarray:
-    """A signal ``float32 [T]`` at ``fe.sr`` -> the fingerprints of its windows every ``fe.hop_s``, as stored
-    for the model's kind (:mod:`fplib.codes`): ``float32 [N, D]`` unit vectors, or binary codes packed
-    ``uint8 [N, D / 8]`` (front end and model batched on ``device``; on CPU the network runs in
-    OpenVINO or ONNX Runtime, see :mod:`fplib.engine`)."""
-    wav = torch.as_tensor(wav)
-    # A query's front end is too small to gain from a second thread, and torch's idle threads spin
-    # for a few milliseconds after it, holding the cores the network's threads need next (a 1-s
-    # query's network took 11-13 ms after a two-thread front end against 7-8 ms after a one-thread
-    # one: benchmarks/bench_query.py)
-    short = torch.device(device).type == "cpu" and len(wav) <= SHORT_SIGNAL_S * fe.sr
-    with engine.torch_threads(1) if short else contextlib.nullcontext():
-        feats = logmel(wav, fe, device=device)
-    return embed(feats, model, batch)
-
-
-def embed(feats: torch.Tensor, model: torch.nn.Module, batch: int = 256) -> np.ndarray:
-    """The network's part of :func:`fingerprint`: front-end windows ``[N, 1, n_mels, n_frames]`` (on the
-    model's device) -> stored fingerprints."""
-    run = engine.runner(model, feats[:1])
-    out = []
-    with torch.inference_mode():
-        for i in range(0, feats.shape[0], batch):
-            out.append(run(feats[i : i + batch]).float().cpu())
-    return codes.encode(torch.cat(out), kind_of_model(model))
-
-
-@dataclass
-class ExtractResult:
-    added: list[Song]
-    already: list[str]  # files whose audio was already in the catalogue
-    skipped: list[tuple[str, str]]  # (file, reason)
-
-
-def song_name(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
-    """A song's catalogue name: its path under ``root`` without the extension (``album/track``), or
-    the file's stem when there is no ``root`` or the file is not under it."""
-    path = Path(path)
-    if root is not None:
-        for p, r in ((path, Path(root)), (path.absolute(), Path(root).absolute()),
-                     (path.resolve(), Path(root).resolve())):
-            if p.is_relative_to(r):
-                return str(p.relative_to(r).with_suffix(""))
-    return path.stem
-
-
-class _Decoded(torch.utils.data.Dataset):
-    """Song ``i`` of ``files`` read, checksummed and decoded to ``fe.sr`` (in a DataLoader worker):
-    ``(i, "ok", (checksum, seconds, x))``, ``(i, "already", checksum)`` for audio in ``known`` (not
-    decoded), or ``(i, "skipped", (path, reason))``. ``x`` is the signal ``[T]``, or with ``features``
-    its front-end windows ``[N, 1, n_mels, n_frames]`` (the worker then also runs the front end, which
-    balances a CPU's work between the decoding worker and the network)."""
-
-    def __init__(self, files: list[Path], fe: FrontEnd, known: set[str], features: bool = False):
-        self.files, self.fe, self.known, self.features = files, fe, known, features
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple:
-        f = self.files[i]
-        problem = file_problem(f)  # before reading: a named pipe would block forever
-        if problem:
-            return i, "skipped", (str(f), problem)
-        try:
-            checksum = file_checksum(f)
-        except OSError as e:
-            return i, "skipped", (str(f), f"cannot read: {e.strerror}")
-        if checksum in self.known:
-            return i, "already", checksum
-        try:
-            wav = audio.load(f, self.fe.sr, min_duration=self.fe.win_s)
-        except audio.AudioError as e:
-            return i, "skipped", (e.path, e.reason)
-        x = torch.from_numpy(wav)
-        return i, "ok", (checksum, len(wav) / self.fe.sr, logmel(x, self.fe) if self.features else x)
-
-
-def _as_is(item):
-    return item
-
-
-def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: torch.nn.Module,
-            device: str | torch.device = "cpu", batch: int = 256, progress: bool = True,
-            root: str | os.PathLike | None = None, workers: int | None = None,
-            names: dict[str, str] | None = None, skip: set[str] | None = None) -> ExtractResult:
-    """Fingerprint ``files`` into ``catalogue`` (already present audio is skipped, so an interrupted run
-    resumes). Unreadable or sub-window songs are skipped and reported. Names: :func:`song_name`, or
-    ``names[str(file)]`` where given (e.g. another catalogue's names for the same files, to compare
-    models on the same songs under the same names).
-
-    Songs are read and decoded by ``workers`` DataLoader worker processes (default: 1 where the
-    machine has more than one core and there is more than one file) while this process runs the
-    front end and the network on the songs before them; songs are added in the order of ``files``,
-    each in its own transaction, so the catalogue is the same with or without workers. Audio whose
-    checksum is in ``skip`` (e.g. already merged from this catalogue's shards) counts as already there."""
-    fe = catalogue.fe
-    if kind_of_model(model) != catalogue.kind:
-        raise ValueError(f"{catalogue.folder}: a catalogue of {catalogue.kind} fingerprints; this model makes "
-                         f"{kind_of_model(model)} ones")
-    catalogue.require_store()
-    model = model.to(device).eval()
-    result = ExtractResult([], [], [])
-    files = [Path(f) for f in files]
-    storage.clean_stale_temps(catalogue.folder, catalogue.folder / "vectors")  # left by a killed run
-    if workers is None:
-        workers = 1 if len(files) > 1 and (os.cpu_count() or 1) > 1 else 0
-    known = {r[0] for r in catalogue.db.execute("SELECT checksum FROM songs")} | set(skip or ())
-    # on CPU the workers also run the front end: decoding + front end then take about as long as the
-    # network, so neither side waits (on GPU the front end runs there, beside the network)
-    on_cpu = torch.device(device).type == "cpu"
-    loader = torch.utils.data.DataLoader(_Decoded(files, fe, known, on_cpu), batch_size=None, num_workers=workers,
-                                         collate_fn=_as_is, prefetch_factor=2 if workers else None)
-    threads = torch.get_num_threads()
-    # the decoding workers take a core each: fewer threads here than the network would otherwise
-    # use, so that no operator waits for a thread the decoder has preempted
-    with engine.torch_threads(max(1, threads - workers) if workers and on_cpu else threads):
-        _extract_loop(loader, files, catalogue, model, fe, batch, device, root, result, progress, names or {})
-    return result
-
-
-def _extract_loop(loader, files, catalogue, model, fe, batch, device, root, result, progress, names) -> None:
-    for i, status, payload in tqdm(loader, total=len(files), desc="fingerprints", unit="song",
-                                   disable=not progress):
-        f = files[i]
-        if status == "skipped":
-            result.skipped.append(payload)
-            continue
-        checksum = payload if status == "already" else payload[0]
-        if status == "already" or catalogue.find_checksum(checksum):
-            result.already.append(str(f))
-            continue
-        _, seconds, x = payload
-        vectors = fingerprint(x, model, fe, batch, device) if x.ndim == 1 else embed(x, model, batch)
-        try:
-            name = names.get(str(f)) or song_name(f, root)
-            result.added.append(catalogue.add(f, vectors, seconds, checksum, name))
-        except AlreadyInCatalogue:  # added meanwhile by another process
-            result.already.append(str(f))
-
-
-def shard_folder(folder: str | os.PathLike, rank: int, world: int) -> Path:
-    """Where rank ``rank`` of ``world`` writes its shard of catalogue ``folder`` (under ``FOLDER.shards/``)."""
-    folder = Path(folder).absolute()
-    return folder.with_name(folder.name + ".shards") / f"rank-{rank:03d}-of-{world:03d}"
 
 
 def merge(target: Catalogue, shards: list[str | os.PathLike], order: list[str] | None = None,

@@ -18,7 +18,7 @@ import torch
 from fplib import storage
 from fplib.errors import BadFileError, check_file
 from fplib.features import FrontEnd
-from fplib.models import build_model, kind_of, kind_of_model, model_names
+from fplib.models.registry import build_model, kind_of, kind_of_model, model_names
 from fplib.storage import file_checksum
 
 
@@ -59,6 +59,7 @@ def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
     :class:`BadFileError` naming the file and what is wrong with it (missing, a folder, empty, truncated,
     not a torch file, a pickle of other objects, a bare state dict, weights of another architecture)."""
     path = check_file(checkpoint)
+    device = resolve_device(device)  # a bad device is named as such, not as a problem of the file
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -144,8 +145,20 @@ def model_description(checkpoint: str | os.PathLike, model: torch.nn.Module | No
     return out | {"name": name, "kind": kind}
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> the GPU if there is one, else the CPU; anything else as given."""
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> the GPU if there is one, else the CPU; anything else as given, checked: a ``ValueError``
+    naming the device when torch does not know the name or this machine has no such GPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device {device!r}: not a torch device ({str(e).splitlines()[0][:120]}); "
+                         f"cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"device {device!r}: this machine has no usable CUDA GPU; use --device cpu")
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"device {device!r}: this machine has {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}")
+    return dev

@@ -1,4 +1,13 @@
-"""Command-line entry points, keeping the names, flags and defaults of the original scripts.
+"""Command-line entry points: the seed's commands (README, "The seed") with their names, flags and
+defaults, and fplib's own.
+
+Every command is thin: a parser, a work function that calls ONE library function (which validates,
+does the work, rolls back and raises the project's errors, :mod:`fplib.errors`) and prints its result,
+and ``xxx_main(argv) -> exit code`` through :func:`_run`, which maps errors to exit codes in one place
+(:func:`exit_code`). Long flags join words with ``_`` (the seed's spelling); ``-`` works as well
+(:class:`Parser`). This module is over 600 lines because it holds nine commands' parsers with every
+flag's help text; it does no work of its own, and keeping each command's flags beside its call reads
+better than splitting them.
 
 Identify your own music (each also ``fplib <command>``; ``--help`` explains every flag)::
 
@@ -24,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import json
 import os
 import sys
@@ -32,8 +40,6 @@ import time
 
 OK, FAILED, USAGE = 0, 1, 2
 INTERRUPTED = 130
-# the registered architectures (fplib.models.model_names(); listed here so that --help needs no torch)
-ARCHS = ("attn", "attn_small", "nafp", "nafp_small", "samaf", "samaf_mfcc", "samaf_small")
 SHIPPED = "the shipped pretrained model, fplib/pretrained/fplib-small-v2.pt"
 
 
@@ -65,6 +71,12 @@ class Parser(argparse.ArgumentParser):
                 action.option_strings.append("--no_" + f[2:])
                 action.hidden_aliases.add("--no-" + f[2:])
         return action
+
+    def error(self, message):
+        for action in self._actions:  # argparse names a flag by all its spellings: not the hidden ones
+            for alias in sorted(getattr(action, "hidden_aliases", ()), key=len, reverse=True):
+                message = message.replace("/" + alias, "")
+        super().error(message)
 
     def add_subparsers(self, **kw):
         kw.setdefault("parser_class", Parser)
@@ -125,7 +137,7 @@ def _late_exit_code(e: BaseException) -> int | None:
     """Errors of modules that import torch or faiss, checked only when already imported."""
     for module, names, code in (("fplib.pretrained", ("PretrainedError",), USAGE),
                                 ("fplib.train", ("TrainingDiverged",), USAGE),
-                                ("fplib.corpus", ("CorpusError",), FAILED),
+                                ("fplib.corpus_packages", ("CorpusError",), FAILED),
                                 ("fplib.listen", ("ListenError",), USAGE)):
         mod = sys.modules.get(module)
         if mod is not None and isinstance(e, tuple(getattr(mod, n) for n in names)):
@@ -135,11 +147,13 @@ def _late_exit_code(e: BaseException) -> int | None:
     return None
 
 
-def _run(parser: argparse.ArgumentParser, argv: list[str] | None, work, *, again: str = "") -> int:
+def _run(parser: argparse.ArgumentParser, argv: list[str] | None, work, *, again: str = "",
+         disk_full: str = "") -> int:
     """Every command: parse ``argv``, call ``work(args)`` (which prints and returns an exit code or None for
     0), and turn the project's errors into one ``error: ...`` line and their exit code (:func:`exit_code`).
     ``again`` says how to continue after an interruption or a full disk (e.g. ``"rerun the same command to
-    continue"``); without it, nothing was changed."""
+    continue"``); without it, nothing was changed. ``disk_full``: what to do after freeing space, where it
+    says more than ``again``."""
     args = _parse(parser, argv)
     if isinstance(args, int):
         return args
@@ -163,7 +177,7 @@ def _run(parser: argparse.ArgumentParser, argv: list[str] | None, work, *, again
             _err(e.message)
             _print_skipped(e.failures, "failed")
         elif isinstance(e, DiskFullError):
-            _err(f"{e}; free some space, then {again or 'run the same command again'}")
+            _err(f"{e}; free some space, then {disk_full or again or 'run the same command again'}")
         else:
             _err(e)
         return code
@@ -179,24 +193,6 @@ def _parse(ap: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Name
 
 def _err(msg) -> None:
     print(f"error: {msg}", file=sys.stderr)
-
-
-def _disk_full_fails(main):
-    """A command whose writes may meet a full disk: a clear error and exit 1, not a traceback."""
-
-    @functools.wraps(main)
-    def wrapped(argv: list[str] | None = None) -> int:
-        try:
-            return main(argv)
-        except OSError as e:
-            from fplib.storage import DiskFullError
-
-            if not isinstance(e, DiskFullError):
-                raise
-            _err(f"{e}; free some space and run the same command again")
-            return FAILED
-
-    return wrapped
 
 
 def _plain_name(what: str):
@@ -223,16 +219,6 @@ def _model_path(model: str | None) -> str:
     return str(pretrained.default_model(name=model or None))
 
 
-def _input_errors() -> tuple[type[BaseException], ...]:
-    """What a bad input raises (imported late: these modules pull in numpy, torch, faiss)."""
-    from fplib.config import ParameterError
-    from fplib.errors import BadFileError
-    from fplib.pretrained import PretrainedError
-
-    return (BadFileError, FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, KeyError,
-            ParameterError, PretrainedError)
-
-
 def _generate_parser() -> argparse.ArgumentParser:
     ap = Parser(
         prog="generate_training_dataset",
@@ -254,93 +240,89 @@ def _generate_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def generate_training_dataset_main(argv: list[str] | None = None) -> int:
-    """Write the static training set: (clean, degraded) log-mel pairs of sampled seconds of songs."""
-    args = _parse(_generate_parser(), argv)
-    if isinstance(args, int):
-        return args
-    from fplib import audio
-    from fplib.config import ParameterError
-    from fplib.data import NoUsableFiles
+def _generate_training_dataset(args: argparse.Namespace) -> None:
+    from fplib.errors import PartlyDone
     from fplib.features import FrontEnd
-    from fplib.generate import DatasetExistsError, GenerateConfig, generate_dataset
-    from fplib.storage import DiskFullError
+    from fplib.generate import GenerateConfig, generate_dataset
 
-    try:
-        cfg = GenerateConfig(number_segments=args.number_segments, train_ratio=args.train_ratio, seed=args.seed,
-                             n_sample_songs=args.samples)
-        result = generate_dataset(args.input_folder, args.output_path, args.impulse_response, args.background_noise,
-                                  cfg=cfg, fe=FrontEnd(f_min=args.f_min), overwrite=args.overwrite,
-                                  device=args.device)
-    except NoUsableFiles as e:
-        _err(e)
-        return FAILED
-    except DiskFullError as e:
-        _err(f"{e}; free some space, then rerun the same command to resume (nothing already written was lost)")
-        return FAILED
-    except (DatasetExistsError, FileNotFoundError, NotADirectoryError, ValueError, ParameterError,
-            audio.AudioError) as e:
-        _err(e)
-        return USAGE
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return INTERRUPTED
+    cfg = GenerateConfig(number_segments=args.number_segments, train_ratio=args.train_ratio, seed=args.seed,
+                         n_sample_songs=args.samples)
+    result = generate_dataset(args.input_folder, args.output_path, args.impulse_response, args.background_noise,
+                              cfg=cfg, fe=FrontEnd(f_min=args.f_min), overwrite=args.overwrite, device=args.device)
     if not result.complete:
-        _err(f"{result.path}: the dataset is not complete; rerun the same command to resume")
-        return FAILED
+        raise PartlyDone(f"{result.path}: the dataset is not complete; rerun the same command to resume")
     print(f"{result.path}: {result.n_train} training and {result.n_val} validation pairs")
     if result.skipped:
         print(f"{len(result.skipped)} file(s) skipped:")
         for path, reason in result.skipped:
             print(f"  {path}: {reason}")
-    return OK
+
+
+def generate_training_dataset_main(argv: list[str] | None = None) -> int:
+    """Write the static training set: (clean, degraded) log-mel pairs of sampled seconds of songs."""
+    return _run(_generate_parser(), argv, _generate_training_dataset, again="rerun the same command to resume",
+                disk_full="rerun the same command to resume (nothing already written was lost)")
 
 
 def _trainer_options(ap: argparse.ArgumentParser, defaults: bool) -> None:
-    """The options common to every trainer mode. On the main parser they carry the defaults; on each
-    mode's parser (so that they may follow the mode) they are suppressed unless given, so a mode's
-    parser never overwrites a value given before the mode."""
+    """The options common to every trainer mode, with TrainConfig's defaults (fplib.train_config: a family
+    setting's default None lets the architecture's registry entry decide). On the main parser they carry the
+    defaults; on each mode's parser (so that they may follow the mode) they are suppressed unless given, so a
+    mode's parser never overwrites a value given before the mode."""
+    from fplib.models import registry
+    from fplib.train_config import OPTIMISERS, default, family_settings
+
+    family = family_settings()
 
     def d(value):
         return value if defaults else argparse.SUPPRESS
 
-    ap.add_argument("-ep", "--epochs", type=int, default=d(200), help="maximum epochs; early stopping may end sooner "
-                    "(default: 200)")
-    ap.add_argument("-bs", "--batch_size", type=int, default=d(32), help="global batch of pairs (default: 32)")
+    def setting(name: str):  # a TrainConfig setting: its default, and how --help says it
+        if name in family:
+            return d(None), f"(default: the architecture's, else {family[name]:g})" if isinstance(
+                family[name], float) else f"(default: the architecture's, else {family[name]})"
+        return d(default(name)), f"(default: {default(name)})"
+
+    v, say = setting("epochs")
+    ap.add_argument("-ep", "--epochs", type=int, default=v, help=f"maximum epochs; early stopping may end sooner {say}")
+    v, say = setting("batch_size")
+    ap.add_argument("-bs", "--batch_size", type=int, default=v, help=f"global batch of pairs {say}")
     ap.add_argument("-m", "--model_name", default=d("fingerprinter"), type=_plain_name("model name"),
                     help="name of the saved model: OUT/NAME.pt (best) and the run folder OUT/NAME/ "
                          "(default: fingerprinter)")
-    ap.add_argument("--optim", default=d("Adam"), choices=["Adam", "Lamb", "adam", "lamb"], help="optimiser "
-                    "(default: Adam)")
+    v, say = setting("optim")
+    ap.add_argument("--optim", default=v, choices=[*OPTIMISERS, *(o.lower() for o in OPTIMISERS)],
+                    help=f"optimiser {say}")
     ap.add_argument("-o", "--output_path", default=d("."), help="where the model is saved (default: current folder)")
-    ap.add_argument("--arch", default=d("nafp"), choices=ARCHS, help="architecture: nafp (NAFP as published), "
-                    "attn (attention-based embeddings), samaf (binary codes from a sequence-to-sequence LSTM "
-                    "autoencoder; samaf_mfcc takes 13 MFCCs at 100 frames/s), each with a CPU-sized _small variant "
-                    "(default: nafp)")
-    ap.add_argument("--temperature", type=float, default=d(None), help="NT-Xent temperature (default: the "
-                    "architecture's: 0.05 for nafp, 0.1 for attn)")
-    ap.add_argument("--lr", type=float, default=d(1e-4), help="learning rate at --lr_ref_batch (default: 1e-4)")
-    ap.add_argument("--lr_ref_batch", type=int, default=d(120), help="the lr scales by batch_size / this "
-                    "(default: 120)")
-    ap.add_argument("--patience", type=int, default=d(20), help="early-stopping patience in epochs (default: 20)")
-    ap.add_argument("--seed", type=int, default=d(0), help="random seed of the weights, batches and degradations "
-                    "(default: 0)")
-    ap.add_argument("--workers", type=int, default=d(2), help="DataLoader worker processes, dynamic modes "
-                    "(default: 2)")
-    ap.add_argument("--items_per_song", type=int, default=d(8), help="dynamic modes: segments per song per epoch "
-                    "(default: 8)")
-    ap.add_argument("--val_items_per_song", type=int, default=d(4), help="dynamic modes: fixed validation segments "
-                    "per validation song (default: 4)")
+    ap.add_argument("--arch", default=d(default("model")), choices=registry.model_names(),
+                    help=f"architecture: {registry.describe()} (default: {default('model')})")
+    v, say = setting("temperature")
+    ap.add_argument("--temperature", type=float, default=v, help=f"contrastive temperature {say}")
+    v, say = setting("lr")
+    ap.add_argument("--lr", type=float, default=v, help=f"learning rate at --lr_ref_batch {say}")
+    v, say = setting("lr_ref_batch")
+    ap.add_argument("--lr_ref_batch", type=int, default=v, help=f"the lr scales by batch_size / this {say}")
+    v, say = setting("patience")
+    ap.add_argument("--patience", type=int, default=v, help=f"early-stopping patience in epochs {say}")
+    v, say = setting("seed")
+    ap.add_argument("--seed", type=int, default=v, help=f"random seed of the weights, batches and degradations {say}")
+    v, say = setting("num_workers")
+    ap.add_argument("--workers", type=int, default=v, help=f"DataLoader worker processes, dynamic modes {say}")
+    v, say = setting("items_per_song")
+    ap.add_argument("--items_per_song", type=int, default=v, help=f"dynamic modes: segments per song per epoch {say}")
+    v, say = setting("val_items_per_song")
+    ap.add_argument("--val_items_per_song", type=int, default=v, help="dynamic modes: fixed validation segments "
+                    f"per validation song {say}")
     ap.add_argument("--f_min", type=float, default=d(300.0), help="lowest mel frequency in Hz (default: 300)")
     ap.add_argument("--model_settings", default=d("{}"), help='JSON overrides of the architecture\'s settings, e.g. '
                     '\'{"width": 0.5}\' (default: the architecture\'s own)')
-    ap.add_argument("--preload", action="store_true", default=d(False), help="dynamic modes: decode the songs once "
-                    "and hold them in memory (faster, 4 bytes per sample at 8 kHz)")
+    ap.add_argument("--preload", action="store_true", default=d(default("preload")), help="dynamic modes: decode the "
+                    "songs once and hold them in memory (faster, 4 bytes per sample at 8 kHz)")
     ap.add_argument("--augment", default=d("{}"), help='dynamic modes: JSON overrides of AugmentConfig, e.g. '
                     '\'{"snr_db": [0, 10]}\' (default: none)')
     ap.add_argument("--device", default=d("auto"), help="auto, cpu, cuda, cuda:1 ... (default: auto)")
-    ap.add_argument("--no_amp", action="store_true", default=d(False), help="train in full precision on a GPU "
-                    "(default: mixed)")
+    ap.add_argument("--no_amp", action="store_true", default=d(not default("amp")), help="train in full precision "
+                    "on a GPU (default: mixed)")
     ap.add_argument("--resume", action="store_true", default=d(False), help="continue the run in OUT/NAME/ where "
                     "it stopped")
     ap.add_argument("--init", default=d(None), help="start from the weights of this checkpoint (fine-tuning: new "
@@ -383,94 +365,44 @@ def _trainer_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def trainer_main(argv: list[str] | None = None) -> int:
-    """Train the neural fingerprinter (static pairs, or online augmentation)."""
-    args = _parse(_trainer_parser(), argv)
-    if isinstance(args, int):
-        return args
+def _trainer(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    import torch.distributed as dist
+    from fplib.sources import OnlineFolders, PairFolders, UnsplitFolders
+    from fplib.train import run_trainer
 
-    from fplib import audio, runs, storage
-    from fplib import train as T
-    from fplib.augment import AugmentConfig
-    from fplib.config import ParameterError, from_dict
-    from fplib.data import NoUsableFiles, Skipped
-    from fplib.models import frontend_for
-
-    source = None
-    try:
-        cfg = T.TrainConfig(model=args.arch, epochs=args.epochs, batch_size=args.batch_size, optim=args.optim,
-                            lr=args.lr, lr_ref_batch=args.lr_ref_batch, patience=args.patience, seed=args.seed,
-                            num_workers=args.workers if args.mode != "static" else 0,
-                            items_per_song=args.items_per_song, val_items_per_song=args.val_items_per_song,
-                            preload=args.preload, amp=not args.no_amp,
-                            model_settings=json.loads(args.model_settings), temperature=args.temperature)
-        fe = frontend_for(args.arch, f_min=args.f_min)
-        aug = from_dict(AugmentConfig, json.loads(args.augment))
-        out = Path(args.output_path)
-        run_dir = out / args.model_name
-        T.setup_distributed(args.device)
-        rank = dist.get_rank() if dist.is_initialized() else 0
-        skipped = Skipped()
-        if args.mode == "static":
-            source = T.static_source(args.train_path, args.val_path, fe)
-        else:
-            if args.mode == "dynamic_online":
-                if rank == 0:
-                    T.split_online_data(args.path, args.impulse_responses, args.background_noises, out,
-                                        args.train_ratio, args.seed)
-                if dist.is_initialized():
-                    dist.barrier()
-                d = runs.Run(out).online_data
-                folders = [d / "train" / "train_set", d / "train" / "train_impulse_responses",
-                           d / "train" / "train_background_noises", d / "val" / "val_set",
-                           d / "val" / "val_impulse_responses", d / "val" / "val_background_noises"]
-            else:
-                folders = [args.train_path, args.train_ir, args.train_bn, args.val_path, args.val_ir, args.val_bn]
-            source = T.online_source(*folders, cfg, aug, fe, skipped)
-        if rank == 0 and skipped.items:
-            print(skipped.report(), file=sys.stderr)
-        T.train(cfg, source, run_dir, fe, resume=args.resume, device=args.device, init=args.init,
-                run_params={k: str(Path(v).resolve()) if k in _TRAINER_PATHS and v else v
-                            for k, v in vars(args).items() if k != "resume"})
-        if rank == 0 and runs.checkpoint(run_dir).exists():
-            import shutil
-
-            storage.clean_stale_temps(out)
-            with storage.atomic_path(out / f"{args.model_name}.pt") as tmp:
-                shutil.copyfile(runs.checkpoint(run_dir), tmp)
-            failed = sorted(getattr(source, "failed", {}).items())
-            if failed:
-                print(f"{len(failed)} song(s) failed to decode during training; their segments were left out:",
-                      file=sys.stderr)
-                for path, reason in failed:
-                    print(f"  {path}: {reason}", file=sys.stderr)
-            print(f"best model: {out / f'{args.model_name}.pt'} (run folder {run_dir})")
-    except NoUsableFiles as e:
-        _err(e)
-        return FAILED
-    except storage.DiskFullError as e:
-        _err(f"{e}; free some space, then continue with the same command plus --resume (nothing already written "
-             f"was lost)")
-        return FAILED
-    except (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, ParameterError, audio.AudioError,
-            T.TrainingDiverged) as e:
-        _err(e)
-        return USAGE
-    except KeyboardInterrupt:
-        print(f"interrupted; continue with the same command plus --resume (run folder {args.output_path}/"
-              f"{args.model_name})", file=sys.stderr)
-        return INTERRUPTED
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    return OK
+    if args.mode == "static":
+        data = PairFolders(args.train_path, args.val_path)
+    elif args.mode == "dynamic":
+        data = OnlineFolders(args.train_path, args.val_path, args.train_ir, args.train_bn, args.val_ir, args.val_bn)
+    else:
+        data = UnsplitFolders(args.path, args.impulse_responses, args.background_noises, args.train_ratio)
+    settings = dict(model=args.arch, epochs=args.epochs, batch_size=args.batch_size, optim=args.optim, lr=args.lr,
+                    lr_ref_batch=args.lr_ref_batch, patience=args.patience, seed=args.seed,
+                    num_workers=args.workers, items_per_song=args.items_per_song,
+                    val_items_per_song=args.val_items_per_song, preload=args.preload, amp=not args.no_amp,
+                    model_settings=json.loads(args.model_settings), temperature=args.temperature)
+    result = run_trainer(settings, data, args.output_path, args.model_name, augment=json.loads(args.augment),
+                         f_min=args.f_min, device=args.device, resume=args.resume, init=args.init,
+                         run_params={k: str(Path(v).resolve()) if k in _TRAINER_PATHS and v else v
+                                     for k, v in vars(args).items() if k != "resume"})
+    if result.checkpoint is None:
+        return
+    if result.failed:
+        print(f"{len(result.failed)} song(s) failed to decode during training; their segments were left out:",
+              file=sys.stderr)
+        for path, reason in result.failed:
+            print(f"  {path}: {reason}", file=sys.stderr)
+    print(f"best model: {result.checkpoint} (run folder {result.run_dir})")
 
 
-def create_faiss_indexes_main(argv: list[str] | None = None) -> int:
-    """Build a faiss index over a catalogue of fingerprints."""
+def trainer_main(argv: list[str] | None = None) -> int:
+    """Train the neural fingerprinter (static pairs, or online augmentation)."""
+    return _run(_trainer_parser(), argv, _trainer,
+                again="continue with the same command plus --resume (nothing already written was lost)")
+
+
+def _create_faiss_indexes_parser() -> argparse.ArgumentParser:
     ap = Parser(prog="create_faiss_indexes", description="Build a faiss index over a catalogue "
                                  "of fingerprints: NAME.index, NAME.json ({first vector id: song}), NAME.meta.json.")
     ap.add_argument("-i", required=True, metavar="CATALOGUE",
@@ -489,55 +421,21 @@ def create_faiss_indexes_main(argv: list[str] | None = None) -> int:
                     "codes: BIVF<nlist>)")
     ap.add_argument("--nprobe", type=int, default=40, help="IVF lists visited per search (default: 40)")
     ap.add_argument("-o", "--output_path", default=".", help="folder for the index files (default: current folder)")
-    args = _parse(ap, argv)
-    if isinstance(args, int):
-        return args
-    from pathlib import Path
-
-    from fplib import index, storage
-    from fplib.catalogue import Catalogue
-
-    try:
-        with Catalogue(args.i) as cat:
-            storage.clean_stale_temps(args.output_path)  # what a killed build left behind
-            path = index.build(cat, args.n, Path(args.output_path), m=args.m, d=args.d, nlist=args.nlist,
-                               factory=args.factory, nprobe=args.nprobe)
-            n_songs = len(cat)
-    except storage.DiskFullError as e:
-        _err(f"{e}; free some space and run the same command again")
-        return FAILED
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        _err(e)
-        return USAGE
-    print(f"{path} and {path.with_suffix('.json')}: {n_songs} songs")
-    print(f"next: calibrate_threshold --catalogue {args.i} --index {path}")
-    return OK
+    return ap
 
 
-def _collect_audio(paths: list[str]) -> tuple[list[tuple[str, str | None]], list[tuple[str, str]], list[str]]:
-    """Files and folders -> ([(audio file, root folder for its name or None)], [(path, problem)],
-    [ignored non-audio files]); folders are scanned recursively. Whatever is named like audio and is not
-    a folder is listed, even a named pipe or a broken link, so that reading it reports why it is skipped."""
-    import os
-    from pathlib import Path
+def _create_faiss_indexes(args: argparse.Namespace) -> None:
+    from fplib import db
 
-    from fplib import audio
+    built = db.build_index(args.i, args.n, args.output_path, m=args.m, d=args.d, nlist=args.nlist,
+                           factory=args.factory, nprobe=args.nprobe)
+    print(f"{built.path} and {built.path.with_suffix('.json')}: {built.songs} songs")
+    print(f"next: calibrate_threshold --catalogue {args.i} --index {built.path}")
 
-    files, problems, ignored = [], [], []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            found = sorted(f for f in path.rglob("*") if not f.is_dir() and not f.name.startswith("."))
-            songs = [f for f in found if f.suffix.lower() in audio.AUDIO_EXTENSIONS]
-            ignored += [str(f) for f in found if f.suffix.lower() not in audio.AUDIO_EXTENSIONS and f.is_file()]
-            if not songs:
-                problems.append((p, f"no audio files ({', '.join(audio.AUDIO_EXTENSIONS)}) in this folder"))
-            files += [(str(f), str(path)) for f in songs]
-        elif os.path.lexists(path):  # a file, or a named pipe, a link... that reading it will report
-            files.append((str(path), None))
-        else:
-            problems.append((p, "no such file or folder"))
-    return files, problems, ignored
+
+def create_faiss_indexes_main(argv: list[str] | None = None) -> int:
+    """Build a faiss index over a catalogue of fingerprints."""
+    return _run(_create_faiss_indexes_parser(), argv, _create_faiss_indexes, again="run the same command again")
 
 
 def _print_skipped(skipped: list[tuple[str, str]], what: str = "skipped", limit: int | None = None) -> None:
@@ -556,72 +454,7 @@ def _print_ignored(ignored: list[str]) -> None:
         print(f"{len(ignored)} other file(s) ignored (not an audio extension): {shown}", file=sys.stderr)
 
 
-def _fingerprint_files(files: list[tuple[str, str | None]], cat, model, device: str, batch: int, progress: bool,
-                       workers: int | None = None, skip: set[str] | None = None):
-    """Fingerprint ``files`` into ``cat``, naming each song by its path under its root folder (or its
-    file name): one :class:`fplib.catalogue.ExtractResult` for all."""
-    from itertools import groupby
-
-    from fplib.catalogue import ExtractResult, extract
-
-    total = ExtractResult([], [], [])
-    for root, group in groupby(files, key=lambda fr: fr[1]):
-        r = extract([f for f, _ in group], cat, model, device=device, batch=batch, progress=progress, root=root,
-                    workers=workers, skip=skip)
-        total.added += r.added
-        total.already += r.already
-        total.skipped += r.skipped
-    return total
-
-
-def _extraction_ranks(device: str) -> tuple[int, int, str]:
-    """(rank, world size, device) of this process: under ``torchrun`` (``WORLD_SIZE`` > 1) the process group
-    is joined (Gloo on CPU, NCCL on GPUs, one GPU per local rank); otherwise ``(0, 1, device)``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, device
-    from datetime import timedelta
-
-    import torch
-    import torch.distributed as dist
-
-    cuda = device.startswith("cuda")
-    if cuda:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        torch.cuda.set_device(device)
-    # ranks meet only at the end, after extracting their shards: hours apart on a large catalogue
-    dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timedelta(days=7))
-    return dist.get_rank(), world, device
-
-
-def _merge_shards(args, files, result, fe, desc, rank: int, world: int):
-    """Under torchrun, once every rank has extracted its shard: rank 0 merges the shards into the catalogue
-    in the order of ``files`` (the vector ids one process would give), then deletes them; returns rank 0's
-    account of the whole run (songs added, already there, skipped on every rank)."""
-    import shutil
-
-    import torch.distributed as dist
-
-    from fplib.catalogue import Catalogue, ExtractResult, merge, shard_folder
-
-    mine = (result.already, result.skipped)
-    every = [None] * world
-    dist.all_gather_object(every, mine)  # also waits for every rank's shard to be complete
-    if rank:
-        return result
-    shards = [shard_folder(args.catalogue, r, world) for r in range(world)]
-    with Catalogue(args.catalogue, fe, desc, store_dtype=args.store_dtype) as final:
-        added = merge(final, shards, order=[f for f, _ in files], progress=not args.no_progress)
-    # renamed aside first: a kill while deleting never leaves half a shard that the next run would open
-    parent = shards[0].parent
-    doomed = parent.with_name(f".{parent.name}.deleting-{os.getpid()}")
-    os.replace(parent, doomed)
-    shutil.rmtree(doomed)
-    return ExtractResult(added, [f for a, _ in every for f in a], [x for _, sk in every for x in sk])
-
-
-def generate_fingerprints_main(argv: list[str] | None = None) -> int:
-    """Fingerprint a folder of songs into a catalogue (resumable)."""
+def _generate_fingerprints_parser() -> argparse.ArgumentParser:
     ap = Parser(
         prog="generate_fingerprints",
         description="Fingerprint songs (every 0.5 s, 128-d) into a catalogue folder, for create_faiss_indexes. "
@@ -643,80 +476,38 @@ def generate_fingerprints_main(argv: list[str] | None = None) -> int:
                          "re-ranking reads (default: float32; an existing catalogue must be given its own, or "
                          "converted with fplib db compact --dtype)")
     ap.add_argument("--no_progress", action="store_true", help="no progress bar")
-    args = _parse(ap, argv)
-    if isinstance(args, int):
-        return args
-    files, problems, ignored = _collect_audio(args.input)
-    if problems:
-        for path, reason in problems:
-            _err(f"{path}: {reason}")
-        return USAGE
-    from fplib import storage
-    from fplib.catalogue import Catalogue, load_model, model_description, shard_folder
+    return ap
+
+
+def _generate_fingerprints(args: argparse.Namespace) -> int:
+    from fplib import extraction
 
     t0 = time.perf_counter()
-    rank, world, device = _extraction_ranks(args.device)
-    try:
-        ckpt = _model_path(args.model)
-        model, fe = load_model(ckpt, device)
-        desc = model_description(ckpt)
-        merged: set[str] = set()  # under torchrun: audio already merged into the catalogue by an earlier run
-        if world > 1 and os.path.lexists(os.path.join(args.catalogue, "catalogue.sqlite")):
-            # the final catalogue is checked before the work, not after it
-            with Catalogue(args.catalogue, fe, desc, store_dtype=args.store_dtype) as final:
-                final.require_store()
-                merged = {s.checksum for s in final.songs()}
-        if args.store_dtype and desc.get("kind") == "binary":
-            raise ValueError(f"--store_dtype is for float fingerprints; {ckpt} makes binary codes (stored packed)")
-        folder = args.catalogue if world == 1 else shard_folder(args.catalogue, rank, world)
-        cat = Catalogue(folder, fe, desc, store_dtype=args.store_dtype)
-        try:
-            cat.require_store()
-        except ValueError:
-            cat.close()
-            raise
-    except (*_input_errors(), RuntimeError) as e:
-        _err(e)
-        return USAGE
-    try:
-        storage.clean_stale_temps(cat.folder, cat.folder / "vectors")  # what a killed run left behind
-        result = _fingerprint_files(files[rank::world], cat, model, device, args.batch,
-                                    not args.no_progress and rank == 0, args.workers, skip=merged)
-        if world > 1:
-            cat.close()
-            result = _merge_shards(args, files, result, fe, desc, rank, world)
-            if rank:
-                return OK
-            cat = Catalogue(args.catalogue)
-        n_songs, total_s = len(cat), sum(s.duration for s in cat.songs())
-    except storage.DiskFullError as e:
-        _err(f"{e}; free some space and run the same command again to continue (fingerprinted songs are kept)")
-        return FAILED
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to continue (fingerprinted songs are kept)", file=sys.stderr)
-        return INTERRUPTED
-    finally:
-        cat.close()
-        if world > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+    result = extraction.fingerprint_folders(args.input, args.catalogue, _model_path(args.model), device=args.device,
+                                            batch=args.batch, workers=args.workers, store_dtype=args.store_dtype,
+                                            progress=not args.no_progress)
+    if result.rank:  # under torchrun, rank 0 reports the whole run
+        return OK
     added_s = sum(s.duration for s in result.added)
     print(f"{args.catalogue}: {len(result.added)} song(s) added ({added_s / 60:.1f} min), {len(result.already)} "
-          f"already there, {len(result.skipped)} skipped; {n_songs} songs ({total_s / 60:.1f} min) in the catalogue "
-          f"[{time.perf_counter() - t0:.1f} s]")
+          f"already there, {len(result.skipped)} skipped; {result.songs} songs ({result.seconds / 60:.1f} min) in the "
+          f"catalogue [{time.perf_counter() - t0:.1f} s]")
     _print_skipped([(f, "its audio is already in the catalogue") for f in result.already], "already there", 10)
     _print_skipped(result.skipped)
-    _print_ignored(ignored)
+    _print_ignored(result.ignored)
     if result.added:
         print(f"next: create_faiss_indexes -i {args.catalogue} -n NAME -o INDEX_FOLDER (or fplib db add, to add "
               f"songs to an existing index)")
     return FAILED if result.skipped else OK
 
 
-@_disk_full_fails
-def calibrate_threshold_main(argv: list[str] | None = None) -> int:
-    """Calibrate "not in the database" for a catalogue and index (writes NAME.threshold.json)."""
+def generate_fingerprints_main(argv: list[str] | None = None) -> int:
+    """Fingerprint a folder of songs into a catalogue (resumable)."""
+    return _run(_generate_fingerprints_parser(), argv, _generate_fingerprints,
+                again="run the same command again to continue (fingerprinted songs are kept)")
+
+
+def _calibrate_threshold_parser() -> argparse.ArgumentParser:
     ap = Parser(
         prog="calibrate_threshold",
         description="Calibrate the threshold that decides 'not in the database' for this catalogue and index, "
@@ -761,82 +552,50 @@ def calibrate_threshold_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the query positions, rooms and noises (default: 0)")
     ap.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     ap.add_argument("--no_progress", action="store_true", help="no progress bars")
-    args = _parse(ap, argv)
-    if isinstance(args, int):
-        return args
-    if not 0 <= args.fpr < 1:
-        _err(f"--fpr must be in [0, 1), got {args.fpr}")
-        return USAGE
-    if (args.queries is not None and args.queries < 1) or args.noise_only < 0 or args.builtin_songs < 2 \
-            or min(args.lengths) < 1:
-        _err("--queries >= 1, --noise_only >= 0, --builtin_songs >= 2 and --lengths >= 1 s are needed")
-        return USAGE
-    from fplib import audio, evaluate, search, storage
-    from fplib.data import IRBank, NoiseBank
+    return ap
 
-    t0 = time.perf_counter()
+
+def _print_calibration(cal) -> None:
+    """The per-length table of a calibration (fplib.calibrate.Calibration), missed lengths marked."""
+    print(f"{'length':>8} {'windows':>7} {'threshold':>9} {'FPR (held-back)':>16}")
+    for r in cal.per_length:
+        fpr = "n/a" if r.fpr is None else f"{r.fpr:.1%} of {r.n_test}"
+        print(f"{r.length_s:>7g}s {r.windows:>7d} {r.threshold:>9.3f} {fpr:>16}"
+              + ("  <- misses the target" if r in cal.missed else ""))
+
+
+def _calibrate_threshold(args: argparse.Namespace) -> int | None:
+    from fplib import calibrate
+
     try:
-        progress = not args.no_progress
-        real = evaluate.corpus_negatives() if args.negatives is None else None
-        if real is not None:
-            builtin = {"rir": real["rir"], "noise": real["noise"]}
-        elif args.negatives is None or args.rooms is None or args.noises is None:
-            builtin = evaluate.calibration_corpus(args.builtin_songs, progress=progress)
-        if real is not None:
-            negatives = real["music"]
-            print(f"negatives: {len(negatives)} held-out songs of the real training corpus "
-                  f"({os.path.dirname(os.path.dirname(negatives[0]))}), with its held-out rooms and noises")
-        elif args.negatives is None:
-            negatives = audio.list_audio(builtin["music"])
-            print(f"negatives: {len(negatives)} built-in synthetic songs ({builtin['music']}); `make corpus` "
-                  f"builds real ones")
-        else:
-            found, problems, _ = _collect_audio(args.negatives)
-            if problems:
-                raise ValueError("; ".join(f"{p}: {r}" for p, r in problems))
-            negatives = [f for f, _ in found]
-        def files(given: str | None, kind: str) -> list:
-            default = builtin[kind] if not given else None
-            return audio.list_audio(given) if given else default if isinstance(default, list) else \
-                audio.list_audio(default)
-
-        irs = IRBank(files(args.rooms, "rir"), audio.SR, max_s=1.0)
-        noises = NoiseBank(files(args.noises, "noise"), audio.SR)
-        rec = search.recognizer_from_files(args.model, args.catalogue, args.index, no_threshold=True,
-                                           nprobe=args.nprobe, phases=args.phases,
-                                           decision=args.decision, device=args.device)
-        cal = evaluate.calibrate_recognizer(rec, negatives, irs, noises, args.fpr, tuple(args.lengths),
-                                            tuple(args.snrs), args.queries or (40 if real is not None else 10),
-                                            args.noise_only, args.seed, progress,
-                                            cross_fit=real is not None)
-    except (*_input_errors(), RuntimeError) as e:
-        _err(e)
-        return USAGE
+        done = calibrate.calibrate_index(
+            args.catalogue, args.index, model=args.model, negatives=args.negatives, rooms=args.rooms,
+            noises=args.noises, fpr=args.fpr, phases=args.phases, decision=args.decision, lengths=tuple(args.lengths),
+            snrs=tuple(args.snrs), queries=args.queries, noise_only=args.noise_only,
+            builtin_songs=args.builtin_songs, nprobe=args.nprobe, seed=args.seed, device=args.device,
+            accept_miss=args.accept_miss, progress=not args.no_progress)
+    except calibrate.TargetMissed as e:
+        _print_calibration(e.calibration)
+        raise
     except KeyboardInterrupt:
         print("interrupted; nothing was written", file=sys.stderr)
         return INTERRUPTED
-    out = search.threshold_path(args.index)
-    print(f"{'length':>8} {'windows':>7} {'threshold':>9} {'FPR (held-back)':>16}")
-    for r in cal.per_length:
-        fpr = "n/a" if r["fpr"] is None else f"{r['fpr']:.1%} of {r['n_test']}"
-        print(f"{r['length_s']:>7g}s {r['windows']:>7d} {r['threshold']:>9.3f} {fpr:>16}"
-              + ("  <- misses the target" if r in cal.missed else ""))
-    if cal.missed and not args.accept_miss:
-        _err(f"the false-positive rate measured on the held-back half misses the {args.fpr:.1%} aimed at for "
-             f"{', '.join(str(r['length_s']) + ' s' for r in cal.missed)} (beyond two standard errors of "
-             f"{', '.join(str(r['n_test']) for r in cal.missed)} queries); {out} was not written. Give more "
-             f"negatives (--negatives, --queries), or --accept_miss to write it anyway")
-        return FAILED
-    storage.write_json(out, cal.to_json())
+    cal, neg = done.calibration, done.calibration.negatives
+    _print_calibration(cal)
     overall = "n/a" if cal.measured_fpr is None else f"{cal.measured_fpr:.1%}"
-    print(f"{out}: decision {cal.decision}, {cal.phases} phases; false-positive rate aimed at {args.fpr:.1%}, "
+    print(f"{done.path}: decision {cal.decision}, {cal.phases} phases; false-positive rate aimed at {args.fpr:.1%}, "
           + (f"measured {overall} held back in both directions between two halves of "
-             f"{len(cal.negatives['calibration'])} and {len(cal.negatives['test'])} files, fitted on both"
-             if cal.negatives.get("cross_fit") else
-             f"measured {overall} on {len(cal.negatives['test'])} held-back files "
-             f"(fitted on {len(cal.negatives['calibration'])})") + f" [{time.perf_counter() - t0:.1f} s]")
-    _print_skipped([tuple(s) for s in cal.negatives["skipped"]], "left out of the negatives")
-    return OK
+             f"{len(neg.calibration)} and {len(neg.test)} files, fitted on both"
+             if neg.cross_fit else
+             f"measured {overall} on {len(neg.test)} held-back files "
+             f"(fitted on {len(neg.calibration)})") + f" [{done.seconds:.1f} s]")
+    _print_skipped(neg.skipped, "left out of the negatives")
+    return None
+
+
+def calibrate_threshold_main(argv: list[str] | None = None) -> int:
+    """Calibrate "not in the database" for a catalogue and index (writes NAME.threshold.json)."""
+    return _run(_calibrate_threshold_parser(), argv, _calibrate_threshold, again="run the same command again")
 
 
 def _build_corpus_parser() -> argparse.ArgumentParser:
@@ -922,195 +681,56 @@ def _db_parser() -> argparse.ArgumentParser:
     return ap
 
 
-@_disk_full_fails
+def _db(args: argparse.Namespace) -> int | None:
+    from fplib import db
+
+    if args.action == "add":
+        added = db.add(args.catalogue, args.index, args.songs, _model_path(args.model), device=args.device,
+                       progress=not args.no_progress)
+        for s in added.added:
+            print(f"added {s.id}: {s.name} ({s.duration:.1f} s)")
+        print(f"{len(added.added)} song(s) added; {added.songs} in {args.catalogue} and {args.index}")
+        _print_ignored(added.ignored)
+    elif args.action == "merge":
+        merged = db.merge(args.catalogue, args.shards, progress=not args.no_progress)
+        print(f"{args.catalogue}: {len(merged.added)} song(s) added from {len(args.shards)} catalogue(s); "
+              f"{merged.songs} songs in the catalogue")
+        if merged.added:
+            print(f"next: create_faiss_indexes -i {args.catalogue} -n NAME -o INDEX_FOLDER")
+    elif args.action == "compact":
+        c = db.compact(args.catalogue, args.dtype, progress=not args.no_progress)
+        was = f"{_size(c.bytes_before)} -> " if c.bytes_before is not None else "converted from one file per song; "
+        print(f"{args.catalogue}: {c.songs} songs, {c.rows} rows of {c.dtype} in {c.file} "
+              f"({was}{_size(c.bytes_after)})")
+    elif args.action == "list":
+        songs = db.list_songs(args.catalogue, args.index)
+        for s in songs:
+            if args.json:
+                print(json.dumps({"id": s.id, "name": s.name, "duration_s": round(s.duration, 3),
+                                  "vectors": s.n_vectors, "path": s.path}, ensure_ascii=False))
+            else:
+                print(f"{s.id:6d}  {s.duration:8.1f} s  {s.name}  ({s.path})")
+        total = sum(s.duration for s in songs)
+        note = f"; {args.index} matches it" if args.index else ""
+        print(f"{len(songs)} songs, {total / 60:.1f} min{note}", file=sys.stderr)
+    else:  # remove
+        removed = db.remove(args.catalogue, args.index, args.songs)
+        for s in removed.removed:
+            print(f"removed {s.id}: {s.name}")
+        print(f"{len(removed.removed)} song(s) removed; {removed.songs} left")
+    return None
+
+
 def db_main(argv: list[str] | None = None) -> int:
     """Add, remove or list songs of a catalogue and its index (no rebuild)."""
-    args = _parse(_db_parser(), argv)
-    if isinstance(args, int):
-        return args
-    if args.action == "add":
-        return _db_add(args)
-    if args.action == "merge":
-        return _db_merge(args)
-    from fplib import index
-    from fplib.catalogue import Catalogue
-
-    try:
-        cat = Catalogue(args.catalogue)
-    except (*_input_errors(), RuntimeError) as e:
-        _err(e)
-        return USAGE
-    with cat:
-        if args.action == "compact":
-            before = os.path.getsize(cat.store_path()) if not cat.legacy and os.path.exists(cat.store_path()) else None
-            try:
-                store = cat.compact(args.dtype, progress=not args.no_progress)
-            except (*_input_errors(), RuntimeError) as e:
-                _err(e)
-                return USAGE
-            after = os.path.getsize(cat.store_path(store)) if store["rows"] else 0
-            was = f"{_size(before)} -> " if before is not None else "converted from one file per song; "
-            print(f"{args.catalogue}: {len(cat)} songs, {store['rows']} rows of {store['dtype']} in {store['file']} "
-                  f"({was}{_size(after)})")
-            return OK
-        songs = cat.songs()
-        if args.action == "list":
-            if args.index:
-                try:
-                    index.load(args.index, cat)
-                except (*_input_errors(), RuntimeError) as e:
-                    _err(e)
-                    return USAGE
-            for s in songs:
-                if args.json:
-                    print(json.dumps({"id": s.id, "name": s.name, "duration_s": round(s.duration, 3),
-                                      "vectors": s.n_vectors, "path": s.path}, ensure_ascii=False))
-                else:
-                    print(f"{s.id:6d}  {s.duration:8.1f} s  {s.name}  ({s.path})")
-            total = sum(s.duration for s in songs)
-            note = f"; {args.index} matches it" if args.index else ""
-            print(f"{len(songs)} songs, {total / 60:.1f} min{note}", file=sys.stderr)
-            return OK
-        by_name: dict[str, list] = {}
-        for s in songs:
-            by_name.setdefault(s.name, []).append(s)
-        by_id = {s.id: s for s in songs}
-        chosen, problems = {}, []
-        for word in args.songs:
-            if word in by_name and len(by_name[word]) == 1:
-                chosen[by_name[word][0].id] = by_name[word][0]
-            elif word in by_name:
-                problems.append(f"{word!r}: {len(by_name[word])} songs have this name (ids "
-                                f"{', '.join(str(s.id) for s in by_name[word])}); remove by id")
-            elif word.isdigit() and int(word) in by_id:
-                chosen[int(word)] = by_id[int(word)]
-            else:
-                problems.append(f"{word!r}: no song with this name or id in {args.catalogue} (fplib db list)")
-        if problems:
-            for p in problems:
-                _err(p)
-            print("nothing was removed", file=sys.stderr)
-            return USAGE
-        try:
-            index.load(args.index, cat)  # the index matches the catalogue before anything changes
-            index.remove_songs(args.index, cat, list(chosen))
-        except (*_input_errors(), RuntimeError) as e:
-            _err(e)
-            return USAGE
-        for s in chosen.values():
-            print(f"removed {s.id}: {s.name}")
-        print(f"{len(chosen)} song(s) removed; {len(cat)} left")
-    return OK
+    return _run(_db_parser(), argv, _db, again="run the same command again")
 
 
 def _size(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
-def _db_merge(args: argparse.Namespace) -> int:
-    from fplib.catalogue import Catalogue, merge
-
-    try:
-        with Catalogue(args.shards[0]) as first:
-            fe, model, dtype = first.fe, first.model, first.store_dtype
-        target = Catalogue(args.catalogue, fe, model, store_dtype=None if os.path.lexists(
-            os.path.join(args.catalogue, "catalogue.sqlite")) or dtype == "uint8" else dtype)
-    except (*_input_errors(), RuntimeError) as e:
-        _err(e)
-        return USAGE
-    with target:
-        try:
-            added = merge(target, args.shards, progress=not args.no_progress)
-        except (*_input_errors(), RuntimeError) as e:
-            _err(e)
-            return USAGE
-        print(f"{args.catalogue}: {len(added)} song(s) added from {len(args.shards)} catalogue(s); {len(target)} songs "
-              f"in the catalogue")
-        if added:
-            print(f"next: create_faiss_indexes -i {args.catalogue} -n NAME -o INDEX_FOLDER")
-    return OK
-
-
-def _db_add(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from fplib import audio, index
-    from fplib.catalogue import Catalogue, file_checksum, load_model, model_description, same_model
-
-    files, problems, ignored = _collect_audio(args.songs)
-    try:
-        ckpt = _model_path(args.model)
-        model, fe = load_model(ckpt, args.device)
-        cat = Catalogue(args.catalogue)  # an existing catalogue only
-        if cat.fe != fe or cat.legacy:
-            cat.close()
-            cat.require_store()
-            raise ValueError(f"{ckpt}: its front end differs from the catalogue's")
-    except (*_input_errors(), RuntimeError) as e:
-        _err(e)
-        return USAGE
-    with cat:
-        try:
-            if cat.model and not same_model(model_description(ckpt), cat.model):
-                raise ValueError(f"{args.catalogue}: the catalogue was made by another model "
-                                 f"({cat.model.get('checkpoint')}); pass it with --model")
-            index.load(args.index, cat)  # the index matches the catalogue before anything changes
-        except (*_input_errors(), RuntimeError) as e:
-            _err(e)
-            return USAGE
-        names = {s.name for s in cat.songs()}
-        seen: dict[str, str] = {}
-        for f, root in files:  # check everything before changing anything
-            name = str(Path(f).relative_to(root).with_suffix("")) if root else Path(f).stem
-            try:
-                duration = audio.info(f).duration
-                if duration < fe.win_s:
-                    raise audio.AudioError(f, f"too short: {duration:.2f} s, at least {fe.win_s} s needed")
-                checksum = file_checksum(f)
-            except (audio.AudioError, OSError) as e:
-                problems.append((f, getattr(e, "reason", str(e))))
-                continue
-            known = cat.find_checksum(checksum)
-            if known is not None:
-                problems.append((f, f"already in the catalogue as song {known.id} {known.name!r}"))
-            elif checksum in seen:
-                problems.append((f, f"the same audio as {seen[checksum]}, given twice"))
-            elif name in names:
-                problems.append((f, f"a song named {name!r} is already in the catalogue"))
-            seen[checksum] = f
-            names.add(name)
-        if problems:
-            for path, reason in problems:
-                _err(f"{path}: {reason}")
-            print("nothing was added", file=sys.stderr)
-            return USAGE
-        try:
-            result = _fingerprint_files(files, cat, model, args.device, 256, not args.no_progress)
-        except BaseException:
-            cat.remove_many([s.id for s in cat.songs() if s.path in {f for f, _ in files}])
-            raise
-        if result.skipped or result.already:
-            cat.remove_many([s.id for s in result.added])
-            _print_skipped(result.skipped + [(f, "already in the catalogue") for f in result.already], "failed")
-            print("nothing was added", file=sys.stderr)
-            return FAILED
-        try:
-            index.add_songs(args.index, cat, result.added)
-        except BaseException as e:
-            cat.remove_many([s.id for s in result.added])
-            if isinstance(e, Exception):
-                _err(f"{args.index}: {e}; nothing was added")
-                return FAILED
-            raise
-        for s in result.added:
-            print(f"added {s.id}: {s.name} ({s.duration:.1f} s)")
-        print(f"{len(result.added)} song(s) added; {len(cat)} in {args.catalogue} and {args.index}")
-    _print_ignored(ignored)
-    return OK
-
-
-def recognize_main(argv: list[str] | None = None) -> int:
-    """Identify recordings: song, offset and score, or 'not in the database'."""
+def _recognize_parser() -> argparse.ArgumentParser:
     ap = Parser(
         prog="recognize", description="Identify recordings: the song, where in it the recording starts, the score "
                                       "and the confidence, or 'not in the database'.",
@@ -1137,72 +757,35 @@ def recognize_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decision", default=None, choices=["score", "margin"], help="what the threshold is compared "
                     "with (default: what it was calibrated with, else score)")
     ap.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    args = _parse(ap, argv)
-    if isinstance(args, int):
-        return args
+    return ap
+
+
+def _recognize(args: argparse.Namespace) -> int:
     from fplib import search
 
-    try:
-        rec = search.recognizer_from_files(args.model, args.catalogue, args.index, no_threshold=args.no_threshold,
-                                           nprobe=args.nprobe, phases=args.phases, decision=args.decision,
-                                           device=args.device)
-    except (*_input_errors(), RuntimeError) as e:
-        _err(e)
-        return USAGE
+    rec = search.recognizer_from_files(args.model, args.catalogue, args.index, no_threshold=args.no_threshold,
+                                       nprobe=args.nprobe, phases=args.phases, decision=args.decision,
+                                       device=args.device)
     note = f"threshold: {rec.threshold_source}; decision {rec.decision}, {rec.phases} phase(s)"
     print(note, file=sys.stderr if args.json else sys.stdout)
-    failed, found = 0, 0
-    for q in args.queries:
-        try:
-            r = rec.recognize(q, method=args.method, top=args.top)
-        except ValueError as e:  # AudioError included
-            failed += 1
-            if args.json:
-                print(json.dumps({"file": q, "error": str(e)}, ensure_ascii=False))
-            print(f"error: {e}" if str(e).startswith(q) else f"{q}: error: {e}", file=sys.stderr)
-            continue
-        found += r.in_database
+    answers = search.Recognitions(rec, args.queries, method=args.method, top=args.top)
+    for answer in answers:
         if args.json:
-            print(json.dumps(_result_json(q, r, rec), ensure_ascii=False))
-        else:
-            _print_result(q, r)
-    summary = (f"{len(args.queries)} queries: {found} identified, {len(args.queries) - found - failed} not in the "
-               f"database, {failed} failed")
-    print(summary, file=sys.stderr if args.json else sys.stdout)
-    return FAILED if failed else OK
+            print(json.dumps(answer.to_json(), ensure_ascii=False))
+        if answer.error is not None:
+            print(*answer.lines(), file=sys.stderr)
+        elif not args.json:
+            print(*answer.lines(), sep="\n")
+    print(answers.summary(), file=sys.stderr if args.json else sys.stdout)
+    return FAILED if answers.failed else OK
 
 
-def _result_json(query: str, r, rec) -> dict:
-    best = r.best if r.in_database else None
-    return {"file": query, "in_database": r.in_database, "song": best.name if best else None,
-            "song_id": best.song_id if best else None, "offset_s": round(best.offset_s, 4) if best else None,
-            "score": r.best.score if r.best else None, "confidence": r.confidence, "threshold": r.threshold,
-            "decision": rec.decision, "reason": r.reason or None, "query_start_s": 0.0,
-            "query_end_s": round(r.query_s, 4), "timings_ms": {k: round(v, 3) for k, v in r.timings_ms.items()},
-            "matches": [{"song": m.name, "song_id": m.song_id, "offset_s": round(m.offset_s, 4), "score": m.score}
-                        for m in r.matches]}
+def recognize_main(argv: list[str] | None = None) -> int:
+    """Identify recordings: song, offset and score, or 'not in the database'."""
+    return _run(_recognize_parser(), argv, _recognize)
 
 
-def _print_result(query: str, r) -> None:
-    span = f"[0.0-{r.query_s:.1f} s]"
-    conf = "" if r.confidence is None else f"confidence {r.confidence:.3f}"
-    if r.threshold is not None and conf:
-        conf += f" {'>=' if r.in_database else '<'} threshold {r.threshold:.3f}"
-    elif conf:
-        conf += ", no threshold"
-    if not r.in_database:
-        best = f"; best guess {r.best.name} at {r.best.offset_s:.1f} s" if r.best else ""
-        print(f"{query} {span}: not in the database ({r.reason}{', ' + conf if conf else ''}{best})")
-        return
-    for rank, m in enumerate(r.matches):
-        if rank == 0:
-            print(f"{query} {span}: {m.name} at {m.offset_s:.1f} s (score {m.score:.3f}, {conf})")
-        else:
-            print(f"{query}   {rank + 1}. {m.name} at {m.offset_s:.1f} s (score {m.score:.3f})")
-
-
-def listen_main(argv: list[str] | None = None) -> int:
-    """Live recognition from a microphone or standard input: each song named as soon as it is recognised."""
+def _listen_parser() -> argparse.ArgumentParser:
     ap = Parser(
         prog="listen", description="Live recognition: name each song as soon as it is recognised (song, where it is "
         "now, seconds of audio needed, confidence), from a microphone or from audio on standard input.",
@@ -1237,46 +820,31 @@ def listen_main(argv: list[str] | None = None) -> int:
                     "threshold was calibrated with, else 1)")
     ap.add_argument("--decision", default=None, choices=["score", "margin"], help="what the threshold is compared "
                     "with (default: what it was calibrated with, else score)")
-    args = _parse(ap, argv)
-    if isinstance(args, int):
-        return args
-    if args.format and not args.rate:
-        _err("--format needs --rate (raw PCM has no header to read it from)")
-        return USAGE
+    ap.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    return ap
 
-    from fplib import listen, search
+
+def _listen(args: argparse.Namespace) -> int | None:
+    from fplib import listen
 
     try:
-        rec = search.recognizer_from_files(args.model, args.catalogue, args.index, nprobe=args.nprobe,
-                                           phases=args.phases, decision=args.decision)
-        listener = listen.Listener(rec, window_s=args.window, change_s=args.change or None, confirm=args.confirm,
-                                   jump_s=args.jump, forget_s=args.forget)
-    except (*_input_errors(), RuntimeError) as e:
-        _err(e)
-        return USAGE
-    print(f"threshold: {rec.threshold_source}; decision {rec.decision}, {rec.phases} phase(s)", file=sys.stderr)
-    sr = rec.fe.sr
-    stream = None
-    try:
-        if args.source == "mic":
-            chunks = listen.microphone_chunks(sr, device=int(args.input_device) if str(args.input_device).isdigit()
-                                              else args.input_device)
-        else:
-            stream = sys.stdin.buffer if args.source == "-" else open(args.source, "rb")
-            chunks = (listen.pcm_chunks(stream, args.format, args.rate, args.channels, sr) if args.format
-                      else listen.decoded_chunks(stream, sr))
-            if args.realtime:
-                chunks = listen.paced(chunks, sr)
-        listen.run(listener, chunks, as_json=args.json)
-    except (listen.ListenError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        if stream is not None and stream is not sys.stdin.buffer:
-            stream.close()
-    return 0
+        source = listen.Source(args.source, args.format, args.rate, args.channels, args.input_device, args.realtime)
+        listener = listen.open_listener(args.model, args.catalogue, args.index, device=args.device,
+                                        nprobe=args.nprobe, phases=args.phases, decision=args.decision,
+                                        window_s=args.window, change_s=args.change or None, confirm=args.confirm,
+                                        jump_s=args.jump, forget_s=args.forget)
+        rec = listener.rec
+        print(f"threshold: {rec.threshold_source}; decision {rec.decision}, {rec.phases} phase(s)", file=sys.stderr)
+        with source.open(rec.fe.sr) as chunks:
+            listen.run(listener, chunks, as_json=args.json)
+    except KeyboardInterrupt:  # how a live stream is stopped: not an error to report
+        return INTERRUPTED
+    return None
+
+
+def listen_main(argv: list[str] | None = None) -> int:
+    """Live recognition from a microphone or standard input: each song named as soon as it is recognised."""
+    return _run(_listen_parser(), argv, _listen)
 
 
 COMMANDS = {"generate_training_dataset": generate_training_dataset_main, "trainer": trainer_main,

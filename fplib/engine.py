@@ -6,7 +6,7 @@ as many threads as torch does, in float32 (OpenVINO is told so: on CPUs with bfl
 otherwise compute in bfloat16), with latency-first settings (one stream, no busy-waiting between
 runs: spinning threads held the cores that torch's front end needs between two runs, and a 1-s query
 took 41 ms instead of 5 ms). The same holds the other way round: torch's idle threads spin for a few
-milliseconds after an operation, so :func:`fplib.catalogue.fingerprint` runs a query's front end on one
+milliseconds after an operation, so :func:`fplib.extraction.fingerprint` runs a query's front end on one
 thread (``torch_threads``), and the full NAFP's network for a 1-s query takes 7-8 ms instead of 11-13.
 Measured on a 2-core AVX2 CPU at 256 windows per batch
 (``benchmarks/bench_train.py`` prints the figures side by side in one run):

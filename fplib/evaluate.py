@@ -28,12 +28,25 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import scipy.fft
+import soxr
 import torch
+from tqdm.auto import tqdm
 
-from fplib import audio, corpus, storage
+from fplib import audio, storage
+from fplib import index as fpindex
 from fplib.augment import add_noise, bandlimit, convolve_ir
+from fplib.catalogue import Catalogue
+from fplib.checkpoints import load_model, model_description
+from fplib.codes import dim
 from fplib.data import IRBank, NoiseBank, item_rng
+from fplib.extraction import extract
+from fplib.features import n_windows
+from fplib.landmark import Landmark
 from fplib.runs import Run
+from fplib.search import Recognizer
+from fplib.search import calibrate as fit_threshold
+from fplib.train import LEARNED_OVER_CHANCE, best_epoch, read_metrics, times_chance
 
 
 @dataclass(frozen=True)
@@ -88,8 +101,6 @@ def find_repeats(song: np.ndarray, start: int, length: int, sr: int, min_corr: f
     """Starts (s) other than ``start`` (samples) where ``song[t : t + length]`` is the same audio as
     ``song[start : start + length]``: normalised cross-correlation >= ``min_corr``, the strongest
     ``limit`` peaks at least ``min_gap_s`` from the query and from each other (FFT correlation)."""
-    import scipy.fft
-
     x = song[start : start + length].astype(np.float64)
     s = song.astype(np.float64)
     n_pos = len(s) - length + 1
@@ -110,129 +121,12 @@ def find_repeats(song: np.ndarray, start: int, length: int, sr: int, min_corr: f
     return tuple(sorted(round(t / sr, 4) for t in found))
 
 
-class HeldOutError(ValueError):
-    pass
-
-
-def check_held_out(query_songs: list[str], training_songs: list[str]) -> None:
-    """Refuse query songs that were used in training (compared as resolved file paths, so links made
-    by the online split count as their targets). When the training songs come from a corpus that
-    ``build_corpus`` made, every song of its manifest is refused, in any split (its validation songs
-    are the threshold's calibration negatives), by path or by decoded audio (:func:`fplib.corpus.leaks`)."""
-    trained = {str(Path(s).resolve()) for s in training_songs}
-    clash = sorted({str(Path(s).resolve()) for s in query_songs} & trained)
-    if clash:
-        raise HeldOutError(f"{len(clash)} query song(s) were in the training split, e.g. {clash[:3]}; "
-                           f"evaluate on held-out songs only")
-    for manifest in sorted({m for m in map(corpus.find_manifest, {str(Path(s).parent) for s in trained}) if m}):
-        check_not_in_corpus(query_songs, corpus.manifest_songs(manifest), str(manifest))
-
-
-def model_corpora(checkpoint: str | os.PathLike) -> list[tuple[tuple[set[str], set[str]], str]]:
-    """The training corpora a model file names: its ``NAME.training.json`` beside it (a shipped model's list
-    of training songs), and the ``build_corpus`` corpus its training folders lie in, if that is on this
-    machine; as ``(songs, where)`` for :func:`check_not_in_corpus`."""
-    from fplib.checkpoints import load_checkpoint
-
-    out = []
-    listed = Path(checkpoint).with_suffix(".training.json")
-    if listed.exists():
-        out.append((corpus.listed_songs(listed), str(listed)))
-    params = load_checkpoint(checkpoint).get("params") or {}
-    folders = [params.get(k) for k in ("train_path", "path", "corpus", "input_folder") if params.get(k)]
-    for m in sorted({m for m in (corpus.find_manifest(corpus.resolve(f)) for f in folders) if m}):
-        out.append((corpus.manifest_songs(m), str(m)))
-    return out
-
-
-def check_not_in_corpus(query_songs: list[str], songs: tuple[set[str], set[str]], where: str) -> None:
-    """Refuse query songs whose audio is a song of a training corpus (``songs``: paths and decoded-audio
-    SHA-256s, :func:`fplib.corpus.manifest_songs` or :func:`fplib.corpus.listed_songs`)."""
-    clash = corpus.leaks(query_songs, songs)
-    if clash:
-        raise HeldOutError(f"{len(clash)} query song(s) are songs of the training corpus ({where}), e.g. "
-                           f"{clash[:3]}; evaluate on music that no training used")
-
-
-def training_songs(run_dir: str | os.PathLike) -> list[str]:
-    """Every song a run trained on: the online split's ``train_set`` and the static dataset's
-    training songs (notebooks 01-03). ``run_dir``: the run's folder or its :class:`fplib.runs.Run`."""
-    run = Run(Path(run_dir))
-    songs: list[str] = []
-    if run.online_split.exists():
-        for folder, files in storage.read_json(run.online_split).items():
-            if folder.endswith("train_set"):
-                songs += files
-    for dataset in run.datasets():
-        meta = dataset / "generation.json"
-        if not meta.exists():
-            continue
-        root = Path(storage.read_json(meta)["settings"]["input_folder"])
-        train = dataset / "train_data.json"
-        if train.exists():
-            songs += [str(root / s) for s in storage.read_json(train)]
-    return songs
-
-
 def split_test_songs(files: list[Path], n_in: int) -> tuple[list[Path], list[Path]]:
     """The first ``n_in`` test songs go into the database, the rest stay out of it."""
     files = sorted(files)
     if not 0 < n_in < len(files):
         raise ValueError(f"need 0 < n_in < {len(files)} test songs, got {n_in}")
     return files[:n_in], files[n_in:]
-
-
-@dataclass
-class QuerySongs:
-    """Which songs notebook 05 queries: ``in_db`` ``{file: catalogue name}`` and ``out_db`` files."""
-
-    in_db: dict[str, str]
-    out_db: list[str]
-    demo_split: bool  # True: notebook 04's held-out test songs; False: the catalogue's own songs
-    left_out: list[str]  # catalogue songs not queried because a training run used them (distractors only)
-
-
-def _resolved(paths) -> dict[str, str]:
-    return {str(Path(p).resolve()): str(p) for p in paths}
-
-
-def query_songs(songs: list, split: dict | None, trained: list[str], out_of_db: list[str] | None = None
-                ) -> QuerySongs:
-    """The songs to query for a catalogue's ``songs`` (:class:`fplib.catalogue.Song`).
-
-    If the catalogue holds notebook 04's held-out test songs (``split["in_database"]``), those are the
-    in-database songs, and any of them (or of the out-of-database songs) that a training run used is
-    refused (:class:`HeldOutError`). Any other catalogue (a user's own folder) is queried from its
-    own songs, at their recorded paths, leaving out those a training run used (they stay in the
-    database as distractors; if none is left, :class:`HeldOutError`). Out-of-database songs:
-    ``out_of_db`` if given, else ``split["out_of_database"]`` (songs synthesised with a seed no
-    training used); a training song or a song whose audio is in the catalogue is refused."""
-    from fplib.catalogue import file_checksum
-
-    by_path = {str(Path(s.path).resolve()): s for s in songs}
-    split_in = [str(p) for p in (split or {}).get("in_database", [])]
-    demo = bool(split_in) and all(str(Path(p).resolve()) in by_path for p in split_in)
-    out = [str(p) for p in (out_of_db if out_of_db else (split or {}).get("out_of_database", []))]
-    if demo:
-        in_db = {p: by_path[str(Path(p).resolve())].name for p in split_in}
-        left_out: list[str] = []
-        check_held_out(list(in_db) + out, trained)
-    else:
-        trained_set = set(_resolved(trained))
-        in_db = {s.path: s.name for r, s in by_path.items() if r not in trained_set}
-        left_out = [s.path for r, s in by_path.items() if r in trained_set]
-        if not in_db:
-            raise HeldOutError(f"all {len(songs)} songs of the catalogue were used in training; add songs no "
-                               f"training run used (only held-out songs are queried)")
-        check_held_out(out, trained)
-    if not out:
-        raise ValueError("no out-of-database songs to measure false positives with (give a folder of songs "
-                         "that are not in the catalogue)")
-    checksums = {s.checksum for s in songs}
-    inside = [p for p in out if str(Path(p).resolve()) in by_path or file_checksum(p) in checksums]
-    if inside:
-        raise ValueError(f"{len(inside)} out-of-database song(s) are in the catalogue, e.g. {inside[:3]}")
-    return QuerySongs(in_db, out, demo, left_out)
 
 
 def plan_queries(in_db: dict[str, str], out_db: list[str], n_irs: int, lengths: list[float], snrs: list[float],
@@ -313,8 +207,6 @@ def render(q: Query, irs: IRBank, noises: NoiseBank, sr: int = audio.SR) -> np.n
 
 def resample_to(wav: np.ndarray, n: int) -> np.ndarray:
     """``wav`` stretched or squeezed to ``n`` samples (a change of playback speed: pitch moves with tempo)."""
-    import soxr
-
     if n == len(wav):
         return wav
     y = soxr.resample(wav, len(wav), n, quality="HQ").astype(np.float32)
@@ -337,8 +229,6 @@ def run(queries: list[Query], irs: IRBank, noises: NoiseBank, systems: dict[str,
     with ``recognize``) or the landmark baseline (:class:`fplib.landmark.Landmark`, anything with
     ``match``), run in that order. ``neural`` / ``landmark``: shorthands for ``{"neural": neural}`` and
     ``{"audfprint": landmark}``."""
-    from tqdm.auto import tqdm
-
     systems = _systems(systems, neural, landmark)
     rows = []
     for q in tqdm(queries, desc="queries", unit="query", disable=not progress):
@@ -485,8 +375,6 @@ def calibration_scores(recognizer, queries: list[Query], irs: IRBank, noises: No
                        noise_only_per_length: int, seed: int, progress: bool = True) -> dict[int, list[float]]:
     """Best-candidate scores of out-of-database queries and of noise-only queries, by query length in
     windows (scores are reported whatever the recogniser's current threshold)."""
-    from fplib.features import n_windows
-
     fe = recognizer.fe
     by_id = {q.id: q for q in queries}
     scores: dict[int, list[float]] = defaultdict(list)
@@ -568,8 +456,6 @@ def split_out_of_database(out_db: list[str]) -> tuple[list[str], list[str]]:
 def landmark_system(songs: list, density: float = Protocol.landmark_density, sr: int = audio.SR):
     """The audfprint baseline (:class:`fplib.landmark.Landmark`) holding ``songs`` (catalogue
     :class:`fplib.catalogue.Song` rows: ``name``, ``path``), at ``density`` hashes per second."""
-    from fplib.landmark import Landmark
-
     lm = Landmark(density=density)
     for s in songs:
         lm.add(s.name, audio.load(s.path, sr), sr)
@@ -579,8 +465,6 @@ def landmark_system(songs: list, density: float = Protocol.landmark_density, sr:
 def db_bytes_per_second(systems: dict[str, object], songs: list) -> dict[str, float]:
     """Each system's database size per second of catalogued audio: a neural system's index bytes per
     fingerprint over its hop, the landmark baseline's hash table over the ``songs``' duration."""
-    from fplib import index as fpindex
-
     audio_s = sum(s.duration for s in songs)
     out = {}
     for name, system in systems.items():
@@ -595,8 +479,6 @@ def untrained_models(run: Run | str | os.PathLike) -> dict[str, str]:
     """Models notebooks 02 and 03 trained in ``run`` whose best validation top-1 (in the run's metrics log)
     stayed under :data:`fplib.train.LEARNED_OVER_CHANCE` times chance: ``{folder key: why}``. :func:`trained_systems`
     leaves them out, so that no comparison shows an untrained model as a family's result."""
-    from fplib.train import LEARNED_OVER_CHANCE, best_epoch, read_metrics, times_chance
-
     run = run if isinstance(run, Run) else Run(Path(run))
     out = {}
     for key, ckpt in run.trained().items():
@@ -622,12 +504,6 @@ def trained_systems(run: Run | str | os.PathLike, catalogue, skip_sha256: str | 
     variant and how it was trained, e.g. ``attn_small online``. Catalogues and indexes already built for
     the same checkpoint are reused (extraction resumes). Models that did not learn
     (:func:`untrained_models`) are left out."""
-    from fplib import index as fpindex
-    from fplib.catalogue import Catalogue, extract
-    from fplib.checkpoints import load_model, model_description
-    from fplib.codes import dim
-    from fplib.search import Recognizer
-
     run = run if isinstance(run, Run) else Run(Path(run))
     songs = catalogue.songs()
     systems = {}
@@ -700,8 +576,6 @@ def benchmark(systems: dict[str, object], in_db: dict[str, str], out_db: list[st
        ``protocol.conditions`` (codecs, speed changes: :func:`with_conditions`) are scored as systems of
        their own, ``"NAME @CONDITION"``. Systems that already hold a threshold keep it when
        ``calibrate`` is False (a shipped model's default)."""
-    from fplib.search import calibrate as fit_threshold
-
     systems = _systems(systems)
     p = protocol
     calib_songs, test_out = split_out_of_database(out_db)
@@ -722,166 +596,3 @@ def benchmark(systems: dict[str, object], in_db: dict[str, str], out_db: list[st
     rows = run(queries, irs, noises, systems, method=p.method, progress=progress)
     return Benchmark(p, queries, rows, score(queries, rows, p.tolerance_s), calib_queries, scores, thresholds,
                      calib_songs, test_out)
-
-
-# -- calibrating "not in the database" for a user's own catalogue ---------------------------------
-
-# The built-in negatives: a synthetic corpus (fplib.synth) with a seed that neither the training corpus
-# (notebook 01, seed 0) nor the test corpus (notebook 04, seed 1000) uses.
-CALIBRATION_SEED = 2000
-CALIBRATION_LENGTHS = Protocol.lengths
-CALIBRATION_SNRS = Protocol.snrs
-
-
-def calibration_corpus(n_songs: int = 24, root: str | os.PathLike | None = None,
-                       progress: bool = True) -> dict[str, Path]:
-    """The built-in out-of-database audio: ``n_songs`` synthetic 30-s songs, 8 noises and 8 simulated
-    rooms, seeded with :data:`CALIBRATION_SEED`, generated once and cached (default under
-    ``outputs/calibration_corpus/``); returns ``{"music", "noise", "rir"}`` folders."""
-    from fplib.synth import CorpusSpec, make_demo_corpus
-
-    spec = CorpusSpec(n_songs=n_songs, song_seconds=30.0, n_noises=8, noise_seconds=20.0, n_irs=8,
-                      seed=CALIBRATION_SEED)
-    root = Path(root) if root is not None else storage.outputs_root() / "calibration_corpus" / f"songs{n_songs}"
-    return make_demo_corpus(root, spec, progress=progress)
-
-
-@dataclass
-class Calibration:
-    """A threshold calibrated on one half of the negatives and its false-positive rate measured on the
-    other (held-back) half, per query length."""
-
-    threshold: object  # fplib.search.Threshold
-    target_fpr: float
-    phases: int
-    decision: str
-    per_length: list[dict]  # length_s, windows, threshold, n_calibration, n_test, false_positives, fpr
-    measured_fpr: float | None  # over every held-back query
-    negatives: dict  # what was used: files per half, skipped files, rooms, noises
-
-    @property
-    def missed(self) -> list[dict]:
-        """The lengths whose held-back false-positive rate exceeds the target by more than two standard
-        errors (a binomial count of ``n_test`` queries at the target rate)."""
-        return [r for r in self.per_length if r["fpr"] is not None and r["n_test"] and r["fpr"] > self.target_fpr
-                + 2 * math.sqrt(max(self.target_fpr * (1 - self.target_fpr), 1e-4) / r["n_test"])]
-
-    def to_json(self) -> dict:
-        """The ``NAME.threshold.json`` content (what ``recognize`` and notebook 05 read, plus the measurements)."""
-        return {"threshold": self.threshold.to_dict(), "target_fpr": self.target_fpr, "phases": self.phases,
-                "decision": self.decision, "measured_fpr": self.measured_fpr, "per_length": self.per_length,
-                "negatives": self.negatives}
-
-
-# what a shipped model's threshold is calibrated for, on the corpus's held-out songs (calibrate_on_corpus)
-SHIPPED_FPR = 0.02
-CORPUS_CALIBRATION = {"per_cell": 40, "noise_only_per_length": 16}
-
-
-def corpus_negatives(root: str | os.PathLike | None = None) -> dict[str, list[Path]] | None:
-    """The held-out songs, rooms and noises of the corpus ``build_corpus`` made (default
-    ``outputs/corpus``): real out-of-database music for calibration; None when there is no corpus."""
-    try:
-        folders = corpus.training_folders(root if root is not None else corpus.default_root())
-        return {"music": audio.list_audio(folders["val_set"]),
-                "rir": audio.list_audio(folders["val_impulse_responses"]),
-                "noise": audio.list_audio(folders["val_background_noises"])}
-    except (FileNotFoundError, NotADirectoryError, ValueError):  # no corpus, or one without held-out songs
-        return None
-
-
-def calibrate_on_corpus(recognizer, root: str | os.PathLike | None = None, fpr: float = SHIPPED_FPR,
-                        seed: int = 0, progress: bool = True, per_cell: int = CORPUS_CALIBRATION["per_cell"]
-                        ) -> Calibration:
-    """:func:`calibrate_recognizer` on the corpus's held-out songs, rooms and noises (:func:`corpus_negatives`),
-    as a shipped model's default threshold is made: cross-fitted (both halves measured held back, the
-    threshold fitted on both), ``per_cell`` queries per length and SNR per half."""
-    neg = corpus_negatives(root)
-    if neg is None:
-        raise FileNotFoundError(f"{root or corpus.default_root()}: no corpus to calibrate on; run build_corpus "
-                                f"(make corpus)")
-    sr = recognizer.fe.sr
-    irs, noises = IRBank(neg["rir"], sr, max_s=1.0), NoiseBank(neg["noise"], sr)
-    return calibrate_recognizer(recognizer, neg["music"], irs, noises, fpr, seed=seed, progress=progress,
-                                cross_fit=True, per_cell=per_cell,
-                                noise_only_per_length=CORPUS_CALIBRATION["noise_only_per_length"])
-
-
-def calibrate_recognizer(recognizer, negatives: list[str | os.PathLike], irs: IRBank, noises: NoiseBank,
-                         fpr: float = Protocol.target_fpr, lengths: tuple[float, ...] = CALIBRATION_LENGTHS,
-                         snrs: tuple[float, ...] = CALIBRATION_SNRS, per_cell: int = 4,
-                         noise_only_per_length: int = 4, seed: int = 0, progress: bool = True,
-                         cross_fit: bool = False) -> Calibration:
-    """Calibrate ``recognizer``'s "not in the database" threshold for a stated false-positive rate.
-
-    Out-of-database queries of each length are cut at random positions from ``negatives`` (songs that
-    are not in the recogniser's catalogue; files whose audio is in it, or that cannot be decoded, are
-    left out and listed), reverberated with ``irs`` and mixed with ``noises`` at ``snrs`` as
-    :func:`render` does, plus noise-only queries. The negatives are split in two halves (alternating
-    in sorted order): the threshold is fitted on the first (:func:`fplib.search.calibrate`), and the
-    false-positive rate is measured on the held-back second half. The recogniser's threshold is set to
-    the result.
-
-    With ``cross_fit`` the halves also swap roles (fit on the second, measure on the first: the rates
-    reported are both held-back measurements together), and the threshold kept is fitted on both halves
-    pooled, twice the queries of either: a rate's tail over a few dozen songs is what moves a threshold
-    most from one set of songs to another."""
-    from fplib.catalogue import file_checksum
-
-    usable, skipped = [], []
-    for f in sorted(str(p) for p in negatives):
-        try:
-            audio.info(f)
-            in_cat = recognizer.catalogue.find_checksum(file_checksum(f))
-        except (audio.AudioError, OSError) as e:
-            skipped.append((f, getattr(e, "reason", str(e))))
-            continue
-        if in_cat is not None:
-            skipped.append((f, f"its audio is in the catalogue (song {in_cat.name!r}); negatives must not be"))
-            continue
-        usable.append(f)
-    if len(usable) < 2:
-        raise ValueError(f"need at least 2 usable out-of-database audio files to calibrate (half to fit, half to "
-                         f"measure), got {len(usable)}" + (f"; skipped: {skipped}" if skipped else ""))
-    halves = usable[0::2], usable[1::2]
-    fe = recognizer.fe
-    recognizer.threshold = None
-    scores = []
-    for h, files in enumerate(halves):
-        queries = plan_queries({}, files, len(irs), list(lengths), list(snrs), per_cell, seed + 10 * h + 1, sr=fe.sr)
-        scores.append(calibration_scores(recognizer, queries, irs, noises, list(lengths), noise_only_per_length,
-                                         seed + 10 * h + 2, progress=progress))
-    threshold, per_length, measured = fit_and_measure(scores[0], scores[1], fpr, lengths, fe, cross_fit)
-    recognizer.threshold = threshold
-    return Calibration(threshold, fpr, recognizer.phases, recognizer.decision, per_length, measured,
-                       {"calibration": halves[0], "test": halves[1], "cross_fit": cross_fit, "skipped": skipped,
-                        "rooms": [str(f) for f in irs.files], "noises": [str(f) for f in noises.files]})
-
-
-def fit_and_measure(first: dict[int, list[float]], second: dict[int, list[float]], fpr: float,
-                    lengths: tuple[float, ...], fe, cross_fit: bool = False):
-    """A threshold fitted for ``fpr`` on the out-of-database scores ``first`` (by query length in windows)
-    and its false-positive rate measured on ``second``; with ``cross_fit`` also fitted on ``second`` and
-    measured on ``first`` (both measurements reported together), the threshold returned fitted on both.
-    Returns ``(threshold, per_length, measured_fpr)`` as :class:`Calibration` holds them."""
-    from fplib.features import n_windows
-    from fplib.search import calibrate
-
-    folds = [(first, second, calibrate(first, fpr))]
-    if cross_fit:
-        folds.append((second, first, calibrate(second, fpr)))
-        threshold = calibrate({w: [*first.get(w, []), *second.get(w, [])] for w in {*first, *second}}, fpr)
-    else:
-        threshold = folds[0][2]
-    per_length, fp_all, n_all = [], 0, 0
-    for length in lengths:
-        w = n_windows(int(round(length * fe.sr)), fe)
-        fp = n_test = n_fit = 0
-        for fit, test, fitted in folds:
-            held = np.asarray(test.get(w, []), dtype=np.float64)
-            fp, n_test, n_fit = fp + int((held >= fitted(w)).sum()), n_test + len(held), n_fit + len(fit.get(w, []))
-        fp_all, n_all = fp_all + fp, n_all + n_test
-        per_length.append({"length_s": float(length), "windows": w, "threshold": threshold(w),
-                           "n_calibration": n_fit, "n_test": n_test,
-                           "false_positives": fp, "fpr": fp / n_test if n_test else None})
-    return threshold, per_length, fp_all / n_all if n_all else None

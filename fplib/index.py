@@ -28,7 +28,8 @@ import faiss
 import numpy as np
 
 from fplib import codes, storage
-from fplib.catalogue import Catalogue, Song, same_model
+from fplib.catalogue import Catalogue, Song
+from fplib.checkpoints import same_model
 from fplib.errors import BadFileError, check_file, json_type, read_json
 
 # faiss warns below this many training points per centroid; fewer vectors than this per list
@@ -310,7 +311,7 @@ def load(path: str | os.PathLike, catalogue: Catalogue, nprobe: int | None = Non
 
 
 def add_songs(path: str | os.PathLike, catalogue: Catalogue, songs: list[Song]) -> faiss.Index:
-    """Add songs already in ``catalogue`` (e.g. by ``catalogue.extract``) to the index at ``path``.
+    """Add songs already in ``catalogue`` (e.g. by :func:`fplib.extraction.extract`) to the index at ``path``.
 
     The index is checked against the catalogue without those songs, updated, and saved atomically
     with its mapping and metadata."""
@@ -338,7 +339,7 @@ def remove_songs(path: str | os.PathLike, catalogue: Catalogue, song_ids: list[i
         s = catalogue.song(sid)
         removed = index.remove_ids(faiss.IDSelectorRange(s.first_vector, s.first_vector + s.n_vectors))
         if removed != s.n_vectors:
-            raise RuntimeError(f"{path}: removed {removed} vectors of song {sid}, expected {s.n_vectors}")
+            raise BadFileError(path, f"removed {removed} vectors of song {sid}, expected {s.n_vectors}")
     catalogue.remove_many(song_ids)  # one transaction
     _save(index, path, catalogue, None)
     return index

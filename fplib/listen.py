@@ -29,7 +29,10 @@ not been accepted for ``forget_s`` seconds, a "lost" event says so and the next 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
+import os
 import queue
 import sys
 import time
@@ -38,9 +41,10 @@ from dataclasses import asdict, dataclass
 from typing import BinaryIO
 
 import numpy as np
+import soxr
 
-from fplib import audio, codes
-from fplib.catalogue import fingerprint
+from fplib import audio, codes, search
+from fplib.extraction import fingerprint
 from fplib.features import n_windows
 from fplib.search import Match, Recognizer
 
@@ -411,8 +415,6 @@ def _read(f: BinaryIO, n: int) -> bytes:
 
 
 def _soxr_stream(rate: int, sr: int):
-    import soxr
-
     return soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ")
 
 
@@ -420,7 +422,7 @@ def decoded_chunks(f: BinaryIO, sr: int = audio.SR) -> Iterator[np.ndarray]:
     """Any container/codec FFmpeg reads (wav, flac, ogg, mp3, ...) from a binary stream, decoded as it
     arrives (PyAV) -> mono chunks at ``sr``."""
     try:
-        import av
+        import av  # optional (the av extra); imported here so that a missing one is a clear error
     except ImportError:
         raise ListenError("decoding audio on standard input needs PyAV (pip install av); or send raw PCM with "
                           "--format s16le|f32le --rate R --channels C") from None
@@ -447,7 +449,7 @@ def microphone_chunks(sr: int = audio.SR, device: int | str | None = None,
                       block_s: float = 0.25) -> Iterator[np.ndarray]:
     """The default (or the given) input device through sounddevice (PortAudio), mono at ``sr``."""
     try:
-        import sounddevice as sd
+        import sounddevice as sd  # optional, and needs the PortAudio library: only the microphone uses it
     except ImportError:
         raise ListenError("listening to a microphone needs the sounddevice package (pip install sounddevice); "
                           "or pipe audio in: ... | listen -") from None
@@ -482,6 +484,52 @@ def microphone_chunks(sr: int = audio.SR, device: int | str | None = None,
             yield resampler.resample_chunk(x) if resampler is not None else x
 
 
+class Source:
+    """Where :func:`run` reads a stream: ``"mic"`` (the input device ``input_device``, a number or a name;
+    default: the system's), ``"-"`` (standard input) or a file (a named pipe too). Standard input and
+    files hold any audio FFmpeg decodes, or raw interleaved PCM of sample format ``fmt`` (``s16le``,
+    ``f32le``) at ``rate`` Hz with ``channels`` channels; with ``realtime`` they are delivered no faster
+    than real time, as if live. Checked when made, before anything is opened (``ValueError``); opened by
+    :meth:`open`."""
+
+    def __init__(self, source: str | os.PathLike = "mic", fmt: str | None = None, rate: int | None = None,
+                 channels: int = 1, input_device: int | str | None = None, realtime: bool = True):
+        if fmt and not rate:
+            raise ValueError("--format needs --rate (raw PCM has no header to read it from)")
+        self.source, self.fmt, self.rate, self.channels, self.realtime = str(source), fmt, rate, channels, realtime
+        self.input_device = int(input_device) if str(input_device).isdigit() else input_device
+
+    @contextlib.contextmanager
+    def open(self, sr: int = audio.SR) -> Iterator[Iterator[np.ndarray]]:
+        """The stream as ``float32`` mono chunks at ``sr``, closed on leaving the block; a file that cannot be
+        opened or read (``OSError``) is a :class:`ListenError` with the same message."""
+        stream = None
+        try:
+            if self.source == "mic":
+                yield microphone_chunks(sr, device=self.input_device)
+                return
+            stream = sys.stdin.buffer if self.source == "-" else open(self.source, "rb")
+            chunks = (pcm_chunks(stream, self.fmt, self.rate, self.channels, sr) if self.fmt
+                      else decoded_chunks(stream, sr))
+            yield paced(chunks, sr) if self.realtime else chunks
+        except OSError as e:
+            raise ListenError(str(e)) from e
+        finally:
+            if stream is not None and stream is not sys.stdin.buffer:
+                stream.close()
+
+
+def open_listener(model: str | os.PathLike | None, catalogue: str | os.PathLike, index: str | os.PathLike, *,
+                  device: str = "cpu", nprobe: int | None = None, phases: int | None = None,
+                  decision: str | None = None, **listener_kw) -> Listener:
+    """A :class:`Listener` over the recogniser of a catalogue and index (:func:`fplib.search.recognizer_from_files`:
+    the model, default the shipped one, its threshold, query phases and decision); ``listener_kw``:
+    :class:`Listener`'s settings (``window_s``, ``change_s``, ``confirm``, ``jump_s``, ``forget_s``)."""
+    rec = search.recognizer_from_files(model, catalogue, index, nprobe=nprobe, phases=phases, decision=decision,
+                                       device=device)
+    return Listener(rec, **listener_kw)
+
+
 def paced(chunks: Iterable[np.ndarray], sr: int) -> Iterator[np.ndarray]:
     """Deliver chunks no faster than real time (a file streamed as if it were live)."""
     t0, n = time.monotonic(), 0
@@ -501,8 +549,6 @@ def listen(listener: Listener, chunks: Iterable[np.ndarray]) -> Iterator[Event]:
 
 def run(listener: Listener, chunks: Iterable[np.ndarray], out=None, as_json: bool = False) -> list[Event]:
     """Print each event as it happens (one JSON object a line with ``as_json``); returns them."""
-    import json
-
     out = out or sys.stdout
     events = []
     for e in listen(listener, chunks):

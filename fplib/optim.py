@@ -53,7 +53,7 @@ class Lamb(torch.optim.Optimizer):
 
 
 def make_optimizer(name: str, model: torch.nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """``Adam`` or ``Lamb`` (the original scripts' spelling; case-insensitive). Weight decay skips biases and norms."""
+    """``Adam`` or ``Lamb`` (case-insensitive). Weight decay skips biases and norms."""
     decay = [p for p in model.parameters() if p.ndim > 1 and p.requires_grad]
     other = [p for p in model.parameters() if p.ndim <= 1 and p.requires_grad]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
@@ -67,7 +67,7 @@ def make_optimizer(name: str, model: torch.nn.Module, lr: float, weight_decay: f
 
 def warmup_cosine(total_steps: int, warmup_steps: int, min_factor: float = 0.0):
     """LR multiplier: linear warm-up over ``warmup_steps``, then cosine decay to ``min_factor`` at
-    ``total_steps`` (the run's real length, not a fixed 100 epochs as in the original scripts)."""
+    ``total_steps`` (the run's real length)."""
     if total_steps < 1:
         raise ValueError("total_steps must be >= 1")
     warmup_steps = min(warmup_steps, total_steps - 1) if total_steps > 1 else 0

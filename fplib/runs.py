@@ -80,7 +80,7 @@ class Run:
     # -- notebook 01: the corpus and the static pairs
     @property
     def corpus(self) -> Path:
-        """The built-in demo corpus (``music/``, ``noise/``, ``rir/``; :func:`fplib.synth.demo_corpus`)."""
+        """The built-in demo corpus (``music/``, ``noise/``, ``rir/``; :func:`fplib.synth.demo.demo_corpus`)."""
         return self.root / "corpus"
 
     @property
@@ -115,7 +115,7 @@ class Run:
 
     @property
     def online_data(self) -> Path:
-        """The online split (:func:`fplib.train.split_online_data`): ``train/``, ``val/``, ``split.json``."""
+        """The online split (:func:`fplib.sources.split_online_data`): ``train/``, ``val/``, ``split.json``."""
         return self.root / "online_data"
 
     @property

@@ -7,8 +7,8 @@ re-scored on the uncompressed fingerprints as the mean similarity between query 
 database window start + i over all i (a window that falls outside the song counts 0): the inner product
 of unit vectors, or for binary codes 1 - 2 Hamming / D (:mod:`fplib.codes`; 0 for unrelated codes, 1 for
 equal ones), so everything below works the same for both kinds. The best
-candidate names the song and the offset (start x hop). Unlike the original scripts' version, hits are only counted
-at the same alignment, so dense regions or two neighbouring songs cannot add up. Majority vote (the
+candidate names the song and the offset (start x hop). Hits are only counted at the same alignment, so
+dense regions or two neighbouring songs cannot add up. Majority vote (the
 song most frequent among all neighbours) stays available for comparison.
 
 The decision "in the database" compares a confidence with a threshold calibrated on queries that are
@@ -36,18 +36,21 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fplib import audio, codes
+from fplib import audio, codes, pretrained, storage
 from fplib import index as fpindex
-from fplib.catalogue import Catalogue, fingerprint, load_model
+from fplib.catalogue import Catalogue
+from fplib.checkpoints import load_model
 from fplib.errors import BadFileError, json_type, read_json
+from fplib.extraction import fingerprint
 from fplib.features import n_windows
-from fplib.models import kind_of_model
+from fplib.models.registry import kind_of_model
 
 # Playback speeds (relative) a long query is also aligned at: radio, DJ sets and turntables play songs
 # a few per cent fast or slow, and over 10 s a 5 % drift moves the last window a whole hop off the grid.
@@ -317,8 +320,6 @@ def resolve_threshold(index_path: str | os.PathLike, catalogue: Catalogue, no_th
     None with ``no_threshold`` (every query accepted); else the index's own ``NAME.threshold.json``;
     else, for a catalogue made by the shipped model, that model's default threshold
     (:mod:`fplib.pretrained`); otherwise :class:`MissingThresholdError`, saying to run calibrate_threshold."""
-    from fplib import pretrained
-
     path = threshold_path(index_path)
     if no_threshold:
         return None, "none (--no-threshold): every query is accepted as in the database"
@@ -338,8 +339,19 @@ def resolve_threshold(index_path: str | os.PathLike, catalogue: Catalogue, no_th
 
 
 def load_threshold(path: str | os.PathLike) -> dict:
-    """A ``NAME.threshold.json``, checked by :func:`check_threshold` (:class:`BadFileError` names the file)."""
+    """A ``NAME.threshold.json``, checked by :func:`check_threshold` (:class:`BadFileError` names the file):
+    the one reader of the file :func:`save_threshold` writes."""
     return check_threshold(read_json(path, "threshold file"), path)
+
+
+def save_threshold(index_path: str | os.PathLike, settings: dict) -> Path:
+    """Write the threshold settings of ``NAME.index`` (``NAME.threshold.json`` format: ``threshold``, ``phases``,
+    ``decision``, and whatever measurements come with them, e.g. :meth:`fplib.calibrate.Calibration.to_json`)
+    to its :func:`threshold_path`, atomically, and return that path: the one writer of the file. Settings
+    that :func:`check_threshold` refuses are not written (:class:`BadFileError`)."""
+    path = threshold_path(index_path)
+    storage.write_json(path, check_threshold(settings, path))
+    return path
 
 
 def check_threshold(saved, path: str | os.PathLike) -> dict:
@@ -381,12 +393,10 @@ def check_threshold(saved, path: str | os.PathLike) -> dict:
 
 def check_model(checkpoint: str | os.PathLike, catalogue: Catalogue, fe) -> None:
     """Refuse a model whose front end or weights differ from those that made ``catalogue``."""
-    from fplib.catalogue import file_checksum
-
     if catalogue.fe != fe:
         raise ValueError(f"{checkpoint}: its front end {fe.to_dict()} differs from the catalogue's "
                          f"{catalogue.fe.to_dict()}")
-    if catalogue.model and catalogue.model.get("sha256") != file_checksum(checkpoint):
+    if catalogue.model and catalogue.model.get("sha256") != storage.file_checksum(checkpoint):
         made_by = f"{catalogue.model.get('checkpoint')}, SHA-256 {str(catalogue.model.get('sha256'))[:12]}..."
         hint = f"; pass --model {catalogue.model['checkpoint']}" if catalogue.model.get("checkpoint") else ""
         raise ValueError(f"{catalogue.folder}: fingerprints were made by another model ({made_by}), not "
@@ -415,8 +425,6 @@ def recognizer_from_files(checkpoint: str | os.PathLike | None, catalogue_dir: s
     (and the query phases and decision it was calibrated with) from :func:`resolve_threshold`; its
     source is ``recognizer.threshold_source``. ``checkpoint`` may also name a shipped model
     (``fplib-small-v1``)."""
-    from fplib import pretrained
-
     if checkpoint is None or (str(checkpoint) in pretrained.NAMES and not os.path.exists(checkpoint)):
         checkpoint = pretrained.default_model(pretrained_dir, None if checkpoint is None else str(checkpoint))
     model, fe = load_model(checkpoint)
@@ -441,3 +449,77 @@ def recognizer_from_files(checkpoint: str | os.PathLike | None, catalogue_dir: s
         raise
     rec.threshold_source = source
     return rec
+
+
+@dataclass
+class Answer:
+    """One query file's answer (:class:`Recognitions`): its :class:`Result`, or why it could not be read."""
+
+    query: str
+    result: Result | None
+    error: str | None = None  # the file could not be used (not audio, too short ...)
+    decision: str = "score"  # what the threshold was compared with
+
+    def to_json(self) -> dict:
+        """One JSON object: ``file`` and ``error``, or ``file``, ``in_database``, ``song``, ``song_id``,
+        ``offset_s``, ``score``, ``confidence``, ``threshold``, ``decision``, ``reason``, ``query_start_s``,
+        ``query_end_s``, ``timings_ms`` and ``matches``."""
+        r = self.result
+        if r is None:
+            return {"file": self.query, "error": self.error}
+        best = r.best if r.in_database else None
+        return {"file": self.query, "in_database": r.in_database, "song": best.name if best else None,
+                "song_id": best.song_id if best else None, "offset_s": round(best.offset_s, 4) if best else None,
+                "score": r.best.score if r.best else None, "confidence": r.confidence, "threshold": r.threshold,
+                "decision": self.decision, "reason": r.reason or None, "query_start_s": 0.0,
+                "query_end_s": round(r.query_s, 4), "timings_ms": {k: round(v, 3) for k, v in r.timings_ms.items()},
+                "matches": [{"song": m.name, "song_id": m.song_id, "offset_s": round(m.offset_s, 4), "score": m.score}
+                            for m in r.matches]}
+
+    def lines(self) -> list[str]:
+        """The answer as text: the best song, offset, score and confidence against the threshold, then the
+        other matches, or "not in the database" with the reason and the best guess; for an unreadable file,
+        the error."""
+        q, r = self.query, self.result
+        if r is None:
+            return [f"error: {self.error}" if str(self.error).startswith(q) else f"{q}: error: {self.error}"]
+        span = f"[0.0-{r.query_s:.1f} s]"
+        conf = "" if r.confidence is None else f"confidence {r.confidence:.3f}"
+        if r.threshold is not None and conf:
+            conf += f" {'>=' if r.in_database else '<'} threshold {r.threshold:.3f}"
+        elif conf:
+            conf += ", no threshold"
+        if not r.in_database:
+            best = f"; best guess {r.best.name} at {r.best.offset_s:.1f} s" if r.best else ""
+            return [f"{q} {span}: not in the database ({r.reason}{', ' + conf if conf else ''}{best})"]
+        return [f"{q} {span}: {m.name} at {m.offset_s:.1f} s (score {m.score:.3f}, {conf})" if rank == 0 else
+                f"{q}   {rank + 1}. {m.name} at {m.offset_s:.1f} s (score {m.score:.3f})"
+                for rank, m in enumerate(r.matches)]
+
+
+class Recognitions:
+    """Query files recognised one by one as this is iterated (an :class:`Answer` each, in order), and
+    counted: ``identified``, ``not_in_database`` and ``failed`` (a file that could not be used: a
+    ``ValueError``, :class:`fplib.audio.AudioError` included, is its answer's ``error``; the rest go on)."""
+
+    def __init__(self, recognizer: Recognizer, queries: list[str | os.PathLike], method: str = "sequence",
+                 top: int = 3):
+        self.recognizer, self.queries, self.method, self.top = recognizer, [str(q) for q in queries], method, top
+        self.identified = self.not_in_database = self.failed = 0
+
+    def __iter__(self) -> Iterator[Answer]:
+        for q in self.queries:
+            try:
+                r = self.recognizer.recognize(q, method=self.method, top=self.top)
+            except ValueError as e:  # AudioError included
+                self.failed += 1
+                yield Answer(q, None, str(e), self.recognizer.decision)
+                continue
+            self.identified += r.in_database
+            self.not_in_database += not r.in_database
+            yield Answer(q, r, None, self.recognizer.decision)
+
+    def summary(self) -> str:
+        """``N queries: I identified, O not in the database, F failed``."""
+        return (f"{len(self.queries)} queries: {self.identified} identified, {self.not_in_database} not in the "
+                f"database, {self.failed} failed")

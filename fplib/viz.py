@@ -11,10 +11,11 @@ import numpy as np
 import torch
 from IPython.display import Audio, display
 
-from fplib import audio
+from fplib import audio, codes
 from fplib.augment import STEPS, Augmenter, Draws
 from fplib.data import IRBank, NoiseBank, item_rng, read_with_context, torch_generator
 from fplib.features import FrontEnd, LogMel, hz_to_mel
+from fplib.models.registry import loss_name
 
 STEP_TITLES = {"clean": "clean", "offset": "+ time offset", "speed": "+ playback speed",
                "ir": "+ room impulse response", "noise": "+ background noise", "eq": "+ microphone colouration",
@@ -249,14 +250,15 @@ def explorer(songs: Sequence[Path], irs: IRBank, noises: NoiseBank, augmenter: A
     return {"controls": controls, "output": out}
 
 
-def plot_training(history: Sequence[dict], title: str = "") -> plt.Figure:
-    """Loss (train and validation) and validation top-1 hit rate against the epoch."""
+def plot_training(history: Sequence[dict], title: str = "", model: str | None = None) -> plt.Figure:
+    """Loss (train and validation) and validation top-1 hit rate against the epoch; the loss is named as
+    registered model ``model``'s registry entry names it (plain "loss" without one)."""
     ep = [h["epoch"] + 1 for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.5), constrained_layout=True)
     a.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
     a.plot(ep, [h["val_loss"] for h in history], "s-", label="validation")
     a.set_xlabel("epoch")
-    a.set_ylabel("NT-Xent loss")
+    a.set_ylabel(f"{loss_name(model)} loss" if model else "loss")
     a.legend()
     b.plot(ep, [100 * h["val_top1"] for h in history], "o-", color="C2")
     best = [h for h in history if h.get("best")]
@@ -286,14 +288,16 @@ def plot_neighbours(nn: dict, fe: FrontEnd = FrontEnd()) -> plt.Figure:
     return fig
 
 
-def plot_similarity(a: np.ndarray, b: np.ndarray, hop_s: float, title: str = "") -> plt.Figure:
-    """Inner products between fingerprints ``a [N, D]`` (rows) and ``b [M, D]`` (columns)."""
+def plot_similarity(a: np.ndarray, b: np.ndarray, hop_s: float, title: str = "", kind: str = "float") -> plt.Figure:
+    """Similarities between stored fingerprints ``a`` (rows) and ``b`` (columns) of ``kind`` (the model's, see
+    :func:`fplib.models.registry.kind_of_model`): inner products of unit vectors, or 1 - 2 h / D of binary
+    codes (:mod:`fplib.codes`), both 1 for identical fingerprints and about 0 for unrelated ones."""
     fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)
-    im = ax.imshow(a @ b.T, origin="lower", aspect="auto", cmap="viridis", vmin=-0.2, vmax=1.0,
-                   extent=(0, len(b) * hop_s, 0, len(a) * hop_s))
+    im = ax.imshow(codes.similarity_matrix(a, b, kind), origin="lower", aspect="auto", cmap="viridis", vmin=-0.2,
+                   vmax=1.0, extent=(0, len(b) * hop_s, 0, len(a) * hop_s))
     ax.set_xlabel("time in the second sequence (s)")
     ax.set_ylabel("time in the song (s)")
-    plt.colorbar(im, ax=ax, label="inner product")
+    plt.colorbar(im, ax=ax, label="inner product" if kind == "float" else "1 - 2 x Hamming distance / bits")
     if title:
         ax.set_title(title, fontsize=9)
     return fig

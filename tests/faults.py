@@ -183,7 +183,7 @@ def _same(a, b) -> bool:
 
 
 def _checkpoint_content(path: Path) -> dict:
-    from fplib.train import load_checkpoint
+    from fplib.checkpoints import load_checkpoint
 
     ck = load_checkpoint(path)
     if "metrics" in ck:

@@ -73,7 +73,7 @@ def attention_init(seed: int = 0, threads: int = THREADS) -> list[Check]:
     kernels (its training is chaotic), so the check is a ratio of at least 10 between the two, not a fixed
     level for the released one."""
     from fplib.losses import contrastive
-    from fplib.models import build_model
+    from fplib.models.registry import build_model
 
     g = torch.Generator().manual_seed(seed)
     base = torch.randn(8, 1, 1, 32, generator=g) * 10 + torch.randn(1, 1, 256, 1, generator=g) * 10 - 40
@@ -95,7 +95,7 @@ def samaf_reconstruction(seed: int = 0, threads: int = THREADS) -> list[Check]:
     """40 Adam steps of SAMAF's objective on 8 windows with distinct spectral envelopes: the reconstruction
     error falls 22-37-fold (seeds 0-2; after 20 steps only 11-16-fold, too close to the bound) and the
     objective more than halves."""
-    from fplib.models import build_model
+    from fplib.models.registry import build_model
     from fplib.models.samaf import reconstruction_loss, samaf_objective
 
     g = torch.Generator().manual_seed(seed)
@@ -132,7 +132,9 @@ def loss_curve(history: list[dict]) -> list[Check]:
 def static_training(seed: int = 0, threads: int = THREADS, root: Path | None = None) -> list[Check]:
     """The trainer on a small static dataset (tests/test_train.py's), :func:`loss_curve`'s checks."""
     from fplib.features import FrontEnd
-    from fplib.train import TrainConfig, static_source, train
+    from fplib.sources import static_source
+    from fplib.train import train
+    from fplib.train_config import TrainConfig
 
     root = Path(root or tempfile.mkdtemp(prefix="fplib-learning-"))
     pairs = static_pairs(root)

@@ -8,8 +8,8 @@ import torch
 from fplib import engine
 from fplib.features import FrontEnd
 from fplib.losses import contrastive
-from fplib.models import ATTN, ATTNSettings, build_model, n_parameters, variant
-from fplib.models.attn import SpectroTemporalAttention
+from fplib.models.attn import ATTN, ATTNSettings, SpectroTemporalAttention
+from fplib.models.registry import build_model, n_parameters, variant
 from tests import learning
 
 # the original front end: 16 kHz, 0.95-s windows, 64 mel bands, hop 160 -> 64 x 96
@@ -128,16 +128,17 @@ def test_gradients_are_finite_and_reach_every_parameter():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
+@pytest.mark.slow
 def test_one_contrastive_training_step():
     model = _small(2).train()
     v = variant("attn_small")
-    assert v.objective is None and v.kind == "float" and v.family == "attn" and v.train_defaults == {"temperature": 0.1}
-    assert variant("attn").train_defaults == {"temperature": 0.1} and variant("attn").family == "attn"
+    assert v.objective_fn() is contrastive and v.kind == "float" and v.family == "attn" and v.loss == "NT-Xent"
+    assert v.training == variant("attn").training == {"temperature": 0.1} and variant("attn").family == "attn"
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     xa = torch.randn(4, 1, 256, 32)
     xb = xa + 0.1 * torch.randn_like(xa)
     before = [p.detach().clone() for p in model.parameters()]
-    loss, za, zb = contrastive(model, model, xa, xb, v.train_defaults["temperature"])
+    loss, za, zb = contrastive(model, model, xa, xb, v.training["temperature"])
     assert loss.ndim == 0 and torch.isfinite(loss) and za.shape == zb.shape == (4, 128)
     opt.zero_grad()
     loss.backward()
@@ -157,6 +158,7 @@ def test_build_state_dict_build_again_load_strict():
         torch.testing.assert_close(again.eval()(x), model.eval()(x))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
 def test_cpu_runtimes_give_torchs_fingerprints(monkeypatch, runtime):
     monkeypatch.setenv(engine.ENGINE_ENV, runtime)
@@ -170,6 +172,7 @@ def test_cpu_runtimes_give_torchs_fingerprints(monkeypatch, runtime):
     torch.testing.assert_close(run(x[:1]), want[:1], atol=1e-4, rtol=1e-3)  # a batch of one too
 
 
+@pytest.mark.slow
 def test_attention_starts_near_identity_and_the_network_learns():
     """u and v start at fan-in scale (1 / sqrt(length)), so the masks start near 1; with the released code's
     N(0, 1) (attention_init_std=1.0) NT-Xent on a fixed batch barely moves, with fplib's it falls fast

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from fplib import audio, cli, evaluate, pretrained, search, storage
+from fplib import audio, calibrate, cli, evaluate, pretrained, search, storage
 from fplib.catalogue import Catalogue
+from fplib.checkpoints import load_checkpoint, load_model, save_checkpoint
 from fplib.features import FrontEnd, n_windows
-from fplib.models import build_model, model_names
-from fplib.train import load_checkpoint, load_model, save_checkpoint
+from fplib.models.registry import build_model, model_names
 from tests.helpers import make_folders, music_like, tone
 
 FE = FrontEnd()
@@ -76,6 +76,7 @@ def _run(*args, **kw):
                           timeout=120, **kw)
 
 
+@pytest.mark.slow
 def test_fplib_lists_the_commands_and_help_exits_0():
     r = _run("--help")
     assert r.returncode == 0
@@ -139,17 +140,20 @@ def test_every_option_has_help_text(monkeypatch, capsys):
 def test_trainer_options_may_follow_the_mode():
     ap = cli._trainer_parser()
     ns = ap.parse_args(["static", "-tp", "A", "-vp", "B", "-ep", "3", "--arch", "nafp_small", "--preload"])
-    assert (ns.epochs, ns.arch, ns.preload, ns.batch_size, ns.train_path) == (3, "nafp_small", True, 32, "A")
+    assert (ns.epochs, ns.arch, ns.preload, ns.batch_size, ns.train_path) == (3, "nafp_small", True, None, "A")
     ns = ap.parse_args(["-ep", "5", "-bs", "16", "dynamic_online", "-p", "s", "-ir", "i", "-bn", "n", "-m", "x"])
     assert (ns.epochs, ns.batch_size, ns.model_name, ns.train_ratio) == (5, 16, "x", 0.8)  # not reset by the mode
     ns = ap.parse_args(["dynamic", "-tp", "a", "-vp", "b"])
-    assert (ns.epochs, ns.batch_size, ns.optim, ns.output_path, ns.lr, ns.no_amp) == (200, 32, "Adam", ".", 1e-4,
+    # TrainConfig's defaults; a family setting (batch, optimiser, lr...) left None is the architecture's
+    assert (ns.epochs, ns.batch_size, ns.optim, ns.output_path, ns.lr, ns.no_amp) == (200, None, None, ".", None,
                                                                                        False)
-    assert tuple(cli.ARCHS) == tuple(model_names())  # --help lists the architectures without importing torch
+    arch = next(a for a in ap._actions if "--arch" in a.option_strings)
+    assert arch.choices == model_names() and all(name in arch.help for name in model_names())  # from the registry
 
 
 # -- generate_fingerprints ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_generate_fingerprints_reports_skips_and_resumes(world, tmp_path, capsys):
     with Catalogue(world["cat"]) as cat:
         names = sorted(s.name for s in cat.songs())
@@ -278,13 +282,13 @@ def test_calibration_measures_the_false_positive_rate_on_the_held_back_half(worl
 
     irs, noises = IRBank(audio.list_audio(world["rooms"])), NoiseBank(audio.list_audio(world["noises"]))
     negs = audio.list_audio(world["neg"])
-    cal = evaluate.calibrate_recognizer(rec, negs, irs, noises, 0.0, (1.0,), (10.0,), 2, 1, progress=False)
+    cal = calibrate.calibrate_recognizer(rec, negs, irs, noises, 0.0, (1.0,), (10.0,), 2, 1, progress=False)
     assert rec.threshold is cal.threshold
     # fpr 0: the threshold lies above every calibration score; the held-back half is measured against it
     again = evaluate.calibration_scores(rec, evaluate.plan_queries({}, [str(negs[1])], len(irs), [1.0], [10.0], 2, 11),
                                         irs, noises, [1.0], 1, 12, progress=False)
     fp = int(np.sum(np.asarray(again[1]) >= cal.threshold(1)))
-    assert cal.per_length[0]["false_positives"] == fp and cal.per_length[0]["n_test"] == len(again[1]) == 3
+    assert cal.per_length[0].false_positives == fp and cal.per_length[0].n_test == len(again[1]) == 3
     assert cal.measured_fpr == fp / 3
 
 
@@ -294,8 +298,8 @@ def test_cross_fitted_calibration_measures_both_halves_and_fits_on_both(world):
 
     irs, noises = IRBank(audio.list_audio(world["rooms"])), NoiseBank(audio.list_audio(world["noises"]))
     negs = audio.list_audio(world["neg"])
-    cal = evaluate.calibrate_recognizer(rec, negs, irs, noises, 0.0, (1.0,), (10.0,), 2, 1, progress=False,
-                                        cross_fit=True)
+    cal = calibrate.calibrate_recognizer(rec, negs, irs, noises, 0.0, (1.0,), (10.0,), 2, 1, progress=False,
+                                         cross_fit=True)
     halves = [evaluate.calibration_scores(rec, evaluate.plan_queries({}, [str(f) for f in files], len(irs), [1.0],
                                                                       [10.0], 2, 10 * h + 1),
                                           irs, noises, [1.0], 1, 10 * h + 2, progress=False)[1]
@@ -304,11 +308,11 @@ def test_cross_fitted_calibration_measures_both_halves_and_fits_on_both(world):
     # its false positives; the threshold kept lies above both halves' scores
     fp = sum(int(np.sum(np.asarray(halves[1 - h]) > max(halves[h]))) for h in (0, 1))
     n = len(halves[0]) + len(halves[1])
-    assert cal.per_length[0]["n_test"] == cal.per_length[0]["n_calibration"] == n == 2 * 2 + 2 * 1  # + noise-only
-    assert cal.per_length[0]["false_positives"] == fp and cal.measured_fpr == fp / n
+    assert cal.per_length[0].n_test == cal.per_length[0].n_calibration == n == 2 * 2 + 2 * 1  # + noise-only
+    assert cal.per_length[0].false_positives == fp and cal.measured_fpr == fp / n
     assert max(halves[0] + halves[1]) < cal.threshold(1) == pytest.approx(max(halves[0] + halves[1]), abs=1e-9)
     assert fp >= 1  # two songs' top scores differ: one of the two folds measures a false positive
-    assert cal.negatives["cross_fit"] is True and rec.threshold is cal.threshold
+    assert cal.negatives.cross_fit is True and rec.threshold is cal.threshold
 
 
 def test_calibrate_threshold_default_negatives_are_built_in_and_cached(world, tmp_path, capsys):
@@ -320,13 +324,13 @@ def test_calibrate_threshold_default_negatives_are_built_in_and_cached(world, tm
     assert rc == 0 and "built-in synthetic songs" in out
     corpus = storage.outputs_root() / "calibration_corpus" / "songs2"
     manifest = storage.read_json(corpus / "corpus.json")
-    assert manifest["spec"]["seed"] == evaluate.CALIBRATION_SEED != 0 and manifest["spec"]["n_songs"] == 2
+    assert manifest["spec"]["seed"] == calibrate.CALIBRATION_SEED != 0 and manifest["spec"]["n_songs"] == 2
     saved = storage.read_json(search.threshold_path(idx))
     used = saved["negatives"]["calibration"] + saved["negatives"]["test"]
     assert len(used) == 2 and all(Path(f).parent == corpus / "music" for f in used)
     assert all(Path(f).parent == corpus / "rir" for f in saved["negatives"]["rooms"])
     before = (corpus / "corpus.json").stat().st_mtime_ns
-    evaluate.calibration_corpus(2, progress=False)
+    calibrate.calibration_corpus(2, progress=False)
     assert (corpus / "corpus.json").stat().st_mtime_ns == before  # cached, not generated again
 
 
@@ -430,6 +434,7 @@ def test_export_writes_a_slim_half_precision_model_and_its_card(world, tmp_path)
         pretrained.update_card({"sha256": "x"}, tmp_path / "bare")
 
 
+@pytest.mark.slow
 def test_commands_default_to_the_shipped_model(world, tmp_path, monkeypatch, capsys):
     shipped = tmp_path / "shipped"
     threshold = {"threshold": {"windows": [1, 9], "values": [0.99, 0.99]}, "target_fpr": 0.05, "phases": 1,
@@ -466,6 +471,7 @@ def test_commands_default_to_the_shipped_model(world, tmp_path, monkeypatch, cap
     assert "--model" in capsys.readouterr().err and not (tmp_path / "c2").exists()
 
 
+@pytest.mark.slow
 def test_generate_fingerprints_killed_then_run_again_gives_the_uninterrupted_catalogue(world, tmp_path):
     import signal
     import sqlite3

@@ -15,8 +15,10 @@ import pytest
 import soundfile as sf
 import soxr
 
-from fplib import audio, corpus, synth
+from fplib import audio, corpus, corpus_dedupe, corpus_packages
 from fplib.cli import build_corpus_main
+from fplib.synth.music import synth_song
+from fplib.synth.noise import NOISE_KINDS, synth_noise
 
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
 
@@ -49,9 +51,9 @@ License: CC-BY-SA-4.0
 """
 
 SOURCES = (
-    corpus.Source(PKG, "music", (f"{MUSIC}/*", f"{PK3}::music/*")),
-    corpus.Source(PKG, "noise", (f"{NOISE}/*",)),
-    corpus.Source(PKG, "rir", (f"{RIRS}/*.wav",)),
+    corpus_packages.Source(PKG, "music", (f"{MUSIC}/*", f"{PK3}::music/*")),
+    corpus_packages.Source(PKG, "noise", (f"{NOISE}/*",)),
+    corpus_packages.Source(PKG, "rir", (f"{RIRS}/*.wav",)),
 )
 
 
@@ -83,8 +85,8 @@ def _make_package(root: Path) -> tuple[Path, dict]:
     # the CC-BY-SA song is the one in the validation split
     names = {"special": _pick("special_theme", "val", ".ogg"), "train": _pick("train_song", "train"),
              "orig": "original.flac", "fast": "original_last_lap.flac"}
-    songs = {"orig": synth.synth_song(11, 38.0, SR)[0], "train": synth.synth_song(13, 36.0, SR)[0],
-             "special": synth.synth_song(14, 35.0, SR)[0]}
+    songs = {"orig": synth_song(11, 38.0, SR)[0], "train": synth_song(13, 36.0, SR)[0],
+             "special": synth_song(14, 35.0, SR)[0]}
     for k, wav in songs.items():
         audio.write(music / names[k], wav, SR)
     # the original played 1.05 x faster: fewer samples at the same rate (36.2 s, still a song)
@@ -93,18 +95,18 @@ def _make_package(root: Path) -> tuple[Path, dict]:
     rng = np.random.default_rng(0)
     (music / "corrupt.ogg").write_bytes(rng.integers(0, 256, 20000, dtype=np.uint8).tobytes())
     audio.write(music / "silent.wav", np.zeros(35 * SR, np.float32), SR)
-    audio.write(music / "jingle.wav", synth.synth_song(15, 5.0, SR)[0], SR)
+    audio.write(music / "jingle.wav", synth_song(15, 5.0, SR)[0], SR)
     (music / "readme.txt").write_text("not audio")
     # a song inside a Quake-style archive, with a non-music member the glob leaves out
     (pkg / PK3).parent.mkdir(parents=True)
     zipped = root / "zipped.ogg"
-    audio.write(zipped, synth.synth_song(16, 35.0, SR)[0], SR)
+    audio.write(zipped, synth_song(16, 35.0, SR)[0], SR)
     with zipfile.ZipFile(pkg / PK3, "w") as z:
         z.write(zipped, "music/zipped_song.ogg")
         z.write(zipped, "sound/effect.ogg")
     (pkg / NOISE).mkdir(parents=True)
-    audio.write(pkg / NOISE / "wind.wav", synth.synth_noise(synth.NOISE_KINDS[0], 1, 4.0, 8000), 8000)
-    audio.write(pkg / NOISE / "click.wav", synth.synth_noise(synth.NOISE_KINDS[0], 2, 0.5, 8000), 8000)
+    audio.write(pkg / NOISE / "wind.wav", synth_noise(NOISE_KINDS[0], 1, 4.0, 8000), 8000)
+    audio.write(pkg / NOISE / "click.wav", synth_noise(NOISE_KINDS[0], 2, 0.5, 8000), 8000)
     (pkg / RIRS).mkdir(parents=True)
     ir = np.zeros(int(0.2 * SR), np.float32)
     ir[10] = 1.0
@@ -156,12 +158,13 @@ def _music(built, key: str) -> dict:
     return _files(built)[f"{MUSIC}/{built['names'][key]}"]
 
 
+@pytest.mark.slow
 def test_fake_package_is_fetched_from_debs_and_versioned(built):
-    deb = corpus.fetch(PKG, built["debs"])  # found in the folder: apt-get is never run
+    deb = corpus_packages.fetch(PKG, built["debs"])  # found in the folder: apt-get is never run
     assert deb.name == f"{PKG}_{VERSION}_all.deb"
-    assert corpus.version_of(deb) == VERSION
-    assert corpus.version_of(Path("odd.deb")) == "unknown"
-    assert corpus.version_of(Path("x_1%3a2.0-1_all.deb")) == "1:2.0-1"
+    assert corpus_packages.version_of(deb) == VERSION
+    assert corpus_packages.version_of(Path("odd.deb")) == "unknown"
+    assert corpus_packages.version_of(Path("x_1%3a2.0-1_all.deb")) == "1:2.0-1"
 
 
 def test_manifest_written_with_kind_packages_versions(built):
@@ -250,7 +253,7 @@ def test_sped_up_copy_found_and_moved_out(built):
     assert fast["status"] == "duplicate"
     assert fast["duplicate_of"] == orig["key"] == _key("music", f"{MUSIC}/{built['names']['orig']}")
     assert 0.9 < fast["speed"] < 1.0  # the copy is played slower to find the original (1 / 1.05)
-    assert fast["share"] >= corpus.DUP_SHARE
+    assert fast["share"] >= corpus_dedupe.DUP_SHARE
     assert fast["path"].startswith("duplicates/") and (out / fast["path"]).is_file()
     names = {p.name for p in (out / "train").rglob("*.flac")} | {p.name for p in (out / "val").rglob("*.flac")}
     assert Path(built["names"]["fast"]).name not in names
@@ -364,38 +367,38 @@ def test_licences_parses_stanzas():
             "Files: data/music/*\n  data/sounds/loop_*.ogg\nCopyright: y\nLicense: CC-BY-3.0\n\n"
             "License: GPL-2+\n text of it\n\n"
             "Files: debian/*\nLicense: GPL-3+\n")
-    stanzas = corpus.licences(text)
+    stanzas = corpus_packages.licences(text)
     assert stanzas == [(["*"], "GPL-2+"), (["data/music/*", "data/sounds/loop_*.ogg"], "CC-BY-3.0"),
                        (["debian/*"], "GPL-3+")]
-    assert corpus.licences("no stanzas here") == []
+    assert corpus_packages.licences("no stanzas here") == []
     # installed paths differ from the source's: the pattern's tail is matched against the path's tail
-    assert corpus.licence_for("usr/share/games/x/data/music/a.ogg", stanzas, "?") == "CC-BY-3.0"
-    assert corpus.licence_for("usr/share/games/x/data/sounds/loop_2.ogg", stanzas, "?") == "CC-BY-3.0"
-    assert corpus.licence_for("usr/share/games/x/data/sounds/hit.ogg", stanzas, "?") == "GPL-2+"
-    assert corpus.licence_for("x.pk3::music/a.ogg", stanzas, "?") == "GPL-2+"
-    assert corpus.licence_for("usr/share/x/music/a.ogg", [(["sounds/*"], "MIT")], "fallback") == "fallback"
-    assert corpus.licence_for("a/music/b.ogg", [(["music/*"], "MIT"), (["music/b.ogg"], "BSD")], "?") == "BSD"
+    assert corpus_packages.licence_for("usr/share/games/x/data/music/a.ogg", stanzas, "?") == "CC-BY-3.0"
+    assert corpus_packages.licence_for("usr/share/games/x/data/sounds/loop_2.ogg", stanzas, "?") == "CC-BY-3.0"
+    assert corpus_packages.licence_for("usr/share/games/x/data/sounds/hit.ogg", stanzas, "?") == "GPL-2+"
+    assert corpus_packages.licence_for("x.pk3::music/a.ogg", stanzas, "?") == "GPL-2+"
+    assert corpus_packages.licence_for("usr/share/x/music/a.ogg", [(["sounds/*"], "MIT")], "fallback") == "fallback"
+    assert corpus_packages.licence_for("a/music/b.ogg", [(["music/*"], "MIT"), (["music/b.ogg"], "BSD")], "?") == "BSD"
 
 
 def test_package_licence(tmp_path):
     doc = tmp_path / "usr/share/doc/p"
     doc.mkdir(parents=True)
     (doc / "copyright").write_text(COPYRIGHT)
-    stanzas, fallback = corpus.package_licence(tmp_path, "p")
+    stanzas, fallback = corpus_packages.package_licence(tmp_path, "p")
     assert [lic for _, lic in stanzas] == ["GPL-2+", "CC-BY-SA-4.0"]
     assert fallback == "CC-BY-SA-4.0 / GPL-2+"
-    stanzas, fallback = corpus.package_licence(tmp_path, "missing")
+    stanzas, fallback = corpus_packages.package_licence(tmp_path, "missing")
     assert stanzas == [] and "copyright" in fallback
 
 
 def test_items_globs_and_excludes(built):
     root = built["out"] / "unpacked" / PKG
     assert (root / ".complete").read_text().strip() == f"{PKG}_{VERSION}_all.deb"
-    music = corpus.items(SOURCES[0], root)
+    music = corpus_packages.items(SOURCES[0], root)
     members = [i.member for i in music]
     assert f"{PK3}::music/zipped_song.ogg" in members and f"{PK3}::sound/effect.ogg" not in members
     assert f"{MUSIC}/readme.txt" not in members
-    fewer = corpus.items(corpus.Source(PKG, "music", SOURCES[0].include, ("*.wav", "*::*")), root)
+    fewer = corpus_packages.items(corpus_packages.Source(PKG, "music", SOURCES[0].include, ("*.wav", "*::*")), root)
     assert {i.member for i in fewer} == {m for m in members if not m.endswith(".wav") and "::" not in m}
 
 
@@ -441,14 +444,15 @@ def test_cli_builds_from_local_debs(built, fake_sources, tmp_path, monkeypatch, 
 
 def test_missing_deb_without_apt_is_a_corpus_error(tmp_path, monkeypatch):
     """fetch: a package that is not in the folder and that apt-get cannot download is a CorpusError naming it."""
-    monkeypatch.setattr(corpus.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 100, "", "E: no"))
-    with pytest.raises(corpus.CorpusError, match="apt-get download fake-music failed"):
-        corpus.fetch(PKG, tmp_path / "debs")
+    monkeypatch.setattr(corpus_packages.subprocess, "run",
+                        lambda *a, **k: subprocess.CompletedProcess(a, 100, "", "E: no"))
+    with pytest.raises(corpus_packages.CorpusError, match="apt-get download fake-music failed"):
+        corpus_packages.fetch(PKG, tmp_path / "debs")
 
 
 def test_unpack_refuses_a_broken_deb(tmp_path):
     bad = tmp_path / "x_1_all.deb"
     bad.write_bytes(b"not a deb")
-    with pytest.raises(corpus.CorpusError, match="dpkg-deb -x failed"):
-        corpus.unpack(bad, tmp_path / "unpacked")
+    with pytest.raises(corpus_packages.CorpusError, match="dpkg-deb -x failed"):
+        corpus_packages.unpack(bad, tmp_path / "unpacked")
     assert not (tmp_path / "unpacked").exists()

@@ -1,7 +1,7 @@
 """The evaluation side of the real training corpus, on a tiny corpus folder written here by hand (no dpkg-deb,
 no model): the leakage check by path and by decoded audio (fplib.corpus.leaks, listed_songs, training_list),
-the held-out check against a corpus (fplib.evaluate.check_held_out, model_corpora, check_not_in_corpus),
-Calibration.missed, corpus_negatives, training_folders and resolve, train.record_split, the shipped models by
+the held-out check against a corpus (fplib.heldout.check_held_out, model_corpora, check_not_in_corpus),
+Calibration.missed, corpus_negatives, training_folders and resolve, sources.record_split, the shipped models by
 name (fplib.pretrained, fplib.cli._model_path) and calibrate_threshold's refusal to write a threshold that
 misses its target."""
 
@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from fplib import audio, corpus, evaluate, pretrained, runs, search, storage, synth, train
+from fplib import audio, calibrate, corpus, heldout, pretrained, runs, search, sources, storage
 from fplib.cli import _model_path, calibrate_threshold_main
+from fplib.synth.music import synth_song
+from fplib.synth.noise import synth_noise
+from fplib.synth.rooms import simulate_rir
 
 SR = 8000
 SONG_S = 3.0
@@ -25,7 +28,7 @@ V1_SHA256 = "23efb8e81612901d78a2f7b16e86fe2d386ae72bd00a8dc8870e9140bff49946"  
 
 
 def _song(seed: int) -> np.ndarray:
-    return synth.synth_song(seed, SONG_S, SR)[0]
+    return synth_song(seed, SONG_S, SR)[0]
 
 
 def _record(root: Path, rel: str, role: str, split: str | None, status: str = "kept", name: str | None = None,
@@ -46,12 +49,12 @@ def _write_corpus(root: Path, rooms_val: bool = True) -> dict:
     for rel, wav in songs.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         audio.write(root / rel, wav, SR, subtype="PCM_16")
-    others = {"val/noise/fake-pkg/wind.flac": synth.synth_noise("white", 5, 2.0, SR),
-              "train/noise/synthetic/pink_00.flac": synth.synth_noise("pink", 6, 2.0, SR),
-              "val/noise/synthetic/brown_01.flac": synth.synth_noise("brown", 7, 2.0, SR),
-              "train/rooms/plain/room_000.flac": synth.simulate_rir(8, SR)[0]}
+    others = {"val/noise/fake-pkg/wind.flac": synth_noise("white", 5, 2.0, SR),
+              "train/noise/synthetic/pink_00.flac": synth_noise("pink", 6, 2.0, SR),
+              "val/noise/synthetic/brown_01.flac": synth_noise("brown", 7, 2.0, SR),
+              "train/rooms/plain/room_000.flac": simulate_rir(8, SR)[0]}
     if rooms_val:
-        others["val/rooms/plain/room_000.flac"] = synth.simulate_rir(9, SR)[0]
+        others["val/rooms/plain/room_000.flac"] = simulate_rir(9, SR)[0]
     for rel, wav in others.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         audio.write(root / rel, wav, SR, subtype="PCM_16")
@@ -160,15 +163,15 @@ def test_training_list_and_listed_songs(fake, tmp_path):
 
 def test_check_held_out_refuses_every_corpus_song(fake):
     training = [str(p) for p in fake["train"]]
-    evaluate.check_held_out([str(fake["unrelated"])], training)  # unrelated music passes
+    heldout.check_held_out([str(fake["unrelated"])], training)  # unrelated music passes
     for q in (fake["train"][0], fake["val"], fake["copy"], fake["dup_copy"]):
-        with pytest.raises(evaluate.HeldOutError):
-            evaluate.check_held_out([str(fake["unrelated"]), str(q)], training)
+        with pytest.raises(heldout.HeldOutError):
+            heldout.check_held_out([str(fake["unrelated"]), str(q)], training)
 
 
 def test_check_held_out_names_the_corpus(fake):
-    with pytest.raises(evaluate.HeldOutError, match="training corpus") as e:
-        evaluate.check_held_out([str(fake["copy"])], [str(p) for p in fake["train"]])
+    with pytest.raises(heldout.HeldOutError, match="training corpus") as e:
+        heldout.check_held_out([str(fake["copy"])], [str(p) for p in fake["train"]])
     assert str((fake["root"] / corpus.MANIFEST).resolve()) in str(e.value)
     assert str(fake["copy"]) in str(e.value)
 
@@ -178,9 +181,9 @@ def test_check_held_out_without_a_corpus_compares_paths_only(fake, tmp_path):
     own = tmp_path / "own"
     own.mkdir()
     audio.write(own / "song.wav", audio.load(fake["val"], SR), SR, subtype="PCM_16")
-    evaluate.check_held_out([str(fake["val"]), str(fake["unrelated"])], [str(own / "song.wav")])
-    with pytest.raises(evaluate.HeldOutError, match="training split"):
-        evaluate.check_held_out([str(own / "song.wav")], [str(own / "song.wav")])
+    heldout.check_held_out([str(fake["val"]), str(fake["unrelated"])], [str(own / "song.wav")])
+    with pytest.raises(heldout.HeldOutError, match="training split"):
+        heldout.check_held_out([str(own / "song.wav")], [str(own / "song.wav")])
 
 
 # -- 3. model_corpora, check_not_in_corpus ---------------------------------------------------------------------
@@ -196,15 +199,15 @@ def test_model_corpora_from_listed_songs_and_train_path(fake, tmp_path):
     ckpt = _checkpoint(tmp_path / "models" / "small.pt", {"train_path": str(fake["root"] / "train" / "music")})
     listed = tmp_path / "models" / "small.training.json"
     storage.write_json(listed, corpus.training_list(fake["root"] / corpus.MANIFEST))
-    found = evaluate.model_corpora(ckpt)
+    found = heldout.model_corpora(ckpt)
     manifest_path = (fake["root"] / corpus.MANIFEST).resolve()
     assert [where for _, where in found] == [str(listed), str(manifest_path)]
     assert found[0][0] == corpus.listed_songs(listed)
     assert found[1][0] == corpus.manifest_songs(manifest_path)
     for songs, where in found:
-        evaluate.check_not_in_corpus([str(fake["unrelated"])], songs, where)
-        with pytest.raises(evaluate.HeldOutError, match="training corpus"):
-            evaluate.check_not_in_corpus([str(fake["unrelated"]), str(fake["copy"])], songs, where)
+        heldout.check_not_in_corpus([str(fake["unrelated"])], songs, where)
+        with pytest.raises(heldout.HeldOutError, match="training corpus"):
+            heldout.check_not_in_corpus([str(fake["unrelated"]), str(fake["copy"])], songs, where)
 
 
 def test_model_corpora_relative_outputs_corpus_param(fake, tmp_path, monkeypatch):
@@ -212,28 +215,27 @@ def test_model_corpora_relative_outputs_corpus_param(fake, tmp_path, monkeypatch
     monkeypatch.setenv(storage.OUTPUTS_ENV, str(fake["base"] / "outputs"))
     monkeypatch.chdir(tmp_path)
     ckpt = _checkpoint(tmp_path / "m.pt", {"corpus": "outputs/corpus", "model": "nafp_small"})
-    found = evaluate.model_corpora(ckpt)
+    found = heldout.model_corpora(ckpt)
     assert [where for _, where in found] == [str((fake["root"] / corpus.MANIFEST).resolve())]
 
 
 def test_model_corpora_none_without_corpus(fake, tmp_path):
-    assert evaluate.model_corpora(_checkpoint(tmp_path / "a.pt", None)) == []
-    assert evaluate.model_corpora(_checkpoint(tmp_path / "b.pt", {"train_path": str(fake["other"])})) == []
+    assert heldout.model_corpora(_checkpoint(tmp_path / "a.pt", None)) == []
+    assert heldout.model_corpora(_checkpoint(tmp_path / "b.pt", {"train_path": str(fake["other"])})) == []
 
 
 # -- 4. Calibration.missed --------------------------------------------------------------------------------------
 
 
-def _row(length: float, fpr: float | None, n_test: int) -> dict:
+def _row(length: float, fpr: float | None, n_test: int) -> calibrate.LengthCalibration:
     fp = None if fpr is None else int(round(fpr * n_test))
-    return {"length_s": length, "windows": int(2 * length - 1), "threshold": 0.1, "n_calibration": n_test,
-            "n_test": n_test, "false_positives": fp, "fpr": fpr}
+    return calibrate.LengthCalibration(length, int(2 * length - 1), 0.1, n_test, n_test, fp, fpr)
 
 
-def _calibration(rows: list[dict], target: float = 0.05) -> evaluate.Calibration:
-    return evaluate.Calibration(threshold=search.Threshold(tuple(r["windows"] for r in rows), (0.1,) * len(rows)),
-                                target_fpr=target, phases=4, decision="margin", per_length=rows,
-                                measured_fpr=0.1, negatives={"calibration": ["a"], "test": ["b"], "skipped": []})
+def _calibration(rows: list[calibrate.LengthCalibration], target: float = 0.05) -> calibrate.Calibration:
+    return calibrate.Calibration(threshold=search.Threshold(tuple(r.windows for r in rows), (0.1,) * len(rows)),
+                                 target_fpr=target, phases=4, decision="margin", per_length=rows,
+                                 measured_fpr=0.1, negatives=calibrate.NegativesUsed(["a"], ["b"]))
 
 
 def test_calibration_missed_beyond_two_standard_errors():
@@ -241,7 +243,7 @@ def test_calibration_missed_beyond_two_standard_errors():
     rows = [_row(1.0, 0.02, 100), _row(2.0, 0.09, 100), _row(3.0, 0.10, 100), _row(5.0, 0.30, 100),
             _row(10.0, None, 100), _row(20.0, 0.5, 0)]
     cal = _calibration(rows)
-    assert [r["length_s"] for r in cal.missed] == [3.0, 5.0]
+    assert [r.length_s for r in cal.missed] == [3.0, 5.0]
     # fewer queries: a wider margin, so 10 % of 20 queries is within it (limit 14.7 %)
     assert _calibration([_row(1.0, 0.10, 20), _row(2.0, 0.15, 20)]).missed == [_row(2.0, 0.15, 20)]
     assert _calibration([_row(1.0, 0.05, 100)]).missed == []
@@ -249,45 +251,45 @@ def test_calibration_missed_beyond_two_standard_errors():
 
 def test_calibration_missed_with_a_zero_target():
     cal = _calibration([_row(1.0, 0.0, 100), _row(2.0, 0.01, 100)], target=0.0)
-    assert [r["length_s"] for r in cal.missed] == [2.0]
+    assert [r.length_s for r in cal.missed] == [2.0]
 
 
 # -- 5. corpus_negatives ----------------------------------------------------------------------------------------
 
 
 def test_corpus_negatives_lists_the_held_out_files(fake):
-    neg = evaluate.corpus_negatives(fake["root"])
+    neg = calibrate.corpus_negatives(fake["root"])
     root = fake["root"]
-    assert neg == {"music": [root / "val/music/fake-pkg/gamma.flac"],
-                   "rir": [root / "val/rooms/plain/room_000.flac"],
-                   "noise": [root / "val/noise/fake-pkg/wind.flac", root / "val/noise/synthetic/brown_01.flac"]}
+    assert neg.music == [root / "val/music/fake-pkg/gamma.flac"] and neg.real and neg.where == str(root / "val/music")
+    assert neg.rooms == [root / "val/rooms/plain/room_000.flac"]
+    assert neg.noises == [root / "val/noise/fake-pkg/wind.flac", root / "val/noise/synthetic/brown_01.flac"]
 
 
 def test_corpus_negatives_default_root_under_outputs(fake, monkeypatch):
     monkeypatch.setenv(storage.OUTPUTS_ENV, str(fake["base"] / "outputs"))
-    neg = evaluate.corpus_negatives()
-    assert neg is not None and [p.name for p in neg["music"]] == ["gamma.flac"]
+    neg = calibrate.corpus_negatives()
+    assert neg is not None and [p.name for p in neg.music] == ["gamma.flac"]
 
 
 def test_corpus_negatives_none_without_manifest_or_val_rooms(fake, tmp_path):
     plain = tmp_path / "plain"
     (plain / "val" / "music").mkdir(parents=True)
     audio.write(plain / "val" / "music" / "x.wav", _song(5), SR)
-    assert evaluate.corpus_negatives(plain) is None
-    assert evaluate.corpus_negatives(tmp_path / "missing") is None
+    assert calibrate.corpus_negatives(plain) is None
+    assert calibrate.corpus_negatives(tmp_path / "missing") is None
     no_rooms = tmp_path / "no_rooms"
     _write_corpus(no_rooms, rooms_val=False)
-    assert evaluate.corpus_negatives(no_rooms) is None
+    assert calibrate.corpus_negatives(no_rooms) is None
     # a val music folder without audio: also None
     empty = tmp_path / "empty_val"
     _write_corpus(empty)
     (empty / "val/music/fake-pkg/gamma.flac").unlink()
-    assert evaluate.corpus_negatives(empty) is None
+    assert calibrate.corpus_negatives(empty) is None
 
 
 def test_calibrate_on_corpus_without_corpus_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no corpus"):
-        evaluate.calibrate_on_corpus(object(), tmp_path)
+        calibrate.calibrate_on_corpus(object(), tmp_path)
 
 
 # -- 6. training_folders, resolve -----------------------------------------------------------------------------------
@@ -329,25 +331,25 @@ def test_training_folders_of_a_relative_outputs_path(fake, tmp_path, monkeypatch
 def test_record_split_tells_training_songs(fake, tmp_path):
     folders = corpus.training_folders(fake["root"])
     out = tmp_path / "run"
-    assert train.record_split(folders, out) == folders
+    assert sources.record_split(folders, out) == folders
     split = storage.read_json(runs.Run(out).online_split)
     assert sorted(split) == ["train/train_background_noises", "train/train_impulse_responses", "train/train_set",
                              "val/val_background_noises", "val/val_impulse_responses", "val/val_set"]
     assert split["val/val_set"] == [str(fake["val"].resolve())]
-    songs = evaluate.training_songs(out)
+    songs = heldout.training_songs(out)
     assert songs == [str(p.resolve()) for p in fake["train"]]
     assert all(Path(s).is_absolute() for s in songs)
     # the run's training songs then refuse every song of the corpus as a query
-    with pytest.raises(evaluate.HeldOutError):
-        evaluate.check_held_out([str(fake["copy"])], songs)
-    evaluate.check_held_out([str(fake["unrelated"])], songs)
+    with pytest.raises(heldout.HeldOutError):
+        heldout.check_held_out([str(fake["copy"])], songs)
+    heldout.check_held_out([str(fake["unrelated"])], songs)
 
 
 def test_record_split_of_relative_folders_writes_absolute_paths(fake, tmp_path, monkeypatch):
     monkeypatch.chdir(fake["root"])
     out = tmp_path / "run"
-    train.record_split({"train_set": Path("train/music"), "val_set": Path("val/music")}, out)
-    assert evaluate.training_songs(out) == [str(p.resolve()) for p in fake["train"]]
+    sources.record_split({"train_set": Path("train/music"), "val_set": Path("val/music")}, out)
+    assert heldout.training_songs(out) == [str(p.resolve()) for p in fake["train"]]
 
 
 # -- 8. the shipped models by name --------------------------------------------------------------------------------
@@ -424,9 +426,9 @@ def calibrate_cli(fake, tmp_path, monkeypatch):
         calls["calibrate"] = (rec, negatives, irs, noises)
         return cal
 
-    neg = evaluate.corpus_negatives(fake["root"])
-    monkeypatch.setattr(evaluate, "corpus_negatives", lambda root=None: neg)
-    monkeypatch.setattr(evaluate, "calibrate_recognizer", fake_calibrate)
+    neg = calibrate.corpus_negatives(fake["root"])
+    monkeypatch.setattr(calibrate, "corpus_negatives", lambda root=None: neg)
+    monkeypatch.setattr(calibrate, "calibrate_recognizer", fake_calibrate)
     monkeypatch.setattr(search, "recognizer_from_files", fake_recognizer)
     index = tmp_path / "index" / "songs.index"
     index.parent.mkdir()
@@ -436,7 +438,7 @@ def calibrate_cli(fake, tmp_path, monkeypatch):
 
 def test_calibrate_threshold_refuses_a_missed_target(calibrate_cli, capsys):
     c = calibrate_cli
-    assert [r["length_s"] for r in c["cal"].missed] == [2.0]
+    assert [r.length_s for r in c["cal"].missed] == [2.0]
     assert calibrate_threshold_main(c["argv"]) == 1
     out, err = capsys.readouterr()
     assert "error:" in err and "2.0 s" in err and "1.0 s" not in err and "was not written" in err
@@ -447,8 +449,8 @@ def test_calibrate_threshold_refuses_a_missed_target(calibrate_cli, capsys):
     assert len(marked) == 1 and marked[0].strip().startswith("2s")
     # the corpus's held-out songs, rooms and noises were used
     rec, negatives, irs, noises = c["calls"]["calibrate"]
-    assert rec == "recognizer" and negatives == c["neg"]["music"]
-    assert irs.files == c["neg"]["rir"] and noises.files == c["neg"]["noise"]
+    assert rec == "recognizer" and negatives == c["neg"].music
+    assert irs.files == c["neg"].rooms and noises.files == c["neg"].noises
     assert "held-out songs of the real training corpus" in out
 
 

@@ -1,7 +1,7 @@
-"""Scores in the corpus (fplib.corpus.Renderer): MIDI files rendered through a soundfont, tracker modules
+"""Scores in the corpus (fplib.corpus_render.Renderer): MIDI files rendered through a soundfont, tracker modules
 rendered by openmpt123, each with settings drawn from its key and recorded with its licence; a file the
 tool cannot render is skipped with the tool's reason. SoundFonts of recorded noise (Calf Vinyl's) are read
-by fplib.corpus.soundfont_samples and looped into noise files. The Debian packages are fakes built here with
+by fplib.corpus_render.soundfont_samples and looped into noise files. The Debian packages are fakes built here with
 dpkg-deb, and so are the two tools (scripts on PATH that write a tone and log how they were called): the
 real FluidSynth and openmpt123 come as Debian packages, which tests cannot download."""
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fplib import audio, corpus
+from fplib import audio, corpus, corpus_render
+from fplib.corpus_packages import CorpusError, Item, Source
 
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
 
@@ -111,11 +112,11 @@ def rendered(tmp_path_factory):
     try:
         mp.setattr(corpus, "music21_works", lambda: [(str(tiny), "Public Domain (encoding CC0)")])
         mp.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-        mp.setattr(corpus, "SOURCES", (corpus.Source(PKG, "music", (f"{MIDI}/*",), render="midi"),
-                                       corpus.Source(PKG, "music", (f"{MODS}/*",), render="module"),
-                                       corpus.Source(PKG, "noise", (f"{SF2}/*",), render="soundfont"),
-                                       corpus.Source("music21", "music", (), render="music21")))
-        mp.setattr(corpus, "SOUNDFONTS", tuple((f, f"usr/share/sounds/sf2/{f}.sf2") for f in FONTS))
+        mp.setattr(corpus, "SOURCES", (Source(PKG, "music", (f"{MIDI}/*",), render="midi"),
+                                       Source(PKG, "music", (f"{MODS}/*",), render="module"),
+                                       Source(PKG, "noise", (f"{SF2}/*",), render="soundfont"),
+                                       Source("music21", "music", (), render="music21")))
+        mp.setattr(corpus_render, "SOUNDFONTS", tuple((f, f"usr/share/sounds/sf2/{f}.sf2") for f in FONTS))
         mp.setattr(corpus, "ROOMS", {"train": 1, "val": 1})
         mp.setattr(corpus, "SYNTHETIC_NOISES", {"train": 1, "val": 1})
         manifest = corpus.build(root / "out", root / "debs", progress=False, dedupe=False, log=lambda s: None)
@@ -129,6 +130,7 @@ def _by_file(rendered) -> dict[str, dict]:
     return {Path(r["file"]).name: r for r in rendered["manifest"]["files"] if r["package"] != "music21"}
 
 
+@pytest.mark.slow
 def test_scores_are_rendered_resampled_and_kept_as_songs(rendered):
     files = _by_file(rendered)
     assert "notes.txt" not in files  # only the score files of a render source
@@ -160,9 +162,9 @@ def test_each_score_is_rendered_as_its_key_draws_and_the_manifest_says_how(rende
     call = next(c for c in rendered["calls"] if c[-1].endswith("song.it"))
     assert call[call.index("--repeat") + 1] == "0" and call[call.index("--channels") + 1] == "1"
     # the draw is a function of the key: the same settings on every run and machine
-    monkeypatch.setattr(corpus, "SOUNDFONTS", tuple((f, f"usr/share/sounds/sf2/{f}.sf2") for f in FONTS))
-    item = corpus.Item(corpus.Source(PKG, "music", (), render="midi"), Path("x"), midi[0]["file"])
-    assert corpus.Renderer.settings(None, item) == midi[0]["rendered_with"]
+    monkeypatch.setattr(corpus_render, "SOUNDFONTS", tuple((f, f"usr/share/sounds/sf2/{f}.sf2") for f in FONTS))
+    item = Item(Source(PKG, "music", (), render="midi"), Path("x"), midi[0]["file"])
+    assert corpus_render.Renderer.settings(None, item) == midi[0]["rendered_with"]
 
 
 def test_each_music21_work_is_rendered_in_versions_of_its_own_split_and_licence(rendered):
@@ -174,7 +176,7 @@ def test_each_music21_work_is_rendered_in_versions_of_its_own_split_and_licence(
     for r in works:
         how = r["rendered_with"]
         assert how["tool"] == "music21 + fluidsynth" and 0.8 <= how["tempo"] <= 1.25
-        assert all(0 <= p < corpus.GM_MELODIC for p in how["programs"])
+        assert all(0 <= p < corpus_render.GM_MELODIC for p in how["programs"])
         assert r["licence"] == (f"Public Domain (encoding CC0); rendered through {how['soundfont']} "
                                 f"({'MIT' if how['soundfont'] == FONTS[0] else 'CC0-1.0'}), FluidSynth")
         call = next(c for c in rendered["calls"]
@@ -194,20 +196,20 @@ def test_a_tool_that_does_not_run_is_a_corpus_error(rendered, tmp_path, monkeypa
     (broken / "openmpt123").write_text("#!/bin/sh\necho 'error while loading shared libraries' >&2\nexit 127\n")
     (broken / "openmpt123").chmod(0o755)
     monkeypatch.setenv("PATH", f"{broken}{os.pathsep}{os.environ['PATH']}")
-    with pytest.raises(corpus.CorpusError, match="openmpt123 does not run here .*shared libraries.*--packages"):
-        corpus.Renderer(tmp_path / "out", tmp_path / "debs", {"module"})
+    with pytest.raises(CorpusError, match="openmpt123 does not run here .*shared libraries.*--packages"):
+        corpus_render.Renderer(tmp_path / "out", tmp_path / "debs", {"module"})
 
 
 def test_a_soundfonts_samples_are_looped_into_a_noise_file(rendered):
     files = _by_file(rendered)
     r = files["crackle.sf2"]
     assert r["status"] == "kept" and r["role"] == "noise" and r["path"].startswith(f"{r['split']}/noise/{PKG}/")
-    assert r["rendered_with"] == {"tool": "soundfont samples", "looped_to_s": corpus.LOOP_TO_S}
+    assert r["rendered_with"] == {"tool": "soundfont samples", "looped_to_s": corpus_render.LOOP_TO_S}
     assert r["licence"] == "GPL-2+; rendered through its own samples, looped"
     wav = audio.load(rendered["out"] / r["path"])
-    assert len(wav) == int(corpus.LOOP_TO_S * audio.SR)
+    assert len(wav) == int(corpus_render.LOOP_TO_S * audio.SR)
     # the stereo pair down-mixed (left + right at half amplitude: 0.75 of the left), resampled, repeated
-    pair = corpus.soundfont_samples(rendered["out"] / "unpacked" / PKG / SF2 / "crackle.sf2")
+    pair = corpus_render.soundfont_samples(rendered["out"] / "unpacked" / PKG / SF2 / "crackle.sf2")
     assert [(n, len(w), sr) for n, w, sr in pair] == [("Crackle", len(TICK), 16000)]
     assert np.allclose(pair[0][1], 0.75 * TICK / 32768.0, atol=1e-4)
     assert np.abs(wav).max() == pytest.approx(0.75 * 8000 / 32768, rel=0.1)
@@ -222,10 +224,11 @@ def test_the_real_sources_name_their_renderers():
     rendered = [s for s in corpus.SOURCES if s.render]
     assert {s.package for s in rendered} == {"openttd-openmsx", "kobodeluxe-data", "pingus-data", "calf-plugins",
                                              "music21"}
-    assert all(s.render in corpus.TOOLS and s.role == "music" for s in rendered if s.render in ("midi", "module"))
+    assert all(s.render in corpus_render.TOOLS and s.role == "music"
+               for s in rendered if s.render in ("midi", "module"))
     assert [s.role for s in rendered if s.render == "music21"] == ["music"]
     assert [s.role for s in rendered if s.render == "soundfont"] == ["noise"]
-    assert {p for p, _ in corpus.SOUNDFONTS} == {"fluid-soundfont-gm", "musescore-general-soundfont-small"}
+    assert {p for p, _ in corpus_render.SOUNDFONTS} == {"fluid-soundfont-gm", "musescore-general-soundfont-small"}
 
 
 def test_a_tools_libraries_are_what_apt_would_install(tmp_path, monkeypatch):
@@ -237,18 +240,19 @@ def test_a_tools_libraries_are_what_apt_would_install(tmp_path, monkeypatch):
             "Inst libsndfile1 (1.2.0-1 Debian:12.12/stable [amd64])\n"
             "Inst fluidsynth (2.3.1-2 Debian:12.12/stable [amd64])\n"
             "Conf libogg0 (1.3.5-3 Debian:12.12/stable [amd64])\n")
-    assert corpus.simulated_installs(text) == ["libogg0", "libsndfile1", "fluidsynth"]
+    assert corpus_render.simulated_installs(text) == ["libogg0", "libsndfile1", "fluidsynth"]
     (tmp_path / "answer.txt").write_text(text)
     fake = tmp_path / "apt-get"
     fake.write_text(f"#!/bin/sh\n[ \"$4\" = fluidsynth ] || exit 100\ncat {tmp_path / 'answer.txt'}\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    assert corpus.tool_packages("fluidsynth", ("fallback",)) == ["fluidsynth", "libogg0", "libsndfile1"]
-    assert corpus.tool_packages("unknown-tool", ("unknown-tool", "libx")) == ["unknown-tool", "libx"]
-    binary, packages = corpus.TOOLS["midi"]
+    assert corpus_render.tool_packages("fluidsynth", ("fallback",)) == ["fluidsynth", "libogg0", "libsndfile1"]
+    assert corpus_render.tool_packages("unknown-tool", ("unknown-tool", "libx")) == ["unknown-tool", "libx"]
+    binary, packages = corpus_render.TOOLS["midi"]
     assert packages[0] == "fluidsynth" and {"libsndfile1", "libpulse0"} <= set(packages)
 
 
+@pytest.mark.slow
 def test_music21_works_are_kept_only_with_an_open_licence_of_their_own():
     pytest.importorskip("music21")
     works = dict(corpus.music21_works())
@@ -286,7 +290,7 @@ def test_a_music21_score_is_written_with_the_drawn_instruments_loudness_and_temp
     from music21 import midi
 
     how = {"programs": [40, 33, 0], "velocities": [100, 70], "tempo": 1.25}
-    out = corpus.music21_midi(_tiny_score(tmp_path / "tiny.musicxml", metronome), how, tmp_path / "tiny.mid")
+    out = corpus_render.music21_midi(_tiny_score(tmp_path / "tiny.musicxml", metronome), how, tmp_path / "tiny.mid")
     mf = midi.MidiFile()
     mf.open(str(out))
     mf.read()
@@ -305,19 +309,19 @@ def test_a_music21_score_is_written_with_the_drawn_instruments_loudness_and_temp
     quarter = 60_000_000 / (metronome or 120)  # MIDI's default tempo where the score has none
     assert us and all(u == pytest.approx(quarter / 1.25, abs=1) for u in us)
     with pytest.raises(audio.AudioError, match="music21 cannot read it"):
-        corpus.music21_midi(tmp_path / "tiny.mid.missing", how, tmp_path / "x.mid")
+        corpus_render.music21_midi(tmp_path / "tiny.mid.missing", how, tmp_path / "x.mid")
 
 
 def test_a_renderer_that_does_not_stop_is_stopped_at_the_cap(tmp_path, monkeypatch):
     """FluidSynth renders until no voice sounds: a note left on would fill the disk. The render is stopped
     once its file holds MAX_RENDER_S (+30) seconds, and the file is then skipped with that reason."""
-    monkeypatch.setattr(corpus, "MAX_RENDER_S", 0)
-    renderer = corpus.Renderer.__new__(corpus.Renderer)  # only its environment is needed to run a command
+    monkeypatch.setattr(corpus_render, "MAX_RENDER_S", 0)
+    renderer = corpus_render.Renderer.__new__(corpus_render.Renderer)  # only its environment is needed to run a command
     renderer.env = dict(os.environ)
     wav = tmp_path / "out.wav"
     endless = ("import sys, time\nf = open(sys.argv[1], 'wb')\nwhile True:\n"  # at most 64 MB/s, as a fast renderer
                "    f.write(bytes(65536)); f.flush(); time.sleep(0.001)\n")
     assert renderer._run_capped([sys.executable, "-c", endless, str(wav)], wav) == (None, "")
-    assert 30 * corpus.RENDER_SR * 8 < wav.stat().st_size < 100 * 2**20  # stopped soon after the cap
+    assert 30 * corpus_render.RENDER_SR * 8 < wav.stat().st_size < 100 * 2**20  # stopped soon after the cap
     failing = [sys.executable, "-c", "print('rendered'); raise SystemExit(3)"]
     assert renderer._run_capped(failing, tmp_path / "none.wav") == (3, "rendered")

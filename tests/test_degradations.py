@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy.signal import butter, sosfiltfilt
 
-from fplib import audio, codes, evaluate, search, synth
+from fplib import audio, codes, evaluate, search
 from fplib.augment import (
     STEPS,
     AugmentConfig,
@@ -24,6 +24,7 @@ from fplib.augment import (
 )
 from fplib.data import IRBank, NoiseBank
 from fplib.features import FrontEnd
+from fplib.synth.music import synth_song
 from tests.helpers import music_like
 
 SR = 8000
@@ -34,7 +35,7 @@ ALL_ON = dict(speed_p=0.7, eq_p=0.7, gain_p=0.7, clip_p=0.7, codec_p=0.7, codecs
 
 @pytest.fixture(scope="module")
 def song() -> np.ndarray:
-    return synth.synth_song(7, 6.0, SR)[0]
+    return synth_song(7, 6.0, SR)[0]
 
 
 def _highpassed(x: np.ndarray, hz: float = 200.0) -> np.ndarray:
@@ -213,6 +214,7 @@ def test_default_config_draws_as_before():
     assert changed == []
 
 
+@pytest.mark.slow
 def test_all_new_steps_on_give_finite_features_and_disable_turns_them_off():
     fe = FrontEnd()
     on = Augmenter(AugmentConfig(**{**ALL_ON, "speed_p": 1.0, "eq_p": 1.0, "gain_p": 1.0, "clip_p": 1.0,

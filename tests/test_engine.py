@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fplib import engine
-from fplib.models import build_model
+from fplib.models.registry import build_model
 
 
 @pytest.fixture()
@@ -31,6 +31,7 @@ def _model(seed: int):
     return model.eval()
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_openvino_gives_torchs_fingerprints_and_is_cached_by_weights(cache, monkeypatch):
     model = _model(0)
@@ -67,6 +68,7 @@ def test_openvino_gives_torchs_fingerprints_and_is_cached_by_weights(cache, monk
     assert [f.stem for f in cache.glob("*.onnx")] == [engine.model_key(model)]
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_onnxruntime_when_asked_and_as_the_fallback_of_openvino(cache, monkeypatch):
     model = _model(3)
@@ -97,6 +99,7 @@ def test_onnxruntime_when_asked_and_as_the_fallback_of_openvino(cache, monkeypat
         assert engine.runner(fallback, x) is fallback
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_a_runtime_that_answers_wrongly_without_raising_is_not_used(cache, monkeypatch):
     # seen for real: OpenVINO with ONEDNN_MAX_CPU_ISA=SSE41 returned zero rows for every batch
@@ -127,6 +130,7 @@ def test_a_runtime_that_answers_wrongly_without_raising_is_not_used(cache, monke
         assert engine.runner(other, x) is other  # then ONNX Runtime fails too: torch itself
 
 
+@pytest.mark.slow
 def test_openvino_is_not_tried_below_the_sse42_it_needs(cache, monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "SSE41")
     monkeypatch.setattr(engine, "_RUNNERS", {**engine._RUNNERS, "openvino": lambda *a: pytest.fail("tried")})
@@ -146,8 +150,10 @@ def test_torch_is_used_when_asked_in_training_and_never_for_a_bad_name(cache, mo
     assert not cache.exists()
 
 
+@pytest.mark.slow
 def test_extraction_with_a_decoding_worker_gives_the_same_catalogue(tmp_path, cache):
-    from fplib.catalogue import Catalogue, extract
+    from fplib.catalogue import Catalogue
+    from fplib.extraction import extract
     from tests.helpers import make_folders
 
     songs = sorted(make_folders(tmp_path / "c", n_songs=4, seconds=6.0)["songs"].glob("*.flac"))
@@ -167,25 +173,26 @@ def test_extraction_with_a_decoding_worker_gives_the_same_catalogue(tmp_path, ca
 
 
 
+@pytest.mark.slow
 def test_a_short_signals_front_end_runs_on_one_thread_and_threads_are_restored(cache, monkeypatch):
-    from fplib import catalogue
+    from fplib import extraction
 
     model = _model(4)
     seen = []
-    real = catalogue.logmel
+    real = extraction.logmel
 
     def spy(wav, fe, **kw):
         seen.append(torch.get_num_threads())
         return real(wav, fe, **kw)
 
-    monkeypatch.setattr(catalogue, "logmel", spy)
+    monkeypatch.setattr(extraction, "logmel", spy)
     with engine.torch_threads(2):
         short = torch.randn(int(3 * model.fe.sr))
-        long = torch.randn(int((catalogue.SHORT_SIGNAL_S + 1) * model.fe.sr))
-        a = catalogue.fingerprint(short, model, model.fe)
-        b = catalogue.fingerprint(long, model, model.fe)
+        long = torch.randn(int((extraction.SHORT_SIGNAL_S + 1) * model.fe.sr))
+        a = extraction.fingerprint(short, model, model.fe)
+        b = extraction.fingerprint(long, model, model.fe)
         assert torch.get_num_threads() == 2
-        want = catalogue.embed(real(short, model.fe), model)  # the front end on two threads
+        want = extraction.embed(real(short, model.fe), model)  # the front end on two threads
     assert seen == [1, 2]  # a query's front end on one thread, a song's on all of them
     np.testing.assert_allclose(a, want, atol=1e-5)
     assert b.shape[0] > a.shape[0]

@@ -4,14 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from fplib import audio, cli, evaluate, index, storage, viz
-from fplib.catalogue import Catalogue, extract, model_description
+from fplib import audio, cli, evaluate, heldout, index, search, storage, viz
+from fplib.calibrate import CALIBRATION_LENGTHS, CALIBRATION_SNRS
+from fplib.catalogue import Catalogue
+from fplib.checkpoints import load_checkpoint, model_description, save_checkpoint
 from fplib.data import IRBank, NoiseBank
+from fplib.extraction import extract
 from fplib.features import FrontEnd
 from fplib.landmark import Landmark
-from fplib.models import build_model
+from fplib.models.registry import build_model
 from fplib.search import Recognizer, calibrate
-from fplib.train import load_checkpoint, save_checkpoint
 from tests.helpers import make_folders
 
 FE = FrontEnd()
@@ -99,11 +101,11 @@ def test_identical_embeddings_score_100_percent(setup):
 
 def test_held_out_is_enforced(setup, tmp_path):
     songs = [str(p) for p in setup["songs"]]
-    evaluate.check_held_out(songs[3:], songs[:3])
+    heldout.check_held_out(songs[3:], songs[:3])
     link = tmp_path / "linked.flac"
     link.symlink_to(songs[0])
-    with pytest.raises(evaluate.HeldOutError, match="training split"):
-        evaluate.check_held_out([songs[4], str(link)], songs[:3])
+    with pytest.raises(heldout.HeldOutError, match="training split"):
+        heldout.check_held_out([songs[4], str(link)], songs[:3])
 
 
 def test_per_length_threshold_and_calibration(setup):
@@ -151,7 +153,7 @@ def test_cli_index_and_recognize(setup, tmp_path, capsys):
 
 def test_cli_uses_the_phases_the_threshold_was_calibrated_with(setup, tmp_path, capsys):
     assert cli.create_faiss_indexes_main(["-i", str(setup["cat"].folder), "-n", "ph", "-o", str(tmp_path)]) == 0
-    storage.write_json(tmp_path / "ph.threshold.json", {"threshold": 0.0, "target_fpr": 0.05, "phases": 4})
+    search.save_threshold(tmp_path / "ph.index", {"threshold": 0.0, "target_fpr": 0.05, "phases": 4})
     s = setup["cat"].songs()[2]
     common = ["--model", str(setup["ckpt"]), "--catalogue", str(setup["cat"].folder), "--index",
               str(tmp_path / "ph.index")]
@@ -170,25 +172,25 @@ def test_query_songs_demo_split_or_the_catalogues_own_songs(setup, tmp_path):
     rows = cat.songs()
     # the demo: the catalogue holds the split's in-database songs; a trained one is refused
     split = {"in_database": songs[1:3], "out_of_database": songs[3:]}
-    qs = evaluate.query_songs(rows, split, [])
+    qs = heldout.query_songs(rows, split, [])
     assert qs.demo_split and list(qs.in_db) == songs[1:3] and qs.out_db == songs[3:]
-    with pytest.raises(evaluate.HeldOutError):
-        evaluate.query_songs(rows, split, songs[1:2])
+    with pytest.raises(heldout.HeldOutError):
+        heldout.query_songs(rows, split, songs[1:2])
     # any other catalogue: its own songs at their recorded paths, trained ones left out (distractors)
     other = {"in_database": [str(tmp_path / "not_in_the_catalogue.flac")], "out_of_database": songs[3:]}
-    qs = evaluate.query_songs(rows, other, songs[:1])
+    qs = heldout.query_songs(rows, other, songs[:1])
     assert not qs.demo_split and qs.in_db == {s.path: s.name for s in rows[1:]} and qs.left_out == [rows[0].path]
-    assert evaluate.query_songs(rows, None, [], out_of_db=songs[4:]).out_db == songs[4:]
-    with pytest.raises(evaluate.HeldOutError, match="all 3 songs"):
-        evaluate.query_songs(rows, other, songs[:3])
-    with pytest.raises(evaluate.HeldOutError):  # a trained song is no out-of-database query either
-        evaluate.query_songs(rows, other, songs[3:4])
+    assert heldout.query_songs(rows, None, [], out_of_db=songs[4:]).out_db == songs[4:]
+    with pytest.raises(heldout.HeldOutError, match="all 3 songs"):
+        heldout.query_songs(rows, other, songs[:3])
+    with pytest.raises(heldout.HeldOutError):  # a trained song is no out-of-database query either
+        heldout.query_songs(rows, other, songs[3:4])
     with pytest.raises(ValueError, match="no out-of-database songs"):
-        evaluate.query_songs(rows, None, [])
+        heldout.query_songs(rows, None, [])
     copy = tmp_path / "copy.flac"
     copy.write_bytes(Path(songs[0]).read_bytes())  # the same audio under another name is in the database
     with pytest.raises(ValueError, match="in the catalogue"):
-        evaluate.query_songs(rows, None, [], out_of_db=[str(copy)])
+        heldout.query_songs(rows, None, [], out_of_db=[str(copy)])
 
 
 def test_headline_confidences_and_worked_query(setup):
@@ -249,7 +251,7 @@ def test_protocol_fields_defaults_and_checks():
     q = evaluate.Protocol(queries_per_cell=30, noise_only_per_length=4)
     assert (q.n_calibration, q.n_noise_only) == (60, 4)
     assert evaluate.Protocol(lengths=[1, 2]).lengths == (1.0, 2.0)  # a list from a notebook parameter
-    assert evaluate.CALIBRATION_LENGTHS == p.lengths and evaluate.CALIBRATION_SNRS == p.snrs
+    assert CALIBRATION_LENGTHS == p.lengths and CALIBRATION_SNRS == p.snrs
     for bad in ({"lengths": []}, {"queries_per_cell": 0}, {"target_fpr": 1.0}, {"method": "guess"}):
         with pytest.raises(ValueError):
             evaluate.Protocol(**bad)

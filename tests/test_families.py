@@ -13,7 +13,7 @@ from fplib import audio, cli, index
 from fplib.catalogue import Catalogue
 from fplib.checkpoints import load_checkpoint, load_model, save_checkpoint
 from fplib.errors import BadFileError
-from fplib.models import build_model, kind_of, variant
+from fplib.models.registry import build_model, kind_of, variant
 from tests.helpers import make_folders
 
 # (variant, settings that make it tiny for a test)
@@ -61,7 +61,7 @@ def test_the_checkpoint_records_the_family_and_its_training_defaults(trained):
     ck = load_checkpoint(trained["ckpt"])
     v = variant(trained["name"])
     assert ck["model_name"] == trained["name"]
-    assert ck["train_config"]["temperature"] == v.train_defaults.get("temperature", 0.05)
+    assert ck["train_config"]["temperature"] == v.training.get("temperature", 0.05)
     assert np.isfinite(ck["metrics"]["train_loss"]) and np.isfinite(ck["metrics"]["val_loss"])
     assert 0 < ck["metrics"]["val_pairs"] and "val_top1" in ck["metrics"]
     model, fe = load_model(trained["ckpt"])
@@ -161,7 +161,8 @@ def test_every_trained_model_is_evaluated_side_by_side(corpus, tmp_path):
     assert sorted(run.trained()) == ["online", "online_samaf_small"]
     ckpt = run.checkpoint("online")
     model, fe = load_model(ckpt)
-    from fplib.catalogue import extract, model_description
+    from fplib.checkpoints import model_description
+    from fplib.extraction import extract
 
     cat = Catalogue(run.catalogue, fe, model_description(ckpt, model))
     songs = audio.list_audio(corpus["songs"])

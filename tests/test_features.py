@@ -45,6 +45,7 @@ def test_scale_invariance():
     torch.testing.assert_close(lm(x), lm(0.01 * x), atol=1e-3, rtol=0)
 
 
+@pytest.mark.slow
 def test_matches_librosa_htk_mel():
     librosa = pytest.importorskip("librosa")
     x = music_like(1.0, seed=3)

@@ -2,6 +2,7 @@
 environment.yml and requirements.lock in step with pyproject.toml, imports flowing one way, lint clean."""
 
 import ast
+import os
 import re
 import shutil
 import subprocess
@@ -22,8 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = notebooks.list_notebooks()
 # imports flow one way: a module may import only modules listed before it
 LAYERS = ["runtime", "storage", "errors", "config", "runs", "audio", "features", "codes", "augment", "data",
-          "synth", "generate", "losses", "models", "checkpoints", "engine", "optim", "train", "pretrained", "catalogue",
-          "corpus", "index", "search", "listen", "landmark", "evaluate", "viz", "notebooks", "cli"]
+          "synth", "generate", "losses", "models", "checkpoints", "engine", "optim", "train_config", "sources", "train",
+          "pretrained", "catalogue",
+          "extraction", "corpus_packages", "corpus_render", "corpus_dedupe", "corpus", "heldout", "index", "db",
+          "search", "listen", "landmark", "evaluate", "calibrate", "viz", "notebooks", "cli"]
 
 
 def test_there_are_notebooks():
@@ -153,6 +156,21 @@ def test_lock_pins_every_dependency_within_pyproject():
             f"requirements.lock pins {name}=={pins[name]}, outside pyproject.toml's {r}: run `make lock`")
 
 
+def test_the_environment_is_exactly_the_lock():
+    """What `make venv` installed (with uv, or pip where uv fails) is every pin of the lock, at its version."""
+    from importlib import metadata
+
+    wrong = {}
+    for name, version in _lock().items():
+        try:
+            got = Version(metadata.version(name))
+        except metadata.PackageNotFoundError:
+            got = None
+        if got != version:
+            wrong[name] = (str(version), str(got))
+    assert not wrong, f"installed packages differ from requirements.lock (lock, installed): {wrong}; run `make venv`"
+
+
 def test_lock_is_cpu_only():
     pins = _lock()
     assert str(pins["torch"]) == "2.13.0+cpu", "torch must be the CPU build (a CUDA build is multi-GB)"
@@ -200,6 +218,28 @@ def test_ruff_clean():
     r = subprocess.run([ruff, "check", "fplib", "tests", "benchmarks", "notebooks", "conftest.py"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_pre_commit_hooks_pass(tmp_path):
+    """The hooks of .pre-commit-config.yaml (ruff check, ruff format, nbstripout) change nothing: run on a
+    copy of the tree (tracked and new files), so that a failing hook's fixes never touch this clone."""
+    if not _in_git():
+        pytest.skip("not a git clone")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split("\n")
+    copy = tmp_path / "tree"
+    for name in filter(None, files):
+        if (ROOT / name).is_file() and not (ROOT / name).is_symlink():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, copy / name)
+    (copy / ".venv").symlink_to(Path(sys.executable).parent.parent)  # the hooks run the tools of this venv
+    env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "cache"), "GIT_CONFIG_GLOBAL": "/dev/null"}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"]):
+        subprocess.run(cmd, cwd=copy, check=True, env=env)
+    r = subprocess.run([str(Path(sys.executable).parent / "pre-commit"), "run", "--all-files", "--show-diff-on-failure",
+                        "--color", "never"], cwd=copy, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, f"a pre-commit hook changed or refused files (`make format` applies the fixes):\n" \
+                              f"{r.stdout[-6000:]}{r.stderr[-2000:]}"
 
 
 def test_no_reference_to_files_outside_the_repository():

@@ -13,14 +13,15 @@ import pytest
 import soxr
 import torch
 
-from fplib import audio, index, listen, storage
-from fplib.catalogue import Catalogue, extract, model_description
+from fplib import audio, index, listen
+from fplib.catalogue import Catalogue
+from fplib.checkpoints import model_description, save_checkpoint
 from fplib.data import IRBank, NoiseBank
 from fplib.evaluate import Query, render
+from fplib.extraction import extract
 from fplib.features import FrontEnd, n_windows
-from fplib.models import build_model
-from fplib.search import Recognizer, calibrate, recognizer_from_files
-from fplib.train import save_checkpoint
+from fplib.models.registry import build_model
+from fplib.search import Recognizer, calibrate, recognizer_from_files, save_threshold
 from tests.helpers import music_like, write
 
 FE = FrontEnd()
@@ -64,8 +65,7 @@ def setup(tmp_path_factory):
             wav = noises.sample(np.random.default_rng(j), int(length * FE.sr)).copy()
             scores.setdefault(n_windows(len(wav), FE), []).append(rec.recognize(wav).confidence)
     threshold = calibrate(scores, 0.0)
-    storage.write_json(path.with_suffix(".threshold.json"), {"threshold": threshold.to_dict(), "phases": 4,
-                                                             "decision": "margin", "fpr": 0.0})
+    save_threshold(path, {"threshold": threshold.to_dict(), "phases": 4, "decision": "margin", "fpr": 0.0})
     cat.close()
     return {"root": root, "model": ckpt, "catalogue": root / "cat", "index": path, "irs": irs, "noises": noises}
 
@@ -91,6 +91,7 @@ def _events(r: subprocess.CompletedProcess) -> list[dict]:
     return [json.loads(line) for line in r.stdout.decode().splitlines()]
 
 
+@pytest.mark.slow
 def test_raw_pcm_on_stdin_names_song_and_offset(setup):
     """A database song through a room and noise, from 6.3 s in, as 16-kHz stereo s16le on a pipe."""
     start = 6.3
@@ -120,6 +121,31 @@ def test_compressed_stream_on_stdin_is_decoded(setup, tmp_path):
 def test_garbage_on_stdin_is_a_clear_error(setup):
     r = _cli(setup, ["-"], b"this is not audio at all" * 100)
     assert r.returncode == 2 and b"error:" in r.stderr and b"--format" in r.stderr
+
+
+def test_a_file_source_on_a_device_and_the_source_errors(setup, tmp_path, capsys):
+    """A file (not standard input) with --device; raw PCM without --rate and a missing file are errors
+    that name the problem (exit 2), the first before any model is loaded."""
+    from fplib import cli
+
+    start = 5.2
+    path = tmp_path / "q.flac"
+    audio.write(path, _degraded(setup, "song_1", start, 10.0, seed=2), 8000)
+    common = ["--model", str(setup["model"]), "--catalogue", str(setup["catalogue"]), "--index", str(setup["index"]),
+              "--no_realtime", "--json", "--device", "cpu"]
+    assert cli.listen_main([str(path), *common]) == 0
+    out, err = capsys.readouterr()
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events and events[0]["name"] == "song_1" and "threshold:" in err
+    assert events[0]["offset_s"] == pytest.approx(start + events[0]["time_s"], abs=0.5)
+    assert cli.listen_main(["-", "--format", "s16le", "--catalogue", "nowhere", "--index", "x.index"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --format needs --rate (raw PCM has no header to read it from)"
+    assert cli.listen_main([str(tmp_path / "missing.wav"), *common]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("error:") and "missing.wav" in err
+    with pytest.raises(ValueError, match="--format needs --rate"):
+        listen.Source("-", "f32le")
+    assert listen.Source("mic", input_device="3").input_device == 3
 
 
 def _run(listener, wav, chunk=1237):
@@ -153,6 +179,7 @@ def _same_matches(ours, theirs):
     np.testing.assert_allclose([m.score for m in ours], [m.score for m in theirs], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_incremental_matching_equals_recognizer_on_the_same_audio(setup):
     """After every hop, the rolling buffer (and its last 3 s) rank songs exactly as Recognizer.recognize
     ranks that audio: same songs, offsets and scores."""

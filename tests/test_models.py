@@ -2,16 +2,8 @@ import pytest
 import torch
 
 from fplib.features import FrontEnd
-from fplib.models import (
-    NAFP,
-    DivideAndEncode,
-    NAFPSettings,
-    build_model,
-    model_names,
-    n_parameters,
-    register,
-    unregister,
-)
+from fplib.models.nafp import NAFP, DivideAndEncode, NAFPSettings
+from fplib.models.registry import build_model, model_names, n_parameters, register, unregister
 
 
 def test_nafp_matches_the_published_parameter_count_shape_and_norm():
@@ -72,3 +64,23 @@ def test_gradients_flow_and_batch_independent():
     model.train()
     model(x).sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_the_registry_is_data_and_imports_no_torch():
+    """The command line lists the variants and their training settings without torch: the registry names
+    each factory and objective by import path, imported when the variant is first built."""
+    import subprocess
+    import sys
+
+    from fplib.models.registry import BUILTIN, kind_of, loss_name, variant
+
+    code = ("import sys\nfrom fplib.models import registry\nfrom fplib import train_config\n"
+            "print(len(registry.model_names()), train_config.TrainConfig(model='attn').temperature,"
+            " sorted(m for m in ('torch', 'numpy') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == [str(len(BUILTIN)), "0.1", "[]"], r.stdout + r.stderr
+    for v in BUILTIN:
+        assert isinstance(v.factory, str) and isinstance(v.objective, str) and v.description and v.loss
+        assert v.kind == kind_of(v.name) and variant(v.name) is v
+    assert loss_name("nafp") == "NT-Xent" and loss_name("samaf_small").startswith("SAMAF")
+    assert loss_name(None) == loss_name("not_registered") == "loss"

@@ -103,10 +103,9 @@ def test_notebooks_04_and_05_on_your_own_folder(tmp_path):
     (recorded in the catalogue), not the run's train_online/best.pt."""
     import torch
 
-    from fplib.catalogue import model_description
+    from fplib.checkpoints import model_description, save_checkpoint
     from fplib.features import FrontEnd
-    from fplib.models import build_model
-    from fplib.train import save_checkpoint
+    from fplib.models.registry import build_model
     from tests.helpers import music_like, write
 
     folder = tmp_path / "my music"

@@ -11,11 +11,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soxr
 import torch
 
-from fplib import audio, pretrained, storage, synth
+from fplib import audio, pretrained, storage
 from fplib.augment import add_noise, convolve_ir
+from fplib.synth.music import synth_song
+from fplib.synth.noise import synth_noise
+from fplib.synth.rooms import RIR_SR, simulate_rir
 
 SONG_S = 40.0
 MEMO_SONG, MEMO_START_S, MEMO_S = 3, 12.0, 8.0
@@ -30,14 +34,15 @@ def readme_commands() -> list[str]:
 
 
 def _degrade(wav: np.ndarray, seed: int, snr_db: float) -> np.ndarray:
-    ir, _ = synth.simulate_rir(seed, synth.RIR_SR)
-    noise = synth.synth_noise("babble", seed, len(wav) / audio.SR + 1.0, audio.SR)[: len(wav)]
-    ir8 = soxr.resample(ir, synth.RIR_SR, audio.SR)
+    ir, _ = simulate_rir(seed, RIR_SR)
+    noise = synth_noise("babble", seed, len(wav) / audio.SR + 1.0, audio.SR)[: len(wav)]
+    ir8 = soxr.resample(ir, RIR_SR, audio.SR)
     x = convolve_ir(torch.from_numpy(wav)[None], torch.from_numpy(ir8.astype(np.float32))[None])
     x = add_noise(x, torch.from_numpy(noise.astype(np.float32))[None], torch.tensor([snr_db]))
     return (0.9 * x / x.abs().max())[0].numpy()
 
 
+@pytest.mark.slow
 def test_readme_own_music_commands_name_the_song_and_offset(tmp_path):
     commands = readme_commands()
     assert [c.split()[0] for c in commands] == ["generate_fingerprints", "create_faiss_indexes",
@@ -45,7 +50,7 @@ def test_readme_own_music_commands_name_the_song_and_offset(tmp_path):
     music = tmp_path / "Music"
     formats = [("flac", 8000), ("ogg", 22050), ("mp3", 44100), ("wav", 44100), ("m4a", 44100), ("flac", 16000)]
     for i, (ext, sr) in enumerate(formats):  # 40-s songs nobody trained on (seeds 300+)
-        wav, _ = synth.synth_song(300 + i, SONG_S, sr)
+        wav, _ = synth_song(300 + i, SONG_S, sr)
         if i == 3:  # one stereo file
             wav = np.stack([wav, 0.8 * wav], axis=1)
         audio.write(music / ("album" if i % 2 else "") / f"song_{i}.{ext}", wav, sr)
@@ -68,7 +73,7 @@ def test_readme_own_music_commands_name_the_song_and_offset(tmp_path):
     assert abs(float(m.group(2)) - MEMO_START_S) <= 0.5, answer
 
     # a recording of a song that is not in the catalogue is refused with the calibrated threshold
-    other, _ = synth.synth_song(999, 20.0, audio.SR)
+    other, _ = synth_song(999, 20.0, audio.SR)
     audio.write(tmp_path / "other.m4a", _degrade(other[4 * audio.SR : 12 * audio.SR], seed=8, snr_db=10.0), audio.SR)
     cmd = commands[-1].replace("memo.m4a", "other.m4a")
     p = subprocess.run(cmd, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests import learning
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_learning_checks_hold_by_a_wide_margin_under_other_cpu_kernels():
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "portability.py"), "--quick",
                         "--min-margin", str(learning.MIN_MARGIN)], capture_output=True, text=True, timeout=600)

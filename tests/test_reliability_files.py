@@ -23,11 +23,11 @@ import pytest
 import torch
 
 from fplib import audio, cli, index, search
-from fplib.catalogue import Catalogue, load_model
+from fplib.catalogue import Catalogue
+from fplib.checkpoints import load_model, save_checkpoint
 from fplib.errors import BadFileError
 from fplib.features import FrontEnd
-from fplib.models import build_model, model_names
-from fplib.train import save_checkpoint
+from fplib.models.registry import build_model, model_names
 from tests.helpers import music_like
 
 FE = FrontEnd()
@@ -96,6 +96,7 @@ def _recognize(capsys, world, *extra, index_path=None, cat=None, queries=None):
 
 # -- silently wrong -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_without_a_threshold_file_noise_is_not_identified(world, capsys):
     """The shipped model's default threshold decides for a catalogue it made; another model's catalogue
     without a threshold file is refused (exit 2), never 'every query accepted'."""
@@ -177,6 +178,7 @@ def test_a_non_finite_threshold_is_refused_naming_the_file(world, tmp_path, caps
     (b"\xff\xfe{", "not a threshold file: not UTF-8 text"),
     (None, "is a folder, not a file"),
 ])
+@pytest.mark.slow
 def test_a_malformed_threshold_file_is_named_with_what_is_wrong(world, tmp_path, capsys, content, reason):
     idx = _index_copy(world, tmp_path)
     path = search.threshold_path(idx)
@@ -222,6 +224,7 @@ class _Unblock:
 FIFO_REASON = "is a named pipe (FIFO), not a regular file; not read (reading it could wait forever)"
 
 
+@pytest.mark.slow
 def test_a_named_pipe_named_like_audio_is_skipped_not_read(world, tmp_path, capsys):
     songs = tmp_path / "songs"
     songs.mkdir()
@@ -372,6 +375,7 @@ print(len(added), already)
 """
 
 
+@pytest.mark.slow
 def test_two_processes_add_to_one_catalogue_at_once(tmp_path):
     """Two real processes create one catalogue and add 220 songs each, 20 of them the same audio:
     every addition lands once, with its own vector ids and file (before BEGIN IMMEDIATE, one or two
@@ -401,6 +405,7 @@ def test_two_processes_add_to_one_catalogue_at_once(tmp_path):
     assert not list(folder.glob(".catalogue.*"))  # the loser's aside copy is gone
 
 
+@pytest.mark.slow
 def test_two_generate_fingerprints_on_the_same_songs_at_once(world, tmp_path):
     """Both create the catalogue and fingerprint the same three songs: each lands once, nothing fails."""
     cmd = [sys.executable, "-m", "fplib.cli", "generate_fingerprints", "-i", str(world["songs"]), "-o",
@@ -530,6 +535,7 @@ INDEX_CASES = ["truncated", "not an index", "empty", "folder", "meta missing", "
                "mapping missing", "mapping corrupt", "mapping of other songs"]
 
 
+@pytest.mark.slow
 def test_every_bad_index_file_is_named_with_what_is_wrong(world, tmp_path, capsys):
     for case in INDEX_CASES:
         idx = _index_copy(world, tmp_path / case.replace(" ", "_"))
@@ -550,6 +556,7 @@ def test_every_bad_index_file_is_named_with_what_is_wrong(world, tmp_path, capsy
                                       f"vectors, catalogue {cat} has 49)")
 
 
+@pytest.mark.slow
 def test_db_add_on_a_full_disk_fails_clearly_and_changes_nothing(world, tmp_path, capsys, monkeypatch):
     from fplib import storage
     from tests import faults

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from fplib import cli, storage
+from fplib.checkpoints import load_checkpoint
 from fplib.generate import GenerateConfig, generate_dataset
-from fplib.train import load_checkpoint
 from tests import faults
 from tests.helpers import make_folders, write
 
@@ -116,6 +116,7 @@ def test_torn_progress_line_is_ignored_and_the_song_redone(corpus, tmp_path):
     assert _tree_bytes(tmp_path / "out" / "Dataset_5") == _tree_bytes(corpus["ref"])  # the log included
 
 
+@pytest.mark.slow
 def test_a_log_glued_by_an_earlier_version_is_repaired(corpus, tmp_path):
     """Earlier versions appended after a torn line: the glued line hid every record after it, so each
     rerun 'completed' with songs missing (0 validation pairs). Now it is redone and completed."""
@@ -199,6 +200,7 @@ def trained(corpus, tmp_path_factory):
     return {"argv": argv, "ref": root / "ref" / "run", "here": root / "here"}
 
 
+@pytest.mark.slow
 def test_trainer_killed_or_out_of_disk_at_each_write_then_resumed(trained):
     argv, resume, tmp_path = trained["argv"], [*trained["argv"], "--resume"], trained["here"]
     run = tmp_path / "run" / "tiny"
@@ -233,6 +235,7 @@ def test_trainer_killed_or_out_of_disk_at_each_write_then_resumed(trained):
     assert [r["epoch"] for r in ref_log] == [0, 1]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux) to mount a small tmpfs")
 def test_trainer_on_a_real_full_disk(trained, tmp_path):
     """A real full file system (a tmpfs mounted in a user namespace) where last.pt fits and best.pt does not:
@@ -275,6 +278,7 @@ def _quote(s: str) -> str:
     return "'" + s.replace("'", "'\\''") + "'"
 
 
+@pytest.mark.slow
 def test_songs_with_nan_samples_are_skipped_in_dataloader_workers(tmp_path, capsys):
     d = make_folders(tmp_path, n_songs=6, seconds=3.0)
     train, val = tmp_path / "train", tmp_path / "val"
@@ -314,6 +318,7 @@ def test_trainer_with_no_usable_songs_lists_them(tmp_path, capsys):
     assert "skipped-file report" not in err and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_resume_with_the_output_folder_given_another_way(tmp_path, monkeypatch, capsys):
     d = make_folders(tmp_path / "in", n_songs=5, seconds=3.0)
     monkeypatch.chdir(tmp_path)

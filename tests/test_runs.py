@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from fplib import evaluate, runs, search, storage
+from fplib import heldout, runs, search, storage
 
 
 def test_a_run_names_every_file_under_its_root(tmp_path):
@@ -39,4 +39,4 @@ def test_training_songs_read_through_the_run(tmp_path):
     ds = run.dataset_dir / "Dataset_4"
     storage.write_json(ds / "generation.json", {"settings": {"input_folder": "/songs"}})
     storage.write_json(ds / "train_data.json", {"c.wav": ["c_0"]})
-    assert sorted(evaluate.training_songs(run)) == ["/m/a.wav", "/songs/c.wav"]
+    assert sorted(heldout.training_songs(run)) == ["/m/a.wav", "/songs/c.wav"]

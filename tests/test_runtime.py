@@ -14,7 +14,7 @@ STEP = r"""
 import json, resource
 import torch
 import fplib
-from fplib.models import build_model
+from fplib.models.registry import build_model
 
 torch.manual_seed(0)
 torch.set_num_threads(1)
@@ -56,6 +56,7 @@ def _best_of(n: int) -> dict:
     return best
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not runtime._glibc(), reason="the allocator settings are for glibc")
 def test_training_step_does_not_page_fault():
     # The kernel may reclaim idle pages behind a process's back (this machine runs proactive reclaim,

@@ -11,8 +11,9 @@ import torch
 from fplib import codes, engine
 from fplib.features import logmel
 from fplib.losses import nt_xent
-from fplib.models import SAMAF, build_model, frontend_for, kind_of, n_parameters, variant
+from fplib.models.registry import build_model, frontend_for, kind_of, n_parameters, variant
 from fplib.models.samaf import (
+    SAMAF,
     SAMAFSettings,
     balance_loss,
     contrastive_code_loss,
@@ -51,7 +52,7 @@ def test_forward_gives_relaxed_codes(name, batch):
     assert z.shape == (batch, settings["bits"]) == (batch, 128) and z.dtype == torch.float32
     assert z.abs().max() <= 1 and torch.isfinite(z).all()
     assert kind_of(name) == "binary" and variant(name).family == "samaf"
-    assert variant(name).objective is samaf_objective
+    assert variant(name).objective_fn() is samaf_objective and variant(name).loss.startswith("SAMAF")
 
 
 def test_parameter_counts_are_pinned():
@@ -246,12 +247,14 @@ def test_without_pairs_the_degraded_view_is_ignored():
                               samaf_objective(paired, paired, x_a, other, 0.05)[0])
 
 
+@pytest.mark.slow
 def test_a_few_adam_steps_reduce_the_reconstruction_loss():
     learning.require(learning.samaf_reconstruction())  # 22-37-fold fall (tests/learning.py)
 
 
 # -- inference and checkpoints -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
 def test_cpu_runtimes_give_the_torch_codes(tmp_path, monkeypatch, runtime):
     monkeypatch.setenv(engine.CACHE_ENV, str(tmp_path / "cache"))

@@ -3,10 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from fplib import audio, index
-from fplib.catalogue import Catalogue, extract, fingerprint, song_name
+from fplib import audio, index, search
+from fplib.catalogue import Catalogue
+from fplib.errors import BadFileError
+from fplib.extraction import extract, fingerprint, song_name
 from fplib.features import FrontEnd, n_windows
-from fplib.models import build_model
+from fplib.models.registry import build_model
 from fplib.search import Recognizer, calibrate_threshold
 from tests.helpers import make_folders, tone, write
 
@@ -138,6 +140,7 @@ def _synthetic_catalogue(tmp_path, n_songs=20, per_song=500, seed=0):
     return cat
 
 
+@pytest.mark.slow
 def test_ivfpq_defaults_polysemous_off_nprobe_really_set(tmp_path):
     cat = _synthetic_catalogue(tmp_path)
     path = index.build(cat, "big", tmp_path / "idx", nlist=64, m=32, nprobe=16)
@@ -154,6 +157,7 @@ def test_ivfpq_defaults_polysemous_off_nprobe_really_set(tmp_path):
     assert (found[:, 0] == np.arange(200)).mean() > 0.9  # a stored vector finds itself
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("factory", [None, "IVF16_HNSW32,PQ32x4fs"])  # the default, and the large catalogues' kind
 def test_add_and_remove_songs_without_rebuilding(tmp_path, factory):
     cat = _synthetic_catalogue(tmp_path, n_songs=10)
@@ -179,6 +183,7 @@ def test_add_and_remove_songs_without_rebuilding(tmp_path, factory):
     assert str(gone.first_vector) not in index.storage.read_json(path.with_suffix(".json"))
 
 
+@pytest.mark.slow
 def test_hnsw_coarse_quantiser_looks_further_than_nprobe(tmp_path):
     cat = _synthetic_catalogue(tmp_path, n_songs=4)
     path = index.build(cat, "hnsw", tmp_path / "idx", factory="IVF32_HNSW32,PQ32x4fs", nprobe=8)
@@ -191,6 +196,7 @@ def test_hnsw_coarse_quantiser_looks_further_than_nprobe(tmp_path):
     assert index.bytes_per_vector(idx) == 24  # 32 codes of 4 bits + 8-byte id
 
 
+@pytest.mark.slow
 def test_default_index_on_a_large_catalogue_points_to_the_measured_choice(tmp_path, capsys, monkeypatch):
     assert index.large_catalogue_choice(999_999) is None
     assert index.large_catalogue_choice(1_000_000) == ("IVF1024,PQ32x4fs", 64)
@@ -203,6 +209,7 @@ def test_default_index_on_a_large_catalogue_points_to_the_measured_choice(tmp_pa
     assert "--factory" not in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_merge_shards_built_from_one_quantiser(tmp_path):
     cat = _synthetic_catalogue(tmp_path, n_songs=8, per_song=400)
     ids, v = cat.all_vectors()
@@ -226,6 +233,65 @@ def test_threshold_calibration():
         calibrate_threshold([], 0.01)
 
 
+def test_the_threshold_file_has_one_writer_and_reads_back_equal(tmp_path):
+    """save_threshold is the one writer of NAME.threshold.json, load_threshold its reader: what is written
+    (a calibration's JSON, threshold by length and its measurements) reads back equal; settings the reader
+    would refuse are never written."""
+    from fplib.calibrate import Calibration, LengthCalibration, NegativesUsed
+
+    rows = [LengthCalibration(1.0, 1, 0.4, 20, 20, 1, 0.05), LengthCalibration(3.0, 5, 0.3, 20, 0, None, None)]
+    cal = Calibration(search.Threshold((1, 5, 19), (0.4, 0.3, 0.2)), 0.05, 4, "margin", rows, 0.05,
+                      NegativesUsed(["a.wav"], ["b.wav"], skipped=[("c.wav", "not audio")], rooms=["r.wav"]))
+    path = search.save_threshold(tmp_path / "songs.index", cal.to_json())
+    assert path == search.threshold_path(tmp_path / "songs.index") == tmp_path / "songs.threshold.json"
+    assert search.load_threshold(path) == cal.to_json()
+    saved = search.load_threshold(path)
+    assert saved["per_length"][1] == {"length_s": 3.0, "windows": 5, "threshold": 0.3, "n_calibration": 20,
+                                      "n_test": 0, "false_positives": None, "fpr": None}
+    assert saved["negatives"]["skipped"] == [["c.wav", "not audio"]] and saved["negatives"]["cross_fit"] is False
+    with pytest.raises(BadFileError, match="not a valid threshold file"):
+        search.save_threshold(tmp_path / "bad.index", {"threshold": float("nan")})
+    assert not search.threshold_path(tmp_path / "bad.index").exists()
+
+
+def test_no_other_code_writes_a_threshold_file():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    writers = [f"{f.relative_to(root)}: {line.strip()}"
+               for f in [*root.glob("fplib/**/*.py"), *root.glob("benchmarks/**/*.py"), *root.glob("notebooks/*.ipynb")]
+               for line in f.read_text(encoding="utf-8").splitlines()
+               if "write_json(" in line and ("threshold_path" in line or "threshold.json" in line)]
+    assert not writers, writers
+
+
+def test_answers_to_query_files_are_counted(tmp_path, songs, model):
+    """Recognitions: an Answer per file in order (a file that cannot be read is an error, the rest go on),
+    counted; an answer reads as the command prints it, as text or JSON."""
+    cat, _ = _catalogue(tmp_path, songs, model)
+    rec = Recognizer(model, cat, index.build(cat, "x", tmp_path), threshold=2.0)  # nothing is accepted
+    files = [str(f) for f in audio.list_audio(songs)]
+    run = search.Recognitions(rec, files, top=2)
+    answers = list(run)
+    assert [a.query for a in answers] == files
+    bad = [a for a in answers if a.error is not None]
+    assert sorted(a.query.rsplit("/", 1)[1] for a in bad) == ["broken.mp3", "short.wav"]
+    assert (run.identified, run.not_in_database, run.failed) == (0, 4, 2)
+    assert run.summary() == "6 queries: 0 identified, 4 not in the database, 2 failed"
+    ok = next(a for a in answers if a.error is None)
+    assert ok.lines()[0].startswith(f"{ok.query} [0.0-8.0 s]: not in the database (score below the threshold")
+    assert ok.to_json()["in_database"] is False and ok.to_json()["song"] is None and ok.to_json()["file"] == ok.query
+    assert bad[0].to_json() == {"file": bad[0].query, "error": bad[0].error}
+    assert bad[0].lines() in ([f"error: {bad[0].error}"], [f"{bad[0].query}: error: {bad[0].error}"])
+    matches = [search.Match(1, "a", 2.0, 0.9), search.Match(2, "b", 0.5, 0.4)]
+    hit = search.Answer("q.wav", search.Result(True, matches, confidence=0.5, threshold=0.3, query_s=3.0),
+                        decision="margin")
+    assert hit.lines() == ["q.wav [0.0-3.0 s]: a at 2.0 s (score 0.900, confidence 0.500 >= threshold 0.300)",
+                           "q.wav   2. b at 0.5 s (score 0.400)"]
+    assert hit.to_json()["song"] == "a" and hit.to_json()["decision"] == "margin"
+    cat.close()
+
+
 def test_empty_catalogue_is_an_error(tmp_path):
     cat = Catalogue(tmp_path / "empty", FE, {})
     with pytest.raises(ValueError, match="empty"):
@@ -239,6 +305,7 @@ def test_fingerprint_is_batched_consistently(model):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_small_catalogue_trains_pq_without_faiss_warnings(tmp_path, capfd):
     # fewer vectors than faiss's 39 per PQ centroid (9,984): the codebooks train on what there is,
     # deliberately, and faiss prints nothing (it used to print one warning per sub-quantiser)

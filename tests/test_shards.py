@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from fplib import cli
-from fplib.catalogue import Catalogue, shard_folder
+from fplib.catalogue import Catalogue
+from fplib.extraction import shard_folder
 from tests.helpers import make_folders, write
 from tests.test_cli import _checkpoint
 
@@ -48,6 +49,7 @@ def _torchrun(world, out: Path, *extra) -> subprocess.CompletedProcess:
                            "--workers", "0", *extra], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 
 
+@pytest.mark.slow
 def test_two_ranks_give_the_single_process_catalogue_and_a_rerun_adds_nothing(world, tmp_path):
     out = tmp_path / "cat"
     r = _torchrun(world, out)
@@ -61,6 +63,7 @@ def test_two_ranks_give_the_single_process_catalogue_and_a_rerun_adds_nothing(wo
     _same_content(world["single"], out)
 
 
+@pytest.mark.slow
 def test_shards_merged_by_hand_and_a_merge_resumes(world, tmp_path, capsys):
     files = sorted(world["songs"].glob("song_*.flac"))
     a, b = tmp_path / "a", tmp_path / "b"

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from fplib import audio, cli, index, storage
-from fplib.catalogue import Catalogue, StaleCatalogueError, StoreRows, extract
+from fplib.catalogue import Catalogue, StaleCatalogueError, StoreRows
 from fplib.errors import BadFileError
+from fplib.extraction import extract
 from fplib.features import FrontEnd
-from fplib.models import build_model
+from fplib.models.registry import build_model
 from fplib.search import Recognizer
 from tests.helpers import make_folders
 
@@ -278,3 +279,48 @@ def test_the_vector_store_is_reached_by_fault_injection(tmp_path, monkeypatch):
     with pytest.raises(storage.DiskFullError, match=r"vectors\.0\.bin: no space left"):
         cat.add("/songs/x.wav", _unit(4, seed=4), 2.0, "sumx")
     assert cat.state() == state and cat.store["rows"] == 15
+
+
+def test_the_db_operations_are_library_functions_all_or_nothing(world, tmp_path):
+    """What ``generate_fingerprints``, ``create_faiss_indexes`` and ``fplib db`` do, called directly: an
+    addition with one unusable file is refused whole (Refused names the file) and changes nothing."""
+    from fplib import db
+    from fplib.checkpoints import save_checkpoint
+    from fplib.errors import Refused
+    from fplib.extraction import fingerprint_folders
+
+    model, songs, _ = world
+    ckpt = tmp_path / "model.pt"
+    save_checkpoint(ckpt, {"model": model.state_dict(), "model_name": "nafp_small", "frontend": FE.to_dict(),
+                           "model_settings": build_model("nafp_small", FE, width=0.125)[1]})
+    files = audio.list_audio(songs)
+    cat = tmp_path / "cat"
+    made = fingerprint_folders([str(f) for f in files[:2]], cat, ckpt, workers=0, progress=False)
+    assert [s.name for s in made.added] == [files[0].stem, files[1].stem] and made.songs == 2
+    with pytest.raises(Refused) as refused:
+        fingerprint_folders([str(tmp_path / "nowhere")], cat, ckpt, progress=False)
+    assert refused.value.problems == [(str(tmp_path / "nowhere"), "no such file or folder")]
+    built = db.build_index(cat, "idx", tmp_path / "idx", factory="Flat")
+    assert built.songs == 2 and built.path == tmp_path / "idx" / "idx.index"
+    with Catalogue(cat) as c:
+        before = c.state(), c.store["rows"], storage.read_json(built.path.with_suffix(".meta.json"))
+    with pytest.raises(Refused) as refused:
+        db.add(cat, built.path, [str(files[2]), str(files[0])], ckpt, progress=False)
+    assert refused.value.consequence == "nothing was added"
+    assert refused.value.problems == [(str(files[0]), f"already in the catalogue as song 1 {files[0].stem!r}")]
+    with Catalogue(cat) as c:
+        assert (c.state(), c.store["rows"], storage.read_json(built.path.with_suffix(".meta.json"))) == before
+    added = db.add(cat, built.path, [str(files[2])], ckpt, progress=False)
+    assert [s.name for s in added.added] == [files[2].stem] and added.songs == 3
+    assert [s.name for s in db.list_songs(cat, built.path)] == [f.stem for f in files[:3]]
+    with pytest.raises(Refused, match="'nope': no song with this name or id"):
+        db.remove(cat, built.path, [files[1].stem, "nope"])
+    assert len(db.list_songs(cat)) == 3
+    removed = db.remove(cat, built.path, [files[1].stem])
+    assert [s.name for s in removed.removed] == [files[1].stem] and removed.songs == 2
+    compacted = db.compact(cat)
+    assert (compacted.songs, compacted.dtype, compacted.file) == (2, "float32", "vectors.1.bin")
+    assert compacted.bytes_after < compacted.bytes_before
+    merged = db.merge(tmp_path / "merged", [cat])
+    assert merged.songs == 2 and [s.name for s in merged.added] == [files[0].stem, files[2].stem]
+    assert db.merge(tmp_path / "merged", [cat]).added == []  # resumes: nothing twice

@@ -9,11 +9,15 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import signal
 
-from fplib import audio, synth
+from fplib import audio
 from fplib.augment import ir_onset
-from fplib.synth import NOISE_KINDS, CorpusSpec, make_demo_corpus, simulate_rir, synth_noise, synth_song
+from fplib.synth.compose import NOTE_NAMES, SCALES
+from fplib.synth.demo import CorpusSpec, item_seed, make_demo_corpus
+from fplib.synth.music import PEAK_DBFS, synth_song
+from fplib.synth.noise import NOISE_KINDS, synth_noise
+from fplib.synth.rooms import simulate_rir
 
-PEAK = 10 ** (synth.PEAK_DBFS / 20)
+PEAK = 10 ** (PEAK_DBFS / 20)
 
 
 def band_db(x: np.ndarray, sr: int, n_bands: int = 32, hop: int = 256) -> np.ndarray:
@@ -67,7 +71,7 @@ def test_song_is_deterministic_with_the_right_length_and_level():
     assert audio.rms_dbfs(a) > -30
     json.dumps(meta_a)  # plain JSON
     assert 70 <= meta_a["tempo_bpm"] <= 170 and meta_a["meter"] in (3, 4)
-    assert meta_a["scale"] in synth._SCALES and meta_a["key"] in synth._NOTE_NAMES
+    assert meta_a["scale"] in SCALES and meta_a["key"] in NOTE_NAMES
     assert set(meta_a["instruments"]) == {"melody", "chords", "arp", "bass", "drums"}
 
 
@@ -230,7 +234,7 @@ def test_make_demo_corpus_writes_loadable_files(tmp_path):
     assert [f["kind"] for f in manifest["files"] if f["type"] == "noise"] == ["white", "pink", "brown"]
     assert all("rt60_sabine_s" in f for f in manifest["files"] if f["type"] == "rir")
     # the file holds exactly what synth_song makes from the item's seed
-    wav, _ = synth_song(synth.item_seed(TINY.seed, "music", 0), TINY.song_seconds)
+    wav, _ = synth_song(item_seed(TINY.seed, "music", 0), TINY.song_seconds)
     assert np.abs(sf.read(str(song), dtype="float32")[0] - wav).max() < 1e-4
 
 
@@ -275,9 +279,9 @@ def test_user_files_are_left_alone(tmp_path):
 
 
 def test_item_seeds_are_stable_and_distinct():
-    seeds = {synth.item_seed(0, kind, i) for kind in ("music", "noise", "rir") for i in range(50)}
+    seeds = {item_seed(0, kind, i) for kind in ("music", "noise", "rir") for i in range(50)}
     assert len(seeds) == 150 and all(0 <= s < 2**53 for s in seeds)
-    assert synth.item_seed(0, "music", 3) == synth.item_seed(0, "music", 3) != synth.item_seed(1, "music", 3)
+    assert item_seed(0, "music", 3) == item_seed(0, "music", 3) != item_seed(1, "music", 3)
 
 
 def test_corpus_spec_is_checked():

@@ -9,22 +9,14 @@ import torch.multiprocessing as mp
 
 from fplib import cli, storage
 from fplib.augment import AugmentConfig
+from fplib.checkpoints import load_checkpoint, load_model
 from fplib.data import Skipped
 from fplib.engine import torch_threads
 from fplib.features import FrontEnd
 from fplib.losses import nt_xent
-from fplib.train import (
-    TrainConfig,
-    TrainingDiverged,
-    best_epoch,
-    load_checkpoint,
-    load_model,
-    online_source,
-    read_metrics,
-    split_online_data,
-    static_source,
-    train,
-)
+from fplib.sources import OnlineFolders, online_source, split_online_data, static_source
+from fplib.train import TrainingDiverged, best_epoch, read_metrics, train
+from fplib.train_config import TrainConfig
 from tests import learning
 from tests.helpers import make_folders
 
@@ -47,6 +39,7 @@ def test_best_epoch_counts_from_one_like_the_log():
         best_epoch([])
 
 
+@pytest.mark.slow
 def test_static_training_writes_usable_checkpoints(pairs, tmp_path):
     cfg = TrainConfig(**learning.TINY_TRAINING)
     with torch_threads(learning.THREADS):  # a fixed thread count: the curve depends on it
@@ -77,6 +70,7 @@ def test_static_training_writes_usable_checkpoints(pairs, tmp_path):
               progress=False)
 
 
+@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_curve(pairs, tmp_path):
     src = static_source(pairs / "train_set", pairs / "val_set", FE)
     full = train(TrainConfig(**TINY), src, tmp_path / "a", FE, progress=False)
@@ -90,6 +84,7 @@ def test_resume_reproduces_the_uninterrupted_curve(pairs, tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
+@pytest.mark.slow
 def test_init_starts_a_new_run_from_trained_weights(pairs, tmp_path):
     src = static_source(pairs / "train_set", pairs / "val_set", FE)
     train(TrainConfig(**TINY), src, tmp_path / "a", FE, progress=False)
@@ -140,7 +135,7 @@ def test_bad_inputs_fail_before_any_work(pairs, tmp_path):
         static_source(pairs / "train_set", pairs / "val_set", FrontEnd(f_min=0.0))
     with pytest.raises(FileNotFoundError, match="validation noises: .*folder not found"):
         d = make_folders(tmp_path / "in", n_songs=3)
-        online_source(d["songs"], d["rir"], d["noise"], d["songs"], d["rir"], tmp_path / "missing",
+        online_source(OnlineFolders(d["songs"], d["songs"], d["rir"], d["noise"], d["rir"], tmp_path / "missing"),
                       TrainConfig(**TINY), AugmentConfig(), FE, Skipped())
 
 
@@ -154,6 +149,7 @@ def test_unsafe_checkpoint_is_refused(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
 
 
+@pytest.mark.slow
 def test_dynamic_training_with_online_augmentation(tmp_path):
     d = make_folders(tmp_path / "in", n_songs=6, seconds=6.0)
     (d["songs"] / "broken.wav").write_text("nope")
@@ -166,18 +162,17 @@ def test_dynamic_training_with_online_augmentation(tmp_path):
         split_online_data(d["songs"], d["rir"], d["noise"], tmp_path, 0.5, seed=0)
     skipped = Skipped()
     cfg = TrainConfig(**{**TINY, "epochs": 2, "items_per_song": 4})
-    src = online_source(split["train_set"], split["train_impulse_responses"], split["train_background_noises"],
-                        split["val_set"], split["val_impulse_responses"], split["val_background_noises"], cfg,
-                        AugmentConfig(), FE, skipped)
+    src = online_source(OnlineFolders.from_split(split), cfg, AugmentConfig(), FE, skipped)
     assert any("broken.wav" in p for p, _ in skipped.items)
     hist = train(cfg, src, tmp_path / "run", FE, progress=False)
     assert len(hist) == 2 and all(0 <= h["data_wait_frac"] <= 1 for h in hist)
     assert hist[0]["val_pairs"] == len(src.val)
 
 
+@pytest.mark.slow
 def test_trainer_cli_keeps_the_seed_flags(pairs, tmp_path, capsys):
     ns = cli._trainer_parser().parse_args(["static", "-tp", "a", "-vp", "b"])
-    assert (ns.epochs, ns.batch_size, ns.optim, ns.output_path) == (200, 32, "Adam", ".")
+    assert (ns.epochs, ns.batch_size, ns.optim, ns.output_path) == (200, None, None, ".")  # None: the family's
     ns = cli._trainer_parser().parse_args(["dynamic_online", "-p", "s", "-ir", "i", "-bn", "n"])
     assert ns.train_ratio == 0.8
     rc = cli.trainer_main(["-ep", "1", "-bs", "8", "-m", "tiny", "--optim", "Lamb", "-o", str(tmp_path),
@@ -228,6 +223,7 @@ def _loss_worker(rank: int, world: int, port: int, za: torch.Tensor, zb: torch.T
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_gathered_nt_xent_equals_the_global_batch():
     torch.manual_seed(0)
     za = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
@@ -252,6 +248,7 @@ def _train_worker(rank: int, world: int, port: int, pairs_dir: str, out_dir: str
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_stay_in_sync(pairs, tmp_path):
     out = mp.Manager().dict()
     mp.spawn(_train_worker, args=(2, _free_port(), str(pairs), str(tmp_path / "ddp"), out), nprocs=2, join=True)
@@ -263,3 +260,35 @@ def test_two_gloo_ranks_stay_in_sync(pairs, tmp_path):
     ck = load_checkpoint(tmp_path / "ddp" / "last.pt")
     total = sum(float(v.double().sum()) for k, v in ck["model"].items() if "running" not in k)
     assert total == pytest.approx(out[0][-1]["weights_checksum"], rel=1e-9)
+
+
+def test_train_config_takes_every_family_setting_from_the_registry():
+    from fplib.config import ParameterError, from_dict
+    from fplib.models.registry import register, unregister, variant
+    from fplib.train_config import default, family_settings, for_variant
+
+    assert TrainConfig(model="attn_small").temperature == 0.1 and TrainConfig(model="nafp").temperature == 0.05
+    assert TrainConfig(model="attn_small", temperature=0.2).temperature == 0.2  # given: not the family's
+    base = TrainConfig(model="nafp")
+    assert {k: getattr(base, k) for k in family_settings()} == family_settings()  # fplib's values
+    try:
+        register("test_tuned", variant("nafp_small").factory, training={"lr": 0.01, "batch_size": 16, "optim": "Lamb"},
+                 width=0.125)
+        cfg = TrainConfig(model="test_tuned")
+        assert (cfg.lr, cfg.batch_size, cfg.optim, cfg.temperature) == (0.01, 16, "Lamb", 0.05)
+        assert from_dict(TrainConfig, {"model": "test_tuned", "lr": 0.5}).lr == 0.5
+        moved = for_variant(cfg, "attn_small", epochs=1)  # the family's settings go back to the other family's
+        assert (moved.model, moved.lr, moved.batch_size, moved.temperature, moved.epochs) == (
+            "attn_small", 1e-4, 32, 0.1, 1)
+        register("test_bad", variant("nafp_small").factory, training={"no_such_setting": 1})
+        with pytest.raises(ValueError, match="not family settings"):
+            TrainConfig(model="test_bad")
+    finally:
+        unregister("test_tuned")
+        unregister("test_bad")
+    with pytest.raises(ParameterError, match="unknown parameter"):
+        from_dict(TrainConfig, {"modle": "nafp"})
+    # the command line takes its defaults from TrainConfig (one set of defaults)
+    ns = cli._trainer_parser().parse_args(["static", "-tp", "a", "-vp", "b"])
+    assert (ns.workers, ns.patience, ns.seed, ns.val_items_per_song, ns.arch) == (
+        default("num_workers"), default("patience"), default("seed"), default("val_items_per_song"), default("model"))

@@ -3,6 +3,7 @@
     python benchmarks/real_music/setup_data.py            # once: fetch the data (see LICENSES.md there)
     python benchmarks/real_music/run.py --checkpoint outputs/demo/train_online/best.pt [--name demo]
     python benchmarks/real_music/run.py --checkpoint small=A.pt wide=B.pt --name compare   # side by side
+    python benchmarks/real_music/run.py --quick    # the same path on a small synthetic stand-in (under a minute)
 
 Protocol: fplib.evaluate.benchmark, as notebook 05 runs it, with PROTOCOL below (all seeded; the query
 list is written to results/<name>/queries.json so runs compare):
@@ -21,6 +22,12 @@ list is written to results/<name>/queries.json so runs compare):
 - one table: top-1 hit rate (song and offset within 0.5 s, or of an exact repeat of the same audio in
   the song: fplib.evaluate.find_repeats) per length and SNR for each system, false positives, time
   per query, database bytes per second of audio; per-query rows in results/<name>/rows.json.
+
+``--quick`` runs the same path end to end on a small stand-in of the data (``benchmarks/standin.py``:
+synthetic songs and noises in the packages' layout, made once in results/standin-data/; the fetched data
+is not needed), with the shipped model unless ``--checkpoint`` is given, 1- and 3-s queries at 5 dB, two
+per cell, two of the conditions, results in results/quick/ (``--name``): its figures are not comparable
+with a full run's.
 """
 
 from __future__ import annotations
@@ -32,14 +39,21 @@ from pathlib import Path
 
 import numpy as np
 
-from fplib import audio, evaluate, index, search, storage, synth, viz
-from fplib.catalogue import Catalogue, extract, model_description
-from fplib.checkpoints import load_model, resolve_device
+from fplib import audio, calibrate, evaluate, heldout, index, search, storage, viz
+from fplib.catalogue import Catalogue
+from fplib.checkpoints import load_model, model_description, resolve_device
 from fplib.data import IRBank, NoiseBank, item_rng
+from fplib.extraction import extract
+from fplib.synth.demo import item_seed
+from fplib.synth.rooms import simulate_rir
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from setup_data import DATA, files  # noqa: E402
+
+QUICK = {"lengths": (1.0, 3.0), "snrs": (5.0,), "queries_per_cell": 2, "calibration_per_cell": 2,
+         "noise_only_per_length": 1}
+QUICK_CONDITIONS = ["gsm", "speed+2"]
 
 
 def rooms(folder: Path, n: int, seed: int) -> list[Path]:
@@ -48,7 +62,7 @@ def rooms(folder: Path, n: int, seed: int) -> list[Path]:
     for i in range(n):
         path = folder / f"room_{i:03d}.wav"
         if not path.exists():
-            ir, _ = synth.simulate_rir(synth.item_seed(seed, "benchmark-rir", i))
+            ir, _ = simulate_rir(item_seed(seed, "benchmark-rir", i))
             audio.write(path, ir, 16000, subtype="FLOAT")
         out.append(path)
     return out
@@ -91,9 +105,12 @@ def checkpoints(specs: list[str]) -> dict[str, Path]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p = PROTOCOL
-    ap.add_argument("--checkpoint", required=True, nargs="+", metavar="[NAME=]PATH",
-                    help="the model; several (NAME=PATH each) are evaluated side by side on the same queries")
-    ap.add_argument("--name", default="run", help="results/<name>/ (default: run)")
+    ap.add_argument("--checkpoint", nargs="+", metavar="[NAME=]PATH",
+                    help="the model; several (NAME=PATH each) are evaluated side by side on the same queries "
+                         "(required, except with --quick: the shipped model)")
+    ap.add_argument("--name", default=None, help="results/<name>/ (default: run; quick with --quick)")
+    ap.add_argument("--quick", action="store_true", help="the same path on a small synthetic stand-in of the data "
+                    "(under a minute; figures not comparable with a full run's)")
     ap.add_argument("--lengths", nargs="+", type=float, help=f"query lengths, s (default: {list(p.lengths)})")
     ap.add_argument("--snrs", nargs="+", type=float, help=f"SNRs, dB (default: {list(p.snrs)})")
     ap.add_argument("--per-cell", type=int, help=f"queries per (length, SNR) (default: {p.queries_per_cell})")
@@ -112,7 +129,7 @@ def main() -> None:
     ap.add_argument("--landmark-density", type=float, help=f"(default: {p.landmark_density})")
     ap.add_argument("--no-landmark", action="store_true")
     ap.add_argument("--seed", type=int, help=f"(default: {p.seed})")
-    ap.add_argument("--conditions", nargs="*", default=list(evaluate.CONDITIONS), metavar="COND",
+    ap.add_argument("--conditions", nargs="*", default=None, metavar="COND",
                     help="the test queries again through a codec or at another speed, as rows of their own "
                          f"(default: all of {', '.join(evaluate.CONDITIONS)}; none: --conditions with no value)")
     ap.add_argument("--threshold", default="calibrate", choices=["calibrate", "card", "corpus"],
@@ -123,18 +140,34 @@ def main() -> None:
                          "(--corpus) with its held-out rooms and noises, for --shipped-fpr (default: calibrate)")
     ap.add_argument("--corpus", default=None, help="the corpus of build_corpus, for --threshold corpus "
                     "(default: outputs/corpus)")
-    ap.add_argument("--shipped-fpr", type=float, default=evaluate.SHIPPED_FPR,
-                    help=f"--threshold corpus: the false-positive rate aimed at (default: {evaluate.SHIPPED_FPR})")
+    ap.add_argument("--shipped-fpr", type=float, default=calibrate.SHIPPED_FPR,
+                    help=f"--threshold corpus: the false-positive rate aimed at (default: {calibrate.SHIPPED_FPR})")
     ap.add_argument("--hop", type=float, default=None, help="the catalogue's hop between windows in seconds "
                     "(default: the model's, 0.5); 0.25 doubles the catalogue, and the query phases are halved to "
                     "keep the query's windows every 0.125 s")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
+    if args.checkpoint is None and not args.quick:
+        ap.error("--checkpoint is required (or --quick)")
+    if args.conditions is None:
+        args.conditions = QUICK_CONDITIONS if args.quick else list(evaluate.CONDITIONS)
+    args.name = args.name or ("quick" if args.quick else "run")
+    data, quick = DATA, {}
+    if args.quick:
+        from fplib import pretrained
+
+        print("QUICK MODE: a small synthetic stand-in of the benchmark data, few queries; the figures are not "
+              "comparable with a full run's", flush=True)
+        sys.path.insert(0, str(HERE.parent))
+        from standin import real_music_data
+
+        data, quick = real_music_data(HERE / "results" / "standin-data"), QUICK
+        args.checkpoint = args.checkpoint or [str(pretrained.default_model())]
     given = {"lengths": args.lengths, "snrs": args.snrs, "queries_per_cell": args.per_cell,
              "bandlimit_share": args.bandlimit_share, "target_fpr": args.fpr,
              "calibration_per_cell": args.calib_per_cell, "noise_only_per_length": args.noise_only,
              "landmark_density": args.landmark_density, "seed": args.seed, "conditions": tuple(args.conditions)}
-    protocol = replace(PROTOCOL, **{k: v for k, v in given.items() if v is not None})
+    protocol = replace(PROTOCOL, **{**quick, **{k: v for k, v in given.items() if v is not None}})
     # the options as run (metrics.json records them, as it always did)
     args.lengths, args.snrs, args.per_cell = list(protocol.lengths), list(protocol.snrs), protocol.queries_per_cell
     args.bandlimit_share, args.fpr, args.seed = protocol.bandlimit_share, protocol.target_fpr, protocol.seed
@@ -142,21 +175,21 @@ def main() -> None:
     models = checkpoints(args.checkpoint)
     if len(args.checkpoint) == 1 and "=" not in args.checkpoint[0]:
         args.checkpoint = args.checkpoint[0]
-    if not (DATA / "LICENSES.md").exists():
+    if not (data / "LICENSES.md").exists():
         sys.exit("no data: run benchmarks/real_music/setup_data.py first")
     out = HERE / "results" / args.name
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
 
-    held = files("hedgewars-data") + files("colobot-common-sounds")
+    held = files("hedgewars-data", data) + files("colobot-common-sounds", data)
     order = item_rng(protocol.seed, "held-out split").permutation(len(held))
     n_out = max(2, int(round(len(held) * args.kept_out)))
     out_db = sorted(held[i] for i in order[:n_out])
     in_db = sorted(held[i] for i in order[n_out:])
-    distractors = files("supertux-data")
+    distractors = files("supertux-data", data)
     for ckpt in models.values():  # no benchmark song may be a song of a model's training corpus
-        for songs, where in evaluate.model_corpora(ckpt):
-            evaluate.check_not_in_corpus([str(p) for p in held + distractors], songs, where)
+        for songs, where in heldout.model_corpora(ckpt):
+            heldout.check_not_in_corpus([str(p) for p in held + distractors], songs, where)
     systems, cat = {}, None
     for system, ckpt in models.items():  # one catalogue and index per model (results/<name>/ for a single one)
         model, fe = load_model(ckpt, device)
@@ -166,7 +199,7 @@ def main() -> None:
             fe = replace(fe, hop_s=args.hop)
         folder = out if len(models) == 1 else out / "systems" / system
         cat = Catalogue(folder / "catalogue", fe, model_description(ckpt))
-        res = extract(in_db + distractors, cat, model, device=device, root=DATA)
+        res = extract(in_db + distractors, cat, model, device=device, root=data)
         for path, reason in res.skipped:
             print(f"skipped {path}: {reason}")
         idx_path = index.build(cat, "real", folder, nprobe=args.nprobe)
@@ -176,15 +209,16 @@ def main() -> None:
             systems[system] = card_threshold(systems[system], ckpt)
             print(f"{system}: the threshold of its card ({ckpt.with_suffix('.json')})")
         elif args.threshold == "corpus":
-            cal = evaluate.calibrate_on_corpus(systems[system], args.corpus, args.shipped_fpr, progress=False)
+            cal = calibrate.calibrate_on_corpus(systems[system], args.corpus, args.shipped_fpr, progress=False,
+                                                **({"per_cell": 2} if args.quick else {}))
             print(f"{system}: threshold calibrated on the corpus's held-out songs for {args.shipped_fpr:.0%}: "
-                  + ", ".join(f"{r['length_s']:g} s " + ("n/a" if r["fpr"] is None else f"{r['fpr']:.1%}")
+                  + ", ".join(f"{r.length_s:g} s " + ("n/a" if r.fpr is None else f"{r.fpr:.1%}")
                               for r in cal.per_length) + " false positives held back (cross-fitted)")
     songs = cat.songs()
     by_path = {s.path: s.name for s in songs}
     sr = cat.fe.sr
     irs = IRBank(rooms(out / "rooms", 20, protocol.seed + 7), sr, max_s=1.0)
-    noises = NoiseBank(files("megaglest-data"), sr)
+    noises = NoiseBank(files("megaglest-data", data), sr)
     if not args.no_landmark:
         systems["audfprint"] = evaluate.landmark_system(songs, protocol.landmark_density, sr)
 

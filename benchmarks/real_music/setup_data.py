@@ -25,10 +25,10 @@ PACKAGES = {  # package: (what, glob of the files used, relative to the extracte
 }
 
 
-def files(package: str) -> list[Path]:
-    """The audio files a package provides, sorted (empty if not set up)."""
+def files(package: str, data: Path = DATA) -> list[Path]:
+    """The audio files a package provides in ``data`` (default: the fetched data), sorted (empty if not set up)."""
     pattern = PACKAGES[package][1]
-    found = sorted((DATA / package).glob(pattern))
+    found = sorted((data / package).glob(pattern))
     return [p for p in found if p.suffix.lower() in (".ogg", ".wav")]
 
 

@@ -12,6 +12,10 @@ the CPU profile ("synth", 48 songs x 60 s, made here if missing), or both; noise
 synthetic corpus (200 rooms, or its first 12 for H_rir12). The megaglest ambience and the rooms of
 the benchmark's queries are never used for training. Sampling and degradations are seeded per item,
 so a run on a GPU draws the same pairs as on a CPU; ``--no_amp`` keeps the GPU in full precision.
+
+``--quick`` trains ``A_base`` for 256 pairs in one epoch on stand-ins (``benchmarks/standin.py``'s
+benchmark data, a small synthetic corpus in a temporary folder), then measures it with ``run.py
+--quick`` beside the shipped model (about a minute); its figures are not comparable with a full run's.
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
-from setup_data import files  # noqa: E402
+from setup_data import DATA, files  # noqa: E402
 
 BASE = dict(songs="both", pairs=400_000, epochs=8, bs=128, lr=1e-3, settings={}, f_min=300.0, augment={}, rir="rir")
 EXPERIMENTS = {  # name: what differs from BASE
@@ -45,14 +50,15 @@ EXPERIMENTS = {  # name: what differs from BASE
 }
 
 
-def folders(work: Path, corpus: Path) -> dict[str, Path]:
-    """Song, room and noise folders of links (made once)."""
-    from fplib import synth
+def folders(work: Path, corpus: Path, data: Path = DATA, spec=None) -> dict[str, Path]:
+    """Song, room and noise folders of links (made once); ``data``: the benchmark data (setup_data.py's),
+    ``spec``: the synthetic corpus's (default: 48 songs of 60 s, 48 noises, 200 rooms)."""
+    from fplib.synth import demo
 
-    synth.make_demo_corpus(corpus, synth.CorpusSpec(n_songs=48, song_seconds=60, n_noises=48, noise_seconds=30,
-                                                   n_irs=200, seed=0))
-    music = HERE / "data" / "supertux-data" / "usr/share/games/supertux2/music"
-    real = {f"{p.relative_to(music).as_posix().replace('/', '__')}": p for p in files("supertux-data")}
+    spec = spec or demo.CorpusSpec(n_songs=48, song_seconds=60, n_noises=48, noise_seconds=30, n_irs=200, seed=0)
+    demo.make_demo_corpus(corpus, spec)
+    music = data / "supertux-data" / "usr/share/games/supertux2/music"
+    real = {f"{p.relative_to(music).as_posix().replace('/', '__')}": p for p in files("supertux-data", data)}
     if not real:
         sys.exit("no training music: run benchmarks/real_music/setup_data.py first")
     synth_songs = {p.name: p for p in sorted((corpus / "music").iterdir())}
@@ -91,10 +97,15 @@ def main() -> None:
     ap.add_argument("--corpus", default=str(ROOT / "outputs" / "cpu" / "corpus"),
                     help="the synthetic corpus of the CPU profile (made if missing)")
     ap.add_argument("--work", default=str(HERE / "results" / "sweep"))
+    ap.add_argument("--quick", action="store_true", help="A_base for 256 pairs on stand-ins, measured by run.py "
+                    "--quick beside the shipped model (about a minute; figures not comparable with a full run's)")
     args = ap.parse_args()
     if args.list:
         for name in args.only:
             print(f"{name:18s} {json.dumps({**BASE, **EXPERIMENTS[name]})}")
+        return
+    if args.quick:
+        quick(args)
         return
     work = Path(args.work)
     dirs = folders(work, Path(args.corpus))
@@ -102,6 +113,29 @@ def main() -> None:
         argv = command(name, {**BASE, **EXPERIMENTS[name]}, dirs, work, args.device, args.workers)
         print("trainer " + " ".join(argv), flush=True)
         subprocess.run([sys.executable, "-m", "fplib.cli", "trainer", *argv], check=True)
+
+
+def quick(args) -> None:
+    """``A_base`` for 256 pairs in one epoch on stand-ins, then ``run.py --quick`` on it and the shipped model."""
+    from fplib import pretrained
+    from fplib.synth import demo
+
+    sys.path.insert(0, str(HERE.parent))
+    from standin import real_music_data
+
+    print("sweep QUICK MODE: A_base for 256 pairs on a synthetic stand-in of the data, measured beside the shipped "
+          "model; the figures are not comparable with a full run's", flush=True)
+    data = real_music_data(HERE / "results" / "standin-data")
+    with tempfile.TemporaryDirectory(prefix="fplib-sweep-") as tmp:
+        work = Path(tmp)
+        spec = demo.CorpusSpec(n_songs=4, song_seconds=20, n_noises=4, noise_seconds=10, n_irs=12, seed=0)
+        dirs = folders(work, work / "corpus", data, spec)
+        argv = command("A_base", {**BASE, "pairs": 256, "epochs": 1}, dirs, work, args.device, args.workers)
+        print("trainer " + " ".join(argv), flush=True)
+        subprocess.run([sys.executable, "-m", "fplib.cli", "trainer", *argv], check=True)
+        subprocess.run([sys.executable, str(HERE / "run.py"), "--quick", "--name", "sweep-quick", "--no-landmark",
+                        "--checkpoint", f"A_base={work / 'A_base' / 'A_base' / 'last.pt'}",
+                        f"shipped={pretrained.default_model()}"], check=True)
 
 
 if __name__ == "__main__":

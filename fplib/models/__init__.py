@@ -10,23 +10,8 @@ SAMAF   :mod:`fplib.models.samaf` (Báez-Suárez 2020)  binary  ``samaf``, ``sam
 ======  ===========================================  ======  ======================================
 
 ``float`` fingerprints are unit vectors compared by inner product; ``binary`` ones are bit codes
-compared by Hamming distance (:mod:`fplib.codes`). A new family is one module that registers its
-variants; nothing else in fplib has to change.
+compared by Hamming distance (:mod:`fplib.codes`). A new family is one module (its network and a
+factory) plus its entries in :data:`fplib.models.registry.BUILTIN`; nothing else in fplib has to change.
+Each name has one import path: the registry's functions from :mod:`fplib.models.registry`, a network
+from its family's module. Importing this package or the registry does not import torch.
 """
-
-from fplib.models.attn import ATTN, ATTNSettings  # noqa: F401
-from fplib.models.nafp import NAFP, NAFP_CHANNELS, DivideAndEncode, NAFPSettings  # noqa: F401
-from fplib.models.registry import (  # noqa: F401  (this package's interface)
-    KINDS,
-    Variant,
-    build_model,
-    frontend_for,
-    kind_of,
-    kind_of_model,
-    model_names,
-    n_parameters,
-    register,
-    unregister,
-    variant,
-)
-from fplib.models.samaf import SAMAF, SAMAFSettings  # noqa: F401

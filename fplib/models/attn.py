@@ -63,7 +63,8 @@ two v vectors (2 x 8 x channels numbers, 16,384 in ``attn``) get no gradient. Th
 counted below) so that the structure is the same for every input shape.
 
 Training: NT-Xent (:func:`fplib.losses.contrastive`) with temperature 0.1 (the released code; Adam,
-lr 1e-4, no weight decay, which are fplib's trainer defaults), hence ``train_defaults``.
+lr 1e-4, no weight decay, which are fplib's trainer defaults), hence the ``training`` of its registry
+entries (:mod:`fplib.models.registry`).
 
 Unlike the released code, the encoder's output is flattened with ``flatten(1)`` (a ``squeeze()``
 there breaks a batch of one), and in eval mode a batch of one gives the same fingerprints as inside a
@@ -88,7 +89,6 @@ from torch import nn
 
 from fplib.features import FrontEnd
 from fplib.models.nafp import DivideAndEncode
-from fplib.models.registry import register
 
 ATTN_CHANNELS = 32  # stem and block-1 channels at full width; each further block doubles them
 
@@ -190,11 +190,6 @@ class ATTN(nn.Module):
         return F.normalize(self.head(z).float(), dim=1)
 
 
-def _attn(fe: FrontEnd = FrontEnd(), **settings) -> ATTN:
+def build(fe: FrontEnd = FrontEnd(), **settings) -> ATTN:
+    """The registry's factory of ``attn`` and ``attn_small`` (:mod:`fplib.models.registry`)."""
     return ATTN(ATTNSettings(**settings), fe)
-
-
-ATTN_TRAIN_DEFAULTS = {"temperature": 0.1}  # the released code's NT-Xent temperature
-
-register("attn", _attn, family="attn", train_defaults=ATTN_TRAIN_DEFAULTS)
-register("attn_small", _attn, family="attn", train_defaults=ATTN_TRAIN_DEFAULTS, width=0.25)

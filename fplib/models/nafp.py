@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from fplib.features import FrontEnd
-from fplib.models.registry import register
 
 NAFP_CHANNELS = (128, 128, 256, 256, 512, 512, 1024, 1024)
 # time strides of the eight blocks in NAFP's code (the frequency stride is always 2)
@@ -102,9 +101,6 @@ class NAFP(nn.Module):
         return F.normalize(self.head(z).float(), dim=1)
 
 
-def _nafp(fe: FrontEnd = FrontEnd(), **settings) -> NAFP:
+def build(fe: FrontEnd = FrontEnd(), **settings) -> NAFP:
+    """The registry's factory of ``nafp`` and ``nafp_small`` (:mod:`fplib.models.registry`)."""
     return NAFP(NAFPSettings(**settings), fe)
-
-
-register("nafp", _nafp, family="nafp")
-register("nafp_small", _nafp, family="nafp", width=0.25)

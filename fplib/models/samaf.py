@@ -62,7 +62,7 @@ Variants (all 128 bits, 32 bytes/s):
   where a third-party port used 25-ms frames; training data made with the default front end is refused),
   2-layer LSTMs of 256 units: 1,761,677 parameters.
 
-fplib's default training settings apply (no family-specific ``train_defaults``).
+fplib's default training settings apply (no family-specific ``training`` in the registry).
 """
 
 from __future__ import annotations
@@ -76,7 +76,6 @@ from torch import nn
 
 from fplib.features import FrontEnd
 from fplib.losses import nt_xent
-from fplib.models.registry import register
 
 FEATURES = ("logmel", "mfcc")
 
@@ -252,14 +251,7 @@ def samaf_objective(net: nn.Module, model: SAMAF, x_a: torch.Tensor, x_b: torch.
     return loss, z_a, z_b
 
 
-def _samaf(fe: FrontEnd = FrontEnd(), **settings) -> SAMAF:
+def build(fe: FrontEnd = FrontEnd(), **settings) -> SAMAF:
+    """The registry's factory of ``samaf``, ``samaf_small`` and ``samaf_mfcc`` (:mod:`fplib.models.registry`,
+    which holds ``samaf_mfcc``'s front end)."""
     return SAMAF(SAMAFSettings(**settings), fe)
-
-
-# 100 frames per second at 8 kHz: 32-ms frames every 10 ms, 40 mel bands for 13 MFCCs
-MFCC_FRONTEND = {"n_fft": 256, "stft_hop": 80, "n_mels": 40}
-
-register("samaf", _samaf, kind="binary", objective=samaf_objective, family="samaf")
-register("samaf_small", _samaf, kind="binary", objective=samaf_objective, family="samaf", hidden=64, layers=1)
-register("samaf_mfcc", _samaf, kind="binary", objective=samaf_objective, family="samaf", frontend=MFCC_FRONTEND,
-         features="mfcc")

@@ -3,7 +3,7 @@ default first: ``fplib-small-v2``, trained on recorded music; ``fplib-small-v1``
 music, stays loadable by name), in this folder (package data), or in ``$FPLIB_PRETRAINED_DIR`` when that
 is set (every function also takes the folder as an argument). A model trained on the real corpus also
 ships ``NAME.training.json``: the corpus's songs (package, file, licence, SHA-256 of the decoded audio, no
-audio), which the evaluation refuses as test songs (``fplib.evaluate.model_corpora``).
+audio), which the evaluation refuses as test songs (``fplib.heldout.model_corpora``).
 
 The card records the file name, its SHA-256, the architecture, settings and parameter count, the
 front end, the default "not in the database" threshold (in the ``NAME.threshold.json`` format that
