@@ -16,7 +16,7 @@ PIP := --disable-pip-version-check -q
 # pip on these machines warns about every missing local index folder; keep the log readable
 PIPQUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help venv lock demo test test-fast hooks format lab bench portability corpus nbstripout clean-outputs
+.PHONY: help venv lock demo test test-fast hooks format lab bench bench-full portability corpus nbstripout clean-outputs
 
 help:
 	@echo "make demo   - run notebooks 01.. headless on the built-in demo corpus into outputs/demo/"
@@ -25,7 +25,8 @@ help:
 	@echo "make hooks  - install the pre-commit hooks (ruff check, ruff format, nbstripout) in this clone"
 	@echo "make format - apply ruff's fixes and formatting"
 	@echo "make lab    - open JupyterLab on the project"
-	@echo "make bench  - run the benchmarks in benchmarks/"
+	@echo "make bench  - every benchmark script in benchmarks/ in its quick mode, one after another (~10 min)"
+	@echo "make bench-full - every benchmark's full run (hours; the training sweep alone ~13 h on a CPU)"
 	@echo "make portability - the learning checks under other CPU kernels, thread counts and seeds, with margins"
 	@echo "make corpus - build the real training corpus from Debian packages into outputs/corpus (ARGS=... for build_corpus)"
 	@echo "make lock   - regenerate $(LOCK) (every package, exact versions) from pyproject.toml"
@@ -102,11 +103,46 @@ lab: nbstripout
 	$(VENV)/bin/jupyter lab --allow-root --no-browser --notebook-dir=. \
 		--ContentsManager.pre_save_hook=fplib.notebooks.strip_on_save
 
+# Every benchmark script's quick mode, one after another: the same code path end to end on small inputs,
+# each script printing its figures beside its reference, measured in the same run (benchmarks/README.md has
+# the table). Nothing to fetch first: where a script needs the real corpus or the real-music data, its
+# quick mode makes a small synthetic stand-in (benchmarks/standin.py). About 10 minutes on 2 cores; the
+# figures are not comparable with the full runs'. (ship_model.py is a tool, not a benchmark: not here.)
 bench: $(STAMP)
+	$(PY) benchmarks/bench_augment.py --quick
+	$(PY) benchmarks/bench_train.py --quick
+	$(PY) benchmarks/bench_extract.py --quick
+	$(PY) benchmarks/bench_query.py --quick
+	$(PY) benchmarks/bench_search.py --quick
+	$(PY) benchmarks/bench_scale.py --quick
+	$(PY) benchmarks/bench_listen.py --quick
+	$(PY) benchmarks/fault_injection.py --quick
+	$(PY) benchmarks/portability.py --quick
+	$(PY) benchmarks/real_music/run.py --quick
+	$(PY) benchmarks/real_music/redecide.py --quick
+	$(PY) benchmarks/real_music/sweep.py --quick
+	$(PY) benchmarks/ablation.py --quick
+
+# Every benchmark's full run, one after another, as benchmarks/README.md gives them (durations on a 2-core
+# CPU there): the scripts up to portability, then the real-music data fetched (apt-get download of four
+# Debian packages), run.py (about 45 minutes), the ablation (about 1.5 hours; it needs `make corpus` first,
+# about an hour more), then the training sweep: 13 trainings of 26 minutes to 3.5 hours, about 13 hours in
+# all (minutes each on a GPU: `benchmarks/real_music/sweep.py --device cuda`).
+bench-full: $(STAMP)
 	$(PY) benchmarks/bench_augment.py
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_extract.py
 	$(PY) benchmarks/bench_query.py
+	$(PY) benchmarks/bench_search.py
+	$(PY) benchmarks/bench_scale.py
+	$(PY) benchmarks/bench_listen.py --model fplib/pretrained/fplib-small-v1.pt --streams 8 --songs-out 16
+	$(PY) benchmarks/fault_injection.py
+	$(PY) benchmarks/portability.py
+	$(PY) benchmarks/real_music/setup_data.py
+	$(PY) benchmarks/real_music/run.py --checkpoint fplib/pretrained/fplib-small-v2.pt --name full
+	$(PY) benchmarks/real_music/redecide.py benchmarks/real_music/results/full neural fplib/pretrained/fplib-small-v2.json
+	$(PY) benchmarks/ablation.py
+	$(PY) benchmarks/real_music/sweep.py
 
 portability: $(STAMP)
 	$(PY) benchmarks/portability.py $(ARGS)

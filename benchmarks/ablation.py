@@ -51,8 +51,15 @@ sys.path.insert(0, str(HERE))
 from fplib import corpus, storage  # noqa: E402
 from fplib.train import read_metrics  # noqa: E402
 
-FULL_AUGMENT = {"speed_p": 0.5, "speed_max": 0.06, "eq_p": 0.6, "eq_db": 8.0, "gain_p": 0.25, "clip_p": 0.15,
-                "codec_p": 0.3}
+FULL_AUGMENT = {
+    "speed_p": 0.5,
+    "speed_max": 0.06,
+    "eq_p": 0.6,
+    "eq_db": 8.0,
+    "gain_p": 0.25,
+    "clip_p": 0.15,
+    "codec_p": 0.3,
+}
 CODECS_ONLY = {"codec_p": 0.3}
 # row -> (songs: "recorded" or "all", noise folder, rooms folder, AugmentConfig overrides), folders under
 # CORPUS/{train,val}/
@@ -67,8 +74,23 @@ SHIPPED = {"v1": ROOT / "fplib/pretrained/fplib-small-v1.pt", "v2": ROOT / "fpli
 # the query conditions of the table: a phone codec and speed changes (MP3 and AAC at 64 kb/s cost neither
 # shipped model anything, and AMR-NB cost what GSM did: benchmarks/real_music/RESULTS.md)
 CONDITIONS = ["gsm", "speed+2", "speed-5"]
-RECIPE = ["--arch", "nafp_small", "-bs", "128", "--lr", "1e-3", "--lr_ref_batch", "128", "--patience", "1000",
-          "--workers", "0", "--val_items_per_song", "8", "--preload"]
+RECIPE = [
+    "--arch",
+    "nafp_small",
+    "-bs",
+    "128",
+    "--lr",
+    "1e-3",
+    "--lr_ref_batch",
+    "128",
+    "--patience",
+    "1000",
+    "--workers",
+    "0",
+    "--val_items_per_song",
+    "8",
+    "--preload",
+]
 
 
 def recorded_music(root: Path, out: Path) -> Path:
@@ -91,11 +113,34 @@ def train_command(row: str, root: Path, out: Path, pairs: int, epochs: int) -> l
     music = {s: recorded_music(root, out) / s if songs == "recorded" else root / s / "music" for s in ("train", "val")}
     n_songs = len(list(music["train"].rglob("*.flac")))
     per_song = max(1, round(pairs / epochs / n_songs))
-    return [str(Path(sys.executable).parent / "trainer"), "-ep", str(epochs), "-m", row, *RECIPE,
-            "--items_per_song", str(per_song), "--augment", json.dumps(augment), "-o", str(out), "--resume",
-            "dynamic", "-tp", str(music["train"]), "-tr", str(root / "train" / rooms),
-            "-tb", str(root / "train" / noise), "-vp", str(music["val"]), "-vr", str(root / "val" / rooms),
-            "-vb", str(root / "val" / noise)]
+    return [
+        str(Path(sys.executable).parent / "trainer"),
+        "-ep",
+        str(epochs),
+        "-m",
+        row,
+        *RECIPE,
+        "--items_per_song",
+        str(per_song),
+        "--augment",
+        json.dumps(augment),
+        "-o",
+        str(out),
+        "--resume",
+        "dynamic",
+        "-tp",
+        str(music["train"]),
+        "-tr",
+        str(root / "train" / rooms),
+        "-tb",
+        str(root / "train" / noise),
+        "-vp",
+        str(music["val"]),
+        "-vr",
+        str(root / "val" / rooms),
+        "-vb",
+        str(root / "val" / noise),
+    ]
 
 
 def trained(out: Path, row: str, epochs: int) -> dict | None:
@@ -106,30 +151,45 @@ def trained(out: Path, row: str, epochs: int) -> dict | None:
     history = read_metrics(out / row)
     if len(history) < epochs:
         return None
-    return {"checkpoint": out / row / "best.pt", "minutes": sum(h["seconds"] for h in history) / 60,
-            "pairs_per_s": history[-1]["pairs_per_s"], "epochs": len(history)}
+    return {
+        "checkpoint": out / row / "best.pt",
+        "minutes": sum(h["seconds"] for h in history) / 60,
+        "pairs_per_s": history[-1]["pairs_per_s"],
+        "epochs": len(history),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", nargs="+", default=["v1", *ROWS, "v2"], choices=[*SHIPPED, *ROWS])
     ap.add_argument("--corpus", default=str(corpus.default_root()), help="the corpus of build_corpus")
-    ap.add_argument("--pairs", type=int, default=50_000, help="training pairs per row (default: 50,000, about 8 "
-                    "minutes a row on a 2-core CPU)")
+    ap.add_argument(
+        "--pairs",
+        type=int,
+        default=50_000,
+        help="training pairs per row (default: 50,000, about 8 minutes a row on a 2-core CPU)",
+    )
     ap.add_argument("--epochs", type=int, default=4, help="epochs per row (the cosine schedule's length)")
     ap.add_argument("--name", default="ablation", help="benchmarks/real_music/results/NAME/")
     ap.add_argument("--train-only", action="store_true", help="train the rows, measure nothing")
     ap.add_argument("--per-cell", type=int, default=30, help="benchmark queries per length and SNR")
-    ap.add_argument("--quick", action="store_true", help="rows real, full and v2, 256 pairs each, on a stand-in "
-                    "corpus and benchmark data (about 3 minutes; figures say nothing about the levers)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="rows real, full and v2, 256 pairs each, on a stand-in "
+        "corpus and benchmark data (about 3 minutes; figures say nothing about the levers)",
+    )
     args = ap.parse_args()
     if not args.quick:
         ablate(args, storage.outputs_root() / "ablation" / f"{args.pairs // 1000}k")  # budgets never mix
         return
     from standin import training_corpus
 
-    print("ablation QUICK MODE: rows real, full and v2, 256 pairs in one epoch each, on a synthetic stand-in "
-          "corpus and benchmark data; the figures are not comparable with a full run's", flush=True)
+    print(
+        "ablation QUICK MODE: rows real, full and v2, 256 pairs in one epoch each, on a synthetic stand-in "
+        "corpus and benchmark data; the figures are not comparable with a full run's",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="fplib-ablation-") as tmp:
         args.rows, args.pairs, args.epochs = ["real", "full", "v2"], 256, 1
         args.corpus, args.name = str(training_corpus(Path(tmp) / "corpus")), "ablation-quick"
@@ -155,9 +215,22 @@ def ablate(args, out: Path) -> None:
     if args.train_only:
         return
     specs = [f"{r}={SHIPPED[r] if r in SHIPPED else done[r]['checkpoint']}" for r in args.rows]
-    cmd = [sys.executable, str(HERE / "real_music/run.py"), "--checkpoint", *specs, "--name", args.name,
-           "--threshold", "corpus", "--corpus", str(root), "--no-landmark", "--conditions", *CONDITIONS,
-           *(["--quick"] if args.quick else ["--per-cell", str(args.per_cell)])]
+    cmd = [
+        sys.executable,
+        str(HERE / "real_music/run.py"),
+        "--checkpoint",
+        *specs,
+        "--name",
+        args.name,
+        "--threshold",
+        "corpus",
+        "--corpus",
+        str(root),
+        "--no-landmark",
+        "--conditions",
+        *CONDITIONS,
+        *(["--quick"] if args.quick else ["--per-cell", str(args.per_cell)]),
+    ]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     print("\ntraining per row:")
@@ -168,8 +241,10 @@ def ablate(args, out: Path) -> None:
             print("  v2: the shipped model (the full recipe, 600,000 pairs in 80 min on this 2-core CPU)")
         else:
             d = done[row]
-            print(f"  {row}: {d['epochs']} epochs, {d['minutes']:.0f} min, {d['pairs_per_s']:.0f} pairs/s, "
-                  f"{d['checkpoint']}")
+            print(
+                f"  {row}: {d['epochs']} epochs, {d['minutes']:.0f} min, {d['pairs_per_s']:.0f} pairs/s, "
+                f"{d['checkpoint']}"
+            )
 
 
 if __name__ == "__main__":

@@ -69,8 +69,17 @@ IR_LEN = int(round(CFG.ir_max_s * SR))  # 0.5 s
 N_IR_FILES = 8
 N_NOISE_FILES = 8
 NOISE_FILE_S = 20.0
-MEL_KW = dict(sr=SR, n_fft=FE.n_fft, hop_length=FE.stft_hop, n_mels=FE.n_mels, fmin=FE.f_min, fmax=FE.f_max,
-              htk=True, norm=None, center=True)
+MEL_KW = dict(
+    sr=SR,
+    n_fft=FE.n_fft,
+    hop_length=FE.stft_hop,
+    n_mels=FE.n_mels,
+    fmin=FE.f_min,
+    fmax=FE.f_max,
+    htk=True,
+    norm=None,
+    center=True,
+)
 
 
 # -- synthetic audio ---------------------------------------------------------------------------------
@@ -157,20 +166,47 @@ class Reference:
 
     def __init__(self, noise_dir: str, ir_dir: str, cached_mel: bool = False, seed: int = 0):
         c = CFG
-        self.chain = am.Compose([
-            am.Shift(min_shift=-c.offset_max_s, max_shift=c.offset_max_s, shift_unit="seconds", rollover=False,
-                     fade_duration=0.0, p=c.offset_p),
-            am.ApplyImpulseResponse(ir_dir, p=c.ir_p, leave_length_unchanged=True),
-            am.AddBackgroundNoise(noise_dir, min_snr_db=c.snr_db[0], max_snr_db=c.snr_db[1], p=c.noise_p),
-            am.Compose([  # low-pass and high-pass together, zero-phase like fplib's band-limiting
-                am.LowPassFilter(min_cutoff_freq=c.lowpass_hz[0], max_cutoff_freq=c.lowpass_hz[1],
-                                 min_rolloff=12, max_rolloff=36, zero_phase=True, p=1.0),
-                am.HighPassFilter(min_cutoff_freq=c.highpass_hz[0], max_cutoff_freq=c.highpass_hz[1],
-                                  min_rolloff=12, max_rolloff=36, zero_phase=True, p=1.0),
-            ], p=c.bandlimit_p),
-            am.TimeMask(min_band_part=c.time_mask_s[0] / FE.win_s, max_band_part=c.time_mask_s[1] / FE.win_s,
-                        fade_duration=0.0, p=c.time_mask_p),
-        ])
+        self.chain = am.Compose(
+            [
+                am.Shift(
+                    min_shift=-c.offset_max_s,
+                    max_shift=c.offset_max_s,
+                    shift_unit="seconds",
+                    rollover=False,
+                    fade_duration=0.0,
+                    p=c.offset_p,
+                ),
+                am.ApplyImpulseResponse(ir_dir, p=c.ir_p, leave_length_unchanged=True),
+                am.AddBackgroundNoise(noise_dir, min_snr_db=c.snr_db[0], max_snr_db=c.snr_db[1], p=c.noise_p),
+                am.Compose(
+                    [  # low-pass and high-pass together, zero-phase like fplib's band-limiting
+                        am.LowPassFilter(
+                            min_cutoff_freq=c.lowpass_hz[0],
+                            max_cutoff_freq=c.lowpass_hz[1],
+                            min_rolloff=12,
+                            max_rolloff=36,
+                            zero_phase=True,
+                            p=1.0,
+                        ),
+                        am.HighPassFilter(
+                            min_cutoff_freq=c.highpass_hz[0],
+                            max_cutoff_freq=c.highpass_hz[1],
+                            min_rolloff=12,
+                            max_rolloff=36,
+                            zero_phase=True,
+                            p=1.0,
+                        ),
+                    ],
+                    p=c.bandlimit_p,
+                ),
+                am.TimeMask(
+                    min_band_part=c.time_mask_s[0] / FE.win_s,
+                    max_band_part=c.time_mask_s[1] / FE.win_s,
+                    fade_duration=0.0,
+                    p=c.time_mask_p,
+                ),
+            ]
+        )
         self.mel_basis = librosa.filters.mel(**{k: v for k, v in MEL_KW.items() if k not in ("hop_length", "center")})
         self.cached_mel = cached_mel
         self.rng = np.random.default_rng(seed)
@@ -320,8 +356,13 @@ def compare(label: str, work: float, mine: Callable[[], object], ref: Callable[[
         else:
             t_ref.append(seconds_per_call(ref, n_ref, plan.settle_ref_s))
             t_mine.append(seconds_per_call(mine, n_mine, plan.settle_mine_s))
-    return Row(label, work, Timing(statistics.median(t_mine), min(t_mine), n_mine),
-               Timing(statistics.median(t_ref), min(t_ref), n_ref), [b / a for a, b in zip(t_mine, t_ref)])
+    return Row(
+        label,
+        work,
+        Timing(statistics.median(t_mine), min(t_mine), n_mine),
+        Timing(statistics.median(t_ref), min(t_ref), n_ref),
+        [b / a for a, b in zip(t_mine, t_ref)],
+    )
 
 
 def sync(device: torch.device) -> None:
@@ -364,8 +405,16 @@ def variants(workers: int) -> list[tuple[str, str, bool]]:
     ]
 
 
-def bench_pairs(inp: Inputs, refs: dict[str, Reference], pool, workers: int, batches: list[int],
-                variant_batch: int, device: torch.device, plan: Plan) -> list[Row]:
+def bench_pairs(
+    inp: Inputs,
+    refs: dict[str, Reference],
+    pool,
+    workers: int,
+    batches: list[int],
+    variant_batch: int,
+    device: torch.device,
+    plan: Plan,
+) -> list[Row]:
     context = Augmenter(CFG, FE).context
     rows = []
     for b in batches:
@@ -373,8 +422,15 @@ def bench_pairs(inp: Inputs, refs: dict[str, Reference], pool, workers: int, bat
         clean, aug = fplib_pairs_fn(batch, device)()
         assert clean.shape == aug.shape == (b, *FE.shape), (clean.shape, aug.shape)
         ref = refs["plain"]
-        rows.append(compare(f"pairs/s (batch {b})", b, fplib_pairs_fn(batch, device),
-                            lambda ref=ref, batch=batch: ref.pairs(batch["seg"], context), plan))
+        rows.append(
+            compare(
+                f"pairs/s (batch {b})",
+                b,
+                fplib_pairs_fn(batch, device),
+                lambda ref=ref, batch=batch: ref.pairs(batch["seg"], context),
+                plan,
+            )
+        )
     b = variant_batch
     batch = make_batch(inp, b, context, seed=b)
     for name, kind, in_pool in variants(workers):
@@ -392,15 +448,26 @@ def check_features(wav: np.ndarray, ref: Reference, device: torch.device) -> dic
     theirs = ref.features(wav)
     assert mine.shape == theirs.shape, (mine.shape, theirs.shape)
     diff = np.abs(mine - theirs)
-    return {"n_windows": int(mine.shape[0]), "max_abs_diff_db": float(diff.max()),
-            "mean_abs_diff_db": float(diff.mean())}
+    return {
+        "n_windows": int(mine.shape[0]),
+        "max_abs_diff_db": float(diff.max()),
+        "mean_abs_diff_db": float(diff.mean()),
+    }
 
 
-def bench_features(wav: np.ndarray, refs: dict[str, Reference], pool, workers: int, device: torch.device,
-                   plan: Plan) -> list[Row]:
+def bench_features(
+    wav: np.ndarray, refs: dict[str, Reference], pool, workers: int, device: torch.device, plan: Plan
+) -> list[Row]:
     seconds = wav.shape[0] / SR
-    rows = [compare("feature extraction (x real time)", seconds, fplib_features_fn(wav, device),
-                    lambda: refs["plain"].features(wav), plan)]
+    rows = [
+        compare(
+            "feature extraction (x real time)",
+            seconds,
+            fplib_features_fn(wav, device),
+            lambda: refs["plain"].features(wav),
+            plan,
+        )
+    ]
     for name, kind, in_pool in variants(workers):
         if in_pool:
             fn = lambda kind=kind: pool_features(pool, kind, wav, workers)
@@ -445,9 +512,11 @@ def table_line(label: str, mine: float, ref: float, row: Row) -> str:
 
 def report(pair_rows: list[Row], feat_rows: list[Row], check: dict, meta: dict) -> tuple[str, dict]:
     """The printed table and the JSON figures."""
-    lines = [f"bench_augment (torch {meta['torch']}, {meta['threads']} threads, CPU {meta['cpu']} x{meta['cpu_count']},"
-             f" fplib on {meta['device']}, median of {meta['rounds']} interleaved rounds)",
-             FMT.format("", "fplib", "reference", "ratio", "(best)")]
+    lines = [
+        f"bench_augment (torch {meta['torch']}, {meta['threads']} threads, CPU {meta['cpu']} x{meta['cpu_count']},"
+        f" fplib on {meta['device']}, median of {meta['rounds']} interleaved rounds)",
+        FMT.format("", "fplib", "reference", "ratio", "(best)"),
+    ]
     rows_json = []
     for row in pair_rows:
         lines.append(table_line(row.label, *row.rates(), row))
@@ -460,17 +529,29 @@ def report(pair_rows: list[Row], feat_rows: list[Row], check: dict, meta: dict) 
     for unit, rows in (("pairs/s", pair_rows), ("x real time", feat_rows)):
         for row in rows:
             mine, ref = row.rates()
-            rows_json.append({
-                "label": row.label.strip(), "unit": unit, "fplib": mine, "reference": ref,
-                "ratio": row.ratio, "best_ratio": row.best_ratio, "ratios": row.ratios,
-                "fplib_best": row.work / row.fplib.min, "reference_best": row.work / row.ref.min,
-                "calls_per_round": [row.fplib.calls_per_round, row.ref.calls_per_round],
-            })
+            rows_json.append(
+                {
+                    "label": row.label.strip(),
+                    "unit": unit,
+                    "fplib": mine,
+                    "reference": ref,
+                    "ratio": row.ratio,
+                    "best_ratio": row.best_ratio,
+                    "ratios": row.ratios,
+                    "fplib_best": row.work / row.fplib.min,
+                    "reference_best": row.work / row.ref.min,
+                    "calls_per_round": [row.fplib.calls_per_round, row.ref.calls_per_round],
+                }
+            )
 
     big = [r for r in pair_rows if r.label.startswith("pairs/s")][-1]
     rt = main_feat.rates()[0]
-    targets = {"pairs_ratio": big.ratio, "pairs_ratio_met": big.ratio >= 10,
-               "features_x_real_time": rt, "features_met": rt >= 2000}
+    targets = {
+        "pairs_ratio": big.ratio,
+        "pairs_ratio_met": big.ratio >= 10,
+        "features_x_real_time": rt,
+        "features_met": rt >= 2000,
+    }
     lines += [
         "ratio: median over rounds of reference time / fplib time (the two alternate round by round);"
         " (best): best time / best time",
@@ -485,9 +566,11 @@ def report(pair_rows: list[Row], feat_rows: list[Row], check: dict, meta: dict) 
     ]
     if meta["other_processes_cpu_s"] is not None:
         share = meta["other_processes_cpu_s"] / (meta["wall_s"] * meta["cpu_count"])
-        lines.append(f"run: {meta['wall_s']:.0f} s; other processes used {meta['other_processes_cpu_s']:.1f} CPU-s"
-                     f" meanwhile ({share:.0%} of the machine)" + ("; figures UNRELIABLE, run again on an idle"
-                                                                     " machine" if share > 0.05 else ""))
+        lines.append(
+            f"run: {meta['wall_s']:.0f} s; other processes used {meta['other_processes_cpu_s']:.1f} CPU-s"
+            f" meanwhile ({share:.0%} of the machine)"
+            + ("; figures UNRELIABLE, run again on an idle machine" if share > 0.05 else "")
+        )
     return "\n".join(lines), {"meta": meta, "check": check, "targets": targets, "rows": rows_json}
 
 
@@ -509,8 +592,11 @@ def main(argv: list[str] | None = None) -> int:
     batches = [64, 256]
     # --quick: a 1-min signal, 3 rounds, and the stronger references at the small batch only
     if args.quick:
-        print("bench_augment QUICK MODE: a 1-min signal, 3 rounds, the stronger references at batch 64 only; the "
-              "figures are not comparable with a full run's", flush=True)
+        print(
+            "bench_augment QUICK MODE: a 1-min signal, 3 rounds, the stronger references at batch 64 only; the "
+            "figures are not comparable with a full run's",
+            flush=True,
+        )
         seconds, plan, variant_batch = 60.0, Plan(rounds=3, min_round_s=0.05), 64
     else:
         seconds, plan, variant_batch = 600.0, Plan(rounds=7, min_round_s=0.3), 256
@@ -520,11 +606,15 @@ def main(argv: list[str] | None = None) -> int:
         inp = make_inputs(Path(tmp), seconds)
         # the worker processes first, before torch starts its thread pool in this process
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(args.threads, initializer=_worker_init, initargs=(inp.noise_dir, inp.ir_dir)) as pool, \
-                threadpool_limits(args.threads):
+        with (
+            ctx.Pool(args.threads, initializer=_worker_init, initargs=(inp.noise_dir, inp.ir_dir)) as pool,
+            threadpool_limits(args.threads),
+        ):
             torch.set_num_threads(args.threads)
-            refs = {"plain": Reference(inp.noise_dir, inp.ir_dir),
-                    "cached": Reference(inp.noise_dir, inp.ir_dir, cached_mel=True)}
+            refs = {
+                "plain": Reference(inp.noise_dir, inp.ir_dir),
+                "cached": Reference(inp.noise_dir, inp.ir_dir, cached_mel=True),
+            }
             pair_rows = bench_pairs(inp, refs, pool, args.threads, batches, variant_batch, device, plan)
             check = check_features(inp.music, refs["plain"], device)
             feat_rows = bench_features(inp.music, refs, pool, args.threads, device, plan)
@@ -533,11 +623,22 @@ def main(argv: list[str] | None = None) -> int:
     others = None if busy0 is None or busy1 is None else max(0.0, busy1 - busy0 - (own_cpu_s() - own0))
 
     device_name = str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model(),
-            "cpu_count": os.cpu_count(), "device": device_name,
-            "rounds": plan.rounds, "quick": args.quick, "signal_s": seconds, "python": platform.python_version(),
-            "numpy": np.__version__, "librosa": librosa.__version__, "audiomentations": am.__version__,
-            "wall_s": wall, "other_processes_cpu_s": others}
+    meta = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "device": device_name,
+        "rounds": plan.rounds,
+        "quick": args.quick,
+        "signal_s": seconds,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "librosa": librosa.__version__,
+        "audiomentations": am.__version__,
+        "wall_s": wall,
+        "other_processes_cpu_s": others,
+    }
     text, figures = report(pair_rows, feat_rows, check, meta)
     print(text)
     if args.json:

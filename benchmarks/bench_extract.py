@@ -71,8 +71,9 @@ def corpus(args, tmp: Path) -> list[Path]:
 
 
 def stages(songs: list[Path], model: torch.nn.Module, fe, tmp: Path) -> dict[str, float]:
-    t = dict.fromkeys(["read + checksum", "decode", "downmix + resample", "front end", "network",
-                       "catalogue write"], 0.0)
+    t = dict.fromkeys(
+        ["read + checksum", "decode", "downmix + resample", "front end", "network", "catalogue write"], 0.0
+    )
     cat = Catalogue(tmp / "stages", fe, {"name": "bench"})
     for f in songs:
         t0 = time.perf_counter()
@@ -101,11 +102,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--folder", help="songs to fingerprint (default: the real-music data, else synthetic)")
     ap.add_argument("--songs", type=int, default=40, help="at most this many songs, a seeded choice (40)")
-    ap.add_argument("--arch", choices=["small", "full"], default="small",
-                    help="small: the shipped model (nafp_small); full: an untrained full-width NAFP")
+    ap.add_argument(
+        "--arch",
+        choices=["small", "full"],
+        default="small",
+        help="small: the shipped model (nafp_small); full: an untrained full-width NAFP",
+    )
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="4 synthetic songs of 30 s (about a minute; figures not "
-                    "comparable with a full run's)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="4 synthetic songs of 30 s (about a minute; figures not comparable with a full run's)",
+    )
     args = ap.parse_args()
     if args.quick:
         print("bench_extract QUICK MODE: 4 synthetic songs of 30 s; the figures are not comparable with a full run's")
@@ -120,8 +128,10 @@ def main() -> None:
         tmp = Path(tmp)
         songs = corpus(args, tmp)
         seconds = sum(audio.info(s).duration for s in songs)
-        print(f"bench_extract: {len(songs)} songs, {seconds / 3600:.2f} h of audio, model {args.arch}, "
-              f"torch {torch.__version__}, {args.threads} threads")
+        print(
+            f"bench_extract: {len(songs)} songs, {seconds / 3600:.2f} h of audio, model {args.arch}, "
+            f"torch {torch.__version__}, {args.threads} threads"
+        )
         extract_sequential(songs[:2], Catalogue(tmp / "warm", fe, {"name": "bench"}), model)  # warm-up
 
         t = stages(songs, model, fe, tmp)

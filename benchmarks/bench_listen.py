@@ -34,32 +34,41 @@ import numpy as np
 import torch
 
 from fplib import audio, evaluate, index, listen
+from fplib import queries as fpqueries
 from fplib.catalogue import Catalogue
 from fplib.checkpoints import load_model, model_description, save_checkpoint
 from fplib.data import IRBank, NoiseBank, item_rng
-from fplib.evaluate import Query, render
 from fplib.extraction import extract
 from fplib.models.registry import build_model
+from fplib.queries import Query, render
 from fplib.search import calibrate, recognizer_from_files, save_threshold
 from fplib.synth import demo
 
 LENGTHS = [1.0, 2.0, 3.0, 5.0, 10.0]
 
 
-def build_setup(tmp: Path, model_path: Path | None, n_in: int, n_out: int, seconds: float, fpr: float,
-                seed: int) -> dict:
+def build_setup(
+    tmp: Path, model_path: Path | None, n_in: int, n_out: int, seconds: float, fpr: float, seed: int
+) -> dict:
     spec = demo.CorpusSpec(n_songs=n_in + n_out, song_seconds=seconds, n_noises=8, n_irs=8, seed=seed)
     corpus = demo.make_demo_corpus(tmp / "corpus", spec, progress=False)
     if model_path is None:
         torch.manual_seed(0)
         model, settings = build_model("nafp_small")
         model_path = tmp / "random.pt"
-        save_checkpoint(model_path, {"model": model.state_dict(), "model_name": "nafp_small",
-                                     "model_settings": settings, "frontend": model.fe.to_dict()})
+        save_checkpoint(
+            model_path,
+            {
+                "model": model.state_dict(),
+                "model_name": "nafp_small",
+                "model_settings": settings,
+                "frontend": model.fe.to_dict(),
+            },
+        )
         print("note: no --model: a freshly initialised nafp_small (figures say nothing about the method)")
     model, fe = load_model(model_path)
     songs = audio.list_audio(corpus["music"])
-    in_db, out_db = evaluate.split_test_songs(songs, n_in)
+    in_db, out_db = fpqueries.split_test_songs(songs, n_in)
     cat = Catalogue(tmp / "catalogue", fe, model_description(model_path))
     extract(in_db, cat, model, progress=False)
     path = index.build(cat, "bench", tmp / "index")
@@ -68,12 +77,19 @@ def build_setup(tmp: Path, model_path: Path | None, n_in: int, n_out: int, secon
     noises = NoiseBank(audio.list_audio(corpus["noise"]), fe.sr)
     calib_out, test_out = out_db[: len(out_db) // 2], out_db[len(out_db) // 2 :]
     rec = recognizer_from_files(model_path, tmp / "catalogue", path, phases=4, decision="margin")
-    calib = evaluate.plan_queries({}, [str(s) for s in calib_out], len(irs), LENGTHS, [0, 5, 10, 15], 4, seed + 1)
+    calib = fpqueries.plan_queries({}, [str(s) for s in calib_out], len(irs), LENGTHS, [0, 5, 10, 15], 4, seed + 1)
     scores = evaluate.calibration_scores(rec, calib, irs, noises, LENGTHS, 4, seed + 2, progress=False)
     threshold = calibrate(scores, fpr)
     save_threshold(path, {"threshold": threshold.to_dict(), "target_fpr": fpr, "phases": 4, "decision": "margin"})
-    return {"model": model_path, "catalogue": tmp / "catalogue", "index": path, "irs": irs, "noises": noises,
-            "test_out": [str(s) for s in test_out], "fpr": fpr}
+    return {
+        "model": model_path,
+        "catalogue": tmp / "catalogue",
+        "index": path,
+        "irs": irs,
+        "noises": noises,
+        "test_out": [str(s) for s in test_out],
+        "fpr": fpr,
+    }
 
 
 def stream_of(song: str, name: str, start: float, length: float, snr: float, ir: int, seed: int, irs, noises):
@@ -117,14 +133,20 @@ def main() -> None:
     ap.add_argument("--confirm", type=int, default=4)
     ap.add_argument("--seed", type=int, default=9001)
     ap.add_argument("--json")
-    ap.add_argument("--quick", action="store_true", help="a small built set-up, few streams (under a minute; "
-                    "figures not comparable with a full run's)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small built set-up, few streams (under a minute; figures not comparable with a full run's)",
+    )
     args = ap.parse_args()
     if args.quick:
         from fplib import pretrained
 
-        print("bench_listen QUICK MODE: 4 + 4 songs of 25 s, 2 streams at 5 dB; the figures are not comparable "
-              "with a full run's", flush=True)
+        print(
+            "bench_listen QUICK MODE: 4 + 4 songs of 25 s, 2 streams at 5 dB; the figures are not comparable "
+            "with a full run's",
+            flush=True,
+        )
         args.songs_in, args.songs_out, args.seconds, args.snrs, args.streams = 4, 4, 25.0, [5.0], 2
         args.catalogue = args.index = None
         args.model = args.model or pretrained.default_model()
@@ -133,9 +155,15 @@ def main() -> None:
         t0 = time.perf_counter()
         if args.catalogue and args.index:
             fe = load_model(args.model)[1]
-            s = {"model": args.model, "catalogue": args.catalogue, "index": args.index, "fpr": None,
-                 "irs": IRBank(audio.list_audio(args.rooms), fe.sr, max_s=1.0),
-                 "noises": NoiseBank(audio.list_audio(args.noises), fe.sr), "test_out": args.out_songs or []}
+            s = {
+                "model": args.model,
+                "catalogue": args.catalogue,
+                "index": args.index,
+                "fpr": None,
+                "irs": IRBank(audio.list_audio(args.rooms), fe.sr, max_s=1.0),
+                "noises": NoiseBank(audio.list_audio(args.noises), fe.sr),
+                "test_out": args.out_songs or [],
+            }
         else:
             s = build_setup(Path(tmp), args.model, args.songs_in, args.songs_out, args.seconds, args.fpr, args.seed)
         print(f"set-up: {time.perf_counter() - t0:.0f} s")
@@ -154,20 +182,40 @@ def main() -> None:
                     path, name, dur = songs[si]
                     length = min(20.0, dur - 1.0)
                     start = float(rng.uniform(0, dur - length))
-                    parts.append(stream_of(path, name, start, length, snr, int(rng.integers(len(irs))),
-                                           int(rng.integers(2**31)), irs, noises))
+                    parts.append(
+                        stream_of(
+                            path,
+                            name,
+                            start,
+                            length,
+                            snr,
+                            int(rng.integers(len(irs))),
+                            int(rng.integers(2**31)),
+                            irs,
+                            noises,
+                        )
+                    )
                     truth.append((name, start, sum(len(p) for p in parts[:-1]) / sr, length))
                 listener = listen.Listener(rec, window_s=args.window, confirm=args.confirm)
                 events = feed(listener, np.concatenate(parts), chunk, reference if j == 0 else None, cpu)
                 for k, (name, start, at, length) in enumerate(truth):
                     mine = [e for e in events if e.kind == "match" and at <= e.time_s < at + length]
                     first = mine[0] if mine else None
-                    ok = (first is not None and first.name == name
-                          and abs(first.offset_s - (start + first.time_s - at)) <= 0.5)
-                    rows.append({"snr": snr, "part": "first song" if k == 0 else "after a change",
-                                 "answered": first is not None, "correct": ok,
-                                 "seconds": first.time_s - at if first is not None else None,
-                                 "heard_s": first.heard_s if first is not None else None})
+                    ok = (
+                        first is not None
+                        and first.name == name
+                        and abs(first.offset_s - (start + first.time_s - at)) <= 0.5
+                    )
+                    rows.append(
+                        {
+                            "snr": snr,
+                            "part": "first song" if k == 0 else "after a change",
+                            "answered": first is not None,
+                            "correct": ok,
+                            "seconds": first.time_s - at if first is not None else None,
+                            "heard_s": first.heard_s if first is not None else None,
+                        }
+                    )
             print(f"SNR {snr:g} dB done ({time.perf_counter() - t0:.0f} s)", flush=True)
         false_answers, hours = 0, 0.0
         negatives = [audio.load(p, sr) for p in s["test_out"]]
@@ -181,8 +229,10 @@ def main() -> None:
             events = feed(listener, x[0].numpy(), chunk)
             false_answers += sum(e.kind == "match" for e in events)
             hours += len(wav) / sr / 3600
-    print(f"\nmodel {s['model']}, {len(songs)} songs in the database, threshold calibrated for "
-          f"FPR {s['fpr']}, window {args.window:g} s, confirm {args.confirm}, 4 phases, margin decision")
+    print(
+        f"\nmodel {s['model']}, {len(songs)} songs in the database, threshold calibrated for "
+        f"FPR {s['fpr']}, window {args.window:g} s, confirm {args.confirm}, 4 phases, margin decision"
+    )
     print("| SNR | stream part | answered | correct | median s to a correct answer | median s heard |")
     print("|---|---|---|---|---|---|")
     summary = []
@@ -191,24 +241,47 @@ def main() -> None:
             r = [x for x in rows if x["snr"] == snr and x["part"] == part]
             good = [x["seconds"] for x in r if x["correct"]]
             heard = [x["heard_s"] for x in r if x["correct"]]
-            line = {"snr": snr, "part": part, "n": len(r), "answered": np.mean([x["answered"] for x in r]),
-                    "correct": np.mean([x["correct"] for x in r]),
-                    "median_s": statistics.median(good) if good else None,
-                    "median_heard_s": statistics.median(heard) if heard else None}
+            line = {
+                "snr": snr,
+                "part": part,
+                "n": len(r),
+                "answered": np.mean([x["answered"] for x in r]),
+                "correct": np.mean([x["correct"] for x in r]),
+                "median_s": statistics.median(good) if good else None,
+                "median_heard_s": statistics.median(heard) if heard else None,
+            }
             summary.append(line)
-            print(f"| {snr:g} dB | {part} | {line['answered']:.0%} | {line['correct']:.0%} | "
-                  f"{line['median_s'] if line['median_s'] is None else round(line['median_s'], 2)} | "
-                  f"{line['median_heard_s'] if line['median_heard_s'] is None else round(line['median_heard_s'], 2)} |")
+            print(
+                f"| {snr:g} dB | {part} | {line['answered']:.0%} | {line['correct']:.0%} | "
+                f"{line['median_s'] if line['median_s'] is None else round(line['median_s'], 2)} | "
+                f"{line['median_heard_s'] if line['median_heard_s'] is None else round(line['median_heard_s'], 2)} |"
+            )
     fph = false_answers / hours if hours else None
-    print(f"false answers: {false_answers} in {hours * 60:.1f} min of out-of-database music and noise "
-          f"= {fph:.1f} per hour")
+    print(
+        f"false answers: {false_answers} in {hours * 60:.1f} min of out-of-database music and noise "
+        f"= {fph:.1f} per hour"
+    )
     ours, ref = statistics.median(cpu["listen"]), statistics.median(cpu["reference"])
-    print(f"CPU per hop (1 thread): listen {1000 * ours:.1f} ms, reference (Recognizer on the whole buffer) "
-          f"{1000 * ref:.1f} ms: {ref / ours:.1f}x")
+    print(
+        f"CPU per hop (1 thread): listen {1000 * ours:.1f} ms, reference (Recognizer on the whole buffer) "
+        f"{1000 * ref:.1f} ms: {ref / ours:.1f}x"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary, "false_answers": false_answers,
-                                               "hours": hours, "false_per_hour": fph, "cpu_listen_s": ours,
-                                               "cpu_reference_s": ref}, indent=1, default=float))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "rows": rows,
+                    "summary": summary,
+                    "false_answers": false_answers,
+                    "hours": hours,
+                    "false_per_hour": fph,
+                    "cpu_listen_s": ours,
+                    "cpu_reference_s": ref,
+                },
+                indent=1,
+                default=float,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -56,23 +56,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--songs", type=int, default=8)
-    ap.add_argument("--models", nargs="+", default=["nafp_small", "nafp", "attn_small", "attn", "samaf_small",
-                                                    "samaf"])
+    ap.add_argument("--models", nargs="+", default=["nafp_small", "nafp", "attn_small", "attn", "samaf_small", "samaf"])
     ap.add_argument("--phases", type=int, default=4, help="query phases of the default path (4)")
     ap.add_argument("--json")
-    ap.add_argument("--quick", action="store_true", help="fewer models, songs and repeats (about a minute; "
-                    "figures not comparable with a full run's)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer models, songs and repeats (about a minute; figures not comparable with a full run's)",
+    )
     args = ap.parse_args()
     if args.quick:
-        print("bench_query QUICK MODE: nafp_small, nafp, samaf_small, 3 songs, median of 2; the figures are not "
-              "comparable with a full run's", flush=True)
+        print(
+            "bench_query QUICK MODE: nafp_small, nafp, samaf_small, 3 songs, median of 2; the figures are not "
+            "comparable with a full run's",
+            flush=True,
+        )
         args.models, args.songs, args.repeat = ["nafp_small", "nafp", "samaf_small"], 3, 2
     torch.set_num_threads(2)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        corpus = demo.make_demo_corpus(tmp / "corpus", demo.CorpusSpec(n_songs=args.songs, song_seconds=30.0,
-                                                                        n_noises=1, n_irs=1), progress=False)
+        corpus = demo.make_demo_corpus(
+            tmp / "corpus", demo.CorpusSpec(n_songs=args.songs, song_seconds=30.0, n_noises=1, n_irs=1), progress=False
+        )
         songs = audio.list_audio(corpus["music"])
         for name in args.models:
             torch.manual_seed(0)
@@ -95,8 +101,10 @@ def main() -> None:
                     rec._sequence(fp, ids)
 
                 r = rec.recognize(q)
-                row = {"fplib_ms": measure(lambda q=q, rec=rec: rec.recognize(q), args.repeat),
-                       "one_phase_ms": measure(lambda q=q, rec=rec1: rec.recognize(q), args.repeat)}
+                row = {
+                    "fplib_ms": measure(lambda q=q, rec=rec: rec.recognize(q), args.repeat),
+                    "one_phase_ms": measure(lambda q=q, rec=rec1: rec.recognize(q), args.repeat),
+                }
                 os.environ[engine.ENGINE_ENV] = "torch"
                 row["torch_ms"] = measure(lambda q=q, rec=rec: rec.recognize(q), args.repeat)
                 del os.environ[engine.ENGINE_ENV]
@@ -105,18 +113,26 @@ def main() -> None:
                 d = codes.dim(cat.vectors(cat.songs()[0]), rec.kind)
                 row["db_bytes_per_s"] = round(codes.bytes_per_fingerprint(d, rec.kind) / cat.fe.hop_s)
                 rows[f"{name} {length:g}s"] = row
-    print(f"\nbench_query: torch {torch.__version__}, 2 threads; database {args.songs} songs of 30 s; "
-          f"median of {args.repeat}")
-    print(f"{'model, query':>18s}{'fplib ms':>10s}{'1 phase':>9s}{'torch ms':>10s}{'reference ms':>14s}"
-          f"{'vs torch':>10s}{'vs reference':>14s}{'1 phase vs ref':>16s}{'DB bytes/s':>12s}")
+    print(
+        f"\nbench_query: torch {torch.__version__}, 2 threads; database {args.songs} songs of 30 s; "
+        f"median of {args.repeat}"
+    )
+    print(
+        f"{'model, query':>18s}{'fplib ms':>10s}{'1 phase':>9s}{'torch ms':>10s}{'reference ms':>14s}"
+        f"{'vs torch':>10s}{'vs reference':>14s}{'1 phase vs ref':>16s}{'DB bytes/s':>12s}"
+    )
     for k, r in rows.items():
-        print(f"{k:>18s}{r['fplib_ms']:10.1f}{r['one_phase_ms']:9.1f}{r['torch_ms']:10.1f}{r['reference_ms']:14.1f}"
-              f"{r['torch_ms'] / r['fplib_ms']:9.2f}x{r['reference_ms'] / r['fplib_ms']:13.2f}x"
-              f"{r['reference_ms'] / r['one_phase_ms']:15.2f}x{r['db_bytes_per_s']:12d}")
-    print(f"fplib: {args.phases} query phases, the network in the family's runtime (OpenVINO for NAFP, ONNX "
-          "Runtime for ATTN, torch for SAMAF); 1 phase: the same with a window every 0.5 s; torch: fplib's path "
-          "with FPLIB_ENGINE=torch; reference: librosa features and the model one window at a time, every "
-          "0.5 s (full NAFP: head as 128 modules in a loop)")
+        print(
+            f"{k:>18s}{r['fplib_ms']:10.1f}{r['one_phase_ms']:9.1f}{r['torch_ms']:10.1f}{r['reference_ms']:14.1f}"
+            f"{r['torch_ms'] / r['fplib_ms']:9.2f}x{r['reference_ms'] / r['fplib_ms']:13.2f}x"
+            f"{r['reference_ms'] / r['one_phase_ms']:15.2f}x{r['db_bytes_per_s']:12d}"
+        )
+    print(
+        f"fplib: {args.phases} query phases, the network in the family's runtime (OpenVINO for NAFP, ONNX "
+        "Runtime for ATTN, torch for SAMAF); 1 phase: the same with a window every 0.5 s; torch: fplib's path "
+        "with FPLIB_ENGINE=torch; reference: librosa features and the model one window at a time, every "
+        "0.5 s (full NAFP: head as 128 modules in a loop)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

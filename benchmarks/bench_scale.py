@@ -100,8 +100,9 @@ def per_size(values: list, i: int):
     return values[i] if len(values) > 1 else values[0]
 
 
-def build_catalogue(real, folder: Path, n_rows: int, filler_song: int, seed: int = 0,
-                    store_dtype: str = "float32") -> float:
+def build_catalogue(
+    real, folder: Path, n_rows: int, filler_song: int, seed: int = 0, store_dtype: str = "float32"
+) -> float:
     """The real songs, then the filler songs of :class:`largecat.Database` up to ``n_rows``; seconds taken."""
     from fplib.catalogue import Catalogue
 
@@ -121,14 +122,27 @@ def build_catalogue(real, folder: Path, n_rows: int, filler_song: int, seed: int
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", nargs="+", type=float, default=[1e6], help="catalogue sizes in windows")
-    ap.add_argument("--factory", nargs="+", default=["IVF1024,PQ32"],
-                    help="faiss factory string of the large indexes: one, or one per size")
+    ap.add_argument(
+        "--factory",
+        nargs="+",
+        default=["IVF1024,PQ32"],
+        help="faiss factory string of the large indexes: one, or one per size",
+    )
     ap.add_argument("--nprobe", type=int, default=40, help="the nprobe the indexes are built with")
-    ap.add_argument("--more_nprobes", nargs="+", type=int, default=[],
-                    help="also measure each catalogue's index at these nprobes (float32, or float16 store)")
-    ap.add_argument("--store_dtype", choices=["float32", "float16"], default="float32",
-                    help="float32: measure the float32 store, then again compacted to float16; float16: write "
-                         "float16 from the start (for catalogues whose float32 store would not fit the page cache)")
+    ap.add_argument(
+        "--more_nprobes",
+        nargs="+",
+        type=int,
+        default=[],
+        help="also measure each catalogue's index at these nprobes (float32, or float16 store)",
+    )
+    ap.add_argument(
+        "--store_dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="float32: measure the float32 store, then again compacted to float16; float16: write "
+        "float16 from the start (for catalogues whose float32 store would not fit the page cache)",
+    )
     ap.add_argument("--max_train", type=int, default=200_000)
     ap.add_argument("--songs", type=int, default=16, help="real songs (60 s each)")
     ap.add_argument("--queries", type=int, default=32, help="queries per length")
@@ -138,15 +152,21 @@ def main() -> None:
     ap.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--eager", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--measure_nprobe", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--quick", action="store_true", help="one small catalogue, few queries (under a minute; "
-                    "figures not comparable with a full run's)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="one small catalogue, few queries (under a minute; figures not comparable with a full run's)",
+    )
     args = ap.parse_args()
     if args.measure:
         print(json.dumps(measure(*args.measure, eager=args.eager, nprobe=args.measure_nprobe)))
         return
     if args.quick:
-        print("bench_scale QUICK MODE: one catalogue of 5e4 windows over 4 real songs, 4 queries per length; the "
-              "figures are not comparable with a full run's", flush=True)
+        print(
+            "bench_scale QUICK MODE: one catalogue of 5e4 windows over 4 real songs, 4 queries per length; the "
+            "figures are not comparable with a full run's",
+            flush=True,
+        )
         args.sizes, args.factory, args.nprobe, args.more_nprobes = [5e4], ["IVF256,PQ32"], 16, []
         args.max_train, args.songs, args.queries = 50_000, 4, 4
 
@@ -159,8 +179,13 @@ def main() -> None:
         queries = tmp / "queries.npz"
         np.savez(queries, **make_queries(songs, fe.sr, noises, args.queries))
         small_index = index.build(real, "small", tmp / "real_index")  # fplib's default IVF-PQ, fitted to the size
-        rows = [{"name": "real songs only (reference)", "dtype": "float32",
-                 "result": run_measure(real.folder, small_index, queries)}]
+        rows = [
+            {
+                "name": "real songs only (reference)",
+                "dtype": "float32",
+                "result": run_measure(real.folder, small_index, queries),
+            }
+        ]
         for i, size in enumerate(args.sizes):
             n = int(size)
             factory, nprobe = per_size(args.factory, i), args.nprobe
@@ -168,38 +193,65 @@ def main() -> None:
             t_cat = build_catalogue(real, folder, n, args.filler_song, store_dtype=args.store_dtype)
             with Catalogue(folder) as cat:
                 t0 = time.perf_counter()
-                path = index.build(cat, "big", tmp / f"index_{n}", factory=factory, nprobe=nprobe,
-                                   max_train=args.max_train)
+                path = index.build(
+                    cat, "big", tmp / f"index_{n}", factory=factory, nprobe=nprobe, max_train=args.max_train
+                )
                 t_index = time.perf_counter() - t0
             idx_bytes = os.path.getsize(path)
-            build = {"catalogue_s": t_cat, "index_s": t_index, "index_bytes_per_window": idx_bytes / n,
-                     "factory": factory, "nprobe": nprobe}
+            build = {
+                "catalogue_s": t_cat,
+                "index_s": t_index,
+                "index_bytes_per_window": idx_bytes / n,
+                "factory": factory,
+                "nprobe": nprobe,
+            }
             label = f"{n:.0e} windows, {factory}"
             dtype = args.store_dtype
             if dtype == "float32":
                 if n * 512 < os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 3:  # it fits in memory
-                    rows.append({"name": f"{label} nprobe {nprobe}, former start-up: every song read into memory",
-                                 "dtype": dtype, "result": run_measure(folder, path, queries, eager=True)})
-                rows.append({"name": f"{label} nprobe {nprobe}", "dtype": dtype, "build": build,
-                             "result": run_measure(folder, path, queries)})
+                    rows.append(
+                        {
+                            "name": f"{label} nprobe {nprobe}, former start-up: every song read into memory",
+                            "dtype": dtype,
+                            "result": run_measure(folder, path, queries, eager=True),
+                        }
+                    )
+                rows.append(
+                    {
+                        "name": f"{label} nprobe {nprobe}",
+                        "dtype": dtype,
+                        "build": build,
+                        "result": run_measure(folder, path, queries),
+                    }
+                )
                 with Catalogue(folder) as cat:
                     t0 = time.perf_counter()
                     cat.compact(dtype="float16")
                     build["compact_s"] = time.perf_counter() - t0
                 dtype = "float16"
             for probes in [nprobe] + args.more_nprobes:
-                rows.append({"name": f"{label} nprobe {probes}", "dtype": dtype, "build": build,
-                             "result": run_measure(folder, path, queries, nprobe=probes)})
+                rows.append(
+                    {
+                        "name": f"{label} nprobe {probes}",
+                        "dtype": dtype,
+                        "build": build,
+                        "result": run_measure(folder, path, queries, nprobe=probes),
+                    }
+                )
         real.close()
         report(rows, args)
 
 
 def report(rows: list[dict], args) -> None:
     ref = rows[0]["result"]
-    print(f"\n4 query phases, margin decision; queries: "
-          f"{args.queries} per length, noise at 5 dB; warm page cache; {os.cpu_count()} cores\n")
-    print("| catalogue | store | start-up s | ms/query 1 / 3 / 10 s | x reference | hits 1 / 3 / 10 s "
-          "| RSS MiB (anon / file), peak |")
+    print(
+        f"\n4 query phases, margin decision; queries: "
+        f"{args.queries} per length, noise at 5 dB; warm page cache; {os.cpu_count()} cores\n"
+    )
+    print(
+        "| catalogue | store | start-up s | ms/query 1 / 3 / 10 s | x reference | hits 1 / 3 / 10 s "
+        "| RSS MiB (anon / file), peak |"
+    )
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         r = row["result"]
@@ -207,18 +259,22 @@ def report(rows: list[dict], args) -> None:
         ratio = " / ".join(f"{r['ms'][f'{x:g}'] / ref['ms'][f'{x:g}']:.2f}" for x in LENGTHS)
         hits = " / ".join(f"{r['hits'][f'{x:g}']}/{r['n'][f'{x:g}']}" for x in LENGTHS)
         mem = r["memory_mb"]
-        print(f"| {row['name']} | {row['dtype']} | {r['startup_s']:.2f} | {ms} | {ratio} | {hits} | "
-              f"{mem.get('VmRSS', 0):.0f} ({mem.get('RssAnon', 0):.0f} / {mem.get('RssFile', 0):.0f}), "
-              f"{mem.get('VmHWM', 0):.0f} |")
+        print(
+            f"| {row['name']} | {row['dtype']} | {r['startup_s']:.2f} | {ms} | {ratio} | {hits} | "
+            f"{mem.get('VmRSS', 0):.0f} ({mem.get('RssAnon', 0):.0f} / {mem.get('RssFile', 0):.0f}), "
+            f"{mem.get('VmHWM', 0):.0f} |"
+        )
     seen = []
     for row in rows:
         if row.get("build") and row["build"] not in seen:
             b = row["build"]
             seen.append(b)
             extra = f", compacted to float16 in {b['compact_s']:.0f} s" if b.get("compact_s") else ""
-            print(f"{row['name'].rsplit(' nprobe', 1)[0]}: catalogue written in {b['catalogue_s']:.0f} s, "
-                  f"index built in {b['index_s']:.0f} s "
-                  f"({b['index_bytes_per_window']:.1f} bytes per window){extra}")
+            print(
+                f"{row['name'].rsplit(' nprobe', 1)[0]}: catalogue written in {b['catalogue_s']:.0f} s, "
+                f"index built in {b['index_s']:.0f} s "
+                f"({b['index_bytes_per_window']:.1f} bytes per window){extra}"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -112,11 +112,21 @@ def measure_factory(db: Database, factory: str, max_train: int, nprobes: list[in
             continue
         fpindex.set_nprobe(idx, nprobe)
         ids, ms = search_all(idx, xs)
-        rows.append({"n": db.n, "factory": factory, "max_train": max_train, "nprobe": nprobe, "ms": ms,
-                     "train_s": train_s, "build_s": build_s, "bytes_per_window": fpindex.bytes_per_vector(idx),
-                     "recall_at_1": float(np.mean(ids[:, 0] == exact)),
-                     "recall_reranked": float(np.mean((ids == exact[:, None]).any(1))),
-                     "source_at_k": source_found(ids, src)})
+        rows.append(
+            {
+                "n": db.n,
+                "factory": factory,
+                "max_train": max_train,
+                "nprobe": nprobe,
+                "ms": ms,
+                "train_s": train_s,
+                "build_s": build_s,
+                "bytes_per_window": fpindex.bytes_per_vector(idx),
+                "recall_at_1": float(np.mean(ids[:, 0] == exact)),
+                "recall_reranked": float(np.mean((ids == exact[:, None]).any(1))),
+                "source_at_k": source_found(ids, src),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -131,12 +141,19 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=48, help="3-s queries")
     ap.add_argument("--filler_song", type=int, default=7200)
     ap.add_argument("--json")
-    ap.add_argument("--quick", action="store_true", help="one small catalogue, two factories, few queries (under "
-                    "a minute; figures not comparable with a full run's)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="one small catalogue, two factories, few queries (under "
+        "a minute; figures not comparable with a full run's)",
+    )
     args = ap.parse_args()
     if args.quick:
-        print("bench_search QUICK MODE: 5e4 windows over 4 real songs, 8 queries; the figures are not comparable "
-              "with a full run's", flush=True)
+        print(
+            "bench_search QUICK MODE: 5e4 windows over 4 real songs, 8 queries; the figures are not comparable "
+            "with a full run's",
+            flush=True,
+        )
         args.sizes, args.factories, args.nprobes = [5e4], ["IVF256,PQ32", "IVF256,PQ32x4fs"], [8, 16]
         args.max_train, args.songs, args.queries = [20_000], 4, 8
     faiss.omp_set_num_threads(2)
@@ -155,9 +172,21 @@ def main() -> None:
         db = Database(pool, n, args.filler_song)
         exact_k, exact_s = exact_search(db, xq)
         exact = exact_k[:, 0]
-        rows.append({"n": n, "factory": "exact (brute force)", "max_train": 0, "nprobe": 0,
-                     "ms": 1000 * exact_s / len(xs), "train_s": 0.0, "build_s": 0.0, "bytes_per_window": 512.0,
-                     "recall_at_1": 1.0, "recall_reranked": 1.0, "source_at_k": source_found(exact_k, src)})
+        rows.append(
+            {
+                "n": n,
+                "factory": "exact (brute force)",
+                "max_train": 0,
+                "nprobe": 0,
+                "ms": 1000 * exact_s / len(xs),
+                "train_s": 0.0,
+                "build_s": 0.0,
+                "bytes_per_window": 512.0,
+                "recall_at_1": 1.0,
+                "recall_reranked": 1.0,
+                "source_at_k": source_found(exact_k, src),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
         for factory in args.factories or DEFAULT_FACTORIES.get(n, ["IVF4096,PQ32"]):
             for max_train in args.max_train:
@@ -166,16 +195,22 @@ def main() -> None:
 
 
 def report(rows: list[dict], args, n_queries: int) -> None:
-    print(f"\nbench_search: faiss {faiss.__version__}, 2 threads; {n_queries} 3-s queries at noise 5 dB, 4 phases "
-          f"(17 windows each, one search of k = {K} per query)")
-    print("| windows | index | train sample | nprobe | ms per 3-s query | x exact | recall@1 | recall@1 re-ranked "
-          "| source@20 | build s (train) | bytes/window |")
+    print(
+        f"\nbench_search: faiss {faiss.__version__}, 2 threads; {n_queries} 3-s queries at noise 5 dB, 4 phases "
+        f"(17 windows each, one search of k = {K} per query)"
+    )
+    print(
+        "| windows | index | train sample | nprobe | ms per 3-s query | x exact | recall@1 | recall@1 re-ranked "
+        "| source@20 | build s (train) | bytes/window |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         exact_ms = next(x["ms"] for x in rows if x["n"] == r["n"] and x["nprobe"] == 0)
-        print(f"| {r['n']:.0e} | {r['factory']} | {r['max_train'] or ''} | {r['nprobe'] or ''} | {r['ms']:.2f} | "
-              f"{exact_ms / r['ms']:.0f}x | {r['recall_at_1']:.3f} | {r['recall_reranked']:.3f} | "
-              f"{r['source_at_k']:.3f} | {r['build_s']:.0f} ({r['train_s']:.0f}) | {r['bytes_per_window']:.0f} |")
+        print(
+            f"| {r['n']:.0e} | {r['factory']} | {r['max_train'] or ''} | {r['nprobe'] or ''} | {r['ms']:.2f} | "
+            f"{exact_ms / r['ms']:.0f}x | {r['recall_at_1']:.3f} | {r['recall_reranked']:.3f} | "
+            f"{r['source_at_k']:.3f} | {r['build_s']:.0f} ({r['train_s']:.0f}) | {r['bytes_per_window']:.0f} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -101,15 +101,28 @@ def train_child(name: str, batch: int, repeat: int, threads: int) -> None:
         step()
     r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     user, system = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
-    print(json.dumps({"pairs_per_s": batch * repeat / (t1 - t0), "system_share": system / (user + system),
-                      "faults_per_step": (r1.ru_minflt - r0.ru_minflt) / repeat, "allocator": runtime.allocator}))
+    print(
+        json.dumps(
+            {
+                "pairs_per_s": batch * repeat / (t1 - t0),
+                "system_share": system / (user + system),
+                "faults_per_step": (r1.ru_minflt - r0.ru_minflt) / repeat,
+                "allocator": runtime.allocator,
+            }
+        )
+    )
 
 
 def train_in_process(name: str, batch: int, repeat: int, threads: int, default_malloc: bool) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
     env[runtime.OPT_OUT] = "1" if default_malloc else ""
-    out = subprocess.run([sys.executable, __file__, "--train-child", name, str(batch), str(repeat), str(threads)],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--train-child", name, str(batch), str(repeat), str(threads)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.splitlines()[-1])
 
 
@@ -140,11 +153,23 @@ def matmul_gflops(device: torch.device, n: int = 2048, repeat: int = 5) -> float
 
 def pipeline_pairs_per_s(corpus: dict[str, Path], workers: int, batches: int, device: torch.device) -> float:
     aug = Augmenter()
-    ds = SegmentDataset(audio.list_audio(corpus["music"]), NoiseBank(audio.list_audio(corpus["noise"])),
-                        IRBank(audio.list_audio(corpus["rir"])), aug.context, items_per_song=64)
-    loader = DataLoader(ds, batch_size=32, shuffle=True, num_workers=workers, collate_fn=collate_segments,
-                        worker_init_fn=worker_init_fn if workers else None, drop_last=True,
-                        generator=torch.Generator().manual_seed(0))
+    ds = SegmentDataset(
+        audio.list_audio(corpus["music"]),
+        NoiseBank(audio.list_audio(corpus["noise"])),
+        IRBank(audio.list_audio(corpus["rir"])),
+        aug.context,
+        items_per_song=64,
+    )
+    loader = DataLoader(
+        ds,
+        batch_size=32,
+        shuffle=True,
+        num_workers=workers,
+        collate_fn=collate_segments,
+        worker_init_fn=worker_init_fn if workers else None,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     g = torch.Generator().manual_seed(0)
     n = 0
     t = time.perf_counter()
@@ -178,8 +203,11 @@ def main() -> None:
     rep = 2 if args.quick else 4
     fig: dict = {}
     if args.quick:
-        print("bench_train QUICK MODE: fewer repeats and pipeline batches; the figures are not comparable with a "
-              "full run's", flush=True)
+        print(
+            "bench_train QUICK MODE: fewer repeats and pipeline batches; the figures are not comparable with a "
+            "full run's",
+            flush=True,
+        )
 
     print(f"bench_train: torch {torch.__version__}, {args.threads} threads, {device}, {platform.processor() or ''}")
     if args.skip_train:
@@ -219,11 +247,11 @@ def main() -> None:
         fig[f"limit_{name}"] = fig["matmul_gflops"] / NAFP_GFLOPS_PER_WINDOW[name]
 
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = demo.make_demo_corpus(Path(tmp), demo.CorpusSpec(n_songs=8, song_seconds=20.0, n_noises=4,
-                                                                  n_irs=4), progress=False)
+        corpus = demo.make_demo_corpus(
+            Path(tmp), demo.CorpusSpec(n_songs=8, song_seconds=20.0, n_noises=4, n_irs=4), progress=False
+        )
         for w in (0, 1, 2):
-            fig[f"pipeline_pairs_per_s_{w}_workers"] = pipeline_pairs_per_s(corpus, w, 6 if args.quick else 12,
-                                                                             device)
+            fig[f"pipeline_pairs_per_s_{w}_workers"] = pipeline_pairs_per_s(corpus, w, 6 if args.quick else 12, device)
 
     print()
     if args.skip_train:
@@ -240,17 +268,23 @@ def main() -> None:
     else:
         print(f"training pairs/s: small {fig['train_pairs_per_s_small']:.1f}, full {fig['train_pairs_per_s_full']:.1f}")
     lo, hi = fig["matmul_gflops_range"]
-    print(f"\ninference, batch 256, windows/s (machine limit: {fig['matmul_gflops']:.0f} GFLOP/s matmul, "
-          f"measured {lo:.0f}-{hi:.0f} between the rows / the network's GFLOPs per window):")
-    print(f"{'':14s}{'fplib':>9s}{'ONNX Runtime':>14s}{'torch eager':>13s}{'fplib/eager':>13s}{'limit':>9s}"
-          f"{'fplib/limit':>13s}")
+    print(
+        f"\ninference, batch 256, windows/s (machine limit: {fig['matmul_gflops']:.0f} GFLOP/s matmul, "
+        f"measured {lo:.0f}-{hi:.0f} between the rows / the network's GFLOPs per window):"
+    )
+    print(
+        f"{'':14s}{'fplib':>9s}{'ONNX Runtime':>14s}{'torch eager':>13s}{'fplib/eager':>13s}{'limit':>9s}"
+        f"{'fplib/limit':>13s}"
+    )
     for name in ("nafp_small", "nafp"):
         e, t, lim = fig[f"infer_{name}_engine"], fig[f"infer_{name}_eager"], fig[f"limit_{name}"]
         o = fig.get(f"infer_{name}_onnxruntime", float("nan"))
         print(f"  {name:12s}{e:9.1f}{o:14.1f}{t:13.1f}{e / t:12.2f}x{lim:9.0f}{e / lim:13.0%}")
-    print(f"  nafp, the head as 128 modules in a Python loop (reference): {fig['infer_nafp_loop_head']:.1f}; "
-          f"head alone: batched {1000 / fig['head_ms_batched']:.0f} against loop {1000 / fig['head_ms_loop']:.0f} "
-          f"batches/s")
+    print(
+        f"  nafp, the head as 128 modules in a Python loop (reference): {fig['infer_nafp_loop_head']:.1f}; "
+        f"head alone: batched {1000 / fig['head_ms_batched']:.0f} against loop {1000 / fig['head_ms_loop']:.0f} "
+        f"batches/s"
+    )
     print()
     for w in (0, 1, 2):
         label = f"online pipeline pairs/s, no model, {w} workers"

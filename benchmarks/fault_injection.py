@@ -49,8 +49,22 @@ from tests import faults  # noqa: E402
 from tests.helpers import make_folders, music_like  # noqa: E402
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-TINY_TRAIN = ["-ep", "3", "-bs", "4", "--lr", "1e-3", "--lr_ref_batch", "4", "--arch", "nafp_small",
-              "--model_settings", '{"width": 0.125}', "-m", "tiny"]
+TINY_TRAIN = [
+    "-ep",
+    "3",
+    "-bs",
+    "4",
+    "--lr",
+    "1e-3",
+    "--lr_ref_batch",
+    "4",
+    "--arch",
+    "nafp_small",
+    "--model_settings",
+    '{"width": 0.125}',
+    "-m",
+    "tiny",
+]
 
 
 @dataclass
@@ -82,15 +96,21 @@ def _run(argv: list[str], cwd: Path, fault: str | None = None, log: Path | None 
     if log is not None:
         env["FPLIB_FAULT_LOG"] = str(log)
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "tests.faults", *argv], cwd=cwd, env=env, capture_output=True,
-                       text=True, timeout=900)
+    p = subprocess.run(
+        [sys.executable, "-m", "tests.faults", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
     return p.returncode, time.perf_counter() - t0, p.stderr
 
 
 def _run_killed_after(argv: list[str], cwd: Path, seconds: float) -> bool:
     """Start the job and SIGKILL it after ``seconds``; whether it was still running then."""
-    p = subprocess.Popen([sys.executable, "-m", "tests.faults", *argv], cwd=cwd, env={**ENV, "FPLIB_FAULT": ""},
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tests.faults", *argv],
+        cwd=cwd,
+        env={**ENV, "FPLIB_FAULT": ""},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         p.wait(timeout=seconds)
         return False
@@ -116,33 +136,89 @@ def build_inputs(work: Path) -> dict[str, Path]:
     torch.manual_seed(0)
     model, settings = build_model("nafp_small", FrontEnd(), width=0.125)
     ckpt = work / "in" / "model.pt"
-    save_checkpoint(ckpt, {"model": model.state_dict(), "model_name": "nafp_small", "model_settings": settings,
-                           "frontend": FrontEnd().to_dict()})
+    save_checkpoint(
+        ckpt,
+        {
+            "model": model.state_dict(),
+            "model_name": "nafp_small",
+            "model_settings": settings,
+            "frontend": FrontEnd().to_dict(),
+        },
+    )
     made = work / "made"
     made.mkdir()
     rc, _, err = _run(["generate_training_dataset", "-i", str(d["songs"]), "-n", "3", "-o", "data"], made)
-    rc2, _, err2 = _run(["generate_fingerprints", "-i", str(songs2), "-o", "cat", "--model", str(ckpt),
-                         "--no_progress"], made)
+    rc2, _, err2 = _run(
+        ["generate_fingerprints", "-i", str(songs2), "-o", "cat", "--model", str(ckpt), "--no_progress"], made
+    )
     if rc or rc2:
         raise SystemExit(f"could not build the inputs:\n{err}\n{err2}")
     return {**d, "songs2": songs2, "model": ckpt, "pairs": made / "data" / "Dataset_5", "catalogue": made / "cat"}
 
 
 def jobs(inp: dict[str, Path]) -> list[Job]:
-    gen = ["generate_training_dataset", "-i", str(inp["songs"]), "-n", "3", "-ir", str(inp["rir"]), "-bn",
-           str(inp["noise"]), "-o", "out"]
-    static = ["trainer", *TINY_TRAIN, "-o", "run", "static", "-tp", str(inp["pairs"] / "train_set"), "-vp",
-              str(inp["pairs"] / "val_set")]
-    online = ["trainer", *TINY_TRAIN, "--workers", "2", "--items_per_song", "2", "--resume", "dynamic_online", "-p",
-              str(inp["songs"]), "-ir", str(inp["rir"]), "-bn", str(inp["noise"])]
-    fp = ["generate_fingerprints", "-i", str(inp["songs2"]), "-o", "cat", "--model", str(inp["model"]),
-          "--no_progress", "--batch", "16"]
+    gen = [
+        "generate_training_dataset",
+        "-i",
+        str(inp["songs"]),
+        "-n",
+        "3",
+        "-ir",
+        str(inp["rir"]),
+        "-bn",
+        str(inp["noise"]),
+        "-o",
+        "out",
+    ]
+    static = [
+        "trainer",
+        *TINY_TRAIN,
+        "-o",
+        "run",
+        "static",
+        "-tp",
+        str(inp["pairs"] / "train_set"),
+        "-vp",
+        str(inp["pairs"] / "val_set"),
+    ]
+    online = [
+        "trainer",
+        *TINY_TRAIN,
+        "--workers",
+        "2",
+        "--items_per_song",
+        "2",
+        "--resume",
+        "dynamic_online",
+        "-p",
+        str(inp["songs"]),
+        "-ir",
+        str(inp["rir"]),
+        "-bn",
+        str(inp["noise"]),
+    ]
+    fp = [
+        "generate_fingerprints",
+        "-i",
+        str(inp["songs2"]),
+        "-o",
+        "cat",
+        "--model",
+        str(inp["model"]),
+        "--no_progress",
+        "--batch",
+        "16",
+    ]
     idx = ["create_faiss_indexes", "-i", str(inp["catalogue"]), "-n", "songs", "-o", "index"]
     return [
         Job("generate_training_dataset", gen, "out"),
         Job("trainer static (rerun with --resume)", static, "run", [[*static, "--resume"]]),
-        Job("trainer dynamic_online (always --resume, -o abs/rel)", [*online, "-o", "run"], "run",
-            [[*online, "-o", "{cwd}/run"], [*online, "-o", "run"]]),
+        Job(
+            "trainer dynamic_online (always --resume, -o abs/rel)",
+            [*online, "-o", "run"],
+            "run",
+            [[*online, "-o", "{cwd}/run"], [*online, "-o", "run"]],
+        ),
         Job("generate_fingerprints", fp, "cat"),
         Job("create_faiss_indexes", idx, "index"),
     ]
@@ -207,15 +283,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills", type=int, default=5, help="kills per job (default: 5)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill points (default: 0)")
-    ap.add_argument("--jobs", nargs="*", default=None, help="only the jobs whose name starts with one of these "
-                    "(generate_training_dataset, trainer, generate_fingerprints, create_faiss_indexes)")
-    ap.add_argument("--workdir", type=Path, default=None, help="keep the runs here (default: a temporary folder, "
-                    "removed at the end)")
+    ap.add_argument(
+        "--jobs",
+        nargs="*",
+        default=None,
+        help="only the jobs whose name starts with one of these "
+        "(generate_training_dataset, trainer, generate_fingerprints, create_faiss_indexes)",
+    )
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the runs here (default: a temporary folder, removed at the end)",
+    )
     ap.add_argument("--quick", action="store_true", help="one kill per job (about a minute)")
     args = ap.parse_args(argv)
     if args.quick:
-        print("fault_injection QUICK MODE: one kill per job; the table is not comparable with a full run's",
-              flush=True)
+        print("fault_injection QUICK MODE: one kill per job; the table is not comparable with a full run's", flush=True)
         args.kills = 1
     rng = random.Random(args.seed)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="fplib-faults-"))
@@ -234,19 +318,34 @@ def main(argv: list[str] | None = None) -> int:
                 tries += 1
                 o = trial(job, work / f"job{j}" / f"kill{tries}", ref, seconds, writes, rng)
                 outcomes.append(o)
-                verdict = ("not killed: " + (o.error or "finished first")) if not o.killed else (
-                    f"FAILED to complete ({o.error})" if not o.survived else
-                    (f"identical after {o.reruns} rerun(s)" if not o.diffs else f"DIFFERENT: {o.diffs}"))
+                verdict = (
+                    ("not killed: " + (o.error or "finished first"))
+                    if not o.killed
+                    else (
+                        f"FAILED to complete ({o.error})"
+                        if not o.survived
+                        else (f"identical after {o.reruns} rerun(s)" if not o.diffs else f"DIFFERENT: {o.diffs}")
+                    )
+                )
                 print(f"  {o.how}: {verdict}", flush=True)
             killed = [o for o in outcomes if o.killed]
             content = sorted({f for o in killed for f in o.content_only})
-            rows.append((job.name, len(killed), sum(o.survived for o in killed),
-                         sum(o.survived and not o.diffs for o in killed), content))
+            rows.append(
+                (
+                    job.name,
+                    len(killed),
+                    sum(o.survived for o in killed),
+                    sum(o.survived and not o.diffs for o in killed),
+                    content,
+                )
+            )
         print(f"\n{'job':<55} {'kills':>5} {'survived':>8} {'identical':>9}")
         for name, n, survived, identical, _ in rows:
             print(f"{name:<55} {n:>5} {survived:>8} {identical:>9}")
-        print("\nidentical = every file byte-identical to the uninterrupted run's, except these, identical in "
-              "content without their timing fields:")
+        print(
+            "\nidentical = every file byte-identical to the uninterrupted run's, except these, identical in "
+            "content without their timing fields:"
+        )
         for name, *_, content in rows:
             print(f"  {name}: {', '.join(content) if content else '(none: all byte-identical)'}")
         print(f"[{time.perf_counter() - t0:.0f} s]")

@@ -28,8 +28,9 @@ def real_songs(folder: Path, n_songs: int):
     from fplib.extraction import extract
     from fplib.synth import demo
 
-    corpus = demo.make_demo_corpus(folder / "corpus", demo.CorpusSpec(n_songs=n_songs, song_seconds=60.0,
-                                                                       n_noises=4, n_irs=1), progress=False)
+    corpus = demo.make_demo_corpus(
+        folder / "corpus", demo.CorpusSpec(n_songs=n_songs, song_seconds=60.0, n_noises=4, n_irs=1), progress=False
+    )
     songs = audio.list_audio(corpus["music"])
     ckpt = pretrained.default_model()
     model, fe = load_model(ckpt)

@@ -75,6 +75,7 @@ def emulable(env: dict[str, str], flags: set[str]) -> bool:
 
 # -- the worker: one process, one kernel variant --------------------------------------------------------
 
+
 def demo_family_checks(seed: int, threads: int, work: Path) -> list:
     """Notebook 03's family training on the demo corpus, with the demo profile's recipes."""
     from fplib import data, notebooks, sources, train
@@ -90,15 +91,31 @@ def demo_family_checks(seed: int, threads: int, work: Path) -> list:
         return {k: v for k, (_, v) in notebooks.parameters_cell(nb).items()} | notebooks.load_params("demo", nb)
 
     g, p = demo_params("01_generate_dataset.ipynb"), demo_params("03_train_online.ipynb")
-    spec = demo.CorpusSpec(n_songs=g["corpus_songs"], song_seconds=g["corpus_song_seconds"],
-                           n_noises=g["corpus_noises"], noise_seconds=g["corpus_noise_seconds"], n_irs=g["corpus_irs"],
-                           seed=g["corpus_seed"])
+    spec = demo.CorpusSpec(
+        n_songs=g["corpus_songs"],
+        song_seconds=g["corpus_song_seconds"],
+        n_noises=g["corpus_noises"],
+        noise_seconds=g["corpus_noise_seconds"],
+        n_irs=g["corpus_irs"],
+        seed=g["corpus_seed"],
+    )
     corpus = demo.make_demo_corpus(work / "corpus", spec)  # notebook 01's; made once in the work folder, then reused
-    split = sources.split_online_data(corpus["music"], corpus["rir"], corpus["noise"], work / f"split-{seed}",
-                                      p["train_ratio"], seed)
-    base = dict(epochs=p["epochs"], batch_size=p["batch_size"], optim=p["optim"], lr=p["lr"],
-                lr_ref_batch=p["lr_ref_batch"], patience=p["patience"], seed=seed, num_workers=0,
-                items_per_song=p["items_per_song"], val_items_per_song=p["val_items_per_song"], preload=True)
+    split = sources.split_online_data(
+        corpus["music"], corpus["rir"], corpus["noise"], work / f"split-{seed}", p["train_ratio"], seed
+    )
+    base = dict(
+        epochs=p["epochs"],
+        batch_size=p["batch_size"],
+        optim=p["optim"],
+        lr=p["lr"],
+        lr_ref_batch=p["lr_ref_batch"],
+        patience=p["patience"],
+        seed=seed,
+        num_workers=0,
+        items_per_song=p["items_per_song"],
+        val_items_per_song=p["val_items_per_song"],
+        preload=True,
+    )
     recipes = {p["model"]: {"temperature": p["temperature"]}}
     for name in p["compare_models"]:
         recipes[name] = {"epochs": p["compare_epochs"] or p["epochs"], **p["compare_recipes"].get(name, {})}
@@ -106,13 +123,15 @@ def demo_family_checks(seed: int, threads: int, work: Path) -> list:
     for name, recipe in recipes.items():
         cfg = TrainConfig(**{**base, "model": name, **recipe})
         fe = registry.frontend_for(name, f_min=p["f_min"])
-        source = sources.online_source(sources.OnlineFolders.from_split(split), cfg, AugmentConfig(), fe,
-                                       data.Skipped())
+        source = sources.online_source(
+            sources.OnlineFolders.from_split(split), cfg, AugmentConfig(), fe, data.Skipped()
+        )
         with torch_threads(threads):
             hist = train.train(cfg, source, Path(tempfile.mkdtemp(dir=work)), fe, progress=False)
         _, best = train.best_epoch(hist)
-        checks.append(Check(f"demo {name}: best val top-1 / chance", train.times_chance(best), ">",
-                            train.LEARNED_OVER_CHANCE))
+        checks.append(
+            Check(f"demo {name}: best val top-1 / chance", train.times_chance(best), ">", train.LEARNED_OVER_CHANCE)
+        )
     return checks
 
 
@@ -124,21 +143,48 @@ def worker(checks: list[str], seeds: list[int], threads: list[int], work: Path) 
             for what in checks:
                 t0 = time.time()
                 if what == "unit":
-                    found = [c for f in learning.CHECKS.values()
-                             for c in f(seed, n, **({"root": work} if f is learning.static_training else {}))]
+                    found = [
+                        c
+                        for f in learning.CHECKS.values()
+                        for c in f(seed, n, **({"root": work} if f is learning.static_training else {}))
+                    ]
                 else:
                     found = demo_family_checks(seed, n, work)
                 for c in found:
-                    print("CHECK " + json.dumps({"name": c.name, "value": c.value, "op": c.op, "bound": c.bound,
-                                                 "threads": n, "seed": seed, "seconds": round(time.time() - t0, 1)}),
-                          flush=True)
+                    print(
+                        "CHECK "
+                        + json.dumps(
+                            {
+                                "name": c.name,
+                                "value": c.value,
+                                "op": c.op,
+                                "bound": c.bound,
+                                "threads": n,
+                                "seed": seed,
+                                "seconds": round(time.time() - t0, 1),
+                            }
+                        ),
+                        flush=True,
+                    )
 
 
 # -- the parent: one worker process per variant ---------------------------------------------------------
 
+
 def run_variant(label: str, env: dict[str, str], args: argparse.Namespace, work: Path) -> list[dict]:
-    cmd = [sys.executable, __file__, "--worker", "--checks", *args.checks, "--seeds", *map(str, args.seeds),
-           "--threads", *map(str, args.threads), "--work", str(work)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--checks",
+        *args.checks,
+        "--seeds",
+        *map(str, args.seeds),
+        "--threads",
+        *map(str, args.threads),
+        "--work",
+        str(work),
+    ]
     full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
     for key in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
         if key not in env:
@@ -179,9 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     skipped = [label for label, env in wanted if not emulable(env, flags)]
     wanted = [(label, env) for label, env in wanted if emulable(env, flags)]
     isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "older"
-    print(f"CPU: {isa} ({os.cpu_count()} cores); variants: {', '.join(label for label, _ in wanted)}"
-          + (f"; skipped (wider than this CPU): {', '.join(skipped)}" if skipped else "")
-          + f"; threads {args.threads}; seeds {args.seeds}; checks {args.checks}", flush=True)
+    print(
+        f"CPU: {isa} ({os.cpu_count()} cores); variants: {', '.join(label for label, _ in wanted)}"
+        + (f"; skipped (wider than this CPU): {', '.join(skipped)}" if skipped else "")
+        + f"; threads {args.threads}; seeds {args.seeds}; checks {args.checks}",
+        flush=True,
+    )
     rows, failures = [], []
     with tempfile.TemporaryDirectory(prefix="fplib-portability-") as tmp:
         for label, env in wanted:
@@ -193,9 +242,12 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 r["margin"] = margin(r)
                 ok = r["margin"] >= args.min_margin
-                print(f"{label:26s} threads {r['threads']:2d} seed {r['seed']}  {r['name']:52s} "
-                      f"{r['value']:9.4g} {r['op']} {r['bound']:<6.4g} margin {r['margin']:6.2f}x"
-                      f"{'' if ok else '  <-- under ' + str(args.min_margin) + 'x'}", flush=True)
+                print(
+                    f"{label:26s} threads {r['threads']:2d} seed {r['seed']}  {r['name']:52s} "
+                    f"{r['value']:9.4g} {r['op']} {r['bound']:<6.4g} margin {r['margin']:6.2f}x"
+                    f"{'' if ok else '  <-- under ' + str(args.min_margin) + 'x'}",
+                    flush=True,
+                )
                 if not ok:
                     failures.append(f"{label} threads {r['threads']} seed {r['seed']}: {r['name']}")
             rows += got
@@ -204,13 +256,18 @@ def main(argv: list[str] | None = None) -> int:
     print("\nsmallest margin of each check (over every variant, thread count and seed):")
     for name in dict.fromkeys(r["name"] for r in good):
         worst = min((r for r in good if r["name"] == name), key=lambda r: r["margin"])
-        print(f"  {name:52s} {worst['margin']:6.2f}x  ({worst['variant']}, threads {worst['threads']}, "
-              f"seed {worst['seed']}: {worst['value']:.4g} {worst['op']} {worst['bound']:.4g})")
+        print(
+            f"  {name:52s} {worst['margin']:6.2f}x  ({worst['variant']}, threads {worst['threads']}, "
+            f"seed {worst['seed']}: {worst['value']:.4g} {worst['op']} {worst['bound']:.4g})"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     if failures or not good:
-        print(f"\n{len(failures)} check(s) under {args.min_margin}x or failed:\n  " + "\n  ".join(failures)
-              if failures else "\nno check ran")
+        print(
+            f"\n{len(failures)} check(s) under {args.min_margin}x or failed:\n  " + "\n  ".join(failures)
+            if failures
+            else "\nno check ran"
+        )
         return 1
     print(f"\nevery margin at least {args.min_margin}x")
     return 0

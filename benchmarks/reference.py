@@ -24,7 +24,8 @@ class LoopHead(nn.Module):
         super().__init__()
         self.size = d_in // emb
         self.groups = nn.ModuleList(
-            nn.Sequential(nn.Linear(self.size, hidden), nn.ELU(), nn.Linear(hidden, 1)) for _ in range(emb))
+            nn.Sequential(nn.Linear(self.size, hidden), nn.ELU(), nn.Linear(hidden, 1)) for _ in range(emb)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([g(x[:, i * self.size : (i + 1) * self.size]) for i, g in enumerate(self.groups)], dim=1)
@@ -42,9 +43,19 @@ class LoopNAFP(NAFP):
 
 def librosa_logmel(window: np.ndarray, fe: FrontEnd = FrontEnd()) -> np.ndarray:
     """One window's log-mel, the reference's way (librosa, per window)."""
-    mel = librosa.feature.melspectrogram(y=window, sr=fe.sr, n_fft=fe.n_fft, hop_length=fe.stft_hop,
-                                         n_mels=fe.n_mels, fmin=fe.f_min, fmax=fe.f_max, htk=True, norm=None,
-                                         center=True, pad_mode="constant")
+    mel = librosa.feature.melspectrogram(
+        y=window,
+        sr=fe.sr,
+        n_fft=fe.n_fft,
+        hop_length=fe.stft_hop,
+        n_mels=fe.n_mels,
+        fmin=fe.f_min,
+        fmax=fe.f_max,
+        htk=True,
+        norm=None,
+        center=True,
+        pad_mode="constant",
+    )
     return librosa.power_to_db(mel, ref=np.max, top_db=-fe.floor_db).astype(np.float32)
 
 

@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from fplib import audio, calibrate, corpus, evaluate, index, pretrained, search, storage  # noqa: E402
+from fplib import queries as fpqueries  # noqa: E402
 from fplib.catalogue import Catalogue  # noqa: E402
 from fplib.checkpoints import load_model, model_description  # noqa: E402
 from fplib.data import IRBank, NoiseBank  # noqa: E402
@@ -59,18 +60,35 @@ def calibrate_unseen(model, fe, model_path: Path, root: Path, args) -> tuple[cal
             shutil.copytree(Path(tmp) / "base", folder / "catalogue")
             cat = Catalogue(folder / "catalogue", fe, model_description(model_path))
             extract(halves[1 - h], cat, model, progress=False)
-            rec = search.Recognizer(model, cat, index.build(cat, "cal", folder), phases=args.phases,
-                                    decision="margin")
-            queries = evaluate.plan_queries({}, halves[h], len(irs), list(lengths), list(snrs), args.per_cell,
-                                            10 * h + 1, sr=fe.sr)
-            scores.append(evaluate.calibration_scores(
-                rec, queries, irs, noises, list(lengths), calibrate.CORPUS_CALIBRATION["noise_only_per_length"],
-                10 * h + 2, progress=False))
+            rec = search.Recognizer(model, cat, index.build(cat, "cal", folder), phases=args.phases, decision="margin")
+            queries = fpqueries.plan_queries(
+                {}, halves[h], len(irs), list(lengths), list(snrs), args.per_cell, 10 * h + 1, sr=fe.sr
+            )
+            scores.append(
+                evaluate.calibration_scores(
+                    rec,
+                    queries,
+                    irs,
+                    noises,
+                    list(lengths),
+                    calibrate.CORPUS_CALIBRATION["noise_only_per_length"],
+                    10 * h + 2,
+                    progress=False,
+                )
+            )
             cat.close()
-    threshold, per_length, measured = calibrate.fit_and_measure(scores[0], scores[1], args.fit_fpr, lengths, fe,
-                                                               cross_fit=True)
-    return calibrate.Calibration(threshold, args.fit_fpr, args.phases, "margin", per_length, measured,
-                                calibrate.NegativesUsed(halves[0], halves[1], cross_fit=True)), songs
+    threshold, per_length, measured = calibrate.fit_and_measure(
+        scores[0], scores[1], args.fit_fpr, lengths, fe, cross_fit=True
+    )
+    return calibrate.Calibration(
+        threshold,
+        args.fit_fpr,
+        args.phases,
+        "margin",
+        per_length,
+        measured,
+        calibrate.NegativesUsed(halves[0], halves[1], cross_fit=True),
+    ), songs
 
 
 def main() -> None:
@@ -78,15 +96,30 @@ def main() -> None:
     ap.add_argument("checkpoint")
     ap.add_argument("name", help="the shipped model's name, e.g. fplib-small-v2")
     ap.add_argument("--corpus", default=str(corpus.default_root()))
-    ap.add_argument("--fpr", type=float, default=calibrate.SHIPPED_FPR, help="the false-positive rate the card "
-                    "promises: the held-back measurement must stay within it (two standard errors)")
-    ap.add_argument("--fit-fpr", type=float, default=calibrate.SHIPPED_FPR / 4, help="the rate the threshold is "
-                    "fitted for (default: a quarter of the promise: the negatives are a few dozen songs of the same "
-                    "games as the training music, and on the real-music benchmark's out-of-database songs the rate "
-                    "came out about twice what the corpus measured, for both real-corpus candidates)")
+    ap.add_argument(
+        "--fpr",
+        type=float,
+        default=calibrate.SHIPPED_FPR,
+        help="the false-positive rate the card "
+        "promises: the held-back measurement must stay within it (two standard errors)",
+    )
+    ap.add_argument(
+        "--fit-fpr",
+        type=float,
+        default=calibrate.SHIPPED_FPR / 4,
+        help="the rate the threshold is "
+        "fitted for (default: a quarter of the promise: the negatives are a few dozen songs of the same "
+        "games as the training music, and on the real-music benchmark's out-of-database songs the rate "
+        "came out about twice what the corpus measured, for both real-corpus candidates)",
+    )
     ap.add_argument("--phases", type=int, default=4)
-    ap.add_argument("--per-cell", type=int, default=100, help="queries per length and SNR per half (default: 100; "
-                    "the tail of a few dozen songs' scores sets the threshold, more queries steady it)")
+    ap.add_argument(
+        "--per-cell",
+        type=int,
+        default=100,
+        help="queries per length and SNR per half (default: 100; "
+        "the tail of a few dozen songs' scores sets the threshold, more queries steady it)",
+    )
     ap.add_argument("--out", default=str(pretrained.directory()))
     ap.add_argument("--card", default="{}", help="JSON fields added to the card (training_command, licence, ...)")
     args = ap.parse_args()
@@ -103,18 +136,25 @@ def main() -> None:
     promised = replace(cal, target_fpr=args.fpr)  # the held-back check is against the promise
     for r in cal.per_length:
         fpr = "n/a" if r.fpr is None else f"{r.fpr:.1%}"
-        print(f"  {r.length_s:>4g} s: threshold {r.threshold:.3f}, false positives held back "
-              f"{fpr} of {r.n_test}" + ("  <- misses the promise" if r in promised.missed else ""))
+        print(
+            f"  {r.length_s:>4g} s: threshold {r.threshold:.3f}, false positives held back "
+            f"{fpr} of {r.n_test}" + ("  <- misses the promise" if r in promised.missed else "")
+        )
     if promised.missed:
         shutil.rmtree(staging)
         sys.exit(f"the held-back false-positive rate misses {args.fpr:.0%}; nothing shipped")
-    threshold = {**cal.to_json(), "promised_fpr": args.fpr, "calibrated_on": (
-        f"real out-of-database music: the {len(cal.negatives.calibration)} + {len(cal.negatives.test)} "
-        f"held-out songs of the training corpus (build_corpus) in two halves, with its held-out rooms and noises; "
-        f"queries from each half against a catalogue of the {len(songs)} training songs plus the other half (songs "
-        f"the model never heard, as a user's are); {args.per_cell} queries per length and SNR per half; fitted for "
-        f"{args.fit_fpr:.0%} on each half and {cal.measured_fpr:.1%} measured on the other, the threshold shipped "
-        f"fitted on both")}
+    threshold = {
+        **cal.to_json(),
+        "promised_fpr": args.fpr,
+        "calibrated_on": (
+            f"real out-of-database music: the {len(cal.negatives.calibration)} + {len(cal.negatives.test)} "
+            f"held-out songs of the training corpus (build_corpus) in two halves, with its held-out rooms and noises; "
+            f"queries from each half against a catalogue of the {len(songs)} training songs plus the other half (songs "
+            f"the model never heard, as a user's are); {args.per_cell} queries per length and SNR per half; fitted for "
+            f"{args.fit_fpr:.0%} on each half and {cal.measured_fpr:.1%} measured on the other, the threshold shipped "
+            f"fitted on both"
+        ),
+    }
     threshold.pop("negatives", None)
     storage.write_json(model_path.with_suffix(".json"), {**card, "threshold": threshold})
     storage.write_json(model_path.with_suffix(".training.json"), corpus.training_list(root / corpus.MANIFEST))
@@ -122,8 +162,10 @@ def main() -> None:
     for suffix in (".pt", ".training.json", ".json"):  # the card last: it names the model's checksum
         os.replace(model_path.with_suffix(suffix), out / f"{args.name}{suffix}")
     shutil.rmtree(staging)
-    print(f"{out / args.name}.pt, .json (threshold for {args.fpr:.0%}, measured {cal.measured_fpr:.1%} held back, "
-          f"cross-fitted) and .training.json (the corpus's songs)")
+    print(
+        f"{out / args.name}.pt, .json (threshold for {args.fpr:.0%}, measured {cal.measured_fpr:.1%} held back, "
+        f"cross-fitted) and .training.json (the corpus's songs)"
+    )
 
 
 if __name__ == "__main__":

@@ -33,9 +33,11 @@ def real_music_data(folder: Path, seconds: float = 20.0, songs: tuple[int, int, 
 
     if (folder / "LICENSES.md").exists():
         return folder
-    where = {"supertux-data": "usr/share/games/supertux2/music",
-             "hedgewars-data": "usr/share/games/hedgewars/Data/Music",
-             "colobot-common-sounds": "usr/share/games/colobot/music"}
+    where = {
+        "supertux-data": "usr/share/games/supertux2/music",
+        "hedgewars-data": "usr/share/games/hedgewars/Data/Music",
+        "colobot-common-sounds": "usr/share/games/colobot/music",
+    }
     k = 0
     for (package, sub), n in zip(where.items(), songs):
         for i in range(n):
@@ -43,10 +45,12 @@ def real_music_data(folder: Path, seconds: float = 20.0, songs: tuple[int, int, 
             k += 1
     for i, kind in enumerate(("rain", "traffic", "cafe")):
         noise = synth_noise(kind, item_seed(SEED, "standin-noise", i), 15.0, SR)
-        audio.write(folder / "megaglest-data/usr/share/games/megaglest/tilesets/standin/sounds" / f"{kind}.wav",
-                    noise, SR)
-    (folder / "LICENSES.md").write_text("# A stand-in of the benchmark data (benchmarks/standin.py): synthetic songs "
-                                        "and noises, no licensed files\n")
+        audio.write(
+            folder / "megaglest-data/usr/share/games/megaglest/tilesets/standin/sounds" / f"{kind}.wav", noise, SR
+        )
+    (folder / "LICENSES.md").write_text(
+        "# A stand-in of the benchmark data (benchmarks/standin.py): synthetic songs and noises, no licensed files\n"
+    )
     return folder
 
 
@@ -67,9 +71,22 @@ def training_corpus(root: Path, seconds: float = 20.0) -> Path:
     def record(rel: str, wav: np.ndarray, role: str, split: str, **extra) -> None:
         audio.write(root / rel, wav, SR, subtype="PCM_16")
         member = f"usr/share/{pkg}/{role}/{Path(rel).stem}.ogg"
-        files.append({"key": f"{role}:{pkg}:{member}", "package": pkg, "version": version, "file": member,
-                      "role": role, "split": split, "licence": "stand-in", "status": "kept", "path": rel,
-                      "seconds": round(len(wav) / SR, 3), "sha256": corpus.decoded_sha256(wav), **extra})
+        files.append(
+            {
+                "key": f"{role}:{pkg}:{member}",
+                "package": pkg,
+                "version": version,
+                "file": member,
+                "role": role,
+                "split": split,
+                "licence": "stand-in",
+                "status": "kept",
+                "path": rel,
+                "seconds": round(len(wav) / SR, 3),
+                "sha256": corpus.decoded_sha256(wav),
+                **extra,
+            }
+        )
 
     k = 100
     for split, n in (("train", 4), ("val", 4)):
@@ -85,6 +102,7 @@ def training_corpus(root: Path, seconds: float = 20.0) -> Path:
         for i, kind in enumerate(("plain", "speaker")):
             ir = simulate_rir(item_seed(SEED, f"standin-{split}-room", i), SR)[0]
             audio.write(root / split / "rooms" / kind / f"room_{i:03d}.flac", ir, SR, subtype="PCM_16")
-    storage.write_json(root / corpus.MANIFEST, {"kind": corpus.KIND, "sample_rate": SR, "packages": {pkg: version},
-                                                "files": files})
+    storage.write_json(
+        root / corpus.MANIFEST, {"kind": corpus.KIND, "sample_rate": SR, "packages": {pkg: version}, "files": files}
+    )
     return root

@@ -27,8 +27,23 @@ from fplib.storage import atomic_path
 SR = 8000
 SNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
 # decoded by PyAV (FFmpeg): the usual phone, video and streaming containers
-AV_EXTENSIONS = (".m4a", ".aac", ".mp4", ".m4b", ".3gp", ".webm", ".weba", ".mka", ".mkv", ".wma", ".asf",
-                 ".amr", ".ac3", ".caf", ".mov")
+AV_EXTENSIONS = (
+    ".m4a",
+    ".aac",
+    ".mp4",
+    ".m4b",
+    ".3gp",
+    ".webm",
+    ".weba",
+    ".mka",
+    ".mkv",
+    ".wma",
+    ".asf",
+    ".amr",
+    ".ac3",
+    ".caf",
+    ".mov",
+)
 AUDIO_EXTENSIONS = SNDFILE_EXTENSIONS + AV_EXTENSIONS
 # Read by libsndfile, but decoded by FFmpeg (PyAV) when the whole file is read: FFmpeg's Opus decoder
 # ran 1.9x libsndfile's (libopus) here on 44.1 kHz stereo music, with the same length and alignment.
@@ -170,16 +185,18 @@ def list_audio(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
         raise NotADirectoryError(f"{folder}: not a folder")
     pattern = "**/*" if recursive else "*"
     files = sorted(
-        p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-        and not p.name.startswith(".")
+        p
+        for p in folder.glob(pattern)
+        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")
     )
     if not files:
         raise ValueError(f"{folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found")
     return files
 
 
-def collect_audio(paths: list[str | os.PathLike]
-                  ) -> tuple[list[tuple[str, str | None]], list[tuple[str, str]], list[str]]:
+def collect_audio(
+    paths: list[str | os.PathLike],
+) -> tuple[list[tuple[str, str | None]], list[tuple[str, str]], list[str]]:
     """Files and folders -> ([(audio file, root folder for its name or None)], [(path, problem)],
     [ignored non-audio files]); folders are scanned recursively. Whatever is named like audio and is not
     a folder is listed, even a named pipe or a broken link, so that reading it reports why it is skipped."""
@@ -343,9 +360,13 @@ def _decoder_reason(err: Exception) -> str:
 
 # name -> (container, encoder, sample rates the encoder takes): encoded in memory by PyAV (FFmpeg), except
 # GSM 06.10 (the GSM full-rate phone codec), which libsndfile encodes
-CODECS = {"mp3": ("mp3", "libmp3lame", (8000, 16000, 22050, 44100)), "aac": ("adts", "aac", (8000, 16000, 44100)),
-          "opus": ("ogg", "libopus", (8000, 16000, 48000)), "amr_nb": ("amr", "libopencore_amrnb", (8000,)),
-          "gsm": ("wav", "gsm610", (8000,))}
+CODECS = {
+    "mp3": ("mp3", "libmp3lame", (8000, 16000, 22050, 44100)),
+    "aac": ("adts", "aac", (8000, 16000, 44100)),
+    "opus": ("ogg", "libopus", (8000, 16000, 48000)),
+    "amr_nb": ("amr", "libopencore_amrnb", (8000,)),
+    "gsm": ("wav", "gsm610", (8000,)),
+}
 AMR_NB_KBPS = (4.75, 5.15, 5.9, 6.7, 7.4, 7.95, 10.2, 12.2)
 
 

@@ -8,7 +8,7 @@ data has them, with a loudspeaker's response) -> background noise at a target SN
 colouration (a random smooth equaliser) -> band-limiting (a phone microphone) -> automatic gain ->
 clipping -> a lossy codec (MP3, AAC, Opus, AMR-NB, GSM at low bitrates) -> waveform time mask; then,
 on the log-mel of the degraded view only, time/frequency masks filled with silence (the floor, not
-0 dB as in the original scripts) and drawn independently for every example.
+0 dB as in the seed's scripts) and drawn independently for every example.
 
 All randomness comes from a ``torch.Generator`` passed in: the same seed gives the same output on
 any device. Every per-example decision is drawn first into a :class:`Draws` record (which a notebook
@@ -29,13 +29,22 @@ from fplib.features import FrontEnd, LogMel
 STEPS = ("offset", "speed", "ir", "noise", "eq", "bandlimit", "gain", "clip", "codec", "time_mask")
 # the codecs (fplib.audio.CODECS) and bitrates (kb/s) the codec step draws from: low bitrates, as streams,
 # phone calls and voice messages use them at 8 kHz
-TRAINING_CODECS = (("mp3", 16.0), ("mp3", 24.0), ("aac", 12.0), ("aac", 20.0), ("opus", 8.0), ("opus", 12.0),
-                   ("amr_nb", 7.95), ("amr_nb", 12.2), ("gsm", 13.0))
+TRAINING_CODECS = (
+    ("mp3", 16.0),
+    ("mp3", 24.0),
+    ("aac", 12.0),
+    ("aac", 20.0),
+    ("opus", 8.0),
+    ("opus", 12.0),
+    ("amr_nb", 7.95),
+    ("amr_nb", 12.2),
+    ("gsm", 13.0),
+)
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Probabilities and ranges of every degradation (defaults: the original scripts' online training and NAFP)."""
+    """Probabilities and ranges of every degradation (defaults: the seed's online training and NAFP)."""
 
     noise_p: float = 1.0  # probability of adding background noise
     snr_mode: str = "uniform"  # "uniform": U(snr_db); "buckets": snr_buckets
@@ -55,7 +64,7 @@ class AugmentConfig:
     freq_mask_max_bins: int = 128  # mel bins, maximum mask width
     spec_time_mask_p: float = 0.33  # probability of a time mask on the degraded log-mel
     spec_time_mask_max_frames: int = 2  # STFT frames, maximum mask width
-    # degradations of real recordings beyond NAFP's (off by default: the original scripts' recipe)
+    # degradations of real recordings beyond NAFP's (off by default: the seed's recipe)
     speed_p: float = 0.0  # probability of playing the degraded view faster or slower (pitch with tempo)
     speed_max: float = 0.05  # maximum relative speed change either way (0.05: 95-105 %)
     eq_p: float = 0.0  # probability of a random smooth equaliser (microphone and loudspeaker colouration)
@@ -127,8 +136,12 @@ class Draws:
     codec_id: torch.Tensor | None = None  # int64, index into the config's codecs
 
     def to(self, device: torch.device | str) -> Draws:
-        return Draws(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
-                        for f in dataclasses.fields(self)})
+        return Draws(
+            **{
+                f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                for f in dataclasses.fields(self)
+            }
+        )
 
     def disable(self, *steps: str) -> Draws:
         """A copy with the named steps (of STEPS, plus "spec_mask") switched off for every example."""
@@ -139,8 +152,16 @@ class Draws:
             elif step == "speed":
                 d.speed = None
             elif step in ("ir", "noise", "time_mask", "bandlimit", "eq", "gain", "clip", "codec"):
-                attr = {"ir": "ir_on", "noise": "noise_on", "time_mask": "tmask_on", "bandlimit": "band_on",
-                        "eq": "eq_on", "gain": "gain_on", "clip": "clip_on", "codec": "codec_on"}[step]
+                attr = {
+                    "ir": "ir_on",
+                    "noise": "noise_on",
+                    "time_mask": "tmask_on",
+                    "bandlimit": "band_on",
+                    "eq": "eq_on",
+                    "gain": "gain_on",
+                    "clip": "clip_on",
+                    "codec": "codec_on",
+                }[step]
                 if getattr(d, attr) is not None:
                     setattr(d, attr, torch.zeros_like(getattr(d, attr)))
             elif step == "spec_mask":
@@ -278,8 +299,11 @@ class Augmenter:
         steps["eq"] = x
         if bool(draws.band_on.any()):  # filter only the examples drawn for it
             sel = draws.band_on.nonzero()[:, 0]
-            x = x.index_copy(0, sel, bandlimit(x[sel], self.fe.sr, draws.lowpass_hz[sel], draws.highpass_hz[sel],
-                                               draws.band_order[sel]))
+            x = x.index_copy(
+                0,
+                sel,
+                bandlimit(x[sel], self.fe.sr, draws.lowpass_hz[sel], draws.highpass_hz[sel], draws.band_order[sel]),
+            )
         steps["bandlimit"] = x
         if draws.gain_on is not None and bool(draws.gain_on.any()):
             ramp = torch.linspace(1.0, -1.0, T, device=x.device)[None, :] * draws.gain_start_db[:, None]
@@ -389,8 +413,14 @@ def clip(x: torch.Tensor, drive_db: torch.Tensor) -> torch.Tensor:
     return (x * gain).clamp(-1.0, 1.0) / gain
 
 
-def apply_codecs(x: torch.Tensor, sr: int, on: torch.Tensor, codec_id: torch.Tensor,
-                 codecs: tuple[tuple[str, float], ...], gap_s: float = 0.1) -> torch.Tensor:
+def apply_codecs(
+    x: torch.Tensor,
+    sr: int,
+    on: torch.Tensor,
+    codec_id: torch.Tensor,
+    codecs: tuple[tuple[str, float], ...],
+    gap_s: float = 0.1,
+) -> torch.Tensor:
     """The rows of ``x [B, T]`` with ``on`` through their codec (:func:`fplib.audio.codec_roundtrip`): the
     rows sharing a codec go through it as one signal, separated by ``gap_s`` of silence (one encoder
     run per codec per batch)."""
@@ -447,7 +477,11 @@ def convolve_ir(x: torch.Tensor, ir: torch.Tensor, max_len: int | None = None) -
 
 
 def bandlimit(
-    x: torch.Tensor, sr: int, lowpass_hz: torch.Tensor, highpass_hz: torch.Tensor, order: torch.Tensor,
+    x: torch.Tensor,
+    sr: int,
+    lowpass_hz: torch.Tensor,
+    highpass_hz: torch.Tensor,
+    order: torch.Tensor,
     on: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Zero-phase Butterworth-magnitude band-pass (high-pass ``highpass_hz`` + low-pass ``lowpass_hz``,

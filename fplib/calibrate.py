@@ -2,7 +2,7 @@
 
 Out-of-database queries of several lengths are cut from audio that is not in the catalogue (the
 negatives: :func:`choose_negatives`), degraded with rooms and noises as the evaluation's queries are
-(:func:`fplib.evaluate.render`), and recognised; the threshold is fitted on one half of the negatives
+(:func:`fplib.queries.render`), and recognised; the threshold is fitted on one half of the negatives
 and its false-positive rate measured on the other, held-back half (:func:`calibrate_recognizer`).
 :func:`calibrate_index` is what ``calibrate_threshold`` runs: it chooses the negatives, calibrates the
 index's recogniser and writes ``NAME.threshold.json`` through :func:`fplib.search.save_threshold`, the
@@ -27,8 +27,9 @@ import numpy as np
 from fplib import audio, corpus, search, storage
 from fplib.data import IRBank, NoiseBank
 from fplib.errors import PartlyDone
-from fplib.evaluate import Protocol, calibration_scores, plan_queries
+from fplib.evaluate import Protocol, calibration_scores
 from fplib.features import n_windows
+from fplib.queries import plan_queries
 from fplib.synth.demo import CorpusSpec, make_demo_corpus
 
 # The built-in negatives: a synthetic corpus (fplib.synth) with a seed that neither the training corpus
@@ -42,13 +43,15 @@ SHIPPED_FPR = 0.02
 CORPUS_CALIBRATION = {"per_cell": 40, "noise_only_per_length": 16}
 
 
-def calibration_corpus(n_songs: int = 24, root: str | os.PathLike | None = None,
-                       progress: bool = True) -> dict[str, Path]:
+def calibration_corpus(
+    n_songs: int = 24, root: str | os.PathLike | None = None, progress: bool = True
+) -> dict[str, Path]:
     """The built-in out-of-database audio: ``n_songs`` synthetic 30-s songs, 8 noises and 8 simulated
     rooms, seeded with :data:`CALIBRATION_SEED`, generated once and cached (default under
     ``outputs/calibration_corpus/``); returns ``{"music", "noise", "rir"}`` folders."""
-    spec = CorpusSpec(n_songs=n_songs, song_seconds=30.0, n_noises=8, noise_seconds=20.0, n_irs=8,
-                      seed=CALIBRATION_SEED)
+    spec = CorpusSpec(
+        n_songs=n_songs, song_seconds=30.0, n_noises=8, noise_seconds=20.0, n_irs=8, seed=CALIBRATION_SEED
+    )
     root = Path(root) if root is not None else storage.outputs_root() / "calibration_corpus" / f"songs{n_songs}"
     return make_demo_corpus(root, spec, progress=progress)
 
@@ -73,11 +76,14 @@ class Negatives:
     def describe(self) -> str | None:
         """One line saying which default negatives are used (None for given files)."""
         if self.source == "corpus":
-            return (f"negatives: {len(self.music)} held-out songs of the real training corpus ({self.where}), "
-                    f"with its held-out rooms and noises")
+            return (
+                f"negatives: {len(self.music)} held-out songs of the real training corpus ({self.where}), "
+                f"with its held-out rooms and noises"
+            )
         if self.source == "builtin":
-            return (f"negatives: {len(self.music)} built-in synthetic songs ({self.where}); `make corpus` builds "
-                    f"real ones")
+            return (
+                f"negatives: {len(self.music)} built-in synthetic songs ({self.where}); `make corpus` builds real ones"
+            )
         return None
 
 
@@ -87,16 +93,24 @@ def corpus_negatives(root: str | os.PathLike | None = None) -> Negatives | None:
     try:
         folders = corpus.training_folders(root if root is not None else corpus.default_root())
         music = audio.list_audio(folders["val_set"])
-        return Negatives(music, audio.list_audio(folders["val_impulse_responses"]),
-                         audio.list_audio(folders["val_background_noises"]), "corpus",
-                         os.path.dirname(os.path.dirname(music[0])))
+        return Negatives(
+            music,
+            audio.list_audio(folders["val_impulse_responses"]),
+            audio.list_audio(folders["val_background_noises"]),
+            "corpus",
+            os.path.dirname(os.path.dirname(music[0])),
+        )
     except (FileNotFoundError, NotADirectoryError, ValueError):  # no corpus, or one without held-out songs
         return None
 
 
-def choose_negatives(negatives: list[str | os.PathLike] | None = None, rooms: str | os.PathLike | None = None,
-                     noises: str | os.PathLike | None = None, builtin_songs: int = 24,
-                     progress: bool = True) -> Negatives:
+def choose_negatives(
+    negatives: list[str | os.PathLike] | None = None,
+    rooms: str | os.PathLike | None = None,
+    noises: str | os.PathLike | None = None,
+    builtin_songs: int = 24,
+    progress: bool = True,
+) -> Negatives:
     """The negatives ``calibrate_threshold`` uses: the songs of ``negatives`` (files and folders, scanned
     recursively; a missing path or a folder without audio is a ``ValueError``) if given, else the real
     corpus's held-out songs (:func:`corpus_negatives`), else ``builtin_songs`` built-in synthetic songs
@@ -121,8 +135,13 @@ def choose_negatives(negatives: list[str | os.PathLike] | None = None, rooms: st
             return audio.list_audio(given)
         return default_list if default_list is not None else audio.list_audio(builtin[kind])
 
-    return Negatives(music, files(rooms, real.rooms if real else None, "rir"),
-                     files(noises, real.noises if real else None, "noise"), source, where)
+    return Negatives(
+        music,
+        files(rooms, real.rooms if real else None, "rir"),
+        files(noises, real.noises if real else None, "noise"),
+        source,
+        where,
+    )
 
 
 @dataclass(frozen=True)
@@ -138,9 +157,15 @@ class LengthCalibration:
     fpr: float | None  # false_positives / n_test (None without held-back queries)
 
     def to_json(self) -> dict:
-        return {"length_s": self.length_s, "windows": self.windows, "threshold": self.threshold,
-                "n_calibration": self.n_calibration, "n_test": self.n_test,
-                "false_positives": self.false_positives, "fpr": self.fpr}
+        return {
+            "length_s": self.length_s,
+            "windows": self.windows,
+            "threshold": self.threshold,
+            "n_calibration": self.n_calibration,
+            "n_test": self.n_test,
+            "false_positives": self.false_positives,
+            "fpr": self.fpr,
+        }
 
 
 @dataclass
@@ -155,8 +180,14 @@ class NegativesUsed:
     noises: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"calibration": list(self.calibration), "test": list(self.test), "cross_fit": self.cross_fit,
-                "skipped": [list(s) for s in self.skipped], "rooms": list(self.rooms), "noises": list(self.noises)}
+        return {
+            "calibration": list(self.calibration),
+            "test": list(self.test),
+            "cross_fit": self.cross_fit,
+            "skipped": [list(s) for s in self.skipped],
+            "rooms": list(self.rooms),
+            "noises": list(self.noises),
+        }
 
 
 @dataclass
@@ -176,44 +207,79 @@ class Calibration:
     def missed(self) -> list[LengthCalibration]:
         """The lengths whose held-back false-positive rate exceeds the target by more than two standard
         errors (a binomial count of ``n_test`` queries at the target rate)."""
-        return [r for r in self.per_length if r.fpr is not None and r.n_test and r.fpr > self.target_fpr
-                + 2 * math.sqrt(max(self.target_fpr * (1 - self.target_fpr), 1e-4) / r.n_test)]
+        return [
+            r
+            for r in self.per_length
+            if r.fpr is not None
+            and r.n_test
+            and r.fpr > self.target_fpr + 2 * math.sqrt(max(self.target_fpr * (1 - self.target_fpr), 1e-4) / r.n_test)
+        ]
 
     def to_json(self) -> dict:
         """The ``NAME.threshold.json`` content (what ``recognize`` and notebook 05 read, plus the measurements)."""
-        return {"threshold": self.threshold.to_dict(), "target_fpr": self.target_fpr, "phases": self.phases,
-                "decision": self.decision, "measured_fpr": self.measured_fpr,
-                "per_length": [r.to_json() for r in self.per_length], "negatives": self.negatives.to_json()}
+        return {
+            "threshold": self.threshold.to_dict(),
+            "target_fpr": self.target_fpr,
+            "phases": self.phases,
+            "decision": self.decision,
+            "measured_fpr": self.measured_fpr,
+            "per_length": [r.to_json() for r in self.per_length],
+            "negatives": self.negatives.to_json(),
+        }
 
 
-def calibrate_on_corpus(recognizer, root: str | os.PathLike | None = None, fpr: float = SHIPPED_FPR,
-                        seed: int = 0, progress: bool = True, per_cell: int = CORPUS_CALIBRATION["per_cell"]
-                        ) -> Calibration:
+def calibrate_on_corpus(
+    recognizer,
+    root: str | os.PathLike | None = None,
+    fpr: float = SHIPPED_FPR,
+    seed: int = 0,
+    progress: bool = True,
+    per_cell: int = CORPUS_CALIBRATION["per_cell"],
+) -> Calibration:
     """:func:`calibrate_recognizer` on the corpus's held-out songs, rooms and noises (:func:`corpus_negatives`),
     as a shipped model's default threshold is made: cross-fitted (both halves measured held back, the
     threshold fitted on both), ``per_cell`` queries per length and SNR per half."""
     neg = corpus_negatives(root)
     if neg is None:
-        raise FileNotFoundError(f"{root or corpus.default_root()}: no corpus to calibrate on; run build_corpus "
-                                f"(make corpus)")
+        raise FileNotFoundError(
+            f"{root or corpus.default_root()}: no corpus to calibrate on; run build_corpus (make corpus)"
+        )
     sr = recognizer.fe.sr
     irs, noises = IRBank(neg.rooms, sr, max_s=1.0), NoiseBank(neg.noises, sr)
-    return calibrate_recognizer(recognizer, neg.music, irs, noises, fpr, seed=seed, progress=progress,
-                                cross_fit=True, per_cell=per_cell,
-                                noise_only_per_length=CORPUS_CALIBRATION["noise_only_per_length"])
+    return calibrate_recognizer(
+        recognizer,
+        neg.music,
+        irs,
+        noises,
+        fpr,
+        seed=seed,
+        progress=progress,
+        cross_fit=True,
+        per_cell=per_cell,
+        noise_only_per_length=CORPUS_CALIBRATION["noise_only_per_length"],
+    )
 
 
-def calibrate_recognizer(recognizer, negatives: list[str | os.PathLike], irs: IRBank, noises: NoiseBank,
-                         fpr: float = Protocol.target_fpr, lengths: tuple[float, ...] = CALIBRATION_LENGTHS,
-                         snrs: tuple[float, ...] = CALIBRATION_SNRS, per_cell: int = 4,
-                         noise_only_per_length: int = 4, seed: int = 0, progress: bool = True,
-                         cross_fit: bool = False) -> Calibration:
+def calibrate_recognizer(
+    recognizer,
+    negatives: list[str | os.PathLike],
+    irs: IRBank,
+    noises: NoiseBank,
+    fpr: float = Protocol.target_fpr,
+    lengths: tuple[float, ...] = CALIBRATION_LENGTHS,
+    snrs: tuple[float, ...] = CALIBRATION_SNRS,
+    per_cell: int = 4,
+    noise_only_per_length: int = 4,
+    seed: int = 0,
+    progress: bool = True,
+    cross_fit: bool = False,
+) -> Calibration:
     """Calibrate ``recognizer``'s "not in the database" threshold for a stated false-positive rate.
 
     Out-of-database queries of each length are cut at random positions from ``negatives`` (songs that
     are not in the recogniser's catalogue; files whose audio is in it, or that cannot be decoded, are
     left out and listed), reverberated with ``irs`` and mixed with ``noises`` at ``snrs`` as
-    :func:`fplib.evaluate.render` does, plus noise-only queries. The negatives are split in two halves
+    :func:`fplib.queries.render` does, plus noise-only queries. The negatives are split in two halves
     (alternating in sorted order): the threshold is fitted on the first (:func:`fplib.search.calibrate`),
     and the false-positive rate is measured on the held-back second half. The recogniser's threshold is
     set to the result.
@@ -235,26 +301,51 @@ def calibrate_recognizer(recognizer, negatives: list[str | os.PathLike], irs: IR
             continue
         usable.append(f)
     if len(usable) < 2:
-        raise ValueError(f"need at least 2 usable out-of-database audio files to calibrate (half to fit, half to "
-                         f"measure), got {len(usable)}" + (f"; skipped: {skipped}" if skipped else ""))
+        raise ValueError(
+            f"need at least 2 usable out-of-database audio files to calibrate (half to fit, half to "
+            f"measure), got {len(usable)}" + (f"; skipped: {skipped}" if skipped else "")
+        )
     halves = usable[0::2], usable[1::2]
     fe = recognizer.fe
     recognizer.threshold = None
     scores = []
     for h, files in enumerate(halves):
         queries = plan_queries({}, files, len(irs), list(lengths), list(snrs), per_cell, seed + 10 * h + 1, sr=fe.sr)
-        scores.append(calibration_scores(recognizer, queries, irs, noises, list(lengths), noise_only_per_length,
-                                         seed + 10 * h + 2, progress=progress))
+        scores.append(
+            calibration_scores(
+                recognizer,
+                queries,
+                irs,
+                noises,
+                list(lengths),
+                noise_only_per_length,
+                seed + 10 * h + 2,
+                progress=progress,
+            )
+        )
     threshold, per_length, measured = fit_and_measure(scores[0], scores[1], fpr, lengths, fe, cross_fit)
     recognizer.threshold = threshold
-    return Calibration(threshold, fpr, recognizer.phases, recognizer.decision, per_length, measured,
-                       NegativesUsed(halves[0], halves[1], cross_fit, skipped, [str(f) for f in irs.files],
-                                     [str(f) for f in noises.files]))
+    return Calibration(
+        threshold,
+        fpr,
+        recognizer.phases,
+        recognizer.decision,
+        per_length,
+        measured,
+        NegativesUsed(
+            halves[0], halves[1], cross_fit, skipped, [str(f) for f in irs.files], [str(f) for f in noises.files]
+        ),
+    )
 
 
-def fit_and_measure(first: dict[int, list[float]], second: dict[int, list[float]], fpr: float,
-                    lengths: tuple[float, ...], fe, cross_fit: bool = False
-                    ) -> tuple[search.Threshold, list[LengthCalibration], float | None]:
+def fit_and_measure(
+    first: dict[int, list[float]],
+    second: dict[int, list[float]],
+    fpr: float,
+    lengths: tuple[float, ...],
+    fe,
+    cross_fit: bool = False,
+) -> tuple[search.Threshold, list[LengthCalibration], float | None]:
     """A threshold fitted for ``fpr`` on the out-of-database scores ``first`` (by query length in windows)
     and its false-positive rate measured on ``second``; with ``cross_fit`` also fitted on ``second`` and
     measured on ``first`` (both measurements reported together), the threshold returned fitted on both.
@@ -273,8 +364,9 @@ def fit_and_measure(first: dict[int, list[float]], second: dict[int, list[float]
             held = np.asarray(test.get(w, []), dtype=np.float64)
             fp, n_test, n_fit = fp + int((held >= fitted(w)).sum()), n_test + len(held), n_fit + len(fit.get(w, []))
         fp_all, n_all = fp_all + fp, n_all + n_test
-        per_length.append(LengthCalibration(float(length), w, threshold(w), n_fit, n_test, fp,
-                                            fp / n_test if n_test else None))
+        per_length.append(
+            LengthCalibration(float(length), w, threshold(w), n_fit, n_test, fp, fp / n_test if n_test else None)
+        )
     return threshold, per_length, fp_all / n_all if n_all else None
 
 
@@ -300,8 +392,9 @@ class IndexCalibration:
     seconds: float  # the whole call, negatives included
 
 
-def check_settings(fpr: float, lengths: tuple[float, ...], queries: int | None = None, noise_only: int = 4,
-                   builtin_songs: int = 24) -> None:
+def check_settings(
+    fpr: float, lengths: tuple[float, ...], queries: int | None = None, noise_only: int = 4, builtin_songs: int = 24
+) -> None:
     """``ValueError`` for settings :func:`calibrate_index` cannot calibrate with (named by their flags)."""
     if not 0 <= fpr < 1:
         raise ValueError(f"--fpr must be in [0, 1), got {fpr}")
@@ -309,14 +402,28 @@ def check_settings(fpr: float, lengths: tuple[float, ...], queries: int | None =
         raise ValueError("--queries >= 1, --noise_only >= 0, --builtin_songs >= 2 and --lengths >= 1 s are needed")
 
 
-def calibrate_index(catalogue: str | os.PathLike, index: str | os.PathLike, model: str | os.PathLike | None = None,
-                    negatives: list[str | os.PathLike] | None = None, rooms: str | os.PathLike | None = None,
-                    noises: str | os.PathLike | None = None, fpr: float = 0.05, phases: int = 4,
-                    decision: str = "margin", lengths: tuple[float, ...] = CALIBRATION_LENGTHS,
-                    snrs: tuple[float, ...] = CALIBRATION_SNRS, queries: int | None = None, noise_only: int = 4,
-                    builtin_songs: int = 24, nprobe: int | None = None, seed: int = 0, device: str = "cpu",
-                    accept_miss: bool = False, progress: bool = True,
-                    say: Callable[[str], None] | None = print) -> IndexCalibration:
+def calibrate_index(
+    catalogue: str | os.PathLike,
+    index: str | os.PathLike,
+    model: str | os.PathLike | None = None,
+    negatives: list[str | os.PathLike] | None = None,
+    rooms: str | os.PathLike | None = None,
+    noises: str | os.PathLike | None = None,
+    fpr: float = 0.05,
+    phases: int = 4,
+    decision: str = "margin",
+    lengths: tuple[float, ...] = CALIBRATION_LENGTHS,
+    snrs: tuple[float, ...] = CALIBRATION_SNRS,
+    queries: int | None = None,
+    noise_only: int = 4,
+    builtin_songs: int = 24,
+    nprobe: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    accept_miss: bool = False,
+    progress: bool = True,
+    say: Callable[[str], None] | None = print,
+) -> IndexCalibration:
     """Calibrate "not in the database" for the catalogue and ``index`` (``NAME.index``) and write
     ``NAME.threshold.json`` beside it (:func:`fplib.search.save_threshold`), which ``recognize`` reads.
 
@@ -334,16 +441,31 @@ def calibrate_index(catalogue: str | os.PathLike, index: str | os.PathLike, mode
     if line and say is not None:
         say(line)
     irs, bank = IRBank(neg.rooms, audio.SR, max_s=1.0), NoiseBank(neg.noises, audio.SR)
-    rec = search.recognizer_from_files(model, catalogue, index, no_threshold=True, nprobe=nprobe, phases=phases,
-                                       decision=decision, device=device)
-    cal = calibrate_recognizer(rec, neg.music, irs, bank, fpr, tuple(lengths), tuple(snrs),
-                               queries or (40 if neg.real else 10), noise_only, seed, progress, cross_fit=neg.real)
+    rec = search.recognizer_from_files(
+        model, catalogue, index, no_threshold=True, nprobe=nprobe, phases=phases, decision=decision, device=device
+    )
+    cal = calibrate_recognizer(
+        rec,
+        neg.music,
+        irs,
+        bank,
+        fpr,
+        tuple(lengths),
+        tuple(snrs),
+        queries or (40 if neg.real else 10),
+        noise_only,
+        seed,
+        progress,
+        cross_fit=neg.real,
+    )
     out = search.threshold_path(index)
     if cal.missed and not accept_miss:
         raise TargetMissed(
             f"the false-positive rate measured on the held-back half misses the {fpr:.1%} aimed at for "
             f"{', '.join(str(r.length_s) + ' s' for r in cal.missed)} (beyond two standard errors of "
             f"{', '.join(str(r.n_test) for r in cal.missed)} queries); {out} was not written. Give more "
-            f"negatives (--negatives, --queries), or --accept_miss to write it anyway", cal)
+            f"negatives (--negatives, --queries), or --accept_miss to write it anyway",
+            cal,
+        )
     search.save_threshold(index, cal.to_json())
     return IndexCalibration(cal, neg, out, time.perf_counter() - t0)

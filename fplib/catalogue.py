@@ -147,8 +147,11 @@ class StoreRows:
             raise IndexError(f"rows {ids.min()} .. {ids.max()} are not all in the store's {len(self)}")
         wanted = np.unique(ids)
         runs = np.split(wanted, np.flatnonzero(np.diff(wanted) != 1) + 1) if wanted.size else []
-        got = np.concatenate([self.read(int(r[0]), int(r[-1]) + 1) for r in runs]) if runs else \
-            np.zeros((0, self.shape[1]), self.dtype)
+        got = (
+            np.concatenate([self.read(int(r[0]), int(r[-1]) + 1) for r in runs])
+            if runs
+            else np.zeros((0, self.shape[1]), self.dtype)
+        )
         return got[np.searchsorted(wanted, ids)]
 
     def close(self) -> None:
@@ -175,23 +178,32 @@ class Catalogue:
     ``store_dtype`` (``"float32"``, default, or ``"float16"``) is the vector store's dtype for a new
     catalogue of float fingerprints; given for an existing catalogue it must be the one it has."""
 
-    def __init__(self, folder: str | os.PathLike, fe: FrontEnd | None = None, model: dict | None = None,
-                 store_dtype: str | None = None):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        fe: FrontEnd | None = None,
+        model: dict | None = None,
+        store_dtype: str | None = None,
+    ):
         self.folder = Path(folder)
         self.path = self.folder / "catalogue.sqlite"
         if self.folder.exists() and not self.folder.is_dir():
             raise BadFileError(self.folder, "is a file, not a catalogue folder")
         if not os.path.lexists(self.path):
             if fe is None:
-                raise FileNotFoundError(f"{self.folder}: no catalogue here (notebook 04_extract_fingerprints or "
-                                        f"generate_fingerprints makes one)")
+                raise FileNotFoundError(
+                    f"{self.folder}: no catalogue here (notebook 04_extract_fingerprints or "
+                    f"generate_fingerprints makes one)"
+                )
             self._create(fe, model, store_dtype)
         self.db = self._connect()
         try:
             self._open(fe, model)
             if store_dtype is not None and self.store_dtype != store_dtype:
-                raise ValueError(f"{self.folder}: the catalogue stores {self.store_dtype} fingerprints, not "
-                                 f"{store_dtype}; convert it: fplib db compact {self.folder} --dtype {store_dtype}")
+                raise ValueError(
+                    f"{self.folder}: the catalogue stores {self.store_dtype} fingerprints, not "
+                    f"{store_dtype}; convert it: fplib db compact {self.folder} --dtype {store_dtype}"
+                )
         except BaseException:
             self.db.close()
             raise
@@ -212,8 +224,12 @@ class Catalogue:
             with contextlib.closing(sqlite3.connect(tmp)) as db:
                 db.executescript(SCHEMA)
                 with db:
-                    for key, value in (("frontend", fe.to_dict()), ("model", model or {}), ("next_vector", 0),
-                                       ("store", store)):
+                    for key, value in (
+                        ("frontend", fe.to_dict()),
+                        ("model", model or {}),
+                        ("next_vector", 0),
+                        ("store", store),
+                    ):
                         db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
             os.chmod(tmp, 0o666 & ~_umask())
             try:
@@ -229,14 +245,20 @@ class Catalogue:
     def _connect(self) -> sqlite3.Connection:
         """A connection to the existing ``catalogue.sqlite`` (never created here), after checking it is one."""
         if os.path.isfile(self.path) and os.path.getsize(self.path) == 0:
-            raise BadFileError(self.path, "empty file (0 bytes), not a catalogue database (left as it is; delete it "
-                                          "to start a new catalogue here)")
+            raise BadFileError(
+                self.path,
+                "empty file (0 bytes), not a catalogue database (left as it is; delete it "
+                "to start a new catalogue here)",
+            )
         check_file(self.path)
         with open(self.path, "rb") as f:
             head = f.read(len(SQLITE_HEADER))
         if head != SQLITE_HEADER:
-            raise BadFileError(self.path, "not an SQLite database (a catalogue.sqlite starts with 'SQLite format 3'"
-                                          "); not an fplib catalogue, or overwritten")
+            raise BadFileError(
+                self.path,
+                "not an SQLite database (a catalogue.sqlite starts with 'SQLite format 3'"
+                "); not an fplib catalogue, or overwritten",
+            )
         uri = f"{self.path.absolute().as_uri()}?mode=rw"  # mode=rw: an existing file only
         # autocommit: transactions are explicit (BEGIN IMMEDIATE in _write), so a read-then-write is atomic
         return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
@@ -255,17 +277,22 @@ class Catalogue:
         try:
             check = self.db.execute("PRAGMA quick_check").fetchall()
             if check != [("ok",)]:
-                raise BadFileError(self.path, f"corrupt SQLite database (quick_check: {check[0][0]}); restore it "
-                                              f"from a copy or extract the catalogue again")
+                raise BadFileError(
+                    self.path,
+                    f"corrupt SQLite database (quick_check: {check[0][0]}); restore it "
+                    f"from a copy or extract the catalogue again",
+                )
             tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             missing = [t for t in ("songs", "meta") if t not in tables]
             if missing:
-                raise BadFileError(self.path, f"an SQLite database, but not an fplib catalogue (no table "
-                                              f"{', '.join(missing)})")
+                raise BadFileError(
+                    self.path, f"an SQLite database, but not an fplib catalogue (no table {', '.join(missing)})"
+                )
             columns = {r[1] for r in self.db.execute("PRAGMA table_info(songs)")}
             if not set(SONG_COLUMNS) <= columns:
-                raise BadFileError(self.path, f"not an fplib catalogue: its songs table lacks "
-                                              f"{sorted(set(SONG_COLUMNS) - columns)}")
+                raise BadFileError(
+                    self.path, f"not an fplib catalogue: its songs table lacks {sorted(set(SONG_COLUMNS) - columns)}"
+                )
             meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
             n_songs = self.db.execute("SELECT COUNT(*) FROM songs").fetchone()[0]
         except sqlite3.DatabaseError as e:
@@ -291,8 +318,10 @@ class Catalogue:
         self.legacy = "row" not in columns  # made by an fplib before the vector store: one file per song
         if self.legacy:
             if n_songs and not (self.folder / "vectors").is_dir():
-                raise BadFileError(self.folder / "vectors", f"missing: the fingerprints of the catalogue's "
-                                                            f"{n_songs} songs are not there")
+                raise BadFileError(
+                    self.folder / "vectors",
+                    f"missing: the fingerprints of the catalogue's {n_songs} songs are not there",
+                )
         else:
             try:
                 store = json.loads(meta["store"]) if "store" in meta else None
@@ -300,11 +329,14 @@ class Catalogue:
                 store = meta["store"]
             self._check_store(store)
         if fe is not None and fe != self.fe:
-            raise ValueError(f"{self.folder}: the catalogue was made with front end {self.fe.to_dict()}, "
-                             f"not {fe.to_dict()}")
+            raise ValueError(
+                f"{self.folder}: the catalogue was made with front end {self.fe.to_dict()}, not {fe.to_dict()}"
+            )
         if model is not None and self.model and not same_model(model, self.model):
-            raise ValueError(f"{self.folder}: the catalogue was made with model {self.model}, not {model}; "
-                             f"fingerprints of different models cannot be mixed")
+            raise ValueError(
+                f"{self.folder}: the catalogue was made with model {self.model}, not {model}; "
+                f"fingerprints of different models cannot be mixed"
+            )
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[None]:
@@ -395,9 +427,12 @@ class Catalogue:
             check_file(path)
             need = store["rows"] * store["width"] * np.dtype(store["dtype"]).itemsize
             if os.path.getsize(path) < need:
-                raise BadFileError(path, f"truncated: {os.path.getsize(path)} bytes, the catalogue's {store['rows']} "
-                                         f"rows of {store['width']} {store['dtype']} need {need}; restore it from a "
-                                         f"copy or extract the catalogue again")
+                raise BadFileError(
+                    path,
+                    f"truncated: {os.path.getsize(path)} bytes, the catalogue's {store['rows']} "
+                    f"rows of {store['width']} {store['dtype']} need {need}; restore it from a "
+                    f"copy or extract the catalogue again",
+                )
 
     def matrix(self) -> np.ndarray:
         """The vector store as a read-only array ``[rows, width]`` (memory-mapped, so only the rows that are
@@ -415,8 +450,9 @@ class Catalogue:
                     m = np.zeros((0, store["width"] or 0), store["dtype"])
                 else:
                     self._check_store(store)
-                    m = np.memmap(self.store_path(store), dtype=store["dtype"], mode="r",
-                                  shape=(store["rows"], store["width"]))
+                    m = np.memmap(
+                        self.store_path(store), dtype=store["dtype"], mode="r", shape=(store["rows"], store["width"])
+                    )
                 self._map = (store["rows"], m, store["file"])
         return self._map[1]
 
@@ -446,16 +482,22 @@ class Catalogue:
         if not self.legacy:
             m = self.matrix()
             if song.store != self._map[2]:
-                raise StaleCatalogueError(f"{self.folder}: compacted since song {song.id} {song.name!r} was read (its "
-                                          f"rows were in {song.store}, the store is now {self._map[2]}); open the "
-                                          f"catalogue again")
+                raise StaleCatalogueError(
+                    f"{self.folder}: compacted since song {song.id} {song.name!r} was read (its "
+                    f"rows were in {song.store}, the store is now {self._map[2]}); open the "
+                    f"catalogue again"
+                )
             if song.row is None or song.row + song.n_vectors > len(m):
-                raise BadFileError(self.store_path(), f"holds {len(m)} rows; song {song.id} {song.name!r} needs rows "
-                                                      f"{song.row} .. {(song.row or 0) + song.n_vectors - 1}")
+                raise BadFileError(
+                    self.store_path(),
+                    f"holds {len(m)} rows; song {song.id} {song.name!r} needs rows "
+                    f"{song.row} .. {(song.row or 0) + song.n_vectors - 1}",
+                )
             v = np.array(m[song.row : song.row + song.n_vectors], dtype=codes.stored_dtype(self.kind))
             if self.kind == "float" and not np.isfinite(v).all():
-                raise BadFileError(self.store_path(), f"the fingerprints of song {song.id} {song.name!r} contain NaN "
-                                                      f"or infinity")
+                raise BadFileError(
+                    self.store_path(), f"the fingerprints of song {song.id} {song.name!r} contain NaN or infinity"
+                )
             return v
         path = self.folder / "vectors" / f"{song.id}.npy"
         check_file(path)
@@ -465,9 +507,12 @@ class Catalogue:
             raise BadFileError(path, f"not a readable fingerprint array, truncated or corrupt ({e})") from None
         want = codes.stored_dtype(self.kind)
         if v.dtype != want or v.ndim != 2 or len(v) != song.n_vectors:
-            raise BadFileError(path, f"holds {v.dtype} {list(v.shape)}, not the {want} [{song.n_vectors}, "
-                                     f"{'D / 8' if self.kind == 'binary' else 'D'}] fingerprints of song {song.id} "
-                                     f"{song.name!r}")
+            raise BadFileError(
+                path,
+                f"holds {v.dtype} {list(v.shape)}, not the {want} [{song.n_vectors}, "
+                f"{'D / 8' if self.kind == 'binary' else 'D'}] fingerprints of song {song.id} "
+                f"{song.name!r}",
+            )
         if self.kind == "float" and not np.isfinite(v).all():
             raise BadFileError(path, f"the fingerprints of song {song.id} {song.name!r} contain NaN or infinity")
         return v
@@ -493,8 +538,9 @@ class Catalogue:
         rows = self.rows_of(songs)[si] + (pick - cum[si])
         return np.asarray(self.matrix()[rows], dtype=codes.stored_dtype(self.kind))
 
-    def iter_vectors(self, songs: list[Song] | None = None, chunk_rows: int = CHUNK_ROWS
-                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_vectors(
+        self, songs: list[Song] | None = None, chunk_rows: int = CHUNK_ROWS
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(ids int64 [n], fingerprints [n, .])`` of ``songs`` (default: all), about ``chunk_rows`` at a time."""
         songs = self.songs() if songs is None else songs
         batch: list[Song] = []
@@ -515,15 +561,18 @@ class Catalogue:
         return h.hexdigest()
 
     # -- writing -------------------------------------------------------------------------------
-    def add(self, path: str | os.PathLike, vectors: np.ndarray, duration: float, checksum: str,
-            name: str | None = None) -> Song:
+    def add(
+        self, path: str | os.PathLike, vectors: np.ndarray, duration: float, checksum: str, name: str | None = None
+    ) -> Song:
         """Store one song's fingerprints (as :func:`fplib.extraction.fingerprint` returns them for the
         catalogue's kind of model); its row is committed only after its vectors are on disk."""
         vectors = np.asarray(vectors)
         want = codes.stored_dtype(self.kind)
         if vectors.ndim != 2 or (vectors.dtype != want and not (self.kind == "float" and vectors.dtype.kind == "f")):
-            raise ValueError(f"{self.folder}: a catalogue of {self.kind} fingerprints stores {want} [N, .] arrays, "
-                             f"got {vectors.dtype} {list(vectors.shape)} for {path}")
+            raise ValueError(
+                f"{self.folder}: a catalogue of {self.kind} fingerprints stores {want} [N, .] arrays, "
+                f"got {vectors.dtype} {list(vectors.shape)} for {path}"
+            )
         if self.kind == "float" and not np.isfinite(vectors).all():
             raise ValueError(f"{path}: its fingerprints contain NaN or infinity; not added")
         self.require_store()
@@ -535,8 +584,9 @@ class Catalogue:
             if store["width"] is None:
                 store["width"] = int(vectors.shape[1])
             if vectors.shape[1] != store["width"]:
-                raise ValueError(f"{path}: fingerprints of width {vectors.shape[1]}, the catalogue's are "
-                                 f"{store['width']} wide")
+                raise ValueError(
+                    f"{path}: fingerprints of width {vectors.shape[1]}, the catalogue's are {store['width']} wide"
+                )
             data = np.ascontiguousarray(vectors, dtype=store["dtype"])
             row = int(store["rows"])
             # past the committed rows: what a killed addition left is cut off and overwritten
@@ -545,8 +595,17 @@ class Catalogue:
             cur = self.db.execute(
                 "INSERT INTO songs (name, path, duration, first_vector, n_vectors, checksum, added, row) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (name or Path(path).stem, str(path), float(duration), first, len(vectors), checksum,
-                 time.strftime("%Y-%m-%dT%H:%M:%S"), row))
+                (
+                    name or Path(path).stem,
+                    str(path),
+                    float(duration),
+                    first,
+                    len(vectors),
+                    checksum,
+                    time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    row,
+                ),
+            )
             song_id = cur.lastrowid
             store["rows"] = row + len(vectors)
             self._set("store", store)
@@ -556,8 +615,10 @@ class Catalogue:
     def require_store(self) -> None:
         """ValueError, saying how to convert it, for a catalogue of an older fplib (songs cannot be added to it)."""
         if self.legacy:
-            raise ValueError(f"{self.folder}: a catalogue made by an older fplib (one file per song); convert it "
-                             f"once, then add: fplib db compact --catalogue {self.folder}")
+            raise ValueError(
+                f"{self.folder}: a catalogue made by an older fplib (one file per song); convert it "
+                f"once, then add: fplib db compact --catalogue {self.folder}"
+            )
 
     def remove(self, song_id: int) -> Song:
         """Remove a song (its vector ids are not reused)."""
@@ -646,8 +707,9 @@ class Catalogue:
         return self.song(r[0]) if r else None
 
 
-def merge(target: Catalogue, shards: list[str | os.PathLike], order: list[str] | None = None,
-          progress: bool = False) -> list[Song]:
+def merge(
+    target: Catalogue, shards: list[str | os.PathLike], order: list[str] | None = None, progress: bool = False
+) -> list[Song]:
     """Add every song of the catalogues ``shards`` (made by the same model and front end) to ``target``,
     in the order of their audio files in ``order`` where given (so vector ids are those one process
     extracting ``order`` would give), then any others shard by shard; audio already in ``target`` is

@@ -84,20 +84,26 @@ def _checkpoint_problem(path: Path, err: Exception) -> str:
         msg = " ".join(str(e).split())
         if head != b"PK\x03\x04":  # torch.save writes a zip archive
             if head[:1] == b"\x80":
-                return ("a plain Python pickle, not a torch checkpoint (fplib checkpoints are torch.save archives "
-                        "written by trainer or fplib.pretrained.export)")
+                return (
+                    "a plain Python pickle, not a torch checkpoint (fplib checkpoints are torch.save archives "
+                    "written by trainer or fplib.pretrained.export)"
+                )
             return "not a torch checkpoint (not a torch.save archive)"
         if "Weights only load failed" in msg:
             found = re.search(r"Unsupported global: GLOBAL (\S+)", msg)
             what = f" (such as {found.group(1)})" if found else ""
-            return (f"holds pickled Python objects{what}, not only tensors and settings, e.g. a whole saved model: "
-                    f"not an fplib checkpoint (fplib never unpickles code)")
+            return (
+                f"holds pickled Python objects{what}, not only tensors and settings, e.g. a whole saved model: "
+                f"not an fplib checkpoint (fplib never unpickles code)"
+            )
         return "truncated or corrupt torch file (incomplete archive); copy or train it again"
     if not isinstance(ck, dict):
         return f"not an fplib model checkpoint: it holds a {type(ck).__name__}, not a dict of weights and settings"
     if ck and all(isinstance(v, torch.Tensor) for v in ck.values()):
-        return (f"a bare state dict ({len(ck)} tensors, no settings): an fplib checkpoint also holds "
-                f"{', '.join(repr(k) for k in _FPLIB_KEYS[1:])}, as trainer and fplib.pretrained.export write it")
+        return (
+            f"a bare state dict ({len(ck)} tensors, no settings): an fplib checkpoint also holds "
+            f"{', '.join(repr(k) for k in _FPLIB_KEYS[1:])}, as trainer and fplib.pretrained.export write it"
+        )
     missing = [k for k in _FPLIB_KEYS if k not in ck]
     if missing:
         return f"not an fplib model checkpoint (no {', '.join(repr(k) for k in missing)})"
@@ -110,11 +116,15 @@ def _checkpoint_problem(path: Path, err: Exception) -> str:
     except (TypeError, ValueError) as e:
         return f"invalid front-end settings ({e})"
     if isinstance(err, TypeError) and "argument" in str(err):
-        return (f"its model settings {ck['model_settings']} are not those of the {ck['model_name']!r} architecture "
-                f"({first})")
+        return (
+            f"its model settings {ck['model_settings']} are not those of the {ck['model_name']!r} architecture "
+            f"({first})"
+        )
     if isinstance(err, RuntimeError) and "state_dict" in str(err):
-        return (f"its weights do not fit the {ck['model_name']!r} architecture with settings {ck['model_settings']} "
-                f"({_first_mismatch(str(err))})")
+        return (
+            f"its weights do not fit the {ck['model_name']!r} architecture with settings {ck['model_settings']} "
+            f"({_first_mismatch(str(err))})"
+        )
     return f"not a usable fplib model checkpoint ({type(err).__name__}: {first})"
 
 
@@ -153,8 +163,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device {device!r}: not a torch device ({str(e).splitlines()[0][:120]}); "
-                         f"cpu, cuda or cuda:N") from None
+        raise ValueError(
+            f"device {device!r}: not a torch device ({str(e).splitlines()[0][:120]}); cpu, cuda or cuda:N"
+        ) from None
     if dev.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0:

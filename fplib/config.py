@@ -64,8 +64,9 @@ def check_type(name: str, value: Any, annotation: Any) -> Any:
     elif origin is dict and isinstance(value, Mapping):
         kt, vt = args if args else (Any, Any)
         return {check_type(f"{name} key", k, kt): check_type(f"{name}[{k!r}]", v, vt) for k, v in value.items()}
-    raise ParameterError(f"parameter {name!r}: expected {_type_name(annotation)}, got {value!r} "
-                         f"({type(value).__name__})")
+    raise ParameterError(
+        f"parameter {name!r}: expected {_type_name(annotation)}, got {value!r} ({type(value).__name__})"
+    )
 
 
 def from_dict(cls: type[T], values: Mapping[str, Any] | None = None, **overrides: Any) -> T:
@@ -117,9 +118,13 @@ def notebook_params(namespace: Mapping[str, Any]) -> types.SimpleNamespace:
     # JupyterLab, names made by later cells exist too (papermill always runs on a fresh kernel).
     first_call = not namespace.get("_fplib_params_checked", False)
     unknown = first_call and sorted(
-        k for k, v in namespace.items()
-        if not k.startswith("_") and k not in schema and k not in _IPYTHON_NAMES
-        and not isinstance(v, types.ModuleType) and not callable(v)
+        k
+        for k, v in namespace.items()
+        if not k.startswith("_")
+        and k not in schema
+        and k not in _IPYTHON_NAMES
+        and not isinstance(v, types.ModuleType)
+        and not callable(v)
     )
     if unknown:
         raise ParameterError(f"unknown parameter(s) {unknown}; this notebook's parameters are {sorted(schema)}")
@@ -136,6 +141,18 @@ def notebook_params(namespace: Mapping[str, Any]) -> types.SimpleNamespace:
 
 def _resolve(ann: Any) -> Any:
     if isinstance(ann, str):  # `from __future__ import annotations` or quoted annotations
-        return eval(ann, {"list": list, "tuple": tuple, "dict": dict, "int": int, "float": float,  # noqa: S307
-                          "str": str, "bool": bool, "None": None, "Any": Any})
+        return eval(
+            ann,
+            {
+                "list": list,
+                "tuple": tuple,
+                "dict": dict,
+                "int": int,
+                "float": float,  # noqa: S307
+                "str": str,
+                "bool": bool,
+                "None": None,
+                "Any": Any,
+            },
+        )
     return ann

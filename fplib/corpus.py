@@ -185,13 +185,27 @@ def _target(out: Path, item: Item, split: str | None, clash: bool = False) -> Pa
     return out / split / item.source.role / rel
 
 
-def process(item: Item, out: Path, sr: int, version: str, licence: str, clash: bool = False,
-            renderer: corpus_render.Renderer | None = None) -> dict:
+def process(
+    item: Item,
+    out: Path,
+    sr: int,
+    version: str,
+    licence: str,
+    clash: bool = False,
+    renderer: corpus_render.Renderer | None = None,
+) -> dict:
     """Decode (or render) one file and write it into the corpus; the record the manifest keeps of it."""
     role = item.source.role
     split = None if role == "rir" else split_of(f"{item.source.package}/{item.member.split(VERSION_SEP)[0]}")
-    rec = {"key": item.key, "package": item.source.package, "version": version, "file": item.member,
-           "role": role, "split": split, "licence": licence}
+    rec = {
+        "key": item.key,
+        "package": item.source.package,
+        "version": version,
+        "file": item.member,
+        "role": role,
+        "split": split,
+        "licence": licence,
+    }
     if item.source.render and renderer is not None:
         how = renderer.settings(item)
         rec.update(rendered_with=how, licence=f"{licence}; rendered through {renderer.instrument_licence(how)}")
@@ -217,8 +231,13 @@ def process(item: Item, out: Path, sr: int, version: str, licence: str, clash: b
     target.parent.mkdir(parents=True, exist_ok=True)
     pcm = np.clip(np.round(wav * 32768.0), -32768, 32767) / 32768.0  # exactly what 16-bit FLAC holds
     audio.write(target, pcm.astype(np.float32), sr, subtype="PCM_16")
-    return {**rec, "status": "kept", "path": str(target.relative_to(out)), "seconds": round(seconds, 3),
-            "sha256": decoded_sha256(pcm)}
+    return {
+        **rec,
+        "status": "kept",
+        "path": str(target.relative_to(out)),
+        "seconds": round(seconds, 3),
+        "sha256": decoded_sha256(pcm),
+    }
 
 
 # -- copies found earlier ---------------------------------------------------------------------------
@@ -241,12 +260,12 @@ def _cached_duplicates(out: Path, records: list[dict], model_path, progress: boo
     if cache.exists():
         with np.load(cache, allow_pickle=False) as z:
             if list(z["keys"]) == keys and "model" in z and str(z["model"]) == model_sha:
-                evidence = [{f: z[f"{i}_{f}"] for f in ("speed", "excerpt", "top", "s1", "s2")}
-                            for i in range(len(keys))]
+                evidence = [
+                    {f: z[f"{i}_{f}"] for f in ("speed", "excerpt", "top", "s1", "s2")} for i in range(len(keys))
+                ]
     if evidence is None:
         # a copy moved out by an earlier run is searched where it is now
-        evidence = duplicate_evidence([{**r, "path": _current_path(out, r)} for r in music], out, model_path,
-                                      progress)
+        evidence = duplicate_evidence([{**r, "path": _current_path(out, r)} for r in music], out, model_path, progress)
         arrays = {f"{i}_{f}": e[f] for i, e in enumerate(evidence) for f in e}
         with storage.atomic_path(cache) as tmp, open(tmp, "wb") as f:
             np.savez(f, keys=np.array(keys), model=np.array(model_sha), **arrays)
@@ -288,8 +307,11 @@ def rooms(out: Path, records: list[dict], sr: int, progress: bool = True) -> dic
         for i in tqdm(range(n), desc=f"rooms ({split})", unit="room", disable=not progress):
             seed = item_seed(ROOM_SEED, split, i)
             rng = np.random.default_rng(seed)
-            speaker = by_split[split][int(rng.integers(len(by_split[split])))] if by_split[split] and \
-                rng.random() < SPEAKER_SHARE else None
+            speaker = (
+                by_split[split][int(rng.integers(len(by_split[split])))]
+                if by_split[split] and rng.random() < SPEAKER_SHARE
+                else None
+            )
             path = folder / ("speaker" if speaker else "plain") / f"room_{i:03d}.flac"
             if path.exists():
                 continue
@@ -307,8 +329,9 @@ def rooms(out: Path, records: list[dict], sr: int, progress: bool = True) -> dic
             kind = NOISE_KINDS[i % len(NOISE_KINDS)]
             path = noise / f"{kind}_{i:02d}.flac"
             if not path.exists():
-                audio.write(path, synth_noise(kind, item_seed(ROOM_SEED, f"noise-{split}", i), 30.0, sr), sr,
-                            subtype="PCM_16")
+                audio.write(
+                    path, synth_noise(kind, item_seed(ROOM_SEED, f"noise-{split}", i), 30.0, sr), sr, subtype="PCM_16"
+                )
     return made
 
 
@@ -319,9 +342,16 @@ def default_root() -> Path:
     return storage.outputs_root() / "corpus"
 
 
-def build(out: str | os.PathLike | None = None, debs: str | os.PathLike | None = None,
-          only: list[str] | None = None, sr: int = audio.SR, dedupe: bool = True,
-          model_path: str | os.PathLike | None = None, progress: bool = True, log=print) -> dict:
+def build(
+    out: str | os.PathLike | None = None,
+    debs: str | os.PathLike | None = None,
+    only: list[str] | None = None,
+    sr: int = audio.SR,
+    dedupe: bool = True,
+    model_path: str | os.PathLike | None = None,
+    progress: bool = True,
+    log=print,
+) -> dict:
     """Build (or resume) the corpus in ``out``; returns the manifest. ``debs``: where ``.deb`` files are
     kept (default ``OUT/debs``); ``only``: a subset of the packages."""
     from tqdm.auto import tqdm
@@ -357,8 +387,15 @@ def build(out: str | os.PathLike | None = None, debs: str | os.PathLike | None =
         names = Counter(Path(i.member.split("::")[-1]).stem for i in found)
         todo = [i for i in found if i.key not in done]
         for item in tqdm(todo, desc=f"{source.package} ({source.role})", unit="file", disable=not progress):
-            rec = process(item, out, sr, versions[source.package], licence_of[item.member],
-                          clash=names[Path(item.member.split("::")[-1]).stem] > 1, renderer=renderer)
+            rec = process(
+                item,
+                out,
+                sr,
+                versions[source.package],
+                licence_of[item.member],
+                clash=names[Path(item.member.split("::")[-1]).stem] > 1,
+                renderer=renderer,
+            )
             storage.append_jsonl(log_path, rec)
             done[rec["key"]] = rec
     # the manifest, the copies and the rooms are decided over every file logged, whichever packages this run did
@@ -383,9 +420,14 @@ def build(out: str | os.PathLike | None = None, debs: str | os.PathLike | None =
             elif r["role"] == "music" and r["status"] == "kept" and _current_path(out, r) != r["path"]:
                 os.replace(out / _current_path(out, r), out / r["path"])  # no longer called a copy: back
     made = rooms(out, records, sr, progress)
-    manifest = {"kind": KIND, "sample_rate": sr, "val_share": VAL_SHARE, "rooms": made,
-                "packages": {**(_previous_packages(out)), **{p: versions[p] for p in sorted(versions)}},
-                "files": sorted(records, key=lambda r: r["key"])}
+    manifest = {
+        "kind": KIND,
+        "sample_rate": sr,
+        "val_share": VAL_SHARE,
+        "rooms": made,
+        "packages": {**(_previous_packages(out)), **{p: versions[p] for p in sorted(versions)}},
+        "files": sorted(records, key=lambda r: r["key"]),
+    }
     storage.write_json(out / MANIFEST, manifest)
     log(summary(manifest))
     return manifest
@@ -410,12 +452,18 @@ def summary(manifest: dict) -> str:
                 lines.append(f"{role}{'/' + split if split else ''}: {len(kept)} files, {hours:.2f} h")
     dups = [r for r in files if r["status"] == "duplicate"]
     skipped = [r for r in files if r["status"] == "skipped"]
-    lines.append(f"{len(dups)} duplicate(s) left out" + "".join(
-        f"\n  {r['file']} ({r['package']}): copy of {r['duplicate_of'].split(':', 2)[2]}"
-        + (f", {1 / r['speed']:.2f}x as fast" if r["speed"] != 1.0 else "")
-        for r in dups))
-    lines.append(f"{len(skipped)} file(s) skipped" + "".join(
-        f"\n  {r['file']} ({r['package']}): {r['reason']}" for r in skipped if "too short" not in r["reason"]))
+    lines.append(
+        f"{len(dups)} duplicate(s) left out"
+        + "".join(
+            f"\n  {r['file']} ({r['package']}): copy of {r['duplicate_of'].split(':', 2)[2]}"
+            + (f", {1 / r['speed']:.2f}x as fast" if r["speed"] != 1.0 else "")
+            for r in dups
+        )
+    )
+    lines.append(
+        f"{len(skipped)} file(s) skipped"
+        + "".join(f"\n  {r['file']} ({r['package']}): {r['reason']}" for r in skipped if "too short" not in r["reason"])
+    )
     short = sum(1 for r in skipped if "too short" in r["reason"])
     if short:
         lines.append(f"  ({short} of them too short to be a song or a noise: effects and jingles)")
@@ -441,10 +489,14 @@ def training_folders(root: str | os.PathLike) -> dict[str, Path]:
     rooms and noises of its ``train`` and ``val`` splits."""
     root = resolve(root)
     if not (root / MANIFEST).is_file():
-        raise FileNotFoundError(f"{root}: no corpus here ({MANIFEST} missing); build it with build_corpus -o {root} "
-                                f"(make corpus)")
-    return {f"{split}_{kind}": root / split / folder for split in ("train", "val")
-            for kind, folder in (("set", "music"), ("impulse_responses", "rooms"), ("background_noises", "noise"))}
+        raise FileNotFoundError(
+            f"{root}: no corpus here ({MANIFEST} missing); build it with build_corpus -o {root} (make corpus)"
+        )
+    return {
+        f"{split}_{kind}": root / split / folder
+        for split in ("train", "val")
+        for kind, folder in (("set", "music"), ("impulse_responses", "rooms"), ("background_noises", "noise"))
+    }
 
 
 def find_manifest(path: str | os.PathLike) -> Path | None:
@@ -506,9 +558,16 @@ def training_list(manifest_path: str | os.PathLike) -> dict:
     duplicates) by package, version, file, licence, split and decoded-audio SHA-256 (no audio)."""
     data = storage.read_json(manifest_path)
     keep = ("package", "version", "file", "licence", "split", "status", "seconds", "sha256")
-    return {"kind": KIND + "-songs", "sample_rate": data["sample_rate"], "packages": data["packages"],
-            "songs": [{k: r.get(k) for k in keep} for r in data["files"]
-                      if r["role"] == "music" and r["status"] in ("kept", "duplicate")]}
+    return {
+        "kind": KIND + "-songs",
+        "sample_rate": data["sample_rate"],
+        "packages": data["packages"],
+        "songs": [
+            {k: r.get(k) for k in keep}
+            for r in data["files"]
+            if r["role"] == "music" and r["status"] in ("kept", "duplicate")
+        ],
+    }
 
 
 def listed_songs(path: str | os.PathLike) -> tuple[set[str], set[str]]:

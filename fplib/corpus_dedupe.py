@@ -30,12 +30,14 @@ LOUD_DBFS = -45.0  # quieter windows (fades, silence) neither vote nor are searc
 
 def _loud_windows(wav: np.ndarray, n: int, fe) -> np.ndarray:
     """Which of the ``n`` windows (every ``fe.hop_s``) of ``wav`` are above :data:`LOUD_DBFS`."""
-    return np.array([audio.rms_dbfs(wav[i * fe.hop_len : i * fe.hop_len + fe.win_len]) >= LOUD_DBFS
-                     for i in range(n)], dtype=bool)
+    return np.array(
+        [audio.rms_dbfs(wav[i * fe.hop_len : i * fe.hop_len + fe.win_len]) >= LOUD_DBFS for i in range(n)], dtype=bool
+    )
 
 
-def find_duplicates(records: list[dict], out: Path, model_path: str | os.PathLike | None = None,
-                    progress: bool = True) -> dict[str, tuple[str, float, float]]:
+def find_duplicates(
+    records: list[dict], out: Path, model_path: str | os.PathLike | None = None, progress: bool = True
+) -> dict[str, tuple[str, float, float]]:
     """``{key: (key of the longer track it copies, speed, share)}`` among the kept music records (``speed``:
     how fast the copy is played to match the original; 0.8 for a copy 1.25 times as fast).
 
@@ -53,8 +55,9 @@ def find_duplicates(records: list[dict], out: Path, model_path: str | os.PathLik
     return decide_duplicates(music, duplicate_evidence(music, out, model_path, progress))
 
 
-def duplicate_evidence(music: list[dict], out: Path, model_path: str | os.PathLike | None = None,
-                       progress: bool = True) -> list[dict[str, np.ndarray]]:
+def duplicate_evidence(
+    music: list[dict], out: Path, model_path: str | os.PathLike | None = None, progress: bool = True
+) -> list[dict[str, np.ndarray]]:
     """Per track, per window of its excerpts: ``speed`` and ``excerpt`` (indices into :data:`SPEEDS`,
     :data:`EXCERPTS`), ``top`` (the index of the other track nearest), ``s1`` (that similarity) and ``s2``
     (the third distinct track's: :func:`_nearest_tracks`). The track's own windows are not searched."""

@@ -61,9 +61,11 @@ def fetch(package: str, debs: Path) -> Path:
         r = subprocess.run(["apt-get", "download", package], cwd=tmp, capture_output=True, text=True)
         got = sorted(Path(tmp).glob(f"{package}_*.deb"))
         if r.returncode != 0 or not got:
-            raise CorpusError(f"apt-get download {package} failed (run `apt-get update` once first; "
-                              f"on a machine without Debian's apt, copy {package}_*.deb into {debs}): "
-                              f"{r.stderr.strip()[-300:]}")
+            raise CorpusError(
+                f"apt-get download {package} failed (run `apt-get update` once first; "
+                f"on a machine without Debian's apt, copy {package}_*.deb into {debs}): "
+                f"{r.stderr.strip()[-300:]}"
+            )
         os.replace(got[0], debs / got[0].name)
     return debs / got[0].name
 

@@ -26,16 +26,41 @@ from fplib.corpus_packages import CorpusError, Item, extracted, fetch, package_l
 
 GM_MELODIC = 96  # General MIDI programs 0-95 (pianos to synth pads; no effects or percussion kits)
 # instruments for MIDI: (package, soundfont in it); each song is rendered through one, chosen from its key
-SOUNDFONTS = (("fluid-soundfont-gm", "usr/share/sounds/sf2/FluidR3_GM.sf2"),
-              ("musescore-general-soundfont-small", "usr/share/sounds/sf3/MuseScore_General_Lite.sf3"))
+SOUNDFONTS = (
+    ("fluid-soundfont-gm", "usr/share/sounds/sf2/FluidR3_GM.sf2"),
+    ("musescore-general-soundfont-small", "usr/share/sounds/sf3/MuseScore_General_Lite.sf3"),
+)
 # the renderers, run from their unpacked Debian packages (nothing is installed): binary, its package, and the
 # packages whose libraries it loads on a bare Debian 12 (used where apt cannot tell: see tool_packages); an
 # installed binary on PATH is used instead when there is one
-_SNDFILE = ("libsndfile1", "libflac12", "libogg0", "libvorbis0a", "libvorbisenc2", "libopus0", "libmpg123-0",
-            "libmp3lame0", "libpulse0", "libasyncns0", "libjack-jackd2-0", "libsamplerate0")
+_SNDFILE = (
+    "libsndfile1",
+    "libflac12",
+    "libogg0",
+    "libvorbis0a",
+    "libvorbisenc2",
+    "libopus0",
+    "libmpg123-0",
+    "libmp3lame0",
+    "libpulse0",
+    "libasyncns0",
+    "libjack-jackd2-0",
+    "libsamplerate0",
+)
 TOOLS = {
-    "midi": ("usr/bin/fluidsynth", ("fluidsynth", "libfluidsynth3", "libinstpatch-1.0-2", "libsdl2-2.0-0",
-                                    "libdecor-0-0", "libwayland-cursor0", "libwayland-egl1", *_SNDFILE)),
+    "midi": (
+        "usr/bin/fluidsynth",
+        (
+            "fluidsynth",
+            "libfluidsynth3",
+            "libinstpatch-1.0-2",
+            "libsdl2-2.0-0",
+            "libdecor-0-0",
+            "libwayland-cursor0",
+            "libwayland-egl1",
+            *_SNDFILE,
+        ),
+    ),
     "module": ("usr/bin/openmpt123", ("openmpt123", "libopenmpt0", "libportaudio2", "libvorbisfile3", *_SNDFILE)),
 }
 
@@ -44,8 +69,12 @@ def tool_packages(package: str, fallback: tuple[str, ...]) -> list[str]:
     """``package`` and the packages it needs that this machine lacks, as apt resolves them (``apt-get install
     --simulate``: nothing is installed); ``fallback`` where apt cannot say (no apt, or an unknown package)."""
     try:
-        r = subprocess.run(["apt-get", "install", "--simulate", "--no-install-recommends", package],
-                           capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            ["apt-get", "install", "--simulate", "--no-install-recommends", package],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return list(fallback)
     if r.returncode != 0:
@@ -195,8 +224,10 @@ class Renderer:
         for cmd in self.tools.values():
             r = subprocess.run([*cmd, "--version"], capture_output=True, text=True, env=self.env)
             if r.returncode != 0:
-                raise CorpusError(f"{cmd[0]} does not run here ({(r.stderr or r.stdout).strip()[-300:]}); install "
-                                  f"it, or leave out the packages that need it (--packages)")
+                raise CorpusError(
+                    f"{cmd[0]} does not run here ({(r.stderr or r.stdout).strip()[-300:]}); install "
+                    f"it, or leave out the packages that need it (--packages)"
+                )
 
     def settings(self, item: Item) -> dict:
         """How ``item`` is rendered, drawn from its key."""
@@ -206,12 +237,20 @@ class Renderer:
         if item.source.render == "soundfont":
             return {"tool": "soundfont samples", "looped_to_s": LOOP_TO_S}
         sf = int(rng.integers(len(SOUNDFONTS)))
-        how = {"tool": "fluidsynth", "soundfont": SOUNDFONTS[sf][0], "gain": round(float(rng.uniform(0.2, 0.45)), 2),
-               "reverb": bool(rng.random() < 0.5), "chorus": bool(rng.random() < 0.5)}
+        how = {
+            "tool": "fluidsynth",
+            "soundfont": SOUNDFONTS[sf][0],
+            "gain": round(float(rng.uniform(0.2, 0.45)), 2),
+            "reverb": bool(rng.random() < 0.5),
+            "chorus": bool(rng.random() < 0.5),
+        }
         if item.source.render == "music21":
-            how.update(tool="music21 + fluidsynth", tempo=round(float(rng.uniform(0.8, 1.25)), 2),
-                       programs=[int(p) for p in rng.integers(0, GM_MELODIC, 8)],
-                       velocities=[int(v) for v in rng.integers(60, 120, 8)])
+            how.update(
+                tool="music21 + fluidsynth",
+                tempo=round(float(rng.uniform(0.8, 1.25)), 2),
+                programs=[int(p) for p in rng.integers(0, GM_MELODIC, 8)],
+                velocities=[int(v) for v in rng.integers(60, 120, 8)],
+            )
         return how
 
     def instrument_licence(self, how: dict) -> str:
@@ -234,18 +273,49 @@ class Renderer:
                 return self._looped_samples(src, sr, how["looped_to_s"])
             wav = Path(tmp) / "rendered.wav"
             if how["tool"] == "openmpt123":
-                cmd = [*self.tools["module"], "--batch", "--quiet", "--samplerate", str(RENDER_SR), "--channels",
-                       "1", "--repeat", "0", "--end-time", str(MAX_RENDER_S), "--gain", str(how["gain_db"]),
-                       "--force", "-o", str(wav), str(src)]
+                cmd = [
+                    *self.tools["module"],
+                    "--batch",
+                    "--quiet",
+                    "--samplerate",
+                    str(RENDER_SR),
+                    "--channels",
+                    "1",
+                    "--repeat",
+                    "0",
+                    "--end-time",
+                    str(MAX_RENDER_S),
+                    "--gain",
+                    str(how["gain_db"]),
+                    "--force",
+                    "-o",
+                    str(wav),
+                    str(src),
+                ]
             else:
                 font = next(path for pkg, path, _ in self.soundfonts if pkg == how["soundfont"])
-                cmd = [*self.tools["midi"], "-ni", "-q", "-r", str(RENDER_SR), "-g", str(how["gain"]),
-                       "-R", str(int(how["reverb"])), "-C", str(int(how["chorus"])), "-F", str(wav), str(font),
-                       str(src)]
+                cmd = [
+                    *self.tools["midi"],
+                    "-ni",
+                    "-q",
+                    "-r",
+                    str(RENDER_SR),
+                    "-g",
+                    str(how["gain"]),
+                    "-R",
+                    str(int(how["reverb"])),
+                    "-C",
+                    str(int(how["chorus"])),
+                    "-F",
+                    str(wav),
+                    str(font),
+                    str(src),
+                ]
             code, said = self._run_capped(cmd, wav)
             if code is None:
-                raise audio.AudioError(item.member, f"{how['tool']} did not stop: over {MAX_RENDER_S} s of audio "
-                                                    f"(a note that never ends?)")
+                raise audio.AudioError(
+                    item.member, f"{how['tool']} did not stop: over {MAX_RENDER_S} s of audio (a note that never ends?)"
+                )
             if code != 0 or not wav.exists() or wav.stat().st_size <= 44:
                 raise audio.AudioError(item.member, f"{how['tool']} could not render it ({said or 'no output'})")
             return audio.load(wav, sr, allow_silent=True)

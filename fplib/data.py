@@ -163,8 +163,9 @@ def pad_stack(arrays: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def read_with_context(path: str | os.PathLike, start_s: float, win_s: float, context_s: float,
-                      duration_s: float, sr: int = audio.SR) -> np.ndarray:
+def read_with_context(
+    path: str | os.PathLike, start_s: float, win_s: float, context_s: float, duration_s: float, sr: int = audio.SR
+) -> np.ndarray:
     """Read ``[start - context, start + win + context]`` seconds as ``float32 [win + 2*context]``,
     zero-padding where the context would fall outside the file (only the segment read is decoded)."""
     a = max(0.0, start_s - context_s)
@@ -198,10 +199,21 @@ class SegmentDataset(torch.utils.data.Dataset):
     ``error = (path, reason)``, and :func:`collate_segments` marks it so that the training loop leaves it out.
     """
 
-    def __init__(self, songs: list[Path], noises: NoiseBank | None, irs: IRBank | None, context: int,
-                 seed: int = 0, items_per_song: int = 1, win_s: float = 1.0, sr: int = audio.SR,
-                 silence_dbfs: float = -50.0, skipped: Skipped | None = None, preload: bool = False,
-                 what: str = "songs"):
+    def __init__(
+        self,
+        songs: list[Path],
+        noises: NoiseBank | None,
+        irs: IRBank | None,
+        context: int,
+        seed: int = 0,
+        items_per_song: int = 1,
+        win_s: float = 1.0,
+        sr: int = audio.SR,
+        silence_dbfs: float = -50.0,
+        skipped: Skipped | None = None,
+        preload: bool = False,
+        what: str = "songs",
+    ):
         self.songs: list[Path] = []
         failed = Skipped()
         self.durations: list[float] = []
@@ -249,15 +261,19 @@ class SegmentDataset(torch.utils.data.Dataset):
                 if self.decoded is None:
                     seg = read_with_context(song, start, self.win_s, self.context / self.sr, duration, self.sr)
                 else:
-                    seg = slice_with_context(self.decoded[i // self.items_per_song], start, self.win_s,
-                                             self.context / self.sr, self.sr)
+                    seg = slice_with_context(
+                        self.decoded[i // self.items_per_song], start, self.win_s, self.context / self.sr, self.sr
+                    )
                 if audio.rms_dbfs(seg[self.context : self.context + win]) >= self.silence_dbfs:
                     break
         except (audio.AudioError, OSError) as e:
             error = (e.path, e.reason) if isinstance(e, audio.AudioError) else (str(song), f"cannot read: {e}")
             seg = np.zeros(win + 2 * self.context, dtype=np.float32)
-        item = {"seg": torch.from_numpy(seg), "start": torch.tensor(start),
-                "song": torch.tensor(i // self.items_per_song)}
+        item = {
+            "seg": torch.from_numpy(seg),
+            "start": torch.tensor(start),
+            "song": torch.tensor(i // self.items_per_song),
+        }
         if self.noises is not None:
             item["noise"] = torch.from_numpy(self.noises.sample(rng, win).copy())
         if self.irs is not None:

@@ -38,8 +38,14 @@ class Added:
     ignored: list[str]
 
 
-def add(catalogue: str | os.PathLike, index_path: str | os.PathLike, inputs: list[str | os.PathLike],
-        checkpoint: str | os.PathLike, device: str = "cpu", progress: bool = True) -> Added:
+def add(
+    catalogue: str | os.PathLike,
+    index_path: str | os.PathLike,
+    inputs: list[str | os.PathLike],
+    checkpoint: str | os.PathLike,
+    device: str = "cpu",
+    progress: bool = True,
+) -> Added:
     """Fingerprint the audio in ``inputs`` (files, and folders scanned recursively: a song is named by its
     path under the folder given, or by its file name) with the catalogue's model (``checkpoint``) into the
     existing ``catalogue`` and add them to its index ``index_path``, all or none.
@@ -58,8 +64,10 @@ def add(catalogue: str | os.PathLike, index_path: str | os.PathLike, inputs: lis
         raise ValueError(f"{checkpoint}: its front end differs from the catalogue's")
     with cat:
         if cat.model and not same_model(model_description(checkpoint), cat.model):
-            raise ValueError(f"{catalogue}: the catalogue was made by another model "
-                             f"({cat.model.get('checkpoint')}); pass it with --model")
+            raise ValueError(
+                f"{catalogue}: the catalogue was made by another model "
+                f"({cat.model.get('checkpoint')}); pass it with --model"
+            )
         index.load(index_path, cat)  # the index matches the catalogue before anything changes
         problems += _addition_problems(cat, files, fe.win_s)
         if problems:
@@ -71,8 +79,9 @@ def add(catalogue: str | os.PathLike, index_path: str | os.PathLike, inputs: lis
             raise
         if result.skipped or result.already:
             cat.remove_many([s.id for s in result.added])
-            raise PartlyDone("nothing was added", result.skipped + [(f, "already in the catalogue")
-                                                                    for f in result.already])
+            raise PartlyDone(
+                "nothing was added", result.skipped + [(f, "already in the catalogue") for f in result.already]
+            )
         try:
             index.add_songs(index_path, cat, result.added)
         except BaseException as e:
@@ -135,8 +144,13 @@ def remove(catalogue: str | os.PathLike, index_path: str | os.PathLike, songs: l
             if word in by_name and len(by_name[word]) == 1:
                 chosen[by_name[word][0].id] = by_name[word][0]
             elif word in by_name:
-                problems.append((repr(word), f"{len(by_name[word])} songs have this name (ids "
-                                             f"{', '.join(str(s.id) for s in by_name[word])}); remove by id"))
+                problems.append(
+                    (
+                        repr(word),
+                        f"{len(by_name[word])} songs have this name (ids "
+                        f"{', '.join(str(s.id) for s in by_name[word])}); remove by id",
+                    )
+                )
             elif word.isdigit() and int(word) in by_id:
                 chosen[int(word)] = by_id[int(word)]
             else:
@@ -212,8 +226,16 @@ class Built:
     songs: int
 
 
-def build_index(catalogue: str | os.PathLike, name: str, out_dir: str | os.PathLike, m: int = 32, d: int = 128,
-                nlist: int = 256, factory: str | None = None, nprobe: int = 40) -> Built:
+def build_index(
+    catalogue: str | os.PathLike,
+    name: str,
+    out_dir: str | os.PathLike,
+    m: int = 32,
+    d: int = 128,
+    nlist: int = 256,
+    factory: str | None = None,
+    nprobe: int = 40,
+) -> Built:
     """Build the faiss index ``out_dir/name.index`` over ``catalogue`` (:func:`fplib.index.build`), after
     deleting what a killed earlier build left in ``out_dir``. An index faiss cannot make of these
     settings (a factory string it does not know, too few vectors to train it) is a ``ValueError``."""

@@ -71,7 +71,8 @@ _warned: set[str] = set()
 
 def cache_dir() -> Path:
     root = os.environ.get(CACHE_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fplib")
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fplib"
+    )
     return Path(root)
 
 
@@ -79,8 +80,13 @@ def _version(model: torch.nn.Module) -> tuple:
     """Changes whenever a parameter or buffer is replaced or updated in place (an optimiser step). Read
     from each module's own tables: half the time of ``parameters()`` and ``buffers()``, and it runs once
     per query."""
-    return tuple((t.data_ptr(), t._version) for m in model.modules() for table in (m._parameters, m._buffers)
-                 for t in table.values() if t is not None)
+    return tuple(
+        (t.data_ptr(), t._version)
+        for m in model.modules()
+        for table in (m._parameters, m._buffers)
+        for t in table.values()
+        if t is not None
+    )
 
 
 def model_key(model: torch.nn.Module, window_shape: tuple[int, ...] = (1, 256, 32)) -> str:
@@ -108,9 +114,16 @@ def _export(model: torch.nn.Module, example: torch.Tensor) -> bytes:
             lg.setLevel(logging.ERROR)
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            prog = torch.onnx.export(model, (example,), input_names=["x"], output_names=["y"],
-                                     dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
-                                     verbose=False, optimize=True)
+            prog = torch.onnx.export(
+                model,
+                (example,),
+                input_names=["x"],
+                output_names=["y"],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                dynamo=True,
+                verbose=False,
+                optimize=True,
+            )
         return prog.model_proto.SerializeToString()
     finally:
         for lg, lvl in zip(loggers, levels):
@@ -139,8 +152,12 @@ def exported_graph(model: torch.nn.Module, example: torch.Tensor) -> bytes:
     # a notice, not an error: in a notebook it goes to the cell's standard output (a kernel shows standard
     # error in red); on the command line to standard error, away from results on standard output (--json)
     in_kernel = type(sys.stderr).__module__.startswith("ipykernel")
-    print(f"preparing {getattr(model, 'variant_name', type(model).__name__)} for fast CPU inference (once per "
-          f"model; cached in {path.parent})", file=sys.stdout if in_kernel else sys.stderr, flush=True)
+    print(
+        f"preparing {getattr(model, 'variant_name', type(model).__name__)} for fast CPU inference (once per "
+        f"model; cached in {path.parent})",
+        file=sys.stdout if in_kernel else sys.stderr,
+        flush=True,
+    )
     data = _export(model, example[:1].expand(2, *example.shape[1:]).detach().cpu().float().contiguous())
     with contextlib.suppress(OSError):  # a read-only home only costs the next export
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,8 +202,11 @@ class OpenVinoRunner:
     def __init__(self, model: torch.nn.Module, example: torch.Tensor, threads: int):
         core = _openvino_core()
         graph = core.read_model(exported_graph(model, example))
-        self.compiled = core.compile_model(graph, "CPU", {
-            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
+        self.compiled = core.compile_model(
+            graph,
+            "CPU",
+            {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"},
+        )
         self.request = self.compiled.create_infer_request()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -207,8 +227,10 @@ def _agreeing(run, model: torch.nn.Module, example: torch.Tensor):
         want = model(x).float()
     got = run(x).float()
     if got.shape != want.shape or not torch.isfinite(got).all():
-        raise ValueError(f"returned an output of shape {tuple(got.shape)} for {tuple(want.shape)} "
-                         f"({'finite' if torch.isfinite(got).all() else 'not finite'})")
+        raise ValueError(
+            f"returned an output of shape {tuple(got.shape)} for {tuple(want.shape)} "
+            f"({'finite' if torch.isfinite(got).all() else 'not finite'})"
+        )
     err = float((got - want).abs().max())
     if err > AGREE_ATOL:
         raise ValueError(f"its output differs from torch's by {err:.2g} (more than {AGREE_ATOL:g})")
@@ -255,7 +277,7 @@ def runner(model: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Ten
     if cached.get((choice, threads), (None,))[0] == version:
         return cached[choice, threads][1]
     run: Callable = model
-    for name in ENGINES[ENGINES.index(choice):-1]:  # the chosen runtime, then the next ones, then torch
+    for name in ENGINES[ENGINES.index(choice) : -1]:  # the chosen runtime, then the next ones, then torch
         try:
             if name == "openvino" and os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() == "SSE41":
                 # OpenVINO's CPU plugin needs SSE4.2; capped below it, it returned no rows or crashed the process
@@ -263,8 +285,10 @@ def runner(model: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Ten
             run = _agreeing(_RUNNERS[name](model, example, threads), model, example)
             break
         except Exception as e:  # noqa: BLE001 - any failure of an optional runtime falls back to the next
-            reason = f"{name} unavailable for {type(model).__name__} ({type(e).__name__}: " \
-                     f"{str(e).splitlines()[0] if str(e) else ''})"
+            reason = (
+                f"{name} unavailable for {type(model).__name__} ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''})"
+            )
             if reason not in _warned:
                 _warned.add(reason)
                 warnings.warn(f"{reason}; running {ENGINES[ENGINES.index(name) + 1]}", RuntimeWarning, stacklevel=2)

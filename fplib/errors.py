@@ -69,8 +69,13 @@ def file_problem(path: str | os.PathLike, allow_empty: bool = False) -> str | No
     if stat.S_ISFIFO(st.st_mode):
         return "is a named pipe (FIFO), not a regular file; not read (reading it could wait forever)"
     if not stat.S_ISREG(st.st_mode):
-        kind = ("a socket" if stat.S_ISSOCK(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
-                or stat.S_ISBLK(st.st_mode) else "not a regular file")
+        kind = (
+            "a socket"
+            if stat.S_ISSOCK(st.st_mode)
+            else "a device"
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "not a regular file"
+        )
         return f"is {kind}, not a regular file; not read"
     if not os.access(path, os.R_OK):
         return "permission denied (the file is not readable)"
@@ -100,11 +105,19 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise BadFileError(path, f"not a valid {what}: invalid JSON ({e.msg} at line {e.lineno} column {e.colno})"
-                           ) from None
+        raise BadFileError(
+            path, f"not a valid {what}: invalid JSON ({e.msg} at line {e.lineno} column {e.colno})"
+        ) from None
 
 
 def json_type(value: Any) -> str:
     """The JSON name of a value's type, for messages."""
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
-            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)

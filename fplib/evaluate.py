@@ -1,41 +1,24 @@
-"""Evaluation (NAFP's protocol): degraded queries of several lengths and SNRs, cut at random positions
-(not on the 0.5-s grid) from songs held out of training, run through the neural recogniser and the
-landmark baseline on the same database; out-of-database queries measure false positives.
-
-A query: ``length_s`` seconds of a song from ``start_s``, convolved with a room impulse response
-(aligned on its direct path, full length), plus background noise at ``snr_db`` dB; all from test
-folders and seeds, so every run draws the same queries. The query list is written out
-(:func:`save_queries`) so runs can be compared. The whole procedure (calibrate each neural system's
-threshold, query every system, score) is :func:`benchmark`, its numbers a :class:`Protocol`: notebook
-05 and ``benchmarks/real_music/run.py`` both run it.
-
-Queries are never cut from digital silence (the start is drawn again): silence is not a recording of
-the song and the recogniser rejects it before any search. Where the song repeats the query's audio
-exactly (a looped section, common in game music: one benchmark track holds the same 135 s twice),
-no system can tell the copies apart, so every start whose audio matches the query's (normalised
-cross-correlation of the clean waveforms at least ``REPEAT_CORR``) counts as a right offset
-(:func:`find_repeats`; stored with the query as ``repeats``).
+"""Evaluation (NAFP's protocol): the queries of :mod:`fplib.queries` run through the neural recogniser
+and the landmark baseline on the same database, and scored; out-of-database queries measure false
+positives. The whole procedure (calibrate each neural system's threshold, query every system, score)
+is :func:`benchmark`, its numbers a :class:`Protocol`: notebook 05 and ``benchmarks/real_music/run.py``
+both run it.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.fft
-import soxr
-import torch
 from tqdm.auto import tqdm
 
 from fplib import audio, storage
 from fplib import index as fpindex
-from fplib.augment import add_noise, bandlimit, convolve_ir
 from fplib.catalogue import Catalogue
 from fplib.checkpoints import load_model, model_description
 from fplib.codes import dim
@@ -43,186 +26,24 @@ from fplib.data import IRBank, NoiseBank, item_rng
 from fplib.extraction import extract
 from fplib.features import n_windows
 from fplib.landmark import Landmark
+from fplib.queries import CONDITIONS, Query, plan_queries, render, with_conditions
 from fplib.runs import Run
 from fplib.search import Recognizer
 from fplib.search import calibrate as fit_threshold
 from fplib.train import LEARNED_OVER_CHANCE, best_epoch, read_metrics, times_chance
 
 
-@dataclass(frozen=True)
-class Query:
-    id: int
-    in_database: bool
-    song: str  # file
-    name: str  # catalogue name of the song ("" for out-of-database songs)
-    start_s: float
-    length_s: float
-    snr_db: float
-    ir: int  # index into the IR bank
-    seed: int
-    bandlimit: bool = False
-    repeats: tuple[float, ...] = ()  # other starts (s) where the song holds the same audio (loops)
-    condition: str = ""  # "" or one of CONDITIONS: a codec or a speed change on top of the room and noise
-
-
-# Query conditions beyond rooms and noise (reported as their own rows): the rendered query through a lossy
-# codec (MP3 and AAC at 64 kb/s, encoded at 44.1 kHz as a file or stream would be; GSM full rate and AMR-NB
-# 12.2 kb/s, the phone codecs, at 8 kHz), or the song played faster or slower (pitch moving with tempo)
-CONDITIONS = {"mp3_64": ("codec", "mp3", 64.0, 44100), "aac_64": ("codec", "aac", 64.0, 44100),
-              "gsm": ("codec", "gsm", 13.0, 8000), "amr_12.2": ("codec", "amr_nb", 12.2, 8000),
-              "speed+2": ("speed", 1.02), "speed-2": ("speed", 0.98), "speed+5": ("speed", 1.05),
-              "speed-5": ("speed", 0.95)}
-
-
-def with_conditions(queries: list[Query], conditions: tuple[str, ...]) -> list[Query]:
-    """``queries`` followed by a copy of each under each of ``conditions`` (:data:`CONDITIONS`), with
-    new ids; a speed-changed copy whose song is too short for the longer read is left out."""
-    bad = [c for c in conditions if c not in CONDITIONS]
-    if bad:
-        raise ValueError(f"unknown query condition(s) {bad}; known: {', '.join(CONDITIONS)}")
-    out, k = list(queries), max((q.id for q in queries), default=-1) + 1
-    durations: dict[str, float] = {}
-    for c in conditions:
-        for q in queries:
-            if CONDITIONS[c][0] == "speed":
-                d = durations.setdefault(q.song, audio.info(q.song).duration)
-                if q.start_s + q.length_s * CONDITIONS[c][1] > d:
-                    continue
-            out.append(replace(q, id=k, condition=c))
-            k += 1
-    return out
-
-
-REPEAT_CORR = 0.9  # normalised cross-correlation above which two stretches of a song are the same audio
-
-
-def find_repeats(song: np.ndarray, start: int, length: int, sr: int, min_corr: float = REPEAT_CORR,
-                 min_gap_s: float = 0.5, limit: int = 20) -> tuple[float, ...]:
-    """Starts (s) other than ``start`` (samples) where ``song[t : t + length]`` is the same audio as
-    ``song[start : start + length]``: normalised cross-correlation >= ``min_corr``, the strongest
-    ``limit`` peaks at least ``min_gap_s`` from the query and from each other (FFT correlation)."""
-    x = song[start : start + length].astype(np.float64)
-    s = song.astype(np.float64)
-    n_pos = len(s) - length + 1
-    if n_pos <= 1 or not np.any(x):
-        return ()
-    n = scipy.fft.next_fast_len(len(s) + length - 1, real=True)
-    corr = scipy.fft.irfft(scipy.fft.rfft(s, n) * np.conj(scipy.fft.rfft(x, n)), n)[:n_pos]
-    energy = np.concatenate([[0.0], np.cumsum(s * s)])
-    window = energy[length:] - energy[:-length]
-    ncc = corr / np.sqrt(np.maximum(window, 1e-12) * float(x @ x))
-    gap = int(round(min_gap_s * sr))
-    found: list[int] = []
-    for t in np.flatnonzero(ncc >= min_corr)[np.argsort(-ncc[ncc >= min_corr], kind="stable")]:
-        if abs(t - start) > gap and all(abs(t - f) > gap for f in found):
-            found.append(int(t))
-            if len(found) == limit:
-                break
-    return tuple(sorted(round(t / sr, 4) for t in found))
-
-
-def split_test_songs(files: list[Path], n_in: int) -> tuple[list[Path], list[Path]]:
-    """The first ``n_in`` test songs go into the database, the rest stay out of it."""
-    files = sorted(files)
-    if not 0 < n_in < len(files):
-        raise ValueError(f"need 0 < n_in < {len(files)} test songs, got {n_in}")
-    return files[:n_in], files[n_in:]
-
-
-def plan_queries(in_db: dict[str, str], out_db: list[str], n_irs: int, lengths: list[float], snrs: list[float],
-                 per_cell: int, seed: int, bandlimit_share: float = 0.0, sr: int = audio.SR) -> list[Query]:
-    """``per_cell`` queries per (length, SNR) from the in-database songs ``{file: catalogue name}``, and
-    as many from the out-of-database songs. Songs shorter than a query length are not drawn for it;
-    starts in digital silence are drawn again (up to 20 times, then the query is left out); each
-    in-database query records where its song repeats the same audio (:func:`find_repeats`)."""
-    queries: list[Query] = []
-    files = sorted(in_db)
-    durations = {f: audio.info(f).duration for f in files + list(out_db)}
-    k = 0
-    for length in lengths:
-        for snr in snrs:
-            for j in range(per_cell):
-                for kind, pool in (("in", files), ("out", sorted(out_db))):
-                    if not pool:
-                        continue
-                    rng = item_rng(seed, "query", kind, length, snr, j)
-                    fits = [s for s in pool if durations[s] > length]
-                    if not fits:
-                        continue
-                    song = fits[int(rng.integers(len(fits)))]
-                    room = durations[song] - length
-                    if room <= 0:
-                        continue
-                    for _ in range(20):
-                        start = math.floor(float(rng.uniform(0.0, room)) * 1e4) / 1e4
-                        clip = audio.load(song, sr, offset=start, duration=length, allow_silent=True)
-                        if audio.peak_dbfs(clip) >= audio.SILENCE_DBFS:
-                            break
-                    else:
-                        continue
-                    queries.append(Query(k, kind == "in", song, in_db.get(song, ""), start, length, snr,
-                                         int(rng.integers(n_irs)), int(rng.integers(2**31)),
-                                         bool(rng.random() < bandlimit_share)))
-                    k += 1
-    return _with_repeats(queries, sr)
-
-
-def _with_repeats(queries: list[Query], sr: int) -> list[Query]:
-    """Each in-database query with the other starts where its song holds the same audio."""
-    by_song: dict[str, list[int]] = defaultdict(list)
-    for i, q in enumerate(queries):
-        if q.in_database:
-            by_song[q.song].append(i)
-    out = list(queries)
-    for song, idx in by_song.items():
-        wav = audio.load(song, sr, allow_silent=True)
-        for i in idx:
-            q = queries[i]
-            rep = find_repeats(wav, int(round(q.start_s * sr)), int(round(q.length_s * sr)), sr)
-            out[i] = replace(q, repeats=rep)
-    return out
-
-
-def render(q: Query, irs: IRBank, noises: NoiseBank, sr: int = audio.SR) -> np.ndarray:
-    """The degraded query audio, ``float32 [length * sr]``."""
-    cond = CONDITIONS[q.condition] if q.condition else ("",)
-    if cond[0] == "speed":  # `speed` x the query's length of the song, played in the query's length
-        wav = audio.load(q.song, sr, offset=q.start_s, duration=q.length_s * cond[1], allow_silent=True)
-        wav = resample_to(wav, int(round(q.length_s * sr)))
-    else:
-        wav = audio.load(q.song, sr, offset=q.start_s, duration=q.length_s, allow_silent=True)
-    rng = np.random.default_rng(q.seed)
-    x = torch.from_numpy(wav)[None]
-    x = convolve_ir(x, torch.from_numpy(irs.irs[q.ir])[None])
-    x = add_noise(x, torch.from_numpy(noises.sample(rng, x.shape[1]).copy())[None], torch.tensor([q.snr_db]))
-    if q.bandlimit:
-        x = bandlimit(x, sr, torch.tensor([float(rng.uniform(2000, 3000))]),
-                      torch.tensor([float(rng.uniform(500, 1000))]), torch.tensor([4]))
-    x = x / x.abs().max().clamp_min(1.0)
-    out = x[0].numpy().astype(np.float32)
-    if cond[0] == "codec":
-        out = audio.codec_roundtrip(out, sr, cond[1], cond[2], codec_sr=cond[3])
-    return out
-
-
-def resample_to(wav: np.ndarray, n: int) -> np.ndarray:
-    """``wav`` stretched or squeezed to ``n`` samples (a change of playback speed: pitch moves with tempo)."""
-    if n == len(wav):
-        return wav
-    y = soxr.resample(wav, len(wav), n, quality="HQ").astype(np.float32)
-    return np.pad(y, (0, max(0, n - len(y))))[:n]
-
-
-def save_queries(path: str | os.PathLike, queries: list[Query]) -> None:
-    storage.write_json(path, [asdict(q) for q in queries])
-
-
-def load_queries(path: str | os.PathLike) -> list[Query]:
-    return [Query(**{**q, "repeats": tuple(q.get("repeats", ()))}) for q in storage.read_json(path)]
-
-
-def run(queries: list[Query], irs: IRBank, noises: NoiseBank, systems: dict[str, object] | None = None, *,
-        neural=None, landmark=None, method: str = "sequence", progress: bool = True) -> list[dict]:
+def run(
+    queries: list[Query],
+    irs: IRBank,
+    noises: NoiseBank,
+    systems: dict[str, object] | None = None,
+    *,
+    neural=None,
+    landmark=None,
+    method: str = "sequence",
+    progress: bool = True,
+) -> list[dict]:
     """Every query through every system: one row per query and system, labelled with the system's name.
 
     ``systems``: ``{name: system}``, each a neural recogniser (:class:`fplib.search.Recognizer`, anything
@@ -236,17 +57,34 @@ def run(queries: list[Query], irs: IRBank, noises: NoiseBank, systems: dict[str,
         for name, system in systems.items():
             if _is_neural(system):
                 r = system.recognize(wav, method=method, top=3)
-                rows.append({"system": name, "query": q.id, "predicted": [m.name for m in r.matches],
-                             "offsets": [m.offset_s for m in r.matches], "scores": [m.score for m in r.matches],
-                             "score": r.best.score if r.best else None, "confidence": r.confidence,
-                             "accepted": r.in_database, **r.timings_ms})
+                rows.append(
+                    {
+                        "system": name,
+                        "query": q.id,
+                        "predicted": [m.name for m in r.matches],
+                        "offsets": [m.offset_s for m in r.matches],
+                        "scores": [m.score for m in r.matches],
+                        "score": r.best.score if r.best else None,
+                        "confidence": r.confidence,
+                        "accepted": r.in_database,
+                        **r.timings_ms,
+                    }
+                )
             else:
                 t0 = time.perf_counter()
                 ms = system.match(wav)
                 dt = 1000 * (time.perf_counter() - t0)
-                rows.append({"system": name, "query": q.id, "predicted": [m.name for m in ms],
-                             "offsets": [m.offset_s for m in ms], "score": ms[0].count if ms else None,
-                             "accepted": bool(ms), "total_ms": dt})
+                rows.append(
+                    {
+                        "system": name,
+                        "query": q.id,
+                        "predicted": [m.name for m in ms],
+                        "offsets": [m.offset_s for m in ms],
+                        "score": ms[0].count if ms else None,
+                        "accepted": bool(ms),
+                        "total_ms": dt,
+                    }
+                )
     return rows
 
 
@@ -263,8 +101,9 @@ def _systems(systems: dict[str, object] | None, neural=None, landmark=None) -> d
             out[name] = system
     for name, system in out.items():
         if not _is_neural(system) and not hasattr(system, "match"):
-            raise TypeError(f"system {name!r}: a recogniser (recognize) or a landmark baseline (match), "
-                            f"got {type(system).__name__}")
+            raise TypeError(
+                f"system {name!r}: a recogniser (recognize) or a landmark baseline (match), got {type(system).__name__}"
+            )
     return out
 
 
@@ -302,28 +141,44 @@ def score(queries: list[Query], rows: list[dict], tolerance_s: float = 0.5, per_
             c["search_ms"].append(r["search_ms"])
     table = []
     for (system, length, snr), c in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0)):
-        table.append({"system": system, "length_s": length, "snr_db": snr, "n": len(c["top1"]),
-                      "top1": _mean(c["top1"]), "top3": _mean(c["top3"]), "song": _mean(c["song"]),
-                      "ranked1": _mean(c["ranked1"]),
-                      "fp_rate": _mean(c["fp"]), "n_out": len(c["fp"]), "ms_per_query": _mean(c["ms"]),
-                      "frontend_model_ms": _mean(c["frontend_model_ms"]), "search_ms": _mean(c["search_ms"])})
+        table.append(
+            {
+                "system": system,
+                "length_s": length,
+                "snr_db": snr,
+                "n": len(c["top1"]),
+                "top1": _mean(c["top1"]),
+                "top3": _mean(c["top3"]),
+                "song": _mean(c["song"]),
+                "ranked1": _mean(c["ranked1"]),
+                "fp_rate": _mean(c["fp"]),
+                "n_out": len(c["fp"]),
+                "ms_per_query": _mean(c["ms"]),
+                "frontend_model_ms": _mean(c["frontend_model_ms"]),
+                "search_ms": _mean(c["search_ms"]),
+            }
+        )
     return table
 
 
-def headline(queries: list[Query], rows: list[dict], db_bytes_per_second: dict[str, float],
-             tolerance_s: float = 0.5) -> list[dict]:
+def headline(
+    queries: list[Query], rows: list[dict], db_bytes_per_second: dict[str, float], tolerance_s: float = 0.5
+) -> list[dict]:
     """One row per system and query length, all SNRs pooled: ``n`` / ``n_out`` (in- / out-of-database
     queries), ``top1``, ``ranked1``, ``fp_rate``, ``ms_per_query`` and ``db_bytes_per_s`` (the
     system's database size per second of catalogued audio, from ``db_bytes_per_second``)."""
     keep = ("system", "length_s", "n", "n_out", "top1", "ranked1", "fp_rate", "ms_per_query")
     system_order = {s: i for i, s in enumerate(db_bytes_per_second)}
-    out = [{**{k: r[k] for k in keep}, "db_bytes_per_s": db_bytes_per_second.get(r["system"])}
-           for r in score(queries, rows, tolerance_s, per_snr=False)]
+    out = [
+        {**{k: r[k] for k in keep}, "db_bytes_per_s": db_bytes_per_second.get(r["system"])}
+        for r in score(queries, rows, tolerance_s, per_snr=False)
+    ]
     return sorted(out, key=lambda r: (system_order.get(r["system"], len(system_order)), r["length_s"]))
 
 
-def confidences(queries: list[Query], rows: list[dict], system: str = "neural", tolerance_s: float = 0.5,
-                condition: str = "") -> dict[float, dict[str, list[float]]]:
+def confidences(
+    queries: list[Query], rows: list[dict], system: str = "neural", tolerance_s: float = 0.5, condition: str = ""
+) -> dict[float, dict[str, list[float]]]:
     """The confidence the decision compared with the threshold, by query length: ``right`` (in the
     database, right answer ranked first), ``wrong`` (in the database, anything else ranked first) and
     ``out`` (out-of-database queries), for the queries of one ``condition`` (default: the plain ones,
@@ -342,8 +197,9 @@ def confidences(queries: list[Query], rows: list[dict], system: str = "neural", 
     return dict(sorted(out.items()))
 
 
-def worked_query(queries: list[Query], rows: list[dict], length_s: float, system: str = "neural",
-                 tolerance_s: float = 0.5) -> Query:
+def worked_query(
+    queries: list[Query], rows: list[dict], length_s: float, system: str = "neural", tolerance_s: float = 0.5
+) -> Query:
     """An in-database query of ``length_s`` seconds (or the nearest length) to show in detail: the
     noisiest plain one (no codec or speed change) whose answer is a top-1 hit, else the first one."""
     plain = [q for q in queries if q.in_database and not q.condition]
@@ -353,8 +209,14 @@ def worked_query(queries: list[Query], rows: list[dict], length_s: float, system
     length = min(lengths, key=lambda x: abs(x - length_s))
     pool = [q for q in plain if q.length_s == length]
     res = {r["query"]: r for r in rows if r["system"] == system}
-    hits = [q for q in pool if q.id in res and res[q.id]["accepted"] and res[q.id]["predicted"]
-            and is_hit(q, res[q.id]["predicted"][0], res[q.id]["offsets"][0], tolerance_s)]
+    hits = [
+        q
+        for q in pool
+        if q.id in res
+        and res[q.id]["accepted"]
+        and res[q.id]["predicted"]
+        and is_hit(q, res[q.id]["predicted"][0], res[q.id]["offsets"][0], tolerance_s)
+    ]
     return min(hits, key=lambda q: (q.snr_db, q.id)) if hits else pool[0]
 
 
@@ -371,8 +233,16 @@ def summary(table: list[dict], key: str = "top1") -> dict[str, dict[str, float]]
     return {s: {k: float(np.mean(v)) for k, v in d.items()} for s, d in out.items()}
 
 
-def calibration_scores(recognizer, queries: list[Query], irs: IRBank, noises: NoiseBank, lengths: list[float],
-                       noise_only_per_length: int, seed: int, progress: bool = True) -> dict[int, list[float]]:
+def calibration_scores(
+    recognizer,
+    queries: list[Query],
+    irs: IRBank,
+    noises: NoiseBank,
+    lengths: list[float],
+    noise_only_per_length: int,
+    seed: int,
+    progress: bool = True,
+) -> dict[int, list[float]]:
     """Best-candidate scores of out-of-database queries and of noise-only queries, by query length in
     windows (scores are reported whatever the recogniser's current threshold)."""
     fe = recognizer.fe
@@ -425,8 +295,10 @@ class Protocol:
         if not self.snrs:
             raise ValueError("snrs: at least one SNR")
         if self.queries_per_cell < 1 or self.n_calibration < 1 or self.n_noise_only < 0:
-            raise ValueError(f"queries per cell must be >= 1 (noise-only >= 0), got {self.queries_per_cell}, "
-                             f"{self.calibration_per_cell}, {self.noise_only_per_length}")
+            raise ValueError(
+                f"queries per cell must be >= 1 (noise-only >= 0), got {self.queries_per_cell}, "
+                f"{self.calibration_per_cell}, {self.noise_only_per_length}"
+            )
         if not 0.0 <= self.bandlimit_share <= 1.0 or not 0.0 <= self.target_fpr < 1.0 or self.tolerance_s < 0:
             raise ValueError(f"need 0 <= bandlimit_share <= 1, 0 <= target_fpr < 1, tolerance_s >= 0: {self}")
         if self.method not in ("sequence", "vote"):
@@ -490,13 +362,21 @@ def untrained_models(run: Run | str | os.PathLike) -> dict[str, str]:
             continue
         n, best = best_epoch(history)
         if times_chance(best) < LEARNED_OVER_CHANCE:
-            out[key] = (f"best validation top-1 {best['val_top1']:.3f} is {times_chance(best):.1f}x chance "
-                        f"(epoch {n}), under {LEARNED_OVER_CHANCE:g}x: it did not learn in this budget")
+            out[key] = (
+                f"best validation top-1 {best['val_top1']:.3f} is {times_chance(best):.1f}x chance "
+                f"(epoch {n}), under {LEARNED_OVER_CHANCE:g}x: it did not learn in this budget"
+            )
     return out
 
 
-def trained_systems(run: Run | str | os.PathLike, catalogue, skip_sha256: str | None = None,
-                    device: str = "cpu", progress: bool = False, **recognizer_kw) -> dict[str, object]:
+def trained_systems(
+    run: Run | str | os.PathLike,
+    catalogue,
+    skip_sha256: str | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+    **recognizer_kw,
+) -> dict[str, object]:
     """Recognisers of every other model notebooks 02 and 03 trained in ``run`` (:meth:`fplib.runs.Run.trained`),
     each with its own catalogue of ``catalogue``'s songs under the same names and its own index (float or
     binary, by the model's kind), in ``run.compare_dir(name)``; for a side-by-side :func:`benchmark`. The
@@ -521,8 +401,9 @@ def trained_systems(run: Run | str | os.PathLike, catalogue, skip_sha256: str | 
             if stale:
                 shutil.rmtree(folder)
         cat = Catalogue(folder / "catalogue", fe, desc)
-        extract([s.path for s in songs], cat, model, device=device, progress=progress,
-                names={s.path: s.name for s in songs})
+        extract(
+            [s.path for s in songs], cat, model, device=device, progress=progress, names={s.path: s.name for s in songs}
+        )
         first = cat.vectors(cat.songs()[0])
         path = fpindex.build(cat, "compare", folder / "index", d=dim(first, cat.kind))
         systems[name] = Recognizer(model, cat, path, device=device, **recognizer_kw)
@@ -557,8 +438,16 @@ class Benchmark:
         return worked_query(self.queries, self.rows, length_s, system, self.protocol.tolerance_s)
 
 
-def benchmark(systems: dict[str, object], in_db: dict[str, str], out_db: list[str], irs: IRBank, noises: NoiseBank,
-              protocol: Protocol = Protocol(), calibrate: bool = True, progress: bool = True) -> Benchmark:
+def benchmark(
+    systems: dict[str, object],
+    in_db: dict[str, str],
+    out_db: list[str],
+    irs: IRBank,
+    noises: NoiseBank,
+    protocol: Protocol = Protocol(),
+    calibrate: bool = True,
+    progress: bool = True,
+) -> Benchmark:
     """The evaluation: every system on the same queries.
 
     ``systems``: ``{name: system}``: neural recognisers (:class:`fplib.search.Recognizer`, several models can
@@ -584,15 +473,19 @@ def benchmark(systems: dict[str, object], in_db: dict[str, str], out_db: list[st
     thresholds: dict[str, object] = {}
     neural = {name: s for name, s in systems.items() if _is_neural(s)}
     if calibrate and neural:
-        calib_queries = plan_queries({}, calib_songs, len(irs), list(p.lengths), list(p.snrs), p.n_calibration,
-                                     p.seed + 1, p.bandlimit_share)
+        calib_queries = plan_queries(
+            {}, calib_songs, len(irs), list(p.lengths), list(p.snrs), p.n_calibration, p.seed + 1, p.bandlimit_share
+        )
         for name, rec in neural.items():
-            scores[name] = calibration_scores(rec, calib_queries, irs, noises, list(p.lengths), p.n_noise_only,
-                                              p.seed + 2, progress=progress)
+            scores[name] = calibration_scores(
+                rec, calib_queries, irs, noises, list(p.lengths), p.n_noise_only, p.seed + 2, progress=progress
+            )
             rec.threshold = thresholds[name] = fit_threshold(scores[name], p.target_fpr)
-    queries = plan_queries(in_db, test_out, len(irs), list(p.lengths), list(p.snrs), p.queries_per_cell, p.seed,
-                           p.bandlimit_share)
+    queries = plan_queries(
+        in_db, test_out, len(irs), list(p.lengths), list(p.snrs), p.queries_per_cell, p.seed, p.bandlimit_share
+    )
     queries = with_conditions(queries, p.conditions)
     rows = run(queries, irs, noises, systems, method=p.method, progress=progress)
-    return Benchmark(p, queries, rows, score(queries, rows, p.tolerance_s), calib_queries, scores, thresholds,
-                     calib_songs, test_out)
+    return Benchmark(
+        p, queries, rows, score(queries, rows, p.tolerance_s), calib_queries, scores, thresholds, calib_songs, test_out
+    )

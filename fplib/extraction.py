@@ -32,8 +32,13 @@ from fplib.storage import file_checksum
 SHORT_SIGNAL_S = 12.0  # signals up to this long (queries) get a one-thread front end in fingerprint()
 
 
-def fingerprint(wav: np.ndarray | torch.Tensor, model: torch.nn.Module, fe: FrontEnd, batch: int = 256,
-                device: str | torch.device = "cpu") -> np.ndarray:
+def fingerprint(
+    wav: np.ndarray | torch.Tensor,
+    model: torch.nn.Module,
+    fe: FrontEnd,
+    batch: int = 256,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
     """A signal ``float32 [T]`` at ``fe.sr`` -> the fingerprints of its windows every ``fe.hop_s``, as stored
     for the model's kind (:mod:`fplib.codes`): ``float32 [N, D]`` unit vectors, or binary codes packed
     ``uint8 [N, D / 8]`` (front end and model batched on ``device``; on CPU the network runs in
@@ -72,8 +77,11 @@ def song_name(path: str | os.PathLike, root: str | os.PathLike | None = None) ->
     the file's stem when there is no ``root`` or the file is not under it."""
     path = Path(path)
     if root is not None:
-        for p, r in ((path, Path(root)), (path.absolute(), Path(root).absolute()),
-                     (path.resolve(), Path(root).resolve())):
+        for p, r in (
+            (path, Path(root)),
+            (path.absolute(), Path(root).absolute()),
+            (path.resolve(), Path(root).resolve()),
+        ):
             if p.is_relative_to(r):
                 return str(p.relative_to(r).with_suffix(""))
     return path.stem
@@ -115,10 +123,18 @@ def _as_is(item):
     return item
 
 
-def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: torch.nn.Module,
-            device: str | torch.device = "cpu", batch: int = 256, progress: bool = True,
-            root: str | os.PathLike | None = None, workers: int | None = None,
-            names: dict[str, str] | None = None, skip: set[str] | None = None) -> ExtractResult:
+def extract(
+    files: Iterable[str | os.PathLike],
+    catalogue: Catalogue,
+    model: torch.nn.Module,
+    device: str | torch.device = "cpu",
+    batch: int = 256,
+    progress: bool = True,
+    root: str | os.PathLike | None = None,
+    workers: int | None = None,
+    names: dict[str, str] | None = None,
+    skip: set[str] | None = None,
+) -> ExtractResult:
     """Fingerprint ``files`` into ``catalogue`` (already present audio is skipped, so an interrupted run
     resumes). Unreadable or sub-window songs are skipped and reported. Names: :func:`song_name`, or
     ``names[str(file)]`` where given (e.g. another catalogue's names for the same files, to compare
@@ -131,8 +147,10 @@ def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: tor
     checksum is in ``skip`` (e.g. already merged from this catalogue's shards) counts as already there."""
     fe = catalogue.fe
     if kind_of_model(model) != catalogue.kind:
-        raise ValueError(f"{catalogue.folder}: a catalogue of {catalogue.kind} fingerprints; this model makes "
-                         f"{kind_of_model(model)} ones")
+        raise ValueError(
+            f"{catalogue.folder}: a catalogue of {catalogue.kind} fingerprints; this model makes "
+            f"{kind_of_model(model)} ones"
+        )
     catalogue.require_store()
     model = model.to(device).eval()
     result = ExtractResult([], [], [])
@@ -144,8 +162,13 @@ def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: tor
     # on CPU the workers also run the front end: decoding + front end then take about as long as the
     # network, so neither side waits (on GPU the front end runs there, beside the network)
     on_cpu = torch.device(device).type == "cpu"
-    loader = torch.utils.data.DataLoader(_Decoded(files, fe, known, on_cpu), batch_size=None, num_workers=workers,
-                                         collate_fn=_as_is, prefetch_factor=2 if workers else None)
+    loader = torch.utils.data.DataLoader(
+        _Decoded(files, fe, known, on_cpu),
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_as_is,
+        prefetch_factor=2 if workers else None,
+    )
     threads = torch.get_num_threads()
     # the decoding workers take a core each: fewer threads here than the network would otherwise
     # use, so that no operator waits for a thread the decoder has preempted
@@ -155,8 +178,7 @@ def extract(files: Iterable[str | os.PathLike], catalogue: Catalogue, model: tor
 
 
 def _extract_loop(loader, files, catalogue, model, fe, batch, device, root, result, progress, names) -> None:
-    for i, status, payload in tqdm(loader, total=len(files), desc="fingerprints", unit="song",
-                                   disable=not progress):
+    for i, status, payload in tqdm(loader, total=len(files), desc="fingerprints", unit="song", disable=not progress):
         f = files[i]
         if status == "skipped":
             result.skipped.append(payload)
@@ -180,17 +202,32 @@ def shard_folder(folder: str | os.PathLike, rank: int, world: int) -> Path:
     return folder.with_name(folder.name + ".shards") / f"rank-{rank:03d}-of-{world:03d}"
 
 
-
-def fingerprint_files(files: list[tuple[str, str | None]], catalogue: Catalogue, model: torch.nn.Module,
-                      device: str | torch.device = "cpu", batch: int = 256, progress: bool = True,
-                      workers: int | None = None, skip: set[str] | None = None) -> ExtractResult:
+def fingerprint_files(
+    files: list[tuple[str, str | None]],
+    catalogue: Catalogue,
+    model: torch.nn.Module,
+    device: str | torch.device = "cpu",
+    batch: int = 256,
+    progress: bool = True,
+    workers: int | None = None,
+    skip: set[str] | None = None,
+) -> ExtractResult:
     """:func:`extract` of ``files`` given as ``(audio file, root folder or None)`` (as
     :func:`fplib.audio.collect_audio` lists them), each song named by its path under its root folder (or
     its file name): one :class:`ExtractResult` for all."""
     total = ExtractResult([], [], [])
     for root, group in groupby(files, key=lambda fr: fr[1]):
-        r = extract([f for f, _ in group], catalogue, model, device=device, batch=batch, progress=progress, root=root,
-                    workers=workers, skip=skip)
+        r = extract(
+            [f for f, _ in group],
+            catalogue,
+            model,
+            device=device,
+            batch=batch,
+            progress=progress,
+            root=root,
+            workers=workers,
+            skip=skip,
+        )
         total.added += r.added
         total.already += r.already
         total.skipped += r.skipped
@@ -213,10 +250,16 @@ class FolderResult:
     rank: int = 0
 
 
-def fingerprint_folders(inputs: list[str | os.PathLike], catalogue: str | os.PathLike,
-                        checkpoint: str | os.PathLike, device: str = "cpu", batch: int = 256,
-                        workers: int | None = None, store_dtype: str | None = None,
-                        progress: bool = True) -> FolderResult:
+def fingerprint_folders(
+    inputs: list[str | os.PathLike],
+    catalogue: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    device: str = "cpu",
+    batch: int = 256,
+    workers: int | None = None,
+    store_dtype: str | None = None,
+    progress: bool = True,
+) -> FolderResult:
     """Fingerprint the audio files in ``inputs`` (folders, scanned recursively, and files) with the model
     of ``checkpoint`` into the catalogue folder ``catalogue`` (created if missing; an existing one must
     have been made by the same model and front end). Audio already in the catalogue is skipped, so a run
@@ -231,8 +274,9 @@ def fingerprint_folders(inputs: list[str | os.PathLike], catalogue: str | os.Pat
         raise Refused(problems, "nothing was fingerprinted")
     rank, world, device = extraction_ranks(device)
     try:
-        result = _fingerprint_folders(files, Path(catalogue), str(checkpoint), device, batch, workers, store_dtype,
-                                      progress, rank, world)
+        result = _fingerprint_folders(
+            files, Path(catalogue), str(checkpoint), device, batch, workers, store_dtype, progress, rank, world
+        )
     finally:
         if world > 1:
             import torch.distributed as dist
@@ -242,8 +286,9 @@ def fingerprint_folders(inputs: list[str | os.PathLike], catalogue: str | os.Pat
     return result
 
 
-def _fingerprint_folders(files, catalogue: Path, checkpoint: str, device, batch, workers, store_dtype, progress,
-                         rank: int, world: int) -> FolderResult:
+def _fingerprint_folders(
+    files, catalogue: Path, checkpoint: str, device, batch, workers, store_dtype, progress, rank: int, world: int
+) -> FolderResult:
     model, fe = load_model(checkpoint, device)
     desc = model_description(checkpoint)
     merged: set[str] = set()  # under torchrun: audio already merged into the catalogue by an earlier run
@@ -258,16 +303,18 @@ def _fingerprint_folders(files, catalogue: Path, checkpoint: str, device, batch,
     with Catalogue(folder, fe, desc, store_dtype=store_dtype) as cat:
         cat.require_store()
         storage.clean_stale_temps(cat.folder, cat.folder / "vectors")  # what a killed run left behind
-        result = fingerprint_files(files[rank::world], cat, model, device, batch, progress and rank == 0, workers,
-                                   skip=merged)
+        result = fingerprint_files(
+            files[rank::world], cat, model, device, batch, progress and rank == 0, workers, skip=merged
+        )
     if world > 1:
         result = merge_shards(catalogue, [f for f, _ in files], result, fe, desc, rank, world, store_dtype, progress)
         if rank:
             return FolderResult(rank=rank)
     with Catalogue(catalogue) as cat:
         songs = cat.songs()
-    return FolderResult(result.added, result.already, result.skipped, [], len(songs),
-                        sum(s.duration for s in songs), rank)
+    return FolderResult(
+        result.added, result.already, result.skipped, [], len(songs), sum(s.duration for s in songs), rank
+    )
 
 
 def extraction_ranks(device: str) -> tuple[int, int, str]:
@@ -289,8 +336,17 @@ def extraction_ranks(device: str) -> tuple[int, int, str]:
     return dist.get_rank(), world, device
 
 
-def merge_shards(catalogue: str | os.PathLike, order: list[str], result: ExtractResult, fe: FrontEnd, desc: dict,
-                 rank: int, world: int, store_dtype: str | None = None, progress: bool = True) -> ExtractResult:
+def merge_shards(
+    catalogue: str | os.PathLike,
+    order: list[str],
+    result: ExtractResult,
+    fe: FrontEnd,
+    desc: dict,
+    rank: int,
+    world: int,
+    store_dtype: str | None = None,
+    progress: bool = True,
+) -> ExtractResult:
     """Under torchrun, once every rank has extracted its shard: rank 0 merges the shards into ``catalogue``
     in the order of the files ``order`` (the vector ids one process would give), then deletes them; returns
     rank 0's account of the whole run (songs added, already there, skipped on every rank)."""

@@ -1,10 +1,10 @@
 """Front end: 1-s windows every 0.5 s -> log-mel spectrograms ``float32 [B, 1, 256, 32]``.
 
-The front end shared by NAFP and the original scripts: 8 kHz mono, STFT n_fft 1024 / hop 256 / Hann /
+The front end shared by NAFP and the seed's scripts: 8 kHz mono, STFT n_fft 1024 / hop 256 / Hann /
 centred with zero padding (32 frames per 1-s window), 256 mel bands (HTK mel scale, no area normalisation, as NAFP's
 ``linear_to_mel_weight_matrix``) between ``f_min`` (default 300 Hz) and 4000 Hz, log power in dB
 relative to the window's own maximum, floored at -80 dB. A window of digital silence maps to the
-floor everywhere (not to 0 dB, the loudest value, as in the original scripts).
+floor everywhere (not to 0 dB, the loudest value, as in the seed's scripts).
 
 Everything is batched torch, so it runs on CPU or GPU alike.
 """
@@ -126,7 +126,12 @@ class LogMel(torch.nn.Module):
     def _forward(self, wav: torch.Tensor) -> torch.Tensor:
         wav = wav.float()
         spec = torch.stft(
-            wav, self.fe.n_fft, self.fe.stft_hop, window=self.window, center=True, pad_mode="constant",
+            wav,
+            self.fe.n_fft,
+            self.fe.stft_hop,
+            window=self.window,
+            center=True,
+            pad_mode="constant",
             return_complex=True,
         )  # [B, F, T]
         spec = spec[:, self.bin_lo : self.bin_hi]
@@ -145,8 +150,12 @@ def power_to_db(power: torch.Tensor, floor_db: float, amin: float = LogMel.AMIN)
     return db.view_as(power)
 
 
-def logmel(wav: torch.Tensor | np.ndarray, fe: FrontEnd = FrontEnd(), batch_size: int = 64,
-           device: str | torch.device | None = None) -> torch.Tensor:
+def logmel(
+    wav: torch.Tensor | np.ndarray,
+    fe: FrontEnd = FrontEnd(),
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
     """A whole signal ``[T]`` -> its fingerprint windows' log-mels ``float32 [N, 1, n_mels, n_frames]``.
 
     Windows are taken every ``fe.hop_s``; see :func:`n_windows`. Processed in batches of
@@ -170,5 +179,3 @@ def _cached_logmel(fe: FrontEnd, device: torch.device) -> LogMel:
     if key not in _CACHE:
         _CACHE[key] = LogMel(fe).to(device)
     return _CACHE[key]
-
-

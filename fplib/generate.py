@@ -1,4 +1,4 @@
-"""The static training set (the original ``generate_training_dataset.py``).
+"""The static training set (the seed's ``generate_training_dataset.py``, README "The seed").
 
 For every song, ``number_segments`` one-second segments are sampled (silent seconds skipped) and
 each becomes a pair of log-mels, clean and degraded, saved as one plain ``float32 [2, 256, 32]``
@@ -7,7 +7,7 @@ each becomes a pair of log-mels, clean and degraded, saved as one plain ``float3
     train_set/<song>_<second>.npy      # [0] clean, [1] degraded, dB in [-80, 0]
     val_set/<song>_<second>.npy
     Samples/<song>_<second>.wav and <song>_<second>_augmented.wav   # a few songs, to listen to
-    train_data.json, val_data.json     # {song file: ["<song>_<second>.wav", ...]} as in the original scripts
+    train_data.json, val_data.json     # {song file: ["<song>_<second>.wav", ...]} as in the seed's scripts
     generation.json                    # settings, front end, counts, skipped files, complete flag
     progress.jsonl                     # one line per finished song: what makes resuming possible
 
@@ -50,7 +50,7 @@ from fplib.data import (
 )
 from fplib.features import FrontEnd
 
-# The original static generator drew SNRs from 0-20 dB; everything else as AugmentConfig.
+# The seed's static generator drew SNRs from 0-20 dB; everything else as AugmentConfig.
 STATIC_AUGMENT = AugmentConfig(snr_db=(0.0, 20.0))
 
 
@@ -115,8 +115,10 @@ def generate_dataset(
     for s in songs:
         clash = names.setdefault(segment_name(s, input_folder), s)
         if clash != s:
-            raise ValueError(f"{clash} and {s} would write the same pair files ({segment_name(s, input_folder)}_*); "
-                             f"rename one of them")
+            raise ValueError(
+                f"{clash} and {s} would write the same pair files ({segment_name(s, input_folder)}_*); "
+                f"rename one of them"
+            )
     out = Path(output_path) / f"Dataset_{len(songs)}"
     settings = {
         "input_folder": str(input_folder.resolve()),
@@ -139,12 +141,17 @@ def generate_dataset(
     done = {(r["split"], r["song"]) for r in records}
     n_sampled = sum(1 for r in records if r.get("samples"))  # the first usable training songs get Samples/
 
-    todo = [(split, s) for split in ("train", "val") for s in splits[split]
-            if (split, str(s.relative_to(input_folder))) not in done]
+    todo = [
+        (split, s)
+        for split in ("train", "val")
+        for s in splits[split]
+        if (split, str(s.relative_to(input_folder))) not in done
+    ]
     banks: dict[str, tuple[IRBank | None, NoiseBank | None]] = {}
     n_done_now = 0
-    bar = tqdm(total=len(songs), initial=len(songs) - len(todo), desc=f"pairs -> {out.name}", unit="song",
-               disable=not progress)
+    bar = tqdm(
+        total=len(songs), initial=len(songs) - len(todo), desc=f"pairs -> {out.name}", unit="song", disable=not progress
+    )
     try:
         for split, song in todo:
             if max_songs is not None and n_done_now >= max_songs:
@@ -158,8 +165,18 @@ def generate_dataset(
             rel = str(song.relative_to(input_folder))
             samples = split == "train" and n_sampled < cfg.n_sample_songs
             try:
-                names = _process_song(song, rel, segment_name(song, input_folder), out / f"{split}_set",
-                                      out / "Samples" if samples else None, irs, noises, augmenter, cfg, device)
+                names = _process_song(
+                    song,
+                    rel,
+                    segment_name(song, input_folder),
+                    out / f"{split}_set",
+                    out / "Samples" if samples else None,
+                    irs,
+                    noises,
+                    augmenter,
+                    cfg,
+                    device,
+                )
                 record = {"split": split, "song": rel, "segments": names, "samples": samples}
                 n_sampled += samples
             except audio.AudioError as e:
@@ -177,9 +194,18 @@ def _split(files: list[Path], ratio: float, seed: int) -> dict[str, list[Path]]:
     return {"train": train, "val": val}
 
 
-def _process_song(song: Path, rel: str, name: str, set_dir: Path, samples_dir: Path | None,
-                  irs: IRBank | None, noises: NoiseBank | None, augmenter: Augmenter, cfg: GenerateConfig,
-                  device: str) -> list[str]:
+def _process_song(
+    song: Path,
+    rel: str,
+    name: str,
+    set_dir: Path,
+    samples_dir: Path | None,
+    irs: IRBank | None,
+    noises: NoiseBank | None,
+    augmenter: Augmenter,
+    cfg: GenerateConfig,
+    device: str,
+) -> list[str]:
     fe = augmenter.fe
     meta = audio.info(song)
     n_seconds = int(meta.duration // fe.win_s)
@@ -218,7 +244,7 @@ def _process_song(song: Path, rel: str, name: str, set_dir: Path, samples_dir: P
         if samples_dir is not None:
             audio.write(samples_dir / f"{stem}.wav", clean[i].cpu().numpy(), fe.sr)
             audio.write(samples_dir / f"{stem}_augmented.wav", degraded[i].cpu().numpy(), fe.sr)
-        names.append(f"{stem}.wav")  # the original scripts' naming: the second's name as if it were a wav file
+        names.append(f"{stem}.wav")  # the seed's naming: the second's name as if it were a wav file
     return names
 
 
@@ -228,21 +254,27 @@ def _prepare_output(out: Path, settings: dict, overwrite: bool) -> None:
         if overwrite:
             shutil.rmtree(out)
         elif not meta_path.exists():
-            if any(not storage.is_temp_file(p) and p.name not in ("train_set", "val_set", "Samples")
-                   for p in out.iterdir()):
-                raise DatasetExistsError(f"{out}: exists and is not a dataset written by fplib; "
-                                         f"choose another output path or pass overwrite")
+            if any(
+                not storage.is_temp_file(p) and p.name not in ("train_set", "val_set", "Samples") for p in out.iterdir()
+            ):
+                raise DatasetExistsError(
+                    f"{out}: exists and is not a dataset written by fplib; choose another output path or pass overwrite"
+                )
         else:
             meta = storage.read_json(meta_path)
             if meta.get("complete") and meta.get("settings") == settings:
                 return  # already complete with these settings: nothing to do
             if meta.get("complete"):
-                raise DatasetExistsError(f"{out}: a complete dataset with different settings already exists; "
-                                         f"pass overwrite (--overwrite) to replace it")
+                raise DatasetExistsError(
+                    f"{out}: a complete dataset with different settings already exists; "
+                    f"pass overwrite (--overwrite) to replace it"
+                )
             if meta.get("settings") != settings:
                 changed = sorted(k for k in settings if meta.get("settings", {}).get(k) != settings[k])
-                raise DatasetExistsError(f"{out}: an interrupted dataset with different settings ({changed}) "
-                                         f"exists; pass overwrite (--overwrite) to start again")
+                raise DatasetExistsError(
+                    f"{out}: an interrupted dataset with different settings ({changed}) "
+                    f"exists; pass overwrite (--overwrite) to start again"
+                )
             return  # resume
     out.mkdir(parents=True, exist_ok=True)
     storage.write_json(meta_path, {"complete": False, "settings": settings})
@@ -266,13 +298,16 @@ def _finish(out: Path, settings: dict, skipped: Skipped) -> GenerateResult:
     if complete:
         storage.write_json(out / "train_data.json", data["train"])
         storage.write_json(out / "val_data.json", data["val"])
-    storage.write_json(out / "generation.json", {
-        "complete": complete,
-        "settings": settings,
-        "pairs": {"train": n_train, "val": n_val},
-        "skipped_songs": skipped_all,
-        "skipped_other_files": [{"path": p, "reason": r} for p, r in sorted(other)],
-    })
+    storage.write_json(
+        out / "generation.json",
+        {
+            "complete": complete,
+            "settings": settings,
+            "pairs": {"train": n_train, "val": n_val},
+            "skipped_songs": skipped_all,
+            "skipped_other_files": [{"path": p, "reason": r} for p, r in sorted(other)],
+        },
+    )
     root = Path(settings["input_folder"])
     report = [(str(root / song), reason) for song, reason in skipped_all.items()] + sorted(other)
     if complete and not (n_train and n_val):
@@ -287,8 +322,11 @@ def _finish(out: Path, settings: dict, skipped: Skipped) -> GenerateResult:
 
 def find_dataset(folder: str | os.PathLike) -> Path:
     """The complete ``Dataset_<N>`` under ``folder`` (as notebook 01 writes it into ``<run>/dataset``)."""
-    found = sorted(p for p in Path(folder).glob("Dataset_*") if (p / "generation.json").exists()
-                   and storage.read_json(p / "generation.json").get("complete"))
+    found = sorted(
+        p
+        for p in Path(folder).glob("Dataset_*")
+        if (p / "generation.json").exists() and storage.read_json(p / "generation.json").get("complete")
+    )
     if not found:
         raise FileNotFoundError(f"{folder}: no complete Dataset_<N> in it; run notebook 01_generate_dataset first")
     if len(found) > 1:

@@ -27,8 +27,9 @@ def check_held_out(query_songs: list[str], training_songs: list[str]) -> None:
     trained = {str(Path(s).resolve()) for s in training_songs}
     clash = sorted({str(Path(s).resolve()) for s in query_songs} & trained)
     if clash:
-        raise HeldOutError(f"{len(clash)} query song(s) were in the training split, e.g. {clash[:3]}; "
-                           f"evaluate on held-out songs only")
+        raise HeldOutError(
+            f"{len(clash)} query song(s) were in the training split, e.g. {clash[:3]}; evaluate on held-out songs only"
+        )
     for manifest in sorted({m for m in map(corpus.find_manifest, {str(Path(s).parent) for s in trained}) if m}):
         check_not_in_corpus(query_songs, corpus.manifest_songs(manifest), str(manifest))
 
@@ -53,8 +54,10 @@ def check_not_in_corpus(query_songs: list[str], songs: tuple[set[str], set[str]]
     SHA-256s, :func:`fplib.corpus.manifest_songs` or :func:`fplib.corpus.listed_songs`)."""
     clash = corpus.leaks(query_songs, songs)
     if clash:
-        raise HeldOutError(f"{len(clash)} query song(s) are songs of the training corpus ({where}), e.g. "
-                           f"{clash[:3]}; evaluate on music that no training used")
+        raise HeldOutError(
+            f"{len(clash)} query song(s) are songs of the training corpus ({where}), e.g. "
+            f"{clash[:3]}; evaluate on music that no training used"
+        )
 
 
 def training_songs(run_dir: str | os.PathLike) -> list[str]:
@@ -91,8 +94,7 @@ def _resolved(paths) -> dict[str, str]:
     return {str(Path(p).resolve()): str(p) for p in paths}
 
 
-def query_songs(songs: list, split: dict | None, trained: list[str], out_of_db: list[str] | None = None
-                ) -> QuerySongs:
+def query_songs(songs: list, split: dict | None, trained: list[str], out_of_db: list[str] | None = None) -> QuerySongs:
     """The songs to query for a catalogue's ``songs`` (:class:`fplib.catalogue.Song`).
 
     If the catalogue holds notebook 04's held-out test songs (``split["in_database"]``), those are the
@@ -115,12 +117,16 @@ def query_songs(songs: list, split: dict | None, trained: list[str], out_of_db: 
         in_db = {s.path: s.name for r, s in by_path.items() if r not in trained_set}
         left_out = [s.path for r, s in by_path.items() if r in trained_set]
         if not in_db:
-            raise HeldOutError(f"all {len(songs)} songs of the catalogue were used in training; add songs no "
-                               f"training run used (only held-out songs are queried)")
+            raise HeldOutError(
+                f"all {len(songs)} songs of the catalogue were used in training; add songs no "
+                f"training run used (only held-out songs are queried)"
+            )
         check_held_out(out, trained)
     if not out:
-        raise ValueError("no out-of-database songs to measure false positives with (give a folder of songs "
-                         "that are not in the catalogue)")
+        raise ValueError(
+            "no out-of-database songs to measure false positives with (give a folder of songs "
+            "that are not in the catalogue)"
+        )
     checksums = {s.checksum for s in songs}
     inside = [p for p in out if str(Path(p).resolve()) in by_path or storage.file_checksum(p) in checksums]
     if inside:

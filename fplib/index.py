@@ -1,8 +1,8 @@
-"""The faiss index over a catalogue's fingerprints (the original ``create_faiss_indexes.py``).
+"""The faiss index over a catalogue's fingerprints (the seed's ``create_faiss_indexes.py``, README "The seed").
 
-``build(catalogue, name, out_dir)`` writes ``<name>.index`` (faiss), ``<name>.json`` (the original scripts' mapping
+``build(catalogue, name, out_dir)`` writes ``<name>.index`` (faiss), ``<name>.json`` (the seed's mapping
 ``{first vector id of a song: song name}``) and ``<name>.meta.json`` (factory string, metric, nprobe,
-the catalogue state it was built from). Fixed from the original script: the metric is inner product throughout
+the catalogue state it was built from). Fixed from the seed's script: the metric is inner product throughout
 (fingerprints are unit vectors, so it is their cosine similarity); training uses a bounded random
 sample; faiss's polysemous training (85 % of IVF-PQ training time, unused here) is off; nprobe is
 really set and read back; files are written atomically; an index that does not match its catalogue
@@ -49,7 +49,7 @@ HNSW_EF_PER_PROBE = 2
 # noisy query windows need about 1/16 of the lists probed for the exact first neighbour to be among the 20
 # candidates 95 % of the time, whatever the size, so the cost per query grows with the catalogue; 4-bit
 # fast-scan PQ scans those codes 20x faster than 8-bit PQ at the same recall after re-ranking, and 4,096
-# lists with a flat quantiser beat 16,384 behind an HNSW one. The default stays the original scripts'.
+# lists with a flat quantiser beat 16,384 behind an HNSW one. The default stays the seed's.
 # (fewest windows, factory, nprobe), largest first:
 LARGE_CATALOGUES = ((5_000_000, "IVF4096,PQ32x4fs", 256), (1_000_000, "IVF1024,PQ32x4fs", 64))
 
@@ -60,7 +60,7 @@ def large_catalogue_choice(n_windows: int) -> tuple[str, int] | None:
 
 
 def factory_string(m: int = 32, nlist: int = 256) -> str:
-    """The original scripts' IVF-PQ: ``nlist`` inverted lists, ``m`` sub-quantisers of 8 bits."""
+    """The seed's IVF-PQ: ``nlist`` inverted lists, ``m`` sub-quantisers of 8 bits."""
     return f"IVF{nlist},PQ{m}"
 
 
@@ -75,8 +75,8 @@ def _fit_factory(factory: str, n: int) -> tuple[str, list[str]]:
     parts = factory.split(",")
     for i, p in enumerate(parts):
         ivf = "BIVF" if p.startswith("BIVF") else "IVF"
-        if p.startswith(ivf) and p[len(ivf):].isdigit():
-            nlist = int(p[len(ivf):])
+        if p.startswith(ivf) and p[len(ivf) :].isdigit():
+            nlist = int(p[len(ivf) :])
             fit = max(1, min(nlist, n // MIN_POINTS_PER_CENTROID))
             if fit < nlist:
                 parts[i] = f"{ivf}{fit}"
@@ -155,8 +155,18 @@ def train_index(index: faiss.Index, vectors: np.ndarray, max_train: int, seed: i
     index.train(np.ascontiguousarray(sample, dtype=np.uint8 if is_binary(index) else np.float32))
 
 
-def build(catalogue: Catalogue, name: str, out_dir: str | os.PathLike, m: int = 32, d: int = 128, nlist: int = 256,
-          factory: str | None = None, nprobe: int = 40, max_train: int = 100_000, seed: int = 0) -> Path:
+def build(
+    catalogue: Catalogue,
+    name: str,
+    out_dir: str | os.PathLike,
+    m: int = 32,
+    d: int = 128,
+    nlist: int = 256,
+    factory: str | None = None,
+    nprobe: int = 40,
+    max_train: int = 100_000,
+    seed: int = 0,
+) -> Path:
     """Build ``<out_dir>/<name>.index`` (+ ``.json`` mapping, ``.meta.json``) from every song of
     ``catalogue``; returns the index path. ``name`` is a plain file name, never a path. A catalogue of
     binary codes gets a faiss binary index (``factory`` default ``BIVF<nlist>``; ``m`` is unused) and ``d``
@@ -173,14 +183,18 @@ def build(catalogue: Catalogue, name: str, out_dir: str | os.PathLike, m: int = 
         raise ValueError(f"fingerprints are {dim}-{'bit' if binary else 'd'}, not {d} (-d)")
     wanted = factory or (binary_factory_string(nlist) if binary else factory_string(m, nlist))
     if binary != wanted.startswith("B"):
-        raise ValueError(f"factory {wanted!r} is for {'float' if binary else 'binary'} vectors; the catalogue holds "
-                         f"{catalogue.kind} fingerprints ({'BIVF<nlist> or BFlat' if binary else 'e.g. IVF256,PQ32'})")
+        raise ValueError(
+            f"factory {wanted!r} is for {'float' if binary else 'binary'} vectors; the catalogue holds "
+            f"{catalogue.kind} fingerprints ({'BIVF<nlist> or BFlat' if binary else 'e.g. IVF256,PQ32'})"
+        )
     better = large_catalogue_choice(n_total) if factory is None and not binary else None
     if better:
-        print(f"note: {n_total:,} windows in {nlist} lists, nprobe {nprobe}: each query window scans about "
-              f"{n_total * min(nprobe, nlist) // nlist:,} codes; for a catalogue this size --factory {better[0]} "
-              f"--nprobe {better[1]} was measured about 20x faster at about the same recall (README, \"Choosing an "
-              f"index for a large catalogue\")")
+        print(
+            f"note: {n_total:,} windows in {nlist} lists, nprobe {nprobe}: each query window scans about "
+            f"{n_total * min(nprobe, nlist) // nlist:,} codes; for a catalogue this size --factory {better[0]} "
+            f'--nprobe {better[1]} was measured about 20x faster at about the same recall (README, "Choosing an '
+            f'index for a large catalogue")'
+        )
     fitted, notes = _fit_factory(wanted, n_total)
     for note in notes:
         print(f"note: {note}")
@@ -200,10 +214,18 @@ def _save(index: faiss.Index, path: Path, catalogue: Catalogue, extra: dict | No
     mp = meta_path(path)
     meta = storage.read_json(mp) if mp.exists() and extra is None else {}
     meta.update(extra or {})
-    meta.update({"metric": "hamming" if is_binary(index) else "inner_product", "d": index.d,
-                 "ntotal": int(index.ntotal), "nprobe": get_nprobe(index),
-                 "catalogue": str(catalogue.folder.resolve()), "catalogue_state": catalogue.state(),
-                 "model": catalogue.model or {}, "bytes_per_vector": bytes_per_vector(index)})
+    meta.update(
+        {
+            "metric": "hamming" if is_binary(index) else "inner_product",
+            "d": index.d,
+            "ntotal": int(index.ntotal),
+            "nprobe": get_nprobe(index),
+            "catalogue": str(catalogue.folder.resolve()),
+            "catalogue_state": catalogue.state(),
+            "model": catalogue.model or {},
+            "bytes_per_vector": bytes_per_vector(index),
+        }
+    )
     with storage.atomic_path(path) as tmp:
         (faiss.write_index_binary if is_binary(index) else faiss.write_index)(index, str(tmp))
     storage.write_json(mapping_path(path), {str(s.first_vector): s.name for s in catalogue.songs()})
@@ -225,7 +247,7 @@ def read_index(path: str | os.PathLike) -> faiss.Index:
 
 
 def mapping_path(path: str | os.PathLike) -> Path:
-    """``NAME.json``: ``{first vector id of a song: song name}`` (the original scripts' mapping)."""
+    """``NAME.json``: ``{first vector id of a song: song name}`` (the seed's mapping)."""
     return Path(path).with_suffix(".json")
 
 
@@ -238,8 +260,9 @@ def read_meta(path: str | os.PathLike) -> dict:
     """An index's ``NAME.meta.json``, checked (:class:`BadFileError` if missing, not JSON or incomplete)."""
     mp = meta_path(path)
     if not os.path.lexists(mp):
-        raise BadFileError(mp, f"missing: the metadata of {path} (written with it by create_faiss_indexes); "
-                               f"rebuild the index")
+        raise BadFileError(
+            mp, f"missing: the metadata of {path} (written with it by create_faiss_indexes); rebuild the index"
+        )
     meta = read_json(mp, "index metadata file")
     if not isinstance(meta, dict):
         raise BadFileError(mp, f"not an fplib index metadata file: it holds {json_type(meta)}, not an object")
@@ -259,12 +282,18 @@ def _describe_model(model: dict | None) -> str:
 def _check_model(path: Path, meta: dict, catalogue: Catalogue, rebuild: str) -> None:
     """Refuse an index whose vectors another model made than the catalogue's."""
     if "model" not in meta:
-        raise BadFileError(path, f"built by an older fplib that did not record which model made its vectors, so it "
-                                 f"cannot be checked against the catalogue; {rebuild}")
+        raise BadFileError(
+            path,
+            f"built by an older fplib that did not record which model made its vectors, so it "
+            f"cannot be checked against the catalogue; {rebuild}",
+        )
     if not isinstance(meta["model"], dict) or not same_model(meta["model"], catalogue.model or {}):
-        raise BadFileError(path, f"built from the fingerprints of another model ({_describe_model(meta['model'])}) "
-                                 f"than the catalogue {catalogue.folder} ({_describe_model(catalogue.model)}); "
-                                 f"its neighbours would be meaningless; {rebuild}")
+        raise BadFileError(
+            path,
+            f"built from the fingerprints of another model ({_describe_model(meta['model'])}) "
+            f"than the catalogue {catalogue.folder} ({_describe_model(catalogue.model)}); "
+            f"its neighbours would be meaningless; {rebuild}",
+        )
 
 
 def _rebuild(path: Path, catalogue: Catalogue) -> str:
@@ -286,14 +315,20 @@ def load(path: str | os.PathLike, catalogue: Catalogue, nprobe: int | None = Non
     _check_model(path, meta, catalogue, rebuild)
     index = read_index(path)
     if is_binary(index) != (catalogue.kind == "binary"):
-        raise BadFileError(path, f"a {'binary' if is_binary(index) else 'float'} index, but the catalogue "
-                                 f"{catalogue.folder} holds {catalogue.kind} fingerprints; {rebuild}")
+        raise BadFileError(
+            path,
+            f"a {'binary' if is_binary(index) else 'float'} index, but the catalogue "
+            f"{catalogue.folder} holds {catalogue.kind} fingerprints; {rebuild}",
+        )
     songs = catalogue.songs()
     n_cat = sum(s.n_vectors for s in songs)
     if meta.get("catalogue_state") != catalogue.state() or index.ntotal != n_cat:
-        raise BadFileError(path, f"built from another state of the catalogue ({index.ntotal} vectors, catalogue "
-                                 f"{catalogue.folder} has {n_cat}); {rebuild}, or add/remove songs through "
-                                 f"fplib db")
+        raise BadFileError(
+            path,
+            f"built from another state of the catalogue ({index.ntotal} vectors, catalogue "
+            f"{catalogue.folder} has {n_cat}); {rebuild}, or add/remove songs through "
+            f"fplib db",
+        )
     if index.ntotal == 0:
         raise BadFileError(path, "the index is empty")
     if index.d != meta.get("d") or (songs and index.d != codes.dim(catalogue.vectors(songs[0]), catalogue.kind)):
@@ -304,8 +339,11 @@ def load(path: str | os.PathLike, catalogue: Catalogue, nprobe: int | None = Non
     mapping = read_json(mp, "index song mapping")
     if mapping != {str(s.first_vector): s.name for s in songs}:
         what = f"{len(mapping)} songs" if isinstance(mapping, dict) else json_type(mapping)
-        raise BadFileError(mp, f"not the song mapping of the catalogue {catalogue.folder} (it holds {what}, "
-                               f"the catalogue {len(songs)} songs); {rebuild}")
+        raise BadFileError(
+            mp,
+            f"not the song mapping of the catalogue {catalogue.folder} (it holds {what}, "
+            f"the catalogue {len(songs)} songs); {rebuild}",
+        )
     set_nprobe(index, nprobe if nprobe is not None else (meta.get("nprobe") or 1))
     return index
 

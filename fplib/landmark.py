@@ -23,8 +23,7 @@ class LandmarkMatch:
 class Landmark:
     """An audfprint hash table in memory. ``density``: target hashes per second (audfprint's default 20)."""
 
-    def __init__(self, density: float = 20.0, hashbits: int = 20, depth: int = 100, min_count: int = 5,
-                 seed: int = 0):
+    def __init__(self, density: float = 20.0, hashbits: int = 20, depth: int = 100, min_count: int = 5, seed: int = 0):
         from audfprint2.core import analyzer, hash_table, matcher
 
         self._analyzer_mod = analyzer
@@ -55,8 +54,10 @@ class Landmark:
             return []
         rows = self.matcher.match_hashes(self.table, h)
         hop_s = self.analyzer.n_hop / self.sr
-        return [LandmarkMatch(self.table.names[int(r[0])], float(r[2]) * hop_s, int(r[1]))
-                for r in rows[: self.matcher.max_returns]]
+        return [
+            LandmarkMatch(self.table.names[int(r[0])], float(r[2]) * hop_s, int(r[1]))
+            for r in rows[: self.matcher.max_returns]
+        ]
 
     def bytes_per_second(self, seconds_of_audio: float) -> float:
         """Hash-table entries stored per second of reference audio, in bytes (4 per entry)."""

@@ -39,8 +39,14 @@ def nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.05, gat
     return F.cross_entropy(logits, pos_idx)
 
 
-def contrastive(net: torch.nn.Module, model: torch.nn.Module, x_a: torch.Tensor, x_b: torch.Tensor,
-                temperature: float, gather: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def contrastive(
+    net: torch.nn.Module,
+    model: torch.nn.Module,
+    x_a: torch.Tensor,
+    x_b: torch.Tensor,
+    temperature: float,
+    gather: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The objective of the contrastive families (NAFP, ATTN): NT-Xent over one forward pass of both
     views; returns ``(loss, z_a, z_b)`` (see :mod:`fplib.models.registry`)."""
     z_a, z_b = net(torch.cat([x_a, x_b])).float().chunk(2)

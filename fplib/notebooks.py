@@ -57,8 +57,10 @@ def parameters_cell(nb_path: Path) -> dict[str, tuple[Any, Any]]:
     out = {}
     for node in ast.parse(cells[0].source).body:
         if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name) or node.value is None:
-            raise ParameterError(f"{nb_path.name}: the parameters cell may only hold annotated literals "
-                                 f"(`name: type = value  # comment`), found: {ast.unparse(node)}")
+            raise ParameterError(
+                f"{nb_path.name}: the parameters cell may only hold annotated literals "
+                f"(`name: type = value  # comment`), found: {ast.unparse(node)}"
+            )
         ann = eval(ast.unparse(node.annotation), {"__builtins__": {}}, {**TYPES, "None": None})  # noqa: S307
         out[node.target.id] = (ann, ast.literal_eval(node.value))
     return out
@@ -81,8 +83,7 @@ def check_params(nb_path: Path, overrides: dict[str, Any], source: str = "parame
     schema = parameters_cell(nb_path)
     unknown = sorted(set(overrides) - set(schema))
     if unknown:
-        raise ParameterError(f"{source}: unknown parameter(s) {unknown} for {nb_path.name}; "
-                             f"known: {sorted(schema)}")
+        raise ParameterError(f"{source}: unknown parameter(s) {unknown} for {nb_path.name}; known: {sorted(schema)}")
     return {k: check_type(k, v, schema[k][0]) for k, v in overrides.items()}
 
 
@@ -162,12 +163,21 @@ def sign(path: Path) -> None:
 
 # What JupyterLab adds to a notebook's metadata when it saves, beyond nbstripout's defaults (the Makefile's
 # git filter strips the same keys)
-LAB_METADATA = tuple(f"metadata.language_info.{k}" for k in ("codemirror_mode", "file_extension", "mimetype",
-                                                             "nbconvert_exporter", "pygments_lexer", "version"))
+LAB_METADATA = tuple(
+    f"metadata.language_info.{k}"
+    for k in ("codemirror_mode", "file_extension", "mimetype", "nbconvert_exporter", "pygments_lexer", "version")
+)
 # nbstripout's own defaults (its command line adds them; its strip_output does not)
-NBSTRIPOUT_DEFAULT_KEYS = ("metadata.signature", "metadata.widgets", "cell.metadata.collapsed",
-                           "cell.metadata.ExecuteTime", "cell.metadata.execution", "cell.metadata.heading_collapsed",
-                           "cell.metadata.hidden", "cell.metadata.scrolled")
+NBSTRIPOUT_DEFAULT_KEYS = (
+    "metadata.signature",
+    "metadata.widgets",
+    "cell.metadata.collapsed",
+    "cell.metadata.ExecuteTime",
+    "cell.metadata.execution",
+    "cell.metadata.heading_collapsed",
+    "cell.metadata.hidden",
+    "cell.metadata.scrolled",
+)
 
 
 def strip_on_save(model: dict, path: str, contents_manager: Any = None, **_: Any) -> None:
@@ -177,17 +187,27 @@ def strip_on_save(model: dict, path: str, contents_manager: Any = None, **_: Any
     Executed copies elsewhere (``outputs/``) are saved whole."""
     from nbstripout import strip_output
 
-    if model.get("type") != "notebook" or Path(path).parent.name != "notebooks" or \
-            not re.match(r"\d\d_.*\.ipynb$", Path(path).name):
+    if (
+        model.get("type") != "notebook"
+        or Path(path).parent.name != "notebooks"
+        or not re.match(r"\d\d_.*\.ipynb$", Path(path).name)
+    ):
         return
     nb = nbformat.from_dict(model["content"])
-    model["content"] = strip_output(nb, keep_output=False, keep_count=False, keep_id=True,
-                                    extra_keys=[*NBSTRIPOUT_DEFAULT_KEYS, *LAB_METADATA])
+    model["content"] = strip_output(
+        nb, keep_output=False, keep_count=False, keep_id=True, extra_keys=[*NBSTRIPOUT_DEFAULT_KEYS, *LAB_METADATA]
+    )
 
 
-def run(profile: str = "demo", only: list[str] | None = None, run_name: str | None = None,
-        extra: dict[str, Any] | None = None, log_output: bool = True, cell_timeout: int | None = None,
-        out: TextIO | None = None) -> list[Path]:
+def run(
+    profile: str = "demo",
+    only: list[str] | None = None,
+    run_name: str | None = None,
+    extra: dict[str, Any] | None = None,
+    log_output: bool = True,
+    cell_timeout: int | None = None,
+    out: TextIO | None = None,
+) -> list[Path]:
     """Execute the notebooks in order; returns the executed notebooks' paths. Stops at the first failure.
 
     Progress goes to ``out`` (default: standard output), with the notebooks' own output indented under
@@ -225,19 +245,30 @@ def run(profile: str = "demo", only: list[str] | None = None, run_name: str | No
         try:
             with storage.atomic_path(dest) as tmp:
                 try:
-                    pm.execute_notebook(str(nb), str(tmp), parameters=params, cwd=str(nb.parent),
-                                        progress_bar=False, kernel_name="python3", execution_timeout=timeout,
-                                        stdout_file=echo, stderr_file=echo, config=Config(KERNEL_CONFIG),
-                                        on_notebook_start=progress.on_notebook_start,
-                                        on_cell_start=progress.on_cell_start,
-                                        on_cell_executed=progress.on_cell_executed)
+                    pm.execute_notebook(
+                        str(nb),
+                        str(tmp),
+                        parameters=params,
+                        cwd=str(nb.parent),
+                        progress_bar=False,
+                        kernel_name="python3",
+                        execution_timeout=timeout,
+                        stdout_file=echo,
+                        stderr_file=echo,
+                        config=Config(KERNEL_CONFIG),
+                        on_notebook_start=progress.on_notebook_start,
+                        on_cell_start=progress.on_cell_start,
+                        on_cell_executed=progress.on_cell_executed,
+                    )
                 except Exception:
                     if tmp.exists():
                         tmp.replace(failed)  # keep the executed notebook, error and all, for inspection
                     raise
         except pm.PapermillExecutionError as e:
-            raise NotebookFailed(f"{nb.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
-                                 f"executed notebook with the error: {failed}") from None
+            raise NotebookFailed(
+                f"{nb.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
+                f"executed notebook with the error: {failed}"
+            ) from None
         except Exception as e:  # a cell timeout, a dead kernel
             raise NotebookFailed(f"{nb.name} did not finish: {type(e).__name__}: {e}") from None
         finally:
@@ -245,9 +276,12 @@ def run(profile: str = "demo", only: list[str] | None = None, run_name: str | No
                 out.write("\n")
         sign(dest)
         slowest = max(progress.times, default=(0.0, ""))
-        print(f"   {nb.stem} done in {time.time() - t0:.1f} s"
-              + (f" (slowest cell: {slowest[1]}, {slowest[0]:.1f} s)" if slowest[0] >= 1 else ""),
-              file=out, flush=True)
+        print(
+            f"   {nb.stem} done in {time.time() - t0:.1f} s"
+            + (f" (slowest cell: {slowest[1]}, {slowest[0]:.1f} s)" if slowest[0] >= 1 else ""),
+            file=out,
+            flush=True,
+        )
         executed.append(dest)
     return executed
 
@@ -257,11 +291,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="demo", help="parameter profile: a folder under params/ (default: demo)")
     ap.add_argument("--only", nargs="*", help="run only these notebooks (prefixes such as 01 02)")
     ap.add_argument("--run-name", help="override every notebook's run_name")
-    ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
-                    help="override a parameter in every notebook that has it (VALUE is YAML: 3, 0.5, true, [0, 10])")
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a parameter in every notebook that has it (VALUE is YAML: 3, 0.5, true, [0, 10])",
+    )
     ap.add_argument("--quiet", action="store_true", help="do not echo the notebooks' output")
-    ap.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT_S, metavar="SECONDS",
-                    help=f"fail a cell that runs longer than this (default: {CELL_TIMEOUT_S})")
+    ap.add_argument(
+        "--cell-timeout",
+        type=int,
+        default=CELL_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"fail a cell that runs longer than this (default: {CELL_TIMEOUT_S})",
+    )
     args = ap.parse_args(argv)
     try:
         extra = {}
@@ -274,19 +318,27 @@ def main(argv: list[str] | None = None) -> int:
         if set(extra) - known:
             raise ParameterError(f"--set: unknown parameter(s) {sorted(set(extra) - known)}")
         t0 = time.time()
-        executed = run(args.profile, args.only, args.run_name, extra=extra, log_output=not args.quiet,
-                       cell_timeout=args.cell_timeout)
+        executed = run(
+            args.profile,
+            args.only,
+            args.run_name,
+            extra=extra,
+            log_output=not args.quiet,
+            cell_timeout=args.cell_timeout,
+        )
         print(f"== {len(executed)} notebook(s), profile {args.profile}, done in {time.time() - t0:.0f} s", flush=True)
         results = runs.Run(executed[-1].parent.parent).results if executed else None
         if results is not None and results.exists() and executed[-1].stem.startswith("05"):
             from fplib.viz import headline_markdown
 
             metrics = storage.read_json(results)
-            print(f"\n== results: {results} (per SNR too; the executed notebook 05 explains every column)\n"
-                  f"{headline_markdown(metrics['headline'])}\n"
-                  "top-1: right song and offset, accepted as in the database; ranked first: the right answer ranked "
-                  "first, before the threshold;\nFP: out-of-database queries accepted; ms per query: front end, "
-                  "model, search and decision; DB bytes/s: index size per second of audio.")
+            print(
+                f"\n== results: {results} (per SNR too; the executed notebook 05 explains every column)\n"
+                f"{headline_markdown(metrics['headline'])}\n"
+                "top-1: right song and offset, accepted as in the database; ranked first: the right answer ranked "
+                "first, before the threshold;\nFP: out-of-database queries accepted; ms per query: front end, "
+                "model, search and decision; DB bytes/s: index size per second of audio."
+            )
     except (ParameterError, FileNotFoundError, ValueError, NotebookFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

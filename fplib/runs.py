@@ -35,8 +35,13 @@ METRICS_LOG = "metrics.jsonl"
 TRAIN_CONFIG = "config.json"
 
 # The numbered notebooks, each with a folder of its own in the run (metrics.json, ...).
-STEPS = ("01_generate_dataset", "02_train_static", "03_train_online", "04_extract_fingerprints",
-         "05_build_index_and_evaluate")
+STEPS = (
+    "01_generate_dataset",
+    "02_train_static",
+    "03_train_online",
+    "04_extract_fingerprints",
+    "05_build_index_and_evaluate",
+)
 
 
 def checkpoint(train_dir: str | os.PathLike, which: str = "best") -> Path:
@@ -107,7 +112,7 @@ class Run:
     def trained(self) -> dict[str, Path]:
         """Every best checkpoint notebooks 02 and 03 wrote in this run: ``{folder name without "train_":
         best.pt}`` (``static``, ``online``, ``online_attn_small``, ...), in name order."""
-        return {p.parent.name[len("train_"):]: p for p in sorted(self.root.glob(f"train_*/{BEST}"))}
+        return {p.parent.name[len("train_") :]: p for p in sorted(self.root.glob(f"train_*/{BEST}"))}
 
     def compare_dir(self, label: str) -> Path:
         """Notebook 05's catalogue and index of another trained model, for the side-by-side comparison."""
@@ -152,7 +157,7 @@ class Run:
 
     @property
     def queries(self) -> Path:
-        """The evaluation's query list (:func:`fplib.evaluate.save_queries`)."""
+        """The evaluation's query list (:func:`fplib.queries.save_queries`)."""
         return self.step_dir("05") / "queries.json"
 
     @property

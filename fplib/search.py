@@ -86,14 +86,25 @@ class Recognizer:
     file (:meth:`Catalogue.snapshot`, :class:`~fplib.catalogue.StoreRows`): start-up does not read them, and
     a query reads only the windows of the candidates it scores."""
 
-    def __init__(self, model: torch.nn.Module, catalogue: Catalogue, index_path: str | os.PathLike,
-                 nprobe: int | None = None, k: int = 20, threshold: float | Threshold | None = None,
-                 device: str | torch.device = "cpu", phases: int = 1, decision: str = "score"):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        catalogue: Catalogue,
+        index_path: str | os.PathLike,
+        nprobe: int | None = None,
+        k: int = 20,
+        threshold: float | Threshold | None = None,
+        device: str | torch.device = "cpu",
+        phases: int = 1,
+        decision: str = "score",
+    ):
         self.model, self.catalogue, self.fe = model.to(device).eval(), catalogue, catalogue.fe
         self.kind = catalogue.kind
         if kind_of_model(model) != self.kind:
-            raise ValueError(f"{catalogue.folder}: a catalogue of {self.kind} fingerprints; the model makes "
-                             f"{kind_of_model(model)} ones")
+            raise ValueError(
+                f"{catalogue.folder}: a catalogue of {self.kind} fingerprints; the model makes "
+                f"{kind_of_model(model)} ones"
+            )
         if decision not in ("score", "margin"):
             raise ValueError(f"decision must be 'score' or 'margin', got {decision!r}")
         self.decision = decision
@@ -177,8 +188,10 @@ class Recognizer:
                 for si, (score, start) in self._sequence(q[p :: self.phases], ids[p :: self.phases]).items():
                     if score > best.get(si, (-np.inf, 0.0))[0]:
                         best[si] = (score, max(0.0, start * self.fe.hop_s - p * self.query_fe.hop_s))
-            matches = [Match(self.songs[si].id, self.songs[si].name, offset, score)
-                       for si, (score, offset) in sorted(best.items(), key=lambda kv: -kv[1][0])]
+            matches = [
+                Match(self.songs[si].id, self.songs[si].name, offset, score)
+                for si, (score, offset) in sorted(best.items(), key=lambda kv: -kv[1][0])
+            ]
         t2 = time.perf_counter()
         timings = {"frontend_model_ms": 1000 * (t1 - t0), "search_ms": 1000 * (t2 - t1)}
         if not matches:
@@ -187,8 +200,9 @@ class Recognizer:
         if self.decision == "margin":
             conf -= matches[1].score if len(matches) > 1 else 0.0
         ok = thr is None or conf >= thr
-        return Result(ok, matches[:top], "" if ok else f"{self.decision} below the threshold", timings, conf, thr,
-                      query_s)
+        return Result(
+            ok, matches[:top], "" if ok else f"{self.decision} below the threshold", timings, conf, thr, query_s
+        )
 
     def threshold_at(self, seconds: float) -> float:
         """The decision threshold for a query of ``seconds``."""
@@ -207,9 +221,13 @@ class Recognizer:
         hop = self.fe.hop_s
         lo = max(0, int(np.floor((match.offset_s - context_s) / hop)))
         hi = min(int(self.lengths[si]), int(np.ceil((match.offset_s + len(wav) / self.fe.sr + context_s) / hop)) + 1)
-        return {"similarity": codes.similarity_matrix(q, self.windows(si, lo, hi), self.kind),
-                "query_s": np.arange(len(q)) * self.query_fe.hop_s, "song_s": np.arange(lo, hi) * hop,
-                "offset_s": match.offset_s, "song": match.name}
+        return {
+            "similarity": codes.similarity_matrix(q, self.windows(si, lo, hi), self.kind),
+            "query_s": np.arange(len(q)) * self.query_fe.hop_s,
+            "song_s": np.arange(lo, hi) * hop,
+            "offset_s": match.offset_s,
+            "song": match.name,
+        }
 
     def _candidates(self, ids: np.ndarray) -> list[tuple[int, int]]:
         m, k = ids.shape
@@ -264,8 +282,14 @@ class Recognizer:
         out = []
         for si, n in votes.most_common():
             offsets = Counter(start[valid & (song_idx == si)].tolist())
-            out.append(Match(self.songs[si].id, self.songs[si].name, offsets.most_common(1)[0][0] * self.fe.hop_s,
-                             n / valid.sum()))
+            out.append(
+                Match(
+                    self.songs[si].id,
+                    self.songs[si].name,
+                    offsets.most_common(1)[0][0] * self.fe.hop_s,
+                    n / valid.sum(),
+                )
+            )
         return out
 
 
@@ -314,8 +338,12 @@ def threshold_path(index_path: str | os.PathLike) -> Path:
     return Path(index_path).with_suffix(".threshold.json")
 
 
-def resolve_threshold(index_path: str | os.PathLike, catalogue: Catalogue, no_threshold: bool = False,
-                      pretrained_dir: str | os.PathLike | None = None) -> tuple[dict | None, str]:
+def resolve_threshold(
+    index_path: str | os.PathLike,
+    catalogue: Catalogue,
+    no_threshold: bool = False,
+    pretrained_dir: str | os.PathLike | None = None,
+) -> tuple[dict | None, str]:
     """The threshold settings (``NAME.threshold.json`` format) for an index, and where they come from:
     None with ``no_threshold`` (every query accepted); else the index's own ``NAME.threshold.json``;
     else, for a catalogue made by the shipped model, that model's default threshold
@@ -330,12 +358,15 @@ def resolve_threshold(index_path: str | os.PathLike, catalogue: Catalogue, no_th
         default = pretrained.default_threshold(pretrained_dir, name)
         if default is not None:
             card = pretrained.directory(pretrained_dir) / f"{name}.json"
-            return (check_threshold(default, card),
-                    f"the shipped model's default ({name}; calibrate_threshold fits this catalogue)")
+            return (
+                check_threshold(default, card),
+                f"the shipped model's default ({name}; calibrate_threshold fits this catalogue)",
+            )
     raise MissingThresholdError(
         f"{path}: no threshold for this index, so 'not in the database' cannot be decided; run "
         + THRESHOLD_HINT.format(cat=catalogue.folder, index=index_path)
-        + " (or pass --no-threshold to accept every query)")
+        + " (or pass --no-threshold to accept every query)"
+    )
 
 
 def load_threshold(path: str | os.PathLike) -> dict:
@@ -377,7 +408,8 @@ def check_threshold(saved, path: str | os.PathLike) -> dict:
         if not isinstance(windows, list) or not isinstance(values, list) or not windows or len(windows) != len(values):
             raise bad("'threshold' needs 'windows' and 'values', two lists of the same non-zero length")
         if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in windows) or any(
-                b <= a for a, b in zip(windows, windows[1:])):
+            b <= a for a, b in zip(windows, windows[1:])
+        ):
             raise bad(f"'threshold' 'windows' must be increasing whole numbers >= 1, got {windows}")
         if not all(finite(v) for v in values):
             raise bad(f"'threshold' 'values' must be finite numbers, got {values}")
@@ -394,17 +426,20 @@ def check_threshold(saved, path: str | os.PathLike) -> dict:
 def check_model(checkpoint: str | os.PathLike, catalogue: Catalogue, fe) -> None:
     """Refuse a model whose front end or weights differ from those that made ``catalogue``."""
     if catalogue.fe != fe:
-        raise ValueError(f"{checkpoint}: its front end {fe.to_dict()} differs from the catalogue's "
-                         f"{catalogue.fe.to_dict()}")
+        raise ValueError(
+            f"{checkpoint}: its front end {fe.to_dict()} differs from the catalogue's {catalogue.fe.to_dict()}"
+        )
     if catalogue.model and catalogue.model.get("sha256") != storage.file_checksum(checkpoint):
         made_by = f"{catalogue.model.get('checkpoint')}, SHA-256 {str(catalogue.model.get('sha256'))[:12]}..."
         hint = f"; pass --model {catalogue.model['checkpoint']}" if catalogue.model.get("checkpoint") else ""
-        raise ValueError(f"{catalogue.folder}: fingerprints were made by another model ({made_by}), not "
-                         f"{checkpoint}{hint}")
+        raise ValueError(
+            f"{catalogue.folder}: fingerprints were made by another model ({made_by}), not {checkpoint}{hint}"
+        )
 
 
-def catalogue_model(catalogue: Catalogue, checkpoint: str | os.PathLike | None = None,
-                    device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Path]:
+def catalogue_model(
+    catalogue: Catalogue, checkpoint: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, Path]:
     """The model that made ``catalogue``'s fingerprints: ``checkpoint`` if given, else the one the
     catalogue recorded (notebook 04 records it); checked against the catalogue either way."""
     path = Path(checkpoint) if checkpoint else Path((catalogue.model or {}).get("checkpoint", ""))
@@ -417,9 +452,14 @@ def catalogue_model(catalogue: Catalogue, checkpoint: str | os.PathLike | None =
     return model, path
 
 
-def recognizer_from_files(checkpoint: str | os.PathLike | None, catalogue_dir: str | os.PathLike,
-                          index_path: str | os.PathLike, no_threshold: bool = False,
-                          pretrained_dir: str | os.PathLike | None = None, **kw) -> Recognizer:
+def recognizer_from_files(
+    checkpoint: str | os.PathLike | None,
+    catalogue_dir: str | os.PathLike,
+    index_path: str | os.PathLike,
+    no_threshold: bool = False,
+    pretrained_dir: str | os.PathLike | None = None,
+    **kw,
+) -> Recognizer:
     """Convenience: load the model (default, ``checkpoint`` None: the shipped one), open the catalogue
     (checking they belong together, by the checkpoint's checksum) and the index, with the threshold
     (and the query phases and decision it was calibrated with) from :func:`resolve_threshold`; its
@@ -440,8 +480,10 @@ def recognizer_from_files(checkpoint: str | os.PathLike | None, catalogue_dir: s
                 for key, default in (("phases", 1), ("decision", "score")):
                     value = saved.get(key, default)
                     if kw.setdefault(key, value) != value:
-                        raise ValueError(f"{source}: the threshold was calibrated with {key} {value}, not "
-                                         f"{kw[key]}; use {value} or calibrate again")
+                        raise ValueError(
+                            f"{source}: the threshold was calibrated with {key} {value}, not "
+                            f"{kw[key]}; use {value} or calibrate again"
+                        )
                 kw["threshold"] = Threshold(tuple(t["windows"]), tuple(t["values"])) if isinstance(t, dict) else t
         rec = Recognizer(model, cat, index_path, **kw)
     except BaseException:
@@ -468,13 +510,25 @@ class Answer:
         if r is None:
             return {"file": self.query, "error": self.error}
         best = r.best if r.in_database else None
-        return {"file": self.query, "in_database": r.in_database, "song": best.name if best else None,
-                "song_id": best.song_id if best else None, "offset_s": round(best.offset_s, 4) if best else None,
-                "score": r.best.score if r.best else None, "confidence": r.confidence, "threshold": r.threshold,
-                "decision": self.decision, "reason": r.reason or None, "query_start_s": 0.0,
-                "query_end_s": round(r.query_s, 4), "timings_ms": {k: round(v, 3) for k, v in r.timings_ms.items()},
-                "matches": [{"song": m.name, "song_id": m.song_id, "offset_s": round(m.offset_s, 4), "score": m.score}
-                            for m in r.matches]}
+        return {
+            "file": self.query,
+            "in_database": r.in_database,
+            "song": best.name if best else None,
+            "song_id": best.song_id if best else None,
+            "offset_s": round(best.offset_s, 4) if best else None,
+            "score": r.best.score if r.best else None,
+            "confidence": r.confidence,
+            "threshold": r.threshold,
+            "decision": self.decision,
+            "reason": r.reason or None,
+            "query_start_s": 0.0,
+            "query_end_s": round(r.query_s, 4),
+            "timings_ms": {k: round(v, 3) for k, v in r.timings_ms.items()},
+            "matches": [
+                {"song": m.name, "song_id": m.song_id, "offset_s": round(m.offset_s, 4), "score": m.score}
+                for m in r.matches
+            ],
+        }
 
     def lines(self) -> list[str]:
         """The answer as text: the best song, offset, score and confidence against the threshold, then the
@@ -492,9 +546,12 @@ class Answer:
         if not r.in_database:
             best = f"; best guess {r.best.name} at {r.best.offset_s:.1f} s" if r.best else ""
             return [f"{q} {span}: not in the database ({r.reason}{', ' + conf if conf else ''}{best})"]
-        return [f"{q} {span}: {m.name} at {m.offset_s:.1f} s (score {m.score:.3f}, {conf})" if rank == 0 else
-                f"{q}   {rank + 1}. {m.name} at {m.offset_s:.1f} s (score {m.score:.3f})"
-                for rank, m in enumerate(r.matches)]
+        return [
+            f"{q} {span}: {m.name} at {m.offset_s:.1f} s (score {m.score:.3f}, {conf})"
+            if rank == 0
+            else f"{q}   {rank + 1}. {m.name} at {m.offset_s:.1f} s (score {m.score:.3f})"
+            for rank, m in enumerate(r.matches)
+        ]
 
 
 class Recognitions:
@@ -502,8 +559,9 @@ class Recognitions:
     counted: ``identified``, ``not_in_database`` and ``failed`` (a file that could not be used: a
     ``ValueError``, :class:`fplib.audio.AudioError` included, is its answer's ``error``; the rest go on)."""
 
-    def __init__(self, recognizer: Recognizer, queries: list[str | os.PathLike], method: str = "sequence",
-                 top: int = 3):
+    def __init__(
+        self, recognizer: Recognizer, queries: list[str | os.PathLike], method: str = "sequence", top: int = 3
+    ):
         self.recognizer, self.queries, self.method, self.top = recognizer, [str(q) for q in queries], method, top
         self.identified = self.not_in_database = self.failed = 0
 
@@ -521,5 +579,7 @@ class Recognitions:
 
     def summary(self) -> str:
         """``N queries: I identified, O not in the database, F failed``."""
-        return (f"{len(self.queries)} queries: {self.identified} identified, {self.not_in_database} not in the "
-                f"database, {self.failed} failed")
+        return (
+            f"{len(self.queries)} queries: {self.identified} identified, {self.not_in_database} not in the "
+            f"database, {self.failed} failed"
+        )

@@ -62,8 +62,9 @@ class StaticSource:
     train: PairFiles
     val: PairFiles
 
-    def batches(self, loader_batch: dict | torch.Tensor, device: torch.device, g: torch.Generator
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def batches(
+        self, loader_batch: dict | torch.Tensor, device: torch.device, g: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x = loader_batch.to(device, non_blocking=True)
         return x[:, :1], x[:, 1:]
 
@@ -103,8 +104,11 @@ class OnlineSource:
         for path, reason in errors:
             if path not in self.failed:
                 self.failed[path] = reason
-                print(f"skipped {path}: {reason} (its segments are left out; training goes on)", file=sys.stderr,
-                      flush=True)
+                print(
+                    f"skipped {path}: {reason} (its segments are left out; training goes on)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         if not errors:
             return b
         ok = b["ok"]
@@ -158,18 +162,29 @@ class OnlineFolders:
     def from_split(cls, split: dict[str, Path]) -> OnlineFolders:
         """From :func:`split_online_data`'s (or :func:`record_split`'s) folders, keyed ``train_set``,
         ``train_impulse_responses``, ``train_background_noises``, ``val_set``, ... (rooms and noises optional)."""
-        return cls(split["train_set"], split["val_set"], split.get("train_impulse_responses"),
-                   split.get("train_background_noises"), split.get("val_impulse_responses"),
-                   split.get("val_background_noises"))
+        return cls(
+            split["train_set"],
+            split["val_set"],
+            split.get("train_impulse_responses"),
+            split.get("train_background_noises"),
+            split.get("val_impulse_responses"),
+            split.get("val_background_noises"),
+        )
 
 
-def online_source(folders: OnlineFolders, cfg: TrainConfig, aug: AugmentConfig, fe: FrontEnd,
-                  skipped: Skipped) -> OnlineSource:
+def online_source(
+    folders: OnlineFolders, cfg: TrainConfig, aug: AugmentConfig, fe: FrontEnd, skipped: Skipped
+) -> OnlineSource:
     """Check every folder before any work starts (missing or empty folders are errors), then build
     the datasets; unreadable files are skipped and recorded in ``skipped``."""
-    named = {"training songs": folders.train_songs, "validation songs": folders.val_songs,
-             "training impulse responses": folders.train_irs, "training noises": folders.train_noises,
-             "validation impulse responses": folders.val_irs, "validation noises": folders.val_noises}
+    named = {
+        "training songs": folders.train_songs,
+        "validation songs": folders.val_songs,
+        "training impulse responses": folders.train_irs,
+        "training noises": folders.train_noises,
+        "validation impulse responses": folders.val_irs,
+        "validation noises": folders.val_noises,
+    }
     files = {}
     for what, folder in named.items():
         if folder is None:
@@ -181,22 +196,50 @@ def online_source(folders: OnlineFolders, cfg: TrainConfig, aug: AugmentConfig, 
     augmenter = Augmenter(aug, fe)
 
     def banks(irs_key: str, noises_key: str) -> tuple[IRBank | None, NoiseBank | None]:
-        return (IRBank(files[irs_key], fe.sr, aug.ir_max_s, skipped) if irs_key in files else None,
-                NoiseBank(files[noises_key], fe.sr, skipped) if noises_key in files else None)
+        return (
+            IRBank(files[irs_key], fe.sr, aug.ir_max_s, skipped) if irs_key in files else None,
+            NoiseBank(files[noises_key], fe.sr, skipped) if noises_key in files else None,
+        )
 
     tr_irs, tr_noises = banks("training impulse responses", "training noises")
     va_irs, va_noises = banks("validation impulse responses", "validation noises")
-    train = SegmentDataset(files["training songs"], tr_noises, tr_irs, augmenter.context, seed=cfg.seed,
-                           items_per_song=cfg.items_per_song, win_s=fe.win_s, sr=fe.sr, skipped=skipped,
-                           preload=cfg.preload, what="training songs")
-    val = SegmentDataset(files["validation songs"], va_noises, va_irs, augmenter.context, seed=cfg.seed + 1,
-                         items_per_song=cfg.val_items_per_song, win_s=fe.win_s, sr=fe.sr, skipped=skipped,
-                         preload=cfg.preload, what="validation songs")
+    train = SegmentDataset(
+        files["training songs"],
+        tr_noises,
+        tr_irs,
+        augmenter.context,
+        seed=cfg.seed,
+        items_per_song=cfg.items_per_song,
+        win_s=fe.win_s,
+        sr=fe.sr,
+        skipped=skipped,
+        preload=cfg.preload,
+        what="training songs",
+    )
+    val = SegmentDataset(
+        files["validation songs"],
+        va_noises,
+        va_irs,
+        augmenter.context,
+        seed=cfg.seed + 1,
+        items_per_song=cfg.val_items_per_song,
+        win_s=fe.win_s,
+        sr=fe.sr,
+        skipped=skipped,
+        preload=cfg.preload,
+        what="validation songs",
+    )
     return OnlineSource(train, val, augmenter, cfg.seed)
 
 
-def split_online_data(songs: str | os.PathLike, irs: str | os.PathLike, noises: str | os.PathLike,
-                      out: str | os.PathLike, train_ratio: float = 0.8, seed: int = 0) -> dict[str, Path]:
+def split_online_data(
+    songs: str | os.PathLike,
+    irs: str | os.PathLike,
+    noises: str | os.PathLike,
+    out: str | os.PathLike,
+    train_ratio: float = 0.8,
+    seed: int = 0,
+) -> dict[str, Path]:
     """The ``dynamic_online`` split: ``out/online_data/{train,val}/{train,val}_{set,impulse_responses,
     background_noises}``. Files are linked, not copied (symbolic links, or hard links where symbolic
     links are not allowed, copies only as a last resort), so gigabytes of audio are not duplicated.
@@ -224,8 +267,10 @@ def split_online_data(songs: str | os.PathLike, irs: str | os.PathLike, noises: 
         old = {_split_key(d): sorted(str(Path(f).resolve()) for f in files) for d, files in before.items()}
         if old != manifest:
             changed = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
-            raise FileExistsError(f"{root}: holds a different split (other files in {', '.join(changed)}); "
-                                  f"remove it or choose another output path")
+            raise FileExistsError(
+                f"{root}: holds a different split (other files in {', '.join(changed)}); "
+                f"remove it or choose another output path"
+            )
         if before != manifest:  # written by an earlier version, with the paths as given
             storage.write_json(meta_path, manifest)
     else:
@@ -242,8 +287,10 @@ def record_split(folders: dict[str, Path], out: str | os.PathLike) -> dict[str, 
     ``split.json`` the same way (each folder's files by absolute path; nothing linked), so that the
     evaluation knows which songs the run trained on. Returns ``folders``."""
     root = runs.Run(Path(out)).online_data
-    manifest = {f"{name.split('_')[0]}/{name}": sorted(str(p.resolve()) for p in audio.list_audio(folder))
-                for name, folder in folders.items()}
+    manifest = {
+        f"{name.split('_')[0]}/{name}": sorted(str(p.resolve()) for p in audio.list_audio(folder))
+        for name, folder in folders.items()
+    }
     storage.write_json(root / "split.json", manifest)
     return folders
 
@@ -266,4 +313,3 @@ def _link(src: Path, dst: Path) -> None:
             os.link(src, dst)
         except OSError:
             shutil.copy2(src, dst)
-

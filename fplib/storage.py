@@ -173,8 +173,12 @@ def clean_stale_temps(*folders: str | os.PathLike) -> list[Path]:
         except (FileNotFoundError, NotADirectoryError):
             continue
         for entry in entries:
-            if entry.name.startswith(".") and ".tmp" in entry.name and entry.is_file(follow_symlinks=False) \
-                    and is_stale_temp(entry.path):
+            if (
+                entry.name.startswith(".")
+                and ".tmp" in entry.name
+                and entry.is_file(follow_symlinks=False)
+                and is_stale_temp(entry.path)
+            ):
                 try:
                     os.unlink(entry.path)
                     removed.append(Path(entry.path))

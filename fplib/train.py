@@ -26,11 +26,9 @@ ranks, so every anchor sees the negatives of the whole global batch, exactly as 
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,32 +38,25 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from fplib import codes, runs, storage
-from fplib.augment import AugmentConfig
 from fplib.checkpoints import load_checkpoint, save_checkpoint
 from fplib.config import to_dict
-from fplib.data import Skipped, item_rng, worker_init_fn
+from fplib.data import item_rng, worker_init_fn
 from fplib.features import FrontEnd
 from fplib.losses import contrastive
-from fplib.models.registry import build_model, frontend_for, kind_of_model, n_parameters, variant
+from fplib.models.registry import build_model, kind_of_model, variant
 from fplib.optim import make_optimizer, warmup_cosine
 from fplib.sources import (
-    OnlineFolders,
     OnlineSource,
-    PairFolders,
     StaticSource,
-    UnsplitFolders,
-    online_source,
-    split_online_data,
-    static_source,
 )
-from fplib.train_config import TrainConfig, for_variant
+from fplib.train_config import TrainConfig
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def _dist_info() -> tuple[int, int, int]:
+def dist_info() -> tuple[int, int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
     return 0, 1, 0
@@ -76,15 +67,16 @@ def setup_distributed(device: str = "auto") -> torch.device:
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    _, _, local = _dist_info()
+    _, _, local = dist_info()
     if use_cuda:
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
     return torch.device("cpu" if device == "auto" else device)
 
 
-def evaluate(model: torch.nn.Module, source, device: torch.device, batch: int, temperature: float,
-             model_name: str | None = None) -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module, source, device: torch.device, batch: int, temperature: float, model_name: str | None = None
+) -> dict[str, float]:
     """Validation, the same for every family: the family's training objective (mean over batches) and
     the top-1 hit rate of each degraded window among all clean validation windows, compared as the
     fingerprints will be stored and searched (inner product, or Hamming similarity of binary codes)."""
@@ -112,6 +104,7 @@ def evaluate(model: torch.nn.Module, source, device: torch.device, batch: int, t
 
 
 # -- the loop, step by step ---------------------------------------------------------------------
+
 
 @dataclass
 class _Loop:
@@ -152,12 +145,20 @@ class _Loop:
         return self.out_dir / runs.METRICS_LOG
 
 
-def _prepare(cfg: TrainConfig, source, out_dir: Path, fe: FrontEnd, device: str, run_params: dict | None,
-             init: str | os.PathLike | None, resume: bool) -> _Loop:
+def _prepare(
+    cfg: TrainConfig,
+    source,
+    out_dir: Path,
+    fe: FrontEnd,
+    device: str,
+    run_params: dict | None,
+    init: str | os.PathLike | None,
+    resume: bool,
+) -> _Loop:
     """Check the batch against the ranks and the data, then build the model (seeded; from ``init``'s weights
     for a new fine-tuning run), its optimiser, schedule and mixed-precision scaler."""
     dev = setup_distributed(device)
-    rank, world, _ = _dist_info()
+    rank, world, _ = dist_info()
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} ranks")
     if len(source.train) < cfg.batch_size:
@@ -171,13 +172,31 @@ def _prepare(cfg: TrainConfig, source, out_dir: Path, fe: FrontEnd, device: str,
     model.to(dev)
     optimizer = make_optimizer(cfg.optim, model, cfg.scaled_lr(), cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(total_steps, int(cfg.warmup_frac * total_steps)))
+        optimizer, warmup_cosine(total_steps, int(cfg.warmup_frac * total_steps))
+    )
     use_amp = cfg.amp and dev.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     run_params = {k: v for k, v in (run_params or {}).items() if k != "resume"}  # how it was run, not what
-    return _Loop(cfg, fe, out_dir, dev, rank, world, cfg.batch_size // world, steps_per_epoch, model, settings,
-                 variant(cfg.model).objective_fn(), optimizer, scheduler, scaler, use_amp, amp_dtype, run_params)
+    return _Loop(
+        cfg,
+        fe,
+        out_dir,
+        dev,
+        rank,
+        world,
+        cfg.batch_size // world,
+        steps_per_epoch,
+        model,
+        settings,
+        variant(cfg.model).objective_fn(),
+        optimizer,
+        scheduler,
+        scaler,
+        use_amp,
+        amp_dtype,
+        run_params,
+    )
 
 
 def _start_or_resume(run: _Loop, resume: bool) -> None:
@@ -190,12 +209,16 @@ def _start_or_resume(run: _Loop, resume: bool) -> None:
         before = storage.read_json(out_dir / runs.TRAIN_CONFIG) if (out_dir / runs.TRAIN_CONFIG).exists() else {}
         if before.get("train", to_dict(cfg)) != to_dict(cfg) or before.get("frontend", fe.to_dict()) != fe.to_dict():
             changed = sorted(k for k, v in to_dict(cfg).items() if before.get("train", {}).get(k) != v)
-            raise ValueError(f"{out_dir}: holds a run with other settings (changed: {changed or ['front end']}); "
-                             f"use another folder to start a new run")
+            raise ValueError(
+                f"{out_dir}: holds a run with other settings (changed: {changed or ['front end']}); "
+                f"use another folder to start a new run"
+            )
         ck = load_checkpoint(run.last_path, run.dev)
         if ck["model_name"] != cfg.model or ck["frontend"] != fe.to_dict():
-            raise ValueError(f"{run.last_path}: made for model {ck['model_name']} / front end {ck['frontend']}, "
-                             f"not {cfg.model} / {fe.to_dict()}")
+            raise ValueError(
+                f"{run.last_path}: made for model {ck['model_name']} / front end {ck['frontend']}, "
+                f"not {cfg.model} / {fe.to_dict()}"
+            )
         run.model.load_state_dict(ck["model"])
         run.optimizer.load_state_dict(ck["optimizer"])
         run.scheduler.load_state_dict(ck["scheduler"])
@@ -215,8 +238,10 @@ def _start_or_resume(run: _Loop, resume: bool) -> None:
             before = storage.read_json(out_dir / runs.TRAIN_CONFIG)
             if before.get("train") == to_dict(cfg) and before.get("frontend") == fe.to_dict():
                 run.run_params = before.get("params", run.run_params)
-        storage.write_json(out_dir / runs.TRAIN_CONFIG, {"train": to_dict(cfg), "frontend": fe.to_dict(),
-                                                     "model_settings": run.settings, "params": run.run_params})
+        storage.write_json(
+            out_dir / runs.TRAIN_CONFIG,
+            {"train": to_dict(cfg), "frontend": fe.to_dict(), "model_settings": run.settings, "params": run.run_params},
+        )
 
 
 def _loader(run: _Loop, source, epoch: int) -> DataLoader:
@@ -224,25 +249,41 @@ def _loader(run: _Loop, source, epoch: int) -> DataLoader:
     cfg = run.cfg
     if hasattr(source.train, "set_epoch"):
         source.train.set_epoch(epoch)
-    sampler = DistributedSampler(source.train, run.world, run.rank, shuffle=True, seed=cfg.seed, drop_last=True) \
-        if run.world > 1 else None
+    sampler = (
+        DistributedSampler(source.train, run.world, run.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        if run.world > 1
+        else None
+    )
     if sampler is not None:
         sampler.set_epoch(epoch)
     order = torch.Generator().manual_seed(int(item_rng(cfg.seed, "order", epoch).integers(2**62)))
-    return DataLoader(source.train, batch_size=run.local_batch, shuffle=sampler is None, sampler=sampler,
-                      generator=order if sampler is None else None, drop_last=True,
-                      num_workers=cfg.num_workers, collate_fn=source.collate,
-                      worker_init_fn=worker_init_fn if cfg.num_workers else None,
-                      pin_memory=run.dev.type == "cuda", persistent_workers=False)
+    return DataLoader(
+        source.train,
+        batch_size=run.local_batch,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=order if sampler is None else None,
+        drop_last=True,
+        num_workers=cfg.num_workers,
+        collate_fn=source.collate,
+        worker_init_fn=worker_init_fn if cfg.num_workers else None,
+        pin_memory=run.dev.type == "cuda",
+        persistent_workers=False,
+    )
 
 
-def _train_epoch(run: _Loop, ddp: torch.nn.Module, source, epoch: int,
-                 progress: bool) -> tuple[list[float], float, int]:
+def _train_epoch(
+    run: _Loop, ddp: torch.nn.Module, source, epoch: int, progress: bool
+) -> tuple[list[float], float, int]:
     """One epoch of steps; returns the step losses, the seconds spent waiting for data and the pairs seen."""
     cfg, dev, world = run.cfg, run.dev, run.world
     losses, wait, n_pairs = [], 0.0, 0
-    bar = tqdm(total=run.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-               disable=not progress or run.rank > 0, leave=False)
+    bar = tqdm(
+        total=run.steps_per_epoch,
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        disable=not progress or run.rank > 0,
+        leave=False,
+    )
     t_fetch = time.time()
     for step, b in enumerate(_loader(run, source, epoch)):
         if step >= run.steps_per_epoch:
@@ -276,7 +317,8 @@ def _step(run: _Loop, ddp: torch.nn.Module, xa: torch.Tensor, xb: torch.Tensor, 
         raise TrainingDiverged(
             f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped. The last good "
             f"checkpoint is {run.last_path if run.last_path.exists() else '(none yet)'}; lower the learning rate "
-            f"(now {cfg.scaled_lr():.3g}) or enable grad_clip")
+            f"(now {cfg.scaled_lr():.3g}) or enable grad_clip"
+        )
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     if cfg.grad_clip:
@@ -293,8 +335,11 @@ def _validate(run: _Loop, source, epoch: int) -> tuple[dict, bool, torch.Tensor 
     all ranks hold the same weights. Returns the validation metrics, whether the epoch improved on the best,
     and the weights' checksum (several ranks only)."""
     cfg = run.cfg
-    val = evaluate(run.model, source, run.dev, max(run.local_batch, 2), cfg.temperature, cfg.model) \
-        if run.rank == 0 else {}
+    val = (
+        evaluate(run.model, source, run.dev, max(run.local_batch, 2), cfg.temperature, cfg.model)
+        if run.rank == 0
+        else {}
+    )
     improved = run.rank == 0 and val["val_top1"] > run.best
     if run.rank == 0:
         run.best, run.stale = (val["val_top1"], 0) if improved else (run.best, run.stale + 1)
@@ -313,24 +358,47 @@ def _validate(run: _Loop, source, epoch: int) -> tuple[dict, bool, torch.Tensor 
 
 def _save_epoch(run: _Loop, epoch: int, record: dict, improved: bool, progress: bool) -> None:
     """Rank 0: ``last.pt`` (the epoch is done once it is written), ``best.pt`` if improved, the metrics line."""
-    state = {"model": run.model.state_dict(), "model_name": run.cfg.model, "model_settings": run.settings,
-             "frontend": run.fe.to_dict(), "optimizer": run.optimizer.state_dict(),
-             "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(), "epoch": epoch,
-             "rng_cpu": torch.get_rng_state(), "best_val_top1": run.best, "stale_epochs": run.stale,
-             "train_config": to_dict(run.cfg), "params": run.run_params or {}, "metrics": record}
+    state = {
+        "model": run.model.state_dict(),
+        "model_name": run.cfg.model,
+        "model_settings": run.settings,
+        "frontend": run.fe.to_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "epoch": epoch,
+        "rng_cpu": torch.get_rng_state(),
+        "best_val_top1": run.best,
+        "stale_epochs": run.stale,
+        "train_config": to_dict(run.cfg),
+        "params": run.run_params or {},
+        "metrics": record,
+    }
     save_checkpoint(run.last_path, state)  # the epoch is done once this is written (see the module docstring)
     if improved:
         save_checkpoint(run.best_path, state)
     storage.append_jsonl(run.log_path, record)
     if progress:
-        print(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
-              f"val top-1 {record['val_top1']:.3f}{' (best)' if improved else ''}, "
-              f"{record['pairs_per_s']:.0f} pairs/s", flush=True)
+        print(
+            f"epoch {epoch + 1}: loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
+            f"val top-1 {record['val_top1']:.3f}{' (best)' if improved else ''}, "
+            f"{record['pairs_per_s']:.0f} pairs/s",
+            flush=True,
+        )
 
 
-def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | os.PathLike, fe: FrontEnd,
-          resume: bool = False, device: str = "auto", progress: bool = True, stop_after: int | None = None,
-          run_params: dict | None = None, init: str | os.PathLike | None = None) -> list[dict]:
+def train(
+    cfg: TrainConfig,
+    source: StaticSource | OnlineSource,
+    out_dir: str | os.PathLike,
+    fe: FrontEnd,
+    resume: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+    stop_after: int | None = None,
+    run_params: dict | None = None,
+    init: str | os.PathLike | None = None,
+) -> list[dict]:
     """Train (or with ``resume`` continue) a run in ``out_dir``; returns the per-epoch metrics.
 
     ``init`` starts a new run from the weights of a checkpoint (fine-tuning: a fresh optimiser and
@@ -354,10 +422,16 @@ def train(cfg: TrainConfig, source: StaticSource | OnlineSource, out_dir: str | 
         losses, wait, n_pairs = _train_epoch(run, ddp, source, epoch, progress)
         train_s = time.time() - t0
         val, improved, checksum = _validate(run, source, epoch)
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), **val,
-                  "lr": run.scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 2),
-                  "pairs_per_s": round(n_pairs / max(train_s, 1e-9), 1),
-                  "data_wait_frac": round(wait / max(train_s, 1e-9), 3), "best": bool(improved)}
+        record = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            **val,
+            "lr": run.scheduler.get_last_lr()[0],
+            "seconds": round(time.time() - t0, 2),
+            "pairs_per_s": round(n_pairs / max(train_s, 1e-9), 1),
+            "data_wait_frac": round(wait / max(train_s, 1e-9), 3),
+            "best": bool(improved),
+        }
         if checksum is not None:
             record["weights_checksum"] = float(checksum)
         run.history.append(record)
@@ -375,8 +449,10 @@ def _load_init(model: torch.nn.Module, settings: dict, fe: FrontEnd, name: str, 
         if key not in ck:
             raise ValueError(f"{init}: not an fplib model checkpoint (no {key!r})")
         if ck[key] != want:
-            raise ValueError(f"{init}: its {key} {ck[key]} differs from this run's {want}; fine-tuning starts "
-                             f"from the same architecture and front end")
+            raise ValueError(
+                f"{init}: its {key} {ck[key]} differs from this run's {want}; fine-tuning starts "
+                f"from the same architecture and front end"
+            )
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()})
 
 
@@ -401,7 +477,8 @@ def _finish_epoch(out_dir: Path, ck: dict, history: list[dict]) -> None:
     (the same state as ``last.pt`` when that epoch was the best) and the metrics log."""
     last_path, best_path, log_path = out_dir / runs.LAST, out_dir / runs.BEST, out_dir / runs.METRICS_LOG
     if ck.get("metrics", {}).get("best") and (
-            not best_path.exists() or storage.file_checksum(best_path) != storage.file_checksum(last_path)):
+        not best_path.exists() or storage.file_checksum(best_path) != storage.file_checksum(last_path)
+    ):
         import shutil
 
         with storage.atomic_path(best_path) as tmp:
@@ -424,8 +501,9 @@ def _rewrite_jsonl(path: Path, records: list[dict]) -> None:
             storage.append_jsonl(tmp, r)
 
 
-def nearest_neighbours(model: torch.nn.Module, source, device: str | torch.device = "cpu", n: int = 4, k: int = 3,
-                       batch: int = 64) -> dict[str, torch.Tensor]:
+def nearest_neighbours(
+    model: torch.nn.Module, source, device: str | torch.device = "cpu", n: int = 4, k: int = 3, batch: int = 64
+) -> dict[str, torch.Tensor]:
     """For the first ``n`` degraded validation windows, the ``k`` nearest clean validation windows.
 
     Returns ``queries [n, 1, F, T]``, ``neighbours [n, k, 1, F, T]`` (log-mels), ``scores [n, k]``
@@ -480,118 +558,3 @@ def read_metrics(out_dir: str | os.PathLike) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no training metrics (has the run started?)")
     return storage.read_jsonl(path)
-
-
-# -- a run's compared families, and the trainer command -----------------------------------------
-
-@dataclass(frozen=True)
-class VariantRun:
-    """A registered family trained beside a run's main model (:func:`train_variant`)."""
-
-    name: str
-    kind: str
-    parameters: int
-    recipe: dict  # the settings given for it (epochs, lr, ...)
-    history: list[dict]
-
-    @property
-    def best(self) -> tuple[int, dict]:
-        return best_epoch(self.history)
-
-    def summary(self) -> dict:
-        """What notebook 03 records of it (``metrics.json``'s ``compared``), read by notebook 05."""
-        n_best, b = self.best
-        return {"parameters": self.parameters, "kind": self.kind, "recipe": self.recipe, "epochs": len(self.history),
-                "best_epoch": n_best, "best_val_top1": b["val_top1"], "times_chance": times_chance(b),
-                "learned": learned(b), "pairs_per_s": self.history[-1]["pairs_per_s"]}
-
-
-def train_variant(cfg: TrainConfig, name: str, recipe: dict, folders: OnlineFolders, aug: AugmentConfig,
-                  out_dir: str | os.PathLike, f_min: float = 300.0, source: OnlineSource | None = None,
-                  resume: bool = False, device: str = "auto", run_params: dict | None = None,
-                  progress: bool = False) -> VariantRun:
-    """Train registered model ``name`` the way the run of ``cfg`` was trained (same data, seed, schedule;
-    its own family settings from the registry, :func:`fplib.train_config.for_variant`), with ``recipe``'s
-    settings on top, in ``out_dir``. ``source`` (the main run's) is reused when ``name`` takes the same front
-    end; otherwise the data is read again from ``folders`` with ``name``'s front end."""
-    cfg_m = for_variant(cfg, name, **recipe)
-    fe = frontend_for(name, f_min=f_min)
-    if source is None or source.augmenter.fe != fe:
-        source = online_source(folders, cfg_m, aug, fe, Skipped())
-    history = train(cfg_m, source, out_dir, fe, resume=resume, device=device, progress=progress,
-                    run_params={**(run_params or {}), "model": name})
-    return VariantRun(name, variant(name).kind, n_parameters(build_model(name, fe)[0]), dict(recipe), history)
-
-
-@dataclass(frozen=True)
-class TrainerResult:
-    """What :func:`run_trainer` did: ``checkpoint`` is ``OUT/NAME.pt`` (None on other ranks than 0, or when no
-    epoch has finished yet), ``run_dir`` the run folder ``OUT/NAME/``, ``failed`` the songs that failed to
-    decode during training (their segments were left out), ``rank`` this process's rank under torchrun."""
-
-    checkpoint: Path | None
-    run_dir: Path
-    history: list[dict]
-    failed: list[tuple[str, str]]
-    rank: int = 0
-
-
-def run_trainer(settings: dict, data: PairFolders | OnlineFolders | UnsplitFolders, out: str | os.PathLike,
-                name: str = "fingerprinter", *, augment: dict | None = None, f_min: float = 300.0,
-                device: str = "auto", resume: bool = False, init: str | os.PathLike | None = None,
-                run_params: dict | None = None, progress: bool = True) -> TrainerResult:
-    """The ``trainer`` command: train in ``out/name/`` and copy the best checkpoint to ``out/name.pt``.
-
-    ``settings``: :class:`TrainConfig`'s (unknown keys are errors; the model's family fills in what is not
-    given). ``data`` chooses the mode: :class:`~fplib.sources.PairFolders` (static; pairs load in the main
-    process, ``num_workers`` 0), :class:`~fplib.sources.OnlineFolders` (dynamic), or
-    :class:`~fplib.sources.UnsplitFolders` (dynamic_online: split into ``out/online_data/`` first, by rank 0
-    under torchrun). ``augment``: :class:`~fplib.augment.AugmentConfig`'s settings (online modes). Files
-    unusable from the start are reported on standard error before training. Under torchrun the process
-    group is set up here and torn down at the end.
-    """
-    from fplib.config import from_dict
-
-    cfg = from_dict(TrainConfig, settings)
-    if isinstance(data, PairFolders):
-        cfg = replace(cfg, num_workers=0)
-    fe = frontend_for(cfg.model, f_min=f_min)
-    aug = from_dict(AugmentConfig, augment or {})
-    out = Path(out)
-    run_dir = out / name
-    try:
-        setup_distributed(device)
-        rank, _, _ = _dist_info()
-        source = _trainer_source(data, cfg, aug, fe, out, rank)
-        history = train(cfg, source, run_dir, fe, resume=resume, device=device, init=init, run_params=run_params,
-                        progress=progress)
-        best = out / f"{name}.pt"
-        if rank != 0 or not runs.checkpoint(run_dir).exists():
-            return TrainerResult(None, run_dir, history, [], rank)
-        storage.clean_stale_temps(out)
-        with storage.atomic_path(best) as tmp:
-            shutil.copyfile(runs.checkpoint(run_dir), tmp)
-        return TrainerResult(best, run_dir, history, sorted(getattr(source, "failed", {}).items()), rank)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def _trainer_source(data, cfg: TrainConfig, aug: AugmentConfig, fe: FrontEnd, out: Path, rank: int):
-    """The mode's source (the dynamic_online split made first, by rank 0); unusable files reported by rank 0."""
-    if isinstance(data, PairFolders):
-        return static_source(data.train, data.val, fe)
-    if isinstance(data, UnsplitFolders):
-        if rank == 0:
-            split_online_data(data.songs, data.irs, data.noises, out, data.train_ratio, cfg.seed)
-        if dist.is_initialized():
-            dist.barrier()
-        d = runs.Run(out).online_data
-        data = OnlineFolders(d / "train" / "train_set", d / "val" / "val_set", d / "train" / "train_impulse_responses",
-                             d / "train" / "train_background_noises", d / "val" / "val_impulse_responses",
-                             d / "val" / "val_background_noises")
-    skipped = Skipped()
-    source = online_source(data, cfg, aug, fe, skipped)
-    if rank == 0 and skipped.items:
-        print(skipped.report(), file=sys.stderr)
-    return source

@@ -51,8 +51,10 @@ class TrainConfig:
         own = registry.variant(self.model).training
         unknown = sorted(set(own) - set(family_settings()))
         if unknown:
-            raise ValueError(f"the registry entry of {self.model!r} sets {unknown}, which are not family settings "
-                             f"of TrainConfig ({sorted(family_settings())})")
+            raise ValueError(
+                f"the registry entry of {self.model!r} sets {unknown}, which are not family settings "
+                f"of TrainConfig ({sorted(family_settings())})"
+            )
         for name, fplib_default in family_settings().items():
             if getattr(self, name) is None:  # the family's, else fplib's; recorded with the run
                 value = own.get(name, fplib_default)
@@ -68,8 +70,9 @@ class TrainConfig:
 
 def family_settings() -> dict[str, Any]:
     """The settings a family may set in its registry entry, with fplib's value of each."""
-    return {f.name: f.metadata["fplib_default"] for f in dataclasses.fields(TrainConfig)
-            if "fplib_default" in f.metadata}
+    return {
+        f.name: f.metadata["fplib_default"] for f in dataclasses.fields(TrainConfig) if "fplib_default" in f.metadata
+    }
 
 
 def default(name: str) -> Any:

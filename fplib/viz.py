@@ -17,13 +17,35 @@ from fplib.data import IRBank, NoiseBank, item_rng, read_with_context, torch_gen
 from fplib.features import FrontEnd, LogMel, hz_to_mel
 from fplib.models.registry import loss_name
 
-STEP_TITLES = {"clean": "clean", "offset": "+ time offset", "speed": "+ playback speed",
-               "ir": "+ room impulse response", "noise": "+ background noise", "eq": "+ microphone colouration",
-               "bandlimit": "+ band-limiting", "gain": "+ automatic gain", "clip": "+ clipping",
-               "codec": "+ lossy codec", "time_mask": "+ time mask", "spec_mask": "+ spectrogram masks"}
+STEP_TITLES = {
+    "clean": "clean",
+    "offset": "+ time offset",
+    "speed": "+ playback speed",
+    "ir": "+ room impulse response",
+    "noise": "+ background noise",
+    "eq": "+ microphone colouration",
+    "bandlimit": "+ band-limiting",
+    "gain": "+ automatic gain",
+    "clip": "+ clipping",
+    "codec": "+ lossy codec",
+    "time_mask": "+ time mask",
+    "spec_mask": "+ spectrogram masks",
+}
 # what show_steps and the explorer switch on to show every step (the codec is drawn from the config's codecs)
-_FORCED = dict(offset_p=1.0, speed_p=1.0, ir_p=1.0, noise_p=1.0, eq_p=1.0, bandlimit_p=1.0, gain_p=1.0, clip_p=1.0,
-               codec_p=1.0, time_mask_p=1.0, freq_mask_p=1.0, spec_time_mask_p=1.0)
+_FORCED = dict(
+    offset_p=1.0,
+    speed_p=1.0,
+    ir_p=1.0,
+    noise_p=1.0,
+    eq_p=1.0,
+    bandlimit_p=1.0,
+    gain_p=1.0,
+    clip_p=1.0,
+    codec_p=1.0,
+    time_mask_p=1.0,
+    freq_mask_p=1.0,
+    spec_time_mask_p=1.0,
+)
 
 
 def show(fig: plt.Figure) -> None:
@@ -41,8 +63,15 @@ def player(wav: np.ndarray | torch.Tensor, sr: int = audio.SR) -> Audio:
 def _logmel_axes(ax: plt.Axes, spec: np.ndarray, fe: FrontEnd, title: str) -> None:
     """Draw one log-mel ``[n_mels, n_frames]`` with time in s and frequency in Hz."""
     duration = fe.win_s
-    im = ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=fe.floor_db, vmax=0.0,
-                   extent=(0.0, duration, 0, fe.n_mels))
+    im = ax.imshow(
+        spec,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        vmin=fe.floor_db,
+        vmax=0.0,
+        extent=(0.0, duration, 0, fe.n_mels),
+    )
     ticks_hz = [f for f in (300, 500, 1000, 2000, 3000, 4000) if fe.f_min <= f <= fe.f_max]
     mels = hz_to_mel(np.array(ticks_hz, dtype=float))
     lo, hi = hz_to_mel(fe.f_min), hz_to_mel(fe.f_max)
@@ -63,8 +92,13 @@ def _wave_axes(ax: plt.Axes, wav: np.ndarray, sr: int, title: str) -> None:
     ax.set_title(title, fontsize=9)
 
 
-def plot_pair(clean: np.ndarray, degraded: np.ndarray, fe: FrontEnd = FrontEnd(),
-              feats: tuple[np.ndarray, np.ndarray] | None = None, title: str = "") -> plt.Figure:
+def plot_pair(
+    clean: np.ndarray,
+    degraded: np.ndarray,
+    fe: FrontEnd = FrontEnd(),
+    feats: tuple[np.ndarray, np.ndarray] | None = None,
+    title: str = "",
+) -> plt.Figure:
     """Waveform and log-mel of a clean window next to its degraded replica (2 x 2 panels)."""
     if feats is None:
         lm = LogMel(fe)
@@ -79,8 +113,13 @@ def plot_pair(clean: np.ndarray, degraded: np.ndarray, fe: FrontEnd = FrontEnd()
     return fig
 
 
-def plot_steps(steps: dict[str, torch.Tensor], fe: FrontEnd = FrontEnd(), masked: np.ndarray | None = None,
-               index: int = 0, title: str = "") -> plt.Figure:
+def plot_steps(
+    steps: dict[str, torch.Tensor],
+    fe: FrontEnd = FrontEnd(),
+    masked: np.ndarray | None = None,
+    index: int = 0,
+    title: str = "",
+) -> plt.Figure:
     """One row per augmentation step (waveform | log-mel) for example ``index`` of a batch from
     :meth:`Augmenter.degrade` with ``return_steps=True``; ``masked`` adds the final masked log-mel."""
     names = ["clean", *STEPS]
@@ -129,8 +168,15 @@ def plot_spectra(waves: Sequence[np.ndarray], labels: Sequence[str], sr: int = a
     return fig
 
 
-def _example(song: str | Path, second: int, irs: IRBank, noises: NoiseBank, augmenter: Augmenter, seed: int,
-             ir_index: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Draws]:
+def _example(
+    song: str | Path,
+    second: int,
+    irs: IRBank,
+    noises: NoiseBank,
+    augmenter: Augmenter,
+    seed: int,
+    ir_index: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Draws]:
     """One display example: the segment (with context), a noise excerpt, an IR and drawn decisions."""
     fe = augmenter.fe
     duration = audio.info(song).duration
@@ -141,8 +187,9 @@ def _example(song: str | Path, second: int, irs: IRBank, noises: NoiseBank, augm
     return torch.from_numpy(seg)[None], noise, ir, augmenter.draw(1, torch_generator(rng))
 
 
-def show_steps(song: str | Path, second: int, irs: IRBank, noises: NoiseBank, augmenter: Augmenter,
-               seed: int = 0) -> None:
+def show_steps(
+    song: str | Path, second: int, irs: IRBank, noises: NoiseBank, augmenter: Augmenter, seed: int = 0
+) -> None:
     """Every augmentation step forced on for one second of a song: one row per step (waveform |
     log-mel), then an audio player per step."""
     import dataclasses
@@ -156,17 +203,18 @@ def show_steps(song: str | Path, second: int, irs: IRBank, noises: NoiseBank, au
     with torch.no_grad():
         masked = forced.spec_mask(forced.features(deg), d)[0, 0].numpy()
     codec = forced.cfg.codecs[int(d.codec_id)]
-    title = (f"{Path(song).name}, second {second}: offset {int(d.offset) / fe.sr * 1000:.0f} ms, "
-             f"speed {float(d.speed):.3f}, SNR {float(d.snr_db):.1f} dB, band {float(d.highpass_hz):.0f}-"
-             f"{float(d.lowpass_hz):.0f} Hz, clip +{float(d.clip_drive_db):.0f} dB, {codec[0]} {codec[1]:g} kb/s")
+    title = (
+        f"{Path(song).name}, second {second}: offset {int(d.offset) / fe.sr * 1000:.0f} ms, "
+        f"speed {float(d.speed):.3f}, SNR {float(d.snr_db):.1f} dB, band {float(d.highpass_hz):.0f}-"
+        f"{float(d.lowpass_hz):.0f} Hz, clip +{float(d.clip_drive_db):.0f} dB, {codec[0]} {codec[1]:g} kb/s"
+    )
     show(plot_steps(steps, fe, masked, title=title))
     for name in ("clean", *STEPS):
         print(STEP_TITLES[name])
         display(player(steps[name][0], fe.sr))
 
 
-def explorer(songs: Sequence[Path], irs: IRBank, noises: NoiseBank, augmenter: Augmenter,
-             seed: int = 0) -> dict:
+def explorer(songs: Sequence[Path], irs: IRBank, noises: NoiseBank, augmenter: Augmenter, seed: int = 0) -> dict:
     """Interactive augmentation explorer: song, second, SNR, impulse response, each step on or off.
 
     Displays the figure and audio for the default settings as plain output (the static view, what a
@@ -193,10 +241,17 @@ def explorer(songs: Sequence[Path], irs: IRBank, noises: NoiseBank, augmenter: A
     sec_w = W.IntSlider(value=1, min=0, max=max(0, int(durations[str(songs[0])]) - 1), description="second (s)")
     snr_w = W.FloatSlider(value=5.0, min=-5.0, max=30.0, step=0.5, description="SNR (dB)")
     ir_w = W.Dropdown(options=[(Path(f).stem, i) for i, f in enumerate(irs.files)], description="room")
-    offset_w = W.IntSlider(value=0, min=-int(augmenter.cfg.offset_max_s * 1000),
-                           max=int(augmenter.cfg.offset_max_s * 1000), step=10, description="offset (ms)")
-    on_w = {s: W.Checkbox(value=s in ("ir", "noise"), description=STEP_TITLES[s].lstrip("+ "))
-            for s in (*STEPS[1:], "spec_mask")}
+    offset_w = W.IntSlider(
+        value=0,
+        min=-int(augmenter.cfg.offset_max_s * 1000),
+        max=int(augmenter.cfg.offset_max_s * 1000),
+        step=10,
+        description="offset (ms)",
+    )
+    on_w = {
+        s: W.Checkbox(value=s in ("ir", "noise"), description=STEP_TITLES[s].lstrip("+ "))
+        for s in (*STEPS[1:], "spec_mask")
+    }
 
     def render(song: str, second: int, snr: float, ir_index: int, offset_ms: int, **on: bool) -> None:
         second = min(second, max(0, int(durations[song]) - 1))
@@ -219,8 +274,13 @@ def explorer(songs: Sequence[Path], irs: IRBank, noises: NoiseBank, augmenter: A
             fc = augmenter.features(clean)
             fd = augmenter.spec_mask(augmenter.features(deg), d)
         room = Path(irs.files[ir_index]).stem
-        fig = plot_pair(clean[0].numpy(), deg[0].numpy(), fe, (fc[0, 0].numpy(), fd[0, 0].numpy()),
-                        title=f"{Path(song).name}, second {second}, SNR {snr:.1f} dB, room {room}")
+        fig = plot_pair(
+            clean[0].numpy(),
+            deg[0].numpy(),
+            fe,
+            (fc[0, 0].numpy(), fd[0, 0].numpy()),
+            title=f"{Path(song).name}, second {second}, SNR {snr:.1f} dB, room {room}",
+        )
         show(fig)
         print("clean:")
         display(player(clean[0], fe.sr))
@@ -244,9 +304,14 @@ def explorer(songs: Sequence[Path], irs: IRBank, noises: NoiseBank, augmenter: A
     for w in controls.values():
         w.observe(rerender, names="value")
     ui = W.VBox([W.HBox([song_w, sec_w]), W.HBox([snr_w, ir_w, offset_w]), W.HBox(list(on_w.values()))])
-    display(W.HTML("<b>Interactive explorer</b> (in JupyterLab: change a control and the figure and audio "
-                   "for the new settings appear under the controls; the figure above is the static view)"),
-            ui, out)
+    display(
+        W.HTML(
+            "<b>Interactive explorer</b> (in JupyterLab: change a control and the figure and audio "
+            "for the new settings appear under the controls; the figure above is the static view)"
+        ),
+        ui,
+        out,
+    )
     return {"controls": controls, "output": out}
 
 
@@ -282,8 +347,12 @@ def plot_neighbours(nn: dict, fe: FrontEnd = FrontEnd()) -> plt.Figure:
         _logmel_axes(axes[i, 0], nn["queries"][i, 0].numpy(), fe, f"query {i} (degraded)")
         for j in range(k):
             ok = int(nn["index"][i, j]) == i
-            _logmel_axes(axes[i, j + 1], nn["neighbours"][i, j, 0].numpy(), fe,
-                         f"#{j + 1}: window {int(nn['index'][i, j])}, score {float(nn['scores'][i, j]):.2f}")
+            _logmel_axes(
+                axes[i, j + 1],
+                nn["neighbours"][i, j, 0].numpy(),
+                fe,
+                f"#{j + 1}: window {int(nn['index'][i, j])}, score {float(nn['scores'][i, j]):.2f}",
+            )
             axes[i, j + 1].title.set_color("green" if ok else "black")
     return fig
 
@@ -293,8 +362,15 @@ def plot_similarity(a: np.ndarray, b: np.ndarray, hop_s: float, title: str = "",
     :func:`fplib.models.registry.kind_of_model`): inner products of unit vectors, or 1 - 2 h / D of binary
     codes (:mod:`fplib.codes`), both 1 for identical fingerprints and about 0 for unrelated ones."""
     fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)
-    im = ax.imshow(codes.similarity_matrix(a, b, kind), origin="lower", aspect="auto", cmap="viridis", vmin=-0.2,
-                   vmax=1.0, extent=(0, len(b) * hop_s, 0, len(a) * hop_s))
+    im = ax.imshow(
+        codes.similarity_matrix(a, b, kind),
+        origin="lower",
+        aspect="auto",
+        cmap="viridis",
+        vmin=-0.2,
+        vmax=1.0,
+        extent=(0, len(b) * hop_s, 0, len(a) * hop_s),
+    )
     ax.set_xlabel("time in the second sequence (s)")
     ax.set_ylabel("time in the song (s)")
     plt.colorbar(im, ax=ax, label="inner product" if kind == "float" else "1 - 2 x Hamming distance / bits")
@@ -308,9 +384,10 @@ def plot_hit_rates(table: Sequence[dict], key: str = "top1") -> plt.Figure:
     systems = list(dict.fromkeys(r["system"] for r in sorted(table, key=lambda r: r["system"] != "neural")))
     cols = min(3, len(systems))  # at most three panels a row
     rows_ = -(-len(systems) // cols)
-    fig, axes = plt.subplots(rows_, cols, figsize=(5.0 * cols, 3.4 * rows_), constrained_layout=True,
-                             squeeze=False, sharey=True)
-    for ax in axes.flat[len(systems):]:
+    fig, axes = plt.subplots(
+        rows_, cols, figsize=(5.0 * cols, 3.4 * rows_), constrained_layout=True, squeeze=False, sharey=True
+    )
+    for ax in axes.flat[len(systems) :]:
         ax.set_visible(False)
     for ax, system in zip(axes.flat, systems):
         rows = [r for r in table if r["system"] == system and r[key] is not None]
@@ -331,16 +408,20 @@ def format_table(table: Sequence[dict]) -> str:
     """The evaluation table as aligned text: one row per system, length and SNR (``ranked1``: the
     right answer ranked first before the "not in the database" threshold)."""
     head = f"{'system':10s}{'length':>8s}{'SNR':>6s}{'n':>5s}" + "".join(
-        f"{c:>8s}" for c in ("top-1", "top-3", "song", "ranked1", "FP", "ms"))
+        f"{c:>8s}" for c in ("top-1", "top-3", "song", "ranked1", "FP", "ms")
+    )
     lines = [head]
     for r in table:
+
         def pct(v):
             return f"{100 * v:7.1f}%" if v is not None else f"{'-':>8s}"
 
         snr = "all" if r["snr_db"] is None else f"{r['snr_db']:g}"
-        lines.append(f"{r['system']:10s}{r['length_s']:7g}s{snr:>6s}{r['n']:5d}{pct(r['top1'])}"
-                     f"{pct(r['top3'])}{pct(r['song'])}{pct(r.get('ranked1'))}{pct(r['fp_rate'])}"
-                     f"{r['ms_per_query']:8.1f}")
+        lines.append(
+            f"{r['system']:10s}{r['length_s']:7g}s{snr:>6s}{r['n']:5d}{pct(r['top1'])}"
+            f"{pct(r['top3'])}{pct(r['song'])}{pct(r.get('ranked1'))}{pct(r['fp_rate'])}"
+            f"{r['ms_per_query']:8.1f}"
+        )
     return "\n".join(lines)
 
 
@@ -350,20 +431,27 @@ HEADLINE_COLUMNS = ("top-1", "ranked first", "FP", "ms per query", "DB bytes/s")
 def headline_markdown(rows: Sequence[dict]) -> str:
     """The headline table (:func:`fplib.evaluate.headline`) as a markdown table: one row per system
     and query length, then a line with the number of queries behind each row."""
+
     def pct(v):
         return "-" if v is None else f"{100 * v:.1f} %"
 
-    lines = ["| system | query | " + " | ".join(HEADLINE_COLUMNS) + " |",
-             "|---|---:|" + "---:|" * len(HEADLINE_COLUMNS)]
+    lines = [
+        "| system | query | " + " | ".join(HEADLINE_COLUMNS) + " |",
+        "|---|---:|" + "---:|" * len(HEADLINE_COLUMNS),
+    ]
     for r in rows:
         db = "-" if r.get("db_bytes_per_s") is None else f"{r['db_bytes_per_s']:,.0f}"
-        lines.append(f"| {r['system']} | {r['length_s']:g} s | {pct(r['top1'])} | {pct(r['ranked1'])} | "
-                     f"{pct(r['fp_rate'])} | {r['ms_per_query']:.1f} | {db} |")
+        lines.append(
+            f"| {r['system']} | {r['length_s']:g} s | {pct(r['top1'])} | {pct(r['ranked1'])} | "
+            f"{pct(r['fp_rate'])} | {r['ms_per_query']:.1f} | {db} |"
+        )
     n_in = sorted({r["n"] for r in rows})
     n_out = sorted({r["n_out"] for r in rows})
     lines.append("")
-    lines.append(f"Each row: {'/'.join(map(str, n_in))} in-database and {'/'.join(map(str, n_out))} "
-                 f"out-of-database queries, all SNRs together.")
+    lines.append(
+        f"Each row: {'/'.join(map(str, n_in))} in-database and {'/'.join(map(str, n_out))} "
+        f"out-of-database queries, all SNRs together."
+    )
     return "\n".join(lines)
 
 
@@ -373,11 +461,14 @@ def plot_systems(head: Sequence[dict]) -> plt.Figure:
     gives each system's database bytes per second of audio and its mean time per query."""
     systems = list(dict.fromkeys(r["system"] for r in head))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True, sharey=True)
-    for ax, key, title in ((axes[0], "top1", "top-1 (right and accepted)"),
-                           (axes[1], "ranked1", "ranked first (before the threshold)")):
+    for ax, key, title in (
+        (axes[0], "top1", "top-1 (right and accepted)"),
+        (axes[1], "ranked1", "ranked first (before the threshold)"),
+    ):
         for i, system in enumerate(systems):
-            rows = sorted((r for r in head if r["system"] == system and r.get(key) is not None),
-                          key=lambda r: r["length_s"])
+            rows = sorted(
+                (r for r in head if r["system"] == system and r.get(key) is not None), key=lambda r: r["length_s"]
+            )
             if not rows:
                 continue
             ms = np.mean([r["ms_per_query"] for r in rows])
@@ -399,23 +490,28 @@ def show_headline(rows: Sequence[dict]) -> None:
     display({"text/markdown": text, "text/plain": text}, raw=True)
 
 
-def plot_confidences(conf: dict[float, dict[str, list[float]]], thresholds: dict[float, float],
-                     decision: str = "margin", seed: int = 0) -> plt.Figure:
+def plot_confidences(
+    conf: dict[float, dict[str, list[float]]], thresholds: dict[float, float], decision: str = "margin", seed: int = 0
+) -> plt.Figure:
     """The confidence of every query against the "in the database" threshold, one panel per query
     length (:func:`fplib.evaluate.confidences`): in-database queries answered right (green) or not
     (red), out-of-database queries (grey); above the dashed line a query is accepted."""
     lengths = sorted(conf)
-    fig, axes = plt.subplots(1, len(lengths), figsize=(2.4 * len(lengths) + 1.0, 3.8), constrained_layout=True,
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, len(lengths), figsize=(2.4 * len(lengths) + 1.0, 3.8), constrained_layout=True, squeeze=False, sharey=True
+    )
     rng = np.random.default_rng(seed)
-    styles = (("right", 0, "C2", "in the database, right answer ranked first"),
-              ("wrong", 0, "C3", "in the database, wrong answer ranked first"),
-              ("out", 1, "0.45", "not in the database"))
+    styles = (
+        ("right", 0, "C2", "in the database, right answer ranked first"),
+        ("wrong", 0, "C3", "in the database, wrong answer ranked first"),
+        ("out", 1, "0.45", "not in the database"),
+    )
     for ax, length in zip(axes[0], lengths):
         for kind, x, color, label in styles:
             y = np.asarray(conf[length][kind], dtype=float)
-            ax.scatter(x + rng.uniform(-0.18, 0.18, len(y)), y, s=12, color=color, alpha=0.7, label=label,
-                       edgecolors="none")
+            ax.scatter(
+                x + rng.uniform(-0.18, 0.18, len(y)), y, s=12, color=color, alpha=0.7, label=label, edgecolors="none"
+            )
         t = thresholds.get(length)
         if t is not None and np.isfinite(t):
             ax.axhline(t, color="k", ls="--", lw=1, label="threshold")
@@ -439,8 +535,16 @@ def plot_alignment(al: dict, truth_s: float | None = None, title: str = "") -> p
     dq = q_s[1] - q_s[0] if len(q_s) > 1 else 0.5
     ds = s_s[1] - s_s[0] if len(s_s) > 1 else 0.5
     fig, ax = plt.subplots(figsize=(8, 3.8), constrained_layout=True)
-    im = ax.imshow(sim, origin="lower", aspect="auto", cmap="viridis", vmin=-0.2, vmax=1.0, interpolation="nearest",
-                   extent=(s_s[0] - ds / 2, s_s[-1] + ds / 2, q_s[0] - dq / 2, q_s[-1] + dq / 2))
+    im = ax.imshow(
+        sim,
+        origin="lower",
+        aspect="auto",
+        cmap="viridis",
+        vmin=-0.2,
+        vmax=1.0,
+        interpolation="nearest",
+        extent=(s_s[0] - ds / 2, s_s[-1] + ds / 2, q_s[0] - dq / 2, q_s[-1] + dq / 2),
+    )
     ends = np.array([q_s[0], q_s[-1]])
     ax.plot(al["offset_s"] + ends, ends, "w--", lw=1.5, label=f"found: starts at {al['offset_s']:.2f} s")
     if truth_s is not None:

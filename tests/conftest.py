@@ -25,8 +25,14 @@ def pytest_unconfigure(config):
 
 # Module fixtures that build a corpus or a catalogue, or train a network, once for their file (4-12 s each
 # on 2 cores): every test that uses one is in the slow tier, with the tests marked @pytest.mark.slow.
-SLOW_FIXTURES = {"test_corpus.py": "built", "test_corpus_render.py": "rendered", "test_cli.py": "world",
-                 "test_reliability_files.py": "world", "test_listen.py": "setup", "test_families.py": "trained"}
+SLOW_FIXTURES = {
+    "test_corpus.py": "built",
+    "test_corpus_render.py": "rendered",
+    "test_cli.py": "world",
+    "test_reliability_files.py": "world",
+    "test_listen.py": "setup",
+    "test_families.py": "trained",
+}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -171,8 +171,13 @@ def _same(a, b) -> bool:
     import torch
 
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype \
-            and a.shape == b.shape and torch.equal(a, b)
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and torch.equal(a, b)
+        )
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
@@ -195,8 +200,9 @@ def _catalogue_content(path: Path) -> tuple:
     import sqlite3
 
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        songs = db.execute("SELECT id, name, path, duration, first_vector, n_vectors, checksum FROM songs "
-                           "ORDER BY id").fetchall()
+        songs = db.execute(
+            "SELECT id, name, path, duration, first_vector, n_vectors, checksum FROM songs ORDER BY id"
+        ).fetchall()
         meta = db.execute("SELECT key, value FROM meta ORDER BY key").fetchall()
     return songs, meta
 

@@ -87,8 +87,10 @@ def attention_init(seed: int = 0, threads: int = THREADS) -> list[Check]:
 
     with torch_threads(threads):
         ours, released = final_loss(), final_loss(attention_init_std=1.0)
-    return [Check("attn fan-in init: final NT-Xent loss", ours, "<", 0.1),
-            Check("attn released init / fan-in init: final loss ratio", released / ours, ">", 10.0)]
+    return [
+        Check("attn fan-in init: final NT-Xent loss", ours, "<", 0.1),
+        Check("attn released init / fan-in init: final loss ratio", released / ours, ">", 10.0),
+    ]
 
 
 def samaf_reconstruction(seed: int = 0, threads: int = THREADS) -> list[Check]:
@@ -115,8 +117,10 @@ def samaf_reconstruction(seed: int = 0, threads: int = THREADS) -> list[Check]:
         before = recon_loss()
         losses = _adam_losses(model, lambda: samaf_objective(model, model, x_a, x_b, 0.05)[0], 40, 1e-2)
         after = recon_loss()
-    return [Check("samaf: reconstruction error after / before", after / before, "<", 0.2),
-            Check("samaf: objective last / first step", losses[-1] / losses[0], "<", 0.5)]
+    return [
+        Check("samaf: reconstruction error after / before", after / before, "<", 0.2),
+        Check("samaf: objective last / first step", losses[-1] / losses[0], "<", 0.5),
+    ]
 
 
 def loss_curve(history: list[dict]) -> list[Check]:
@@ -125,8 +129,9 @@ def loss_curve(history: list[dict]) -> list[Check]:
     4 validation pairs it falls 5-15-fold with seeds 0 and 1 and rises with seed 2 (the tiny model
     overfits 24 training pairs), so it is no claim to assert; the demo's family training
     (benchmarks/portability.py --checks demo) checks retrieval on held-out songs instead."""
-    return [Check("trainer: train loss last / first epoch", history[-1]["train_loss"] / history[0]["train_loss"],
-                  "<", 0.25)]
+    return [
+        Check("trainer: train loss last / first epoch", history[-1]["train_loss"] / history[0]["train_loss"], "<", 0.25)
+    ]
 
 
 def static_training(seed: int = 0, threads: int = THREADS, root: Path | None = None) -> list[Check]:
@@ -140,15 +145,20 @@ def static_training(seed: int = 0, threads: int = THREADS, root: Path | None = N
     pairs = static_pairs(root)
     fe = FrontEnd()
     with torch_threads(threads):
-        hist = train(TrainConfig(**{**TINY_TRAINING, "seed": seed}),
-                     static_source(pairs / "train_set", pairs / "val_set", fe),
-                     Path(tempfile.mkdtemp(prefix=f"run-{seed}-{threads}-", dir=root)), fe, progress=False)
+        hist = train(
+            TrainConfig(**{**TINY_TRAINING, "seed": seed}),
+            static_source(pairs / "train_set", pairs / "val_set", fe),
+            Path(tempfile.mkdtemp(prefix=f"run-{seed}-{threads}-", dir=root)),
+            fe,
+            progress=False,
+        )
     return loss_curve(hist)
 
 
 # the trainer's settings in tests/test_train.py: a tiny NAFP on a tiny dataset, a few seconds on 2 cores
-TINY_TRAINING = dict(model="nafp_small", model_settings={"width": 0.125}, batch_size=8, lr=1e-3, lr_ref_batch=8,
-                     epochs=6)
+TINY_TRAINING = dict(
+    model="nafp_small", model_settings={"width": 0.125}, batch_size=8, lr=1e-3, lr_ref_batch=8, epochs=6
+)
 
 
 def static_pairs(root: Path) -> Path:
@@ -158,8 +168,9 @@ def static_pairs(root: Path) -> Path:
     from tests.helpers import make_folders
 
     d = make_folders(root / "in", n_songs=6, seconds=8.0)
-    return generate_dataset(d["songs"], root / "out", d["rir"], d["noise"], cfg=GenerateConfig(number_segments=4),
-                            progress=False).path
+    return generate_dataset(
+        d["songs"], root / "out", d["rir"], d["noise"], cfg=GenerateConfig(number_segments=4), progress=False
+    ).path
 
 
 # what benchmarks/portability.py runs: name -> (seed, threads) -> checks

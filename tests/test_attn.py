@@ -149,8 +149,15 @@ def test_one_contrastive_training_step():
 
 def test_build_state_dict_build_again_load_strict():
     model, settings = build_model("attn_small", mask_gain=100.0)
-    assert settings == {"width": 0.25, "emb_dim": 128, "head_hidden": 32, "mask_gain": 100.0, "n_blocks": 6,
-                        "shortcut_norm": False, "attention_init_std": None}
+    assert settings == {
+        "width": 0.25,
+        "emb_dim": 128,
+        "head_hidden": 32,
+        "mask_gain": 100.0,
+        "n_blocks": 6,
+        "shortcut_norm": False,
+        "attention_init_std": None,
+    }
     again, _ = build_model("attn_small", **settings)
     again.load_state_dict(model.state_dict(), strict=True)
     x = torch.randn(2, 1, 256, 32)

@@ -169,8 +169,12 @@ def test_bad_pyav_files_raise_clear_errors(tmp_path):
     audio.write(good, tone(3.0, 16000), 16000)
     (tmp_path / "cut.m4a").write_bytes(good.read_bytes()[:200])
     (tmp_path / "empty.wma").write_bytes(b"")
-    for name, reason in (("text.m4a", "not a decodable audio file"), ("cut.m4a", "not a decodable|decod"),
-                         ("empty.wma", "empty file"), ("missing.aac", "file not found")):
+    for name, reason in (
+        ("text.m4a", "not a decodable audio file"),
+        ("cut.m4a", "not a decodable|decod"),
+        ("empty.wma", "empty file"),
+        ("missing.aac", "file not found"),
+    ):
         with pytest.raises(audio.AudioError, match=reason) as info:
             audio.load(tmp_path / name)
         assert info.value.path == str(tmp_path / name)

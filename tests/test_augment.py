@@ -53,8 +53,9 @@ def test_ir_keeps_length_and_alignment():
     torch.testing.assert_close(y, x, atol=1e-5, rtol=0)
     room = torch.zeros(1, 2000)
     room[0, 40] = 1.0
-    room[0, 41:] = 0.2 * torch.randn(1959, generator=torch.Generator().manual_seed(0)) * torch.exp(
-        -torch.arange(1959) / 200.0)
+    room[0, 41:] = (
+        0.2 * torch.randn(1959, generator=torch.Generator().manual_seed(0)) * torch.exp(-torch.arange(1959) / 200.0)
+    )
     x = torch.randn(1, 8000, generator=torch.Generator().manual_seed(1))  # white: its autocorrelation is a spike
     y = convolve_ir(x, room)
     assert y.shape == x.shape
@@ -103,8 +104,9 @@ def test_output_shapes_range_and_offset():
     assert clean.shape == deg.shape == (16, 1, 256, 32)
     assert deg.min() >= -80 and deg.max() <= 0
     # offsets really shift the degraded view and stay within the configured range
-    only_offset = Augmenter(AugmentConfig(noise_p=0, ir_p=0, offset_p=1.0, time_mask_p=0, bandlimit_p=0,
-                                          freq_mask_p=0, spec_time_mask_p=0))
+    only_offset = Augmenter(
+        AugmentConfig(noise_p=0, ir_p=0, offset_p=1.0, time_mask_p=0, bandlimit_p=0, freq_mask_p=0, spec_time_mask_p=0)
+    )
     d = only_offset.draw(16, torch.Generator().manual_seed(0))
     assert d.offset.abs().max() <= only_offset.context and (d.offset != 0).any()
     c, x = only_offset.degrade(seg, None, None, d)

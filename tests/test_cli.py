@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from fplib import audio, calibrate, cli, evaluate, pretrained, search, storage
+from fplib import queries as fpqueries
 from fplib.catalogue import Catalogue
 from fplib.checkpoints import load_checkpoint, load_model, save_checkpoint
 from fplib.features import FrontEnd, n_windows
@@ -30,9 +31,19 @@ def _checkpoint(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model, settings = build_model("nafp_small", FE, width=0.125)
     opt = torch.optim.Adam(model.parameters())
-    save_checkpoint(path, {"model": model.state_dict(), "model_name": "nafp_small", "model_settings": settings,
-                           "frontend": FE.to_dict(), "optimizer": opt.state_dict(), "epoch": 3,
-                           "rng_cpu": torch.get_rng_state(), "metrics": {"val_top1": 0.5}})
+    save_checkpoint(
+        path,
+        {
+            "model": model.state_dict(),
+            "model_name": "nafp_small",
+            "model_settings": settings,
+            "frontend": FE.to_dict(),
+            "optimizer": opt.state_dict(),
+            "epoch": 3,
+            "rng_cpu": torch.get_rng_state(),
+            "metrics": {"val_top1": 0.5},
+        },
+    )
     return path
 
 
@@ -48,11 +59,21 @@ def world(tmp_path_factory):
         audio.write(root / "neg" / f"neg_{i}.wav", music_like(8.0, 8000, seed=100 + i), 8000)
     ckpt = _checkpoint(root / "model.pt")
     cat, idx = root / "cat", root / "idx"
-    assert cli.main(["generate_fingerprints", "-i", str(songs), "-o", str(cat), "--model", str(ckpt),
-                     "--no_progress"]) == 1  # broken.mp3 was skipped
+    assert (
+        cli.main(["generate_fingerprints", "-i", str(songs), "-o", str(cat), "--model", str(ckpt), "--no_progress"])
+        == 1
+    )  # broken.mp3 was skipped
     assert cli.main(["create_faiss_indexes", "-i", str(cat), "-n", "mine", "-o", str(idx)]) == 0
-    return dict(root=root, songs=songs, ckpt=ckpt, cat=cat, index=idx / "mine.index", rooms=d["rir"],
-                noises=d["noise"], neg=root / "neg")
+    return dict(
+        root=root,
+        songs=songs,
+        ckpt=ckpt,
+        cat=cat,
+        index=idx / "mine.index",
+        rooms=d["rir"],
+        noises=d["noise"],
+        neg=root / "neg",
+    )
 
 
 def _copy_db(world, dest: Path) -> tuple[Path, Path]:
@@ -71,9 +92,11 @@ def _query(world, tmp_path, song: str, start: float, length: float, ext: str = "
 
 # -- the dispatcher, --help, exit codes -------------------------------------------------------------
 
+
 def _run(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "fplib.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "fplib.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, **kw
+    )
 
 
 @pytest.mark.slow
@@ -96,10 +119,12 @@ def test_fplib_lists_the_commands_and_help_exits_0():
 
 
 def test_help_and_usage_errors_import_no_heavy_module():
-    code = ("import sys\nfrom fplib import cli\n"
-            "codes = [cli.main([c, '--help']) for c in cli.COMMANDS] + [cli.main(['db', 'add', '--help']),"
-            " cli.main(['trainer', '-ep', 'x'])]\n"
-            "print(codes, sorted(m for m in ('torch', 'faiss', 'numpy', 'soundfile') if m in sys.modules))")
+    code = (
+        "import sys\nfrom fplib import cli\n"
+        "codes = [cli.main([c, '--help']) for c in cli.COMMANDS] + [cli.main(['db', 'add', '--help']),"
+        " cli.main(['trainer', '-ep', 'x'])]\n"
+        "print(codes, sorted(m for m in ('torch', 'faiss', 'numpy', 'soundfile') if m in sys.modules))"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     codes, heavy = r.stdout.strip().splitlines()[-1].split("] ")
     assert codes == "[" + ", ".join(["0"] * (len(cli.COMMANDS) + 1) + ["2"]) and heavy == "[]", r.stdout + r.stderr
@@ -132,8 +157,12 @@ def _actions(parser: argparse.ArgumentParser):
 def test_every_option_has_help_text(monkeypatch, capsys):
     parsers = _parsers(monkeypatch)
     assert len(parsers) == len(cli.COMMANDS)
-    missing = [(prog, a.option_strings or a.dest) for p in parsers.values() for prog, a in _actions(p)
-               if not (a.help or "").strip()]
+    missing = [
+        (prog, a.option_strings or a.dest)
+        for p in parsers.values()
+        for prog, a in _actions(p)
+        if not (a.help or "").strip()
+    ]
     assert not missing
 
 
@@ -145,37 +174,50 @@ def test_trainer_options_may_follow_the_mode():
     assert (ns.epochs, ns.batch_size, ns.model_name, ns.train_ratio) == (5, 16, "x", 0.8)  # not reset by the mode
     ns = ap.parse_args(["dynamic", "-tp", "a", "-vp", "b"])
     # TrainConfig's defaults; a family setting (batch, optimiser, lr...) left None is the architecture's
-    assert (ns.epochs, ns.batch_size, ns.optim, ns.output_path, ns.lr, ns.no_amp) == (200, None, None, ".", None,
-                                                                                       False)
+    assert (ns.epochs, ns.batch_size, ns.optim, ns.output_path, ns.lr, ns.no_amp) == (200, None, None, ".", None, False)
     arch = next(a for a in ap._actions if "--arch" in a.option_strings)
     assert arch.choices == model_names() and all(name in arch.help for name in model_names())  # from the registry
 
 
 # -- generate_fingerprints ------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_generate_fingerprints_reports_skips_and_resumes(world, tmp_path, capsys):
     with Catalogue(world["cat"]) as cat:
         names = sorted(s.name for s in cat.songs())
         assert names == ["phone/voice memo", "song_0", "song_1", "song_2"]  # the m4a is in, named by its path
-        assert cat.model["sha256"] == pretrained.sha256(world["ckpt"])
+        assert cat.model["sha256"] == storage.file_checksum(world["ckpt"])
     more = tmp_path / "more"
     shutil.copytree(world["songs"], more)
     audio.write(more / "new.flac", music_like(6.0, 16000, seed=42), 16000)
     cat = tmp_path / "cat"
     shutil.copytree(world["cat"], cat)
     capsys.readouterr()
-    rc = cli.generate_fingerprints_main(["-i", str(more), "-o", str(cat), "--model", str(world["ckpt"]),
-                                         "--no_progress"])
+    rc = cli.generate_fingerprints_main(
+        ["-i", str(more), "-o", str(cat), "--model", str(world["ckpt"]), "--no_progress"]
+    )
     out, err = capsys.readouterr()
     assert rc == 1  # broken.mp3 again
     assert "1 song(s) added" in out and "4 already there" in out and "1 skipped" in out
     assert f"{more / 'broken.mp3'}: not a decodable audio file" in err and "cover.jpg" in err
-    rc = cli.generate_fingerprints_main(["-i", str(more / "new.flac"), str(more / "song_0.flac"), "-o", str(cat),
-                                         "--model", str(world["ckpt"]), "--no_progress"])
+    rc = cli.generate_fingerprints_main(
+        [
+            "-i",
+            str(more / "new.flac"),
+            str(more / "song_0.flac"),
+            "-o",
+            str(cat),
+            "--model",
+            str(world["ckpt"]),
+            "--no_progress",
+        ]
+    )
     assert rc == 0 and "0 song(s) added" in capsys.readouterr().out  # nothing new, nothing failed
-    assert cli.generate_fingerprints_main(["-i", str(tmp_path / "nowhere"), "-o", str(cat), "--model",
-                                           str(world["ckpt"])]) == 2
+    assert (
+        cli.generate_fingerprints_main(["-i", str(tmp_path / "nowhere"), "-o", str(cat), "--model", str(world["ckpt"])])
+        == 2
+    )
     assert f"{tmp_path / 'nowhere'}: no such file or folder" in capsys.readouterr().err
 
 
@@ -186,21 +228,56 @@ def test_a_copy_of_the_checkpoint_is_the_same_model(world, tmp_path, capsys):
     shutil.copyfile(world["ckpt"], copy)
     cat, idx = _copy_db(world, tmp_path)
     audio.write(tmp_path / "new" / "extra.wav", music_like(6.0, 8000, seed=43), 8000)
-    assert cli.generate_fingerprints_main(["-i", str(tmp_path / "new"), "-o", str(cat), "--model", str(copy),
-                                           "--no_progress"]) == 0
+    assert (
+        cli.generate_fingerprints_main(
+            ["-i", str(tmp_path / "new"), "-o", str(cat), "--model", str(copy), "--no_progress"]
+        )
+        == 0
+    )
     other = _checkpoint(tmp_path / "other.pt", seed=1)
-    assert cli.generate_fingerprints_main(["-i", str(tmp_path / "new"), "-o", str(cat), "--model", str(other),
-                                           "--no_progress"]) == 2
+    assert (
+        cli.generate_fingerprints_main(
+            ["-i", str(tmp_path / "new"), "-o", str(cat), "--model", str(other), "--no_progress"]
+        )
+        == 2
+    )
     assert "cannot be mixed" in capsys.readouterr().err
     q = _query(world, tmp_path, "song_1.flac", 2.0, 3.0)
-    assert cli.recognize_main([str(q), "--model", str(copy), "--catalogue", str(world["cat"]), "--index",
-                               str(world["index"]), "--no-threshold"]) == 0
-    assert cli.recognize_main([str(q), "--model", str(other), "--catalogue", str(world["cat"]), "--index",
-                               str(world["index"]), "--no-threshold"]) == 2
+    assert (
+        cli.recognize_main(
+            [
+                str(q),
+                "--model",
+                str(copy),
+                "--catalogue",
+                str(world["cat"]),
+                "--index",
+                str(world["index"]),
+                "--no-threshold",
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli.recognize_main(
+            [
+                str(q),
+                "--model",
+                str(other),
+                "--catalogue",
+                str(world["cat"]),
+                "--index",
+                str(world["index"]),
+                "--no-threshold",
+            ]
+        )
+        == 2
+    )
     assert "made by another model" in capsys.readouterr().err
 
 
 # -- recognize ------------------------------------------------------------------------------------
+
 
 def test_recognize_without_a_threshold_refuses_unless_told(world, tmp_path, capsys):
     q = _query(world, tmp_path, "song_2.flac", 2.5, 3.0)
@@ -220,8 +297,22 @@ def test_recognize_json_lines(world, tmp_path, capsys):
     q = _query(world, tmp_path, "phone/voice memo.m4a", 1.5, 4.0, ext="m4a")  # an m4a query of an m4a song
     bad = tmp_path / "bad.m4a"
     bad.write_text("nope")
-    rc = cli.recognize_main([str(q), str(bad), "--model", str(world["ckpt"]), "--catalogue", str(world["cat"]),
-                             "--index", str(world["index"]), "--no-threshold", "--json", "--phases", "4"])
+    rc = cli.recognize_main(
+        [
+            str(q),
+            str(bad),
+            "--model",
+            str(world["ckpt"]),
+            "--catalogue",
+            str(world["cat"]),
+            "--index",
+            str(world["index"]),
+            "--no-threshold",
+            "--json",
+            "--phases",
+            "4",
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 1 and "1 failed" in err
     lines = [json.loads(ln) for ln in out.splitlines()]
@@ -237,16 +328,33 @@ def test_recognize_json_lines(world, tmp_path, capsys):
 
 # -- calibrate_threshold --------------------------------------------------------------------------
 
-CHEAP = ["--lengths", "1", "2", "--snrs", "10", "--queries", "2", "--noise_only", "1", "--phases", "1",
-         "--no_progress"]
+CHEAP = ["--lengths", "1", "2", "--snrs", "10", "--queries", "2", "--noise_only", "1", "--phases", "1", "--no_progress"]
 
 
 def test_calibrate_threshold_on_own_negatives_then_recognize_uses_it(world, tmp_path, capsys):
     cat, idx = _copy_db(world, tmp_path)
     negatives = [str(world["neg"]), str(world["songs"] / "song_0.flac")]  # a song of the catalogue is left out
-    rc = cli.calibrate_threshold_main(["--catalogue", str(cat), "--index", str(idx), "--negatives", *negatives,
-                                       "--model", str(world["ckpt"]), "--rooms", str(world["rooms"]), "--noises",
-                                       str(world["noises"]), "--decision", "score", "--fpr", "0.1", *CHEAP])
+    rc = cli.calibrate_threshold_main(
+        [
+            "--catalogue",
+            str(cat),
+            "--index",
+            str(idx),
+            "--negatives",
+            *negatives,
+            "--model",
+            str(world["ckpt"]),
+            "--rooms",
+            str(world["rooms"]),
+            "--noises",
+            str(world["noises"]),
+            "--decision",
+            "score",
+            "--fpr",
+            "0.1",
+            *CHEAP,
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 0, err
     saved = storage.read_json(search.threshold_path(idx))
@@ -262,16 +370,36 @@ def test_calibrate_threshold_on_own_negatives_then_recognize_uses_it(world, tmp_
         assert f"{r['length_s']:g}s" in out and f"{r['threshold']:.3f}" in out
     # recognize reads it: its phases and decision, its threshold for the query's length
     q = _query(world, tmp_path, "song_1.flac", 1.0, 2.0)
-    assert cli.recognize_main([str(q), "--model", str(world["ckpt"]), "--catalogue", str(cat), "--index", str(idx),
-                               "--json"]) == 0
+    assert (
+        cli.recognize_main(
+            [str(q), "--model", str(world["ckpt"]), "--catalogue", str(cat), "--index", str(idx), "--json"]
+        )
+        == 0
+    )
     r = json.loads(capsys.readouterr().out)
     t = search.Threshold(tuple(saved["threshold"]["windows"]), tuple(saved["threshold"]["values"]))
     assert r["threshold"] == pytest.approx(t(n_windows(2 * FE.sr, FE))) and r["decision"] == "score"
     assert r["in_database"] == (r["confidence"] >= r["threshold"])
-    assert cli.calibrate_threshold_main(["--catalogue", str(cat), "--index", str(idx), "--negatives",
-                                         str(world["songs"] / "song_0.flac"), "--model", str(world["ckpt"]),
-                                         "--rooms", str(world["rooms"]), "--noises", str(world["noises"]),
-                                         *CHEAP]) == 2
+    assert (
+        cli.calibrate_threshold_main(
+            [
+                "--catalogue",
+                str(cat),
+                "--index",
+                str(idx),
+                "--negatives",
+                str(world["songs"] / "song_0.flac"),
+                "--model",
+                str(world["ckpt"]),
+                "--rooms",
+                str(world["rooms"]),
+                "--noises",
+                str(world["noises"]),
+                *CHEAP,
+            ]
+        )
+        == 2
+    )
     assert "at least 2 usable" in capsys.readouterr().err
     assert cli.calibrate_threshold_main(["--catalogue", str(cat), "--index", str(idx), "--fpr", "1.5"]) == 2
 
@@ -285,8 +413,16 @@ def test_calibration_measures_the_false_positive_rate_on_the_held_back_half(worl
     cal = calibrate.calibrate_recognizer(rec, negs, irs, noises, 0.0, (1.0,), (10.0,), 2, 1, progress=False)
     assert rec.threshold is cal.threshold
     # fpr 0: the threshold lies above every calibration score; the held-back half is measured against it
-    again = evaluate.calibration_scores(rec, evaluate.plan_queries({}, [str(negs[1])], len(irs), [1.0], [10.0], 2, 11),
-                                        irs, noises, [1.0], 1, 12, progress=False)
+    again = evaluate.calibration_scores(
+        rec,
+        fpqueries.plan_queries({}, [str(negs[1])], len(irs), [1.0], [10.0], 2, 11),
+        irs,
+        noises,
+        [1.0],
+        1,
+        12,
+        progress=False,
+    )
     fp = int(np.sum(np.asarray(again[1]) >= cal.threshold(1)))
     assert cal.per_length[0].false_positives == fp and cal.per_length[0].n_test == len(again[1]) == 3
     assert cal.measured_fpr == fp / 3
@@ -298,12 +434,22 @@ def test_cross_fitted_calibration_measures_both_halves_and_fits_on_both(world):
 
     irs, noises = IRBank(audio.list_audio(world["rooms"])), NoiseBank(audio.list_audio(world["noises"]))
     negs = audio.list_audio(world["neg"])
-    cal = calibrate.calibrate_recognizer(rec, negs, irs, noises, 0.0, (1.0,), (10.0,), 2, 1, progress=False,
-                                         cross_fit=True)
-    halves = [evaluate.calibration_scores(rec, evaluate.plan_queries({}, [str(f) for f in files], len(irs), [1.0],
-                                                                      [10.0], 2, 10 * h + 1),
-                                          irs, noises, [1.0], 1, 10 * h + 2, progress=False)[1]
-              for h, files in enumerate((negs[0::2], negs[1::2]))]  # the halves alternate in sorted order
+    cal = calibrate.calibrate_recognizer(
+        rec, negs, irs, noises, 0.0, (1.0,), (10.0,), 2, 1, progress=False, cross_fit=True
+    )
+    halves = [
+        evaluate.calibration_scores(
+            rec,
+            fpqueries.plan_queries({}, [str(f) for f in files], len(irs), [1.0], [10.0], 2, 10 * h + 1),
+            irs,
+            noises,
+            [1.0],
+            1,
+            10 * h + 2,
+            progress=False,
+        )[1]
+        for h, files in enumerate((negs[0::2], negs[1::2]))
+    ]  # the halves alternate in sorted order
     # fpr 0: each half's threshold lies just above its own top score, so the other half's scores above it are
     # its false positives; the threshold kept lies above both halves' scores
     fp = sum(int(np.sum(np.asarray(halves[1 - h]) > max(halves[h]))) for h in (0, 1))
@@ -317,9 +463,29 @@ def test_cross_fitted_calibration_measures_both_halves_and_fits_on_both(world):
 
 def test_calibrate_threshold_default_negatives_are_built_in_and_cached(world, tmp_path, capsys):
     cat, idx = _copy_db(world, tmp_path)
-    rc = cli.calibrate_threshold_main(["--catalogue", str(cat), "--index", str(idx), "--model", str(world["ckpt"]),
-                                       "--builtin_songs", "2", "--lengths", "1", "--snrs", "5", "--queries", "1",
-                                       "--noise_only", "0", "--phases", "1", "--no_progress"])
+    rc = cli.calibrate_threshold_main(
+        [
+            "--catalogue",
+            str(cat),
+            "--index",
+            str(idx),
+            "--model",
+            str(world["ckpt"]),
+            "--builtin_songs",
+            "2",
+            "--lengths",
+            "1",
+            "--snrs",
+            "5",
+            "--queries",
+            "1",
+            "--noise_only",
+            "0",
+            "--phases",
+            "1",
+            "--no_progress",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "built-in synthetic songs" in out
     corpus = storage.outputs_root() / "calibration_corpus" / "songs2"
@@ -336,6 +502,7 @@ def test_calibrate_threshold_default_negatives_are_built_in_and_cached(world, tm
 
 # -- fplib db -------------------------------------------------------------------------------------
 
+
 def test_db_add_remove_list_all_or_nothing(world, tmp_path, capsys):
     cat, idx = _copy_db(world, tmp_path)
     new = tmp_path / "new"
@@ -350,10 +517,12 @@ def test_db_add_remove_list_all_or_nothing(world, tmp_path, capsys):
 
     before = state()
     (tmp_path / "bad.wav").write_text("nope")
-    for problem, args in (("not a decodable", [str(new), str(tmp_path / "bad.wav")]),
-                          ("already in the catalogue", [str(new), str(world["songs"] / "song_1.flac")]),
-                          ("given twice", [str(new), str(new / "album" / "a.flac")]),
-                          ("no such file", [str(new), str(tmp_path / "none.wav")])):
+    for problem, args in (
+        ("not a decodable", [str(new), str(tmp_path / "bad.wav")]),
+        ("already in the catalogue", [str(new), str(world["songs"] / "song_1.flac")]),
+        ("given twice", [str(new), str(new / "album" / "a.flac")]),
+        ("no such file", [str(new), str(tmp_path / "none.wav")]),
+    ):
         assert cli.main(["db", "add", *db, *model, *args, "--no_progress"]) == 2, problem
         err = capsys.readouterr().err
         assert problem in err and "nothing was added" in err
@@ -378,22 +547,30 @@ def test_db_add_remove_list_all_or_nothing(world, tmp_path, capsys):
     assert "album/a" not in out and "song_0" not in out and "album/b" in out
     with Catalogue(cat) as c:
         assert len(c) == before[0] and storage.read_json(idx.with_suffix(".meta.json"))["ntotal"] == sum(
-            s.n_vectors for s in c.songs())
+            s.n_vectors for s in c.songs()
+        )
     assert cli.main(["db", "list", "--catalogue", str(tmp_path / "none")]) == 2
     assert cli.main(["db"]) == 2
 
 
 # -- the shipped model ----------------------------------------------------------------------------
 
+
 def test_export_writes_a_slim_half_precision_model_and_its_card(world, tmp_path):
-    threshold = {"threshold": {"windows": [1, 9], "values": [0.5, 0.3]}, "target_fpr": 0.05, "phases": 1,
-                 "decision": "score"}
-    card = pretrained.export(world["ckpt"], tmp_path / f"{pretrained.NAME}.pt",
-                             {"threshold": threshold, "training_command": "trainer ...", "licence": "MIT",
-                              "sha256": "cannot be overridden"})
+    threshold = {
+        "threshold": {"windows": [1, 9], "values": [0.5, 0.3]},
+        "target_fpr": 0.05,
+        "phases": 1,
+        "decision": "score",
+    }
+    card = pretrained.export(
+        world["ckpt"],
+        tmp_path / f"{pretrained.NAME}.pt",
+        {"threshold": threshold, "training_command": "trainer ...", "licence": "MIT", "sha256": "cannot be overridden"},
+    )
     path = tmp_path / f"{pretrained.NAME}.pt"
     assert card == storage.read_json(tmp_path / f"{pretrained.NAME}.json")
-    assert card["sha256"] == pretrained.sha256(path) and card["file"] == path.name and card["arch"] == "nafp_small"
+    assert card["sha256"] == storage.file_checksum(path) and card["file"] == path.name and card["arch"] == "nafp_small"
     assert card["licence"] == "MIT" and card["threshold"] == threshold and card["training_command"]
     ck = load_checkpoint(path)
     assert not {"optimizer", "rng_cpu", "epoch"} & set(ck) and ck["metrics"] == {"val_top1": 0.5}
@@ -437,13 +614,29 @@ def test_export_writes_a_slim_half_precision_model_and_its_card(world, tmp_path)
 @pytest.mark.slow
 def test_commands_default_to_the_shipped_model(world, tmp_path, monkeypatch, capsys):
     shipped = tmp_path / "shipped"
-    threshold = {"threshold": {"windows": [1, 9], "values": [0.99, 0.99]}, "target_fpr": 0.05, "phases": 1,
-                 "decision": "score"}
+    threshold = {
+        "threshold": {"windows": [1, 9], "values": [0.99, 0.99]},
+        "target_fpr": 0.05,
+        "phases": 1,
+        "decision": "score",
+    }
     card = pretrained.export(world["ckpt"], shipped / f"{pretrained.NAME}.pt", {"threshold": threshold})
     monkeypatch.setenv(pretrained.DIR_ENV, str(shipped))
     cat, idx = tmp_path / "cat", tmp_path / "idx"
-    assert cli.main(["generate_fingerprints", "-i", str(world["songs"] / "song_0.flac"),
-                     str(world["songs"] / "song_1.flac"), "-o", str(cat), "--no_progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "generate_fingerprints",
+                "-i",
+                str(world["songs"] / "song_0.flac"),
+                str(world["songs"] / "song_1.flac"),
+                "-o",
+                str(cat),
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     with Catalogue(cat) as c:
         assert c.model["sha256"] == card["sha256"]
     assert cli.main(["create_faiss_indexes", "-i", str(cat), "-n", "s", "-o", str(idx)]) == 0
@@ -452,19 +645,38 @@ def test_commands_default_to_the_shipped_model(world, tmp_path, monkeypatch, cap
     noise = tmp_path / "noise.wav"
     audio.write(noise, (0.1 * np.random.default_rng(0).standard_normal(3 * 8000)).astype(np.float32))
     # no threshold file: the shipped model's default applies to a catalogue it made
-    assert cli.recognize_main([str(q), str(noise), "--catalogue", str(cat), "--index", str(idx / "s.index"),
-                               "--json"]) == 0
+    assert (
+        cli.recognize_main([str(q), str(noise), "--catalogue", str(cat), "--index", str(idx / "s.index"), "--json"])
+        == 0
+    )
     out, err = capsys.readouterr()
     rows = [json.loads(ln) for ln in out.splitlines()]
     assert "shipped model's default" in err and all(r["threshold"] == pytest.approx(0.99) for r in rows)
     assert rows[0]["in_database"] and rows[0]["song"] == "song_1"  # an exact excerpt scores 1
     assert not rows[1]["in_database"] and rows[1]["reason"] == "score below the threshold"
     audio.write(tmp_path / "more" / "x.wav", music_like(5.0, 8000, seed=60), 8000)
-    assert cli.main(["db", "add", "--catalogue", str(cat), "--index", str(idx / "s.index"),
-                     str(tmp_path / "more"), "--no_progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "db",
+                "add",
+                "--catalogue",
+                str(cat),
+                "--index",
+                str(idx / "s.index"),
+                str(tmp_path / "more"),
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     # a catalogue made by another model gets no default threshold
-    assert cli.recognize_main([str(q), "--model", str(world["ckpt"]), "--catalogue", str(world["cat"]),
-                               "--index", str(world["index"])]) == 2
+    assert (
+        cli.recognize_main(
+            [str(q), "--model", str(world["ckpt"]), "--catalogue", str(world["cat"]), "--index", str(world["index"])]
+        )
+        == 2
+    )
     assert "calibrate_threshold" in capsys.readouterr().err
     monkeypatch.setenv(pretrained.DIR_ENV, str(tmp_path / "not_installed"))
     assert cli.main(["generate_fingerprints", "-i", str(world["songs"]), "-o", str(tmp_path / "c2")]) == 2
@@ -480,8 +692,20 @@ def test_generate_fingerprints_killed_then_run_again_gives_the_uninterrupted_cat
     songs = tmp_path / "songs"
     for i in range(40):
         audio.write(songs / f"s{i:02d}.wav", music_like(10.0, 8000, seed=500 + i), 8000)
-    cmd = [sys.executable, "-m", "fplib.cli", "generate_fingerprints", "-i", str(songs), "--model",
-           str(world["ckpt"]), "--no_progress", "--batch", "1", "-o"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fplib.cli",
+        "generate_fingerprints",
+        "-i",
+        str(songs),
+        "--model",
+        str(world["ckpt"]),
+        "--no_progress",
+        "--batch",
+        "1",
+        "-o",
+    ]
     killed = tmp_path / "killed"
     p = subprocess.Popen([*cmd, str(killed)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     n, deadline = 0, time.time() + 120

@@ -43,8 +43,9 @@ def test_hamming_similarity_against_a_direct_computation():
     assert codes.similarity(a[:1], np.bitwise_not(a[:1]), "binary")[0] == -1.0
     # the +-1 inner product / D, as the trainer's validation computes it from relaxed codes
     za, zb = torch.from_numpy(bits_a * 2.0 - 1) * 0.3, torch.from_numpy(bits_b * 2.0 - 1) * 0.7
-    np.testing.assert_allclose(codes.torch_similarity_matrix(za.float(), zb.float(), "binary").numpy(),
-                               1 - 2 * direct / 128, rtol=1e-6)
+    np.testing.assert_allclose(
+        codes.torch_similarity_matrix(za.float(), zb.float(), "binary").numpy(), 1 - 2 * direct / 128, rtol=1e-6
+    )
     # the faiss binary index computes the same distances
     flat = faiss.IndexBinaryFlat(128)
     flat.add(b)

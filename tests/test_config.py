@@ -18,11 +18,23 @@ def test_from_dict_strict():
     assert from_dict(AugmentConfig, to_dict(cfg)) == cfg
 
 
-@pytest.mark.parametrize("value,ann,ok", [
-    (1, int, True), (True, int, False), (1.5, int, False), (1, float, True), ("a", str, True), (None, str, False),
-    (None, str | None, True), ([1, 2], list[int], True), ([1, "x"], list[int], False), ({"a": 1}, dict, True),
-    (False, bool, True), (0, bool, False),
-])
+@pytest.mark.parametrize(
+    "value,ann,ok",
+    [
+        (1, int, True),
+        (True, int, False),
+        (1.5, int, False),
+        (1, float, True),
+        ("a", str, True),
+        (None, str, False),
+        (None, str | None, True),
+        ([1, 2], list[int], True),
+        ([1, "x"], list[int], False),
+        ({"a": 1}, dict, True),
+        (False, bool, True),
+        (0, bool, False),
+    ],
+)
 def test_check_type(value, ann, ok):
     if ok:
         check_type("p", value, ann)
@@ -32,8 +44,17 @@ def test_check_type(value, ann, ok):
 
 
 def _namespace(**injected):
-    ns = {"__annotations__": {"seed": int, "name": str, "snr": list[float]}, "seed": 0, "name": "demo",
-          "snr": [0.0, 10.0], "types": types, "print": print, "_private": 1, "In": [], "Out": {}}
+    ns = {
+        "__annotations__": {"seed": int, "name": str, "snr": list[float]},
+        "seed": 0,
+        "name": "demo",
+        "snr": [0.0, 10.0],
+        "types": types,
+        "print": print,
+        "_private": 1,
+        "In": [],
+        "Out": {},
+    }
     ns.update(injected)
     return ns
 

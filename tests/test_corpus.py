@@ -76,17 +76,25 @@ def _make_package(root: Path) -> tuple[Path, dict]:
     (pkg / "DEBIAN").mkdir(parents=True)
     (pkg / "DEBIAN/control").write_text(
         f"Package: {PKG}\nVersion: {VERSION}\nArchitecture: all\nMaintainer: Test <test@example.org>\n"
-        "Description: fake music for the corpus tests\n")
+        "Description: fake music for the corpus tests\n"
+    )
     doc = pkg / "usr/share/doc" / PKG
     doc.mkdir(parents=True)
     (doc / "copyright").write_text(COPYRIGHT)
     music = pkg / MUSIC
     music.mkdir(parents=True)
     # the CC-BY-SA song is the one in the validation split
-    names = {"special": _pick("special_theme", "val", ".ogg"), "train": _pick("train_song", "train"),
-             "orig": "original.flac", "fast": "original_last_lap.flac"}
-    songs = {"orig": synth_song(11, 38.0, SR)[0], "train": synth_song(13, 36.0, SR)[0],
-             "special": synth_song(14, 35.0, SR)[0]}
+    names = {
+        "special": _pick("special_theme", "val", ".ogg"),
+        "train": _pick("train_song", "train"),
+        "orig": "original.flac",
+        "fast": "original_last_lap.flac",
+    }
+    songs = {
+        "orig": synth_song(11, 38.0, SR)[0],
+        "train": synth_song(13, 36.0, SR)[0],
+        "special": synth_song(14, 35.0, SR)[0],
+    }
     for k, wav in songs.items():
         audio.write(music / names[k], wav, SR)
     # the original played 1.05 x faster: fewer samples at the same rate (36.2 s, still a song)
@@ -187,7 +195,8 @@ def test_kept_files_are_8k_mono_flac_with_their_hash(built):
     # four songs, the zipped one, one noise, one loudspeaker response
     assert sorted((r["role"], Path(r["path"]).name) for r in kept) == sorted(
         [("music", Path(built["names"][k]).with_suffix(".flac").name) for k in ("orig", "train", "special")]
-        + [("music", "zipped_song.flac"), ("noise", "wind.flac"), ("rir", "cabinet.flac")])
+        + [("music", "zipped_song.flac"), ("noise", "wind.flac"), ("rir", "cabinet.flac")]
+    )
     for r in kept:
         path = out / r["path"]
         assert path.is_file()
@@ -201,8 +210,11 @@ def test_manifest_sha256_is_that_of_the_decoded_file(built):
     value, including those near half and full scale, must survive the 16-bit FLAC round trip)."""
     kept = [r for r in built["manifest"]["files"] if r["status"] in ("kept", "duplicate")]
     assert len(kept) == 7
-    wrong = [r["file"] for r in kept
-             if r["sha256"] != corpus.decoded_sha256(audio.load(built["out"] / r["path"], audio.SR, allow_silent=True))]
+    wrong = [
+        r["file"]
+        for r in kept
+        if r["sha256"] != corpus.decoded_sha256(audio.load(built["out"] / r["path"], audio.SR, allow_silent=True))
+    ]
     assert wrong == []
 
 
@@ -273,8 +285,11 @@ def test_every_song_in_exactly_one_split(built):
         other = "val" if r["split"] == "train" else "train"
         assert not (out / other / "music" / PKG / Path(r["path"]).name).exists()
     assert _music(built, "special")["split"] == "val" and _music(built, "train")["split"] == "train"
-    on_disk = sorted(p.relative_to(out).as_posix() for p in out.glob("*/music/**/*.flac")
-                     if p.relative_to(out).parts[0] in ("train", "val"))
+    on_disk = sorted(
+        p.relative_to(out).as_posix()
+        for p in out.glob("*/music/**/*.flac")
+        if p.relative_to(out).parts[0] in ("train", "val")
+    )
     assert on_disk == sorted(r["path"] for r in songs)
 
 
@@ -362,14 +377,19 @@ def test_split_of_deterministic_and_share():
 
 
 def test_licences_parses_stanzas():
-    text = ("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
-            "Files: *\nCopyright: x\nLicense: GPL-2+\n\n"
-            "Files: data/music/*\n  data/sounds/loop_*.ogg\nCopyright: y\nLicense: CC-BY-3.0\n\n"
-            "License: GPL-2+\n text of it\n\n"
-            "Files: debian/*\nLicense: GPL-3+\n")
+    text = (
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+        "Files: *\nCopyright: x\nLicense: GPL-2+\n\n"
+        "Files: data/music/*\n  data/sounds/loop_*.ogg\nCopyright: y\nLicense: CC-BY-3.0\n\n"
+        "License: GPL-2+\n text of it\n\n"
+        "Files: debian/*\nLicense: GPL-3+\n"
+    )
     stanzas = corpus_packages.licences(text)
-    assert stanzas == [(["*"], "GPL-2+"), (["data/music/*", "data/sounds/loop_*.ogg"], "CC-BY-3.0"),
-                       (["debian/*"], "GPL-3+")]
+    assert stanzas == [
+        (["*"], "GPL-2+"),
+        (["data/music/*", "data/sounds/loop_*.ogg"], "CC-BY-3.0"),
+        (["debian/*"], "GPL-3+"),
+    ]
     assert corpus_packages.licences("no stanzas here") == []
     # installed paths differ from the source's: the pattern's tail is matched against the path's tail
     assert corpus_packages.licence_for("usr/share/games/x/data/music/a.ogg", stanzas, "?") == "CC-BY-3.0"
@@ -420,8 +440,9 @@ def test_cli_lists_packages(capsys):
 
 
 def test_cli_unknown_package_is_an_error(tmp_path, capsys):
-    code = build_corpus_main(["-o", str(tmp_path / "c"), "--debs", str(tmp_path / "debs"),
-                              "--packages", "no-such-package", "--no_progress"])
+    code = build_corpus_main(
+        ["-o", str(tmp_path / "c"), "--debs", str(tmp_path / "debs"), "--packages", "no-such-package", "--no_progress"]
+    )
     assert code != 0
     err = capsys.readouterr().err
     assert "no-such-package" in err and "not a corpus package" in err
@@ -444,8 +465,9 @@ def test_cli_builds_from_local_debs(built, fake_sources, tmp_path, monkeypatch, 
 
 def test_missing_deb_without_apt_is_a_corpus_error(tmp_path, monkeypatch):
     """fetch: a package that is not in the folder and that apt-get cannot download is a CorpusError naming it."""
-    monkeypatch.setattr(corpus_packages.subprocess, "run",
-                        lambda *a, **k: subprocess.CompletedProcess(a, 100, "", "E: no"))
+    monkeypatch.setattr(
+        corpus_packages.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 100, "", "E: no")
+    )
     with pytest.raises(corpus_packages.CorpusError, match="apt-get download fake-music failed"):
         corpus_packages.fetch(PKG, tmp_path / "debs")
 

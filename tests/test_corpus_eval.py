@@ -31,28 +31,46 @@ def _song(seed: int) -> np.ndarray:
     return synth_song(seed, SONG_S, SR)[0]
 
 
-def _record(root: Path, rel: str, role: str, split: str | None, status: str = "kept", name: str | None = None,
-            **extra) -> dict:
+def _record(
+    root: Path, rel: str, role: str, split: str | None, status: str = "kept", name: str | None = None, **extra
+) -> dict:
     path = root / rel
     wav = audio.load(path, SR, allow_silent=True)
     member = f"usr/share/{PKG}/{role}/{name or Path(rel).stem}.ogg"
-    return {"key": f"{role}:{PKG}:{member}", "package": PKG, "version": VERSION, "file": member, "role": role,
-            "split": split, "licence": "CC-BY-SA-4.0", "status": status, "path": rel,
-            "seconds": round(wav.shape[0] / SR, 3), "sha256": corpus.decoded_sha256(wav), **extra}
+    return {
+        "key": f"{role}:{PKG}:{member}",
+        "package": PKG,
+        "version": VERSION,
+        "file": member,
+        "role": role,
+        "split": split,
+        "licence": "CC-BY-SA-4.0",
+        "status": status,
+        "path": rel,
+        "seconds": round(wav.shape[0] / SR, 3),
+        "sha256": corpus.decoded_sha256(wav),
+        **extra,
+    }
 
 
 def _write_corpus(root: Path, rooms_val: bool = True) -> dict:
     """A corpus as build_corpus lays it out: two training songs, one held-out song, one duplicate moved out,
     a skipped song, a recorded noise (in the manifest), rooms and synthetic noises (not in it)."""
-    songs = {"train/music/fake-pkg/alpha.flac": _song(1), "train/music/fake-pkg/beta.flac": _song(2),
-             "val/music/fake-pkg/gamma.flac": _song(3), "duplicates/train/music/fake-pkg/alpha_fast.flac": _song(4)}
+    songs = {
+        "train/music/fake-pkg/alpha.flac": _song(1),
+        "train/music/fake-pkg/beta.flac": _song(2),
+        "val/music/fake-pkg/gamma.flac": _song(3),
+        "duplicates/train/music/fake-pkg/alpha_fast.flac": _song(4),
+    }
     for rel, wav in songs.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         audio.write(root / rel, wav, SR, subtype="PCM_16")
-    others = {"val/noise/fake-pkg/wind.flac": synth_noise("white", 5, 2.0, SR),
-              "train/noise/synthetic/pink_00.flac": synth_noise("pink", 6, 2.0, SR),
-              "val/noise/synthetic/brown_01.flac": synth_noise("brown", 7, 2.0, SR),
-              "train/rooms/plain/room_000.flac": simulate_rir(8, SR)[0]}
+    others = {
+        "val/noise/fake-pkg/wind.flac": synth_noise("white", 5, 2.0, SR),
+        "train/noise/synthetic/pink_00.flac": synth_noise("pink", 6, 2.0, SR),
+        "val/noise/synthetic/brown_01.flac": synth_noise("brown", 7, 2.0, SR),
+        "train/rooms/plain/room_000.flac": simulate_rir(8, SR)[0],
+    }
     if rooms_val:
         others["val/rooms/plain/room_000.flac"] = simulate_rir(9, SR)[0]
     for rel, wav in others.items():
@@ -62,12 +80,28 @@ def _write_corpus(root: Path, rooms_val: bool = True) -> dict:
         _record(root, "train/music/fake-pkg/alpha.flac", "music", "train"),
         _record(root, "train/music/fake-pkg/beta.flac", "music", "train"),
         _record(root, "val/music/fake-pkg/gamma.flac", "music", "val"),
-        _record(root, "duplicates/train/music/fake-pkg/alpha_fast.flac", "music", "train", status="duplicate",
-                duplicate_of=f"music:{PKG}:usr/share/{PKG}/music/alpha.ogg", speed=0.95, share=0.9),
+        _record(
+            root,
+            "duplicates/train/music/fake-pkg/alpha_fast.flac",
+            "music",
+            "train",
+            status="duplicate",
+            duplicate_of=f"music:{PKG}:usr/share/{PKG}/music/alpha.ogg",
+            speed=0.95,
+            share=0.9,
+        ),
         _record(root, "val/noise/fake-pkg/wind.flac", "noise", "val"),
-        {"key": f"music:{PKG}:usr/share/{PKG}/music/broken.ogg", "package": PKG, "version": VERSION,
-         "file": f"usr/share/{PKG}/music/broken.ogg", "role": "music", "split": "train",
-         "licence": "CC-BY-SA-4.0", "status": "skipped", "reason": "decoding failed"},
+        {
+            "key": f"music:{PKG}:usr/share/{PKG}/music/broken.ogg",
+            "package": PKG,
+            "version": VERSION,
+            "file": f"usr/share/{PKG}/music/broken.ogg",
+            "role": "music",
+            "split": "train",
+            "licence": "CC-BY-SA-4.0",
+            "status": "skipped",
+            "reason": "decoding failed",
+        },
     ]
     manifest = {"kind": corpus.KIND, "sample_rate": SR, "packages": {PKG: VERSION}, "files": files}
     storage.write_json(root / corpus.MANIFEST, manifest)
@@ -88,10 +122,17 @@ def fake(tmp_path_factory):
     dup = audio.load(root / "duplicates/train/music/fake-pkg/alpha_fast.flac", SR, allow_silent=True)
     audio.write(other / "dup_copy.wav", dup, SR, subtype="PCM_16")
     audio.write(other / "unrelated.wav", _song(99), SR, subtype="PCM_16")
-    return {"base": base, "root": root, "manifest": manifest, "other": other,
-            "train": sorted((root / "train/music").rglob("*.flac")), "val": root / "val/music/fake-pkg/gamma.flac",
-            "copy": other / "gamma_copy.wav", "dup_copy": other / "dup_copy.wav",
-            "unrelated": other / "unrelated.wav"}
+    return {
+        "base": base,
+        "root": root,
+        "manifest": manifest,
+        "other": other,
+        "train": sorted((root / "train/music").rglob("*.flac")),
+        "val": root / "val/music/fake-pkg/gamma.flac",
+        "copy": other / "gamma_copy.wav",
+        "dup_copy": other / "dup_copy.wav",
+        "unrelated": other / "unrelated.wav",
+    }
 
 
 def test_fixture_copy_has_same_decoded_audio_but_other_bytes(fake):
@@ -108,17 +149,29 @@ def test_fixture_copy_has_same_decoded_audio_but_other_bytes(fake):
 def test_manifest_songs_are_music_of_any_split_and_duplicates(fake):
     paths, hashes = corpus.manifest_songs(fake["root"] / corpus.MANIFEST)
     root = fake["root"].resolve()
-    assert paths == {str(root / r) for r in ("train/music/fake-pkg/alpha.flac", "train/music/fake-pkg/beta.flac",
-                                             "val/music/fake-pkg/gamma.flac",
-                                             "duplicates/train/music/fake-pkg/alpha_fast.flac")}
+    assert paths == {
+        str(root / r)
+        for r in (
+            "train/music/fake-pkg/alpha.flac",
+            "train/music/fake-pkg/beta.flac",
+            "val/music/fake-pkg/gamma.flac",
+            "duplicates/train/music/fake-pkg/alpha_fast.flac",
+        )
+    }
     noise = [r for r in fake["manifest"]["files"] if r["role"] == "noise"][0]
     assert len(hashes) == 4 and noise["sha256"] not in hashes
 
 
 def test_leaks_by_path_and_by_decoded_audio(fake):
     songs = corpus.manifest_songs(fake["root"] / corpus.MANIFEST)
-    queries = [fake["train"][0], fake["val"], fake["copy"], fake["dup_copy"], fake["unrelated"],
-               fake["root"] / "val/noise/fake-pkg/wind.flac"]
+    queries = [
+        fake["train"][0],
+        fake["val"],
+        fake["copy"],
+        fake["dup_copy"],
+        fake["unrelated"],
+        fake["root"] / "val/noise/fake-pkg/wind.flac",
+    ]
     assert corpus.leaks(queries, songs) == [str(q) for q in queries[:4]]
     # each way alone: by path only (no hashes) finds the corpus files, not the copies...
     assert corpus.leaks(queries, (songs[0], set())) == [str(q) for q in queries[:2]]
@@ -131,8 +184,10 @@ def test_leaks_by_path_through_a_relative_path_and_a_link(fake, tmp_path, monkey
     link = tmp_path / "linked.flac"
     link.symlink_to(fake["val"])
     monkeypatch.chdir(fake["root"])
-    assert corpus.leaks(["val/music/fake-pkg/gamma.flac", link], (paths, set())) == \
-        ["val/music/fake-pkg/gamma.flac", str(link)]
+    assert corpus.leaks(["val/music/fake-pkg/gamma.flac", link], (paths, set())) == [
+        "val/music/fake-pkg/gamma.flac",
+        str(link),
+    ]
 
 
 def test_leaks_skips_an_undecodable_file(fake, tmp_path):
@@ -146,8 +201,12 @@ def test_training_list_and_listed_songs(fake, tmp_path):
     listed = corpus.training_list(fake["root"] / corpus.MANIFEST)
     assert listed["kind"] == "fplib-corpus-songs" and listed["sample_rate"] == SR
     assert listed["packages"] == {PKG: VERSION}
-    assert sorted((s["split"], s["status"]) for s in listed["songs"]) == \
-        [("train", "duplicate"), ("train", "kept"), ("train", "kept"), ("val", "kept")]
+    assert sorted((s["split"], s["status"]) for s in listed["songs"]) == [
+        ("train", "duplicate"),
+        ("train", "kept"),
+        ("train", "kept"),
+        ("val", "kept"),
+    ]
     assert all("path" not in s and len(s["sha256"]) == 64 for s in listed["songs"])
     path = tmp_path / "model.training.json"
     path.write_text(json.dumps(listed))
@@ -233,15 +292,27 @@ def _row(length: float, fpr: float | None, n_test: int) -> calibrate.LengthCalib
 
 
 def _calibration(rows: list[calibrate.LengthCalibration], target: float = 0.05) -> calibrate.Calibration:
-    return calibrate.Calibration(threshold=search.Threshold(tuple(r.windows for r in rows), (0.1,) * len(rows)),
-                                 target_fpr=target, phases=4, decision="margin", per_length=rows,
-                                 measured_fpr=0.1, negatives=calibrate.NegativesUsed(["a"], ["b"]))
+    return calibrate.Calibration(
+        threshold=search.Threshold(tuple(r.windows for r in rows), (0.1,) * len(rows)),
+        target_fpr=target,
+        phases=4,
+        decision="margin",
+        per_length=rows,
+        measured_fpr=0.1,
+        negatives=calibrate.NegativesUsed(["a"], ["b"]),
+    )
 
 
 def test_calibration_missed_beyond_two_standard_errors():
     # target 5 %, 100 held-back queries: one standard error is sqrt(0.05 x 0.95 / 100) = 2.18 %, the limit 9.36 %
-    rows = [_row(1.0, 0.02, 100), _row(2.0, 0.09, 100), _row(3.0, 0.10, 100), _row(5.0, 0.30, 100),
-            _row(10.0, None, 100), _row(20.0, 0.5, 0)]
+    rows = [
+        _row(1.0, 0.02, 100),
+        _row(2.0, 0.09, 100),
+        _row(3.0, 0.10, 100),
+        _row(5.0, 0.30, 100),
+        _row(10.0, None, 100),
+        _row(20.0, 0.5, 0),
+    ]
     cal = _calibration(rows)
     assert [r.length_s for r in cal.missed] == [3.0, 5.0]
     # fewer queries: a wider margin, so 10 % of 20 queries is within it (limit 14.7 %)
@@ -298,9 +369,14 @@ def test_calibrate_on_corpus_without_corpus_is_an_error(tmp_path):
 def test_training_folders(fake):
     folders = corpus.training_folders(fake["root"])
     root = fake["root"]
-    assert folders == {"train_set": root / "train/music", "train_impulse_responses": root / "train/rooms",
-                       "train_background_noises": root / "train/noise", "val_set": root / "val/music",
-                       "val_impulse_responses": root / "val/rooms", "val_background_noises": root / "val/noise"}
+    assert folders == {
+        "train_set": root / "train/music",
+        "train_impulse_responses": root / "train/rooms",
+        "train_background_noises": root / "train/noise",
+        "val_set": root / "val/music",
+        "val_impulse_responses": root / "val/rooms",
+        "val_background_noises": root / "val/noise",
+    }
     with pytest.raises(FileNotFoundError, match="manifest.json"):
         corpus.training_folders(fake["other"])
 
@@ -333,8 +409,14 @@ def test_record_split_tells_training_songs(fake, tmp_path):
     out = tmp_path / "run"
     assert sources.record_split(folders, out) == folders
     split = storage.read_json(runs.Run(out).online_split)
-    assert sorted(split) == ["train/train_background_noises", "train/train_impulse_responses", "train/train_set",
-                             "val/val_background_noises", "val/val_impulse_responses", "val/val_set"]
+    assert sorted(split) == [
+        "train/train_background_noises",
+        "train/train_impulse_responses",
+        "train/train_set",
+        "val/val_background_noises",
+        "val/val_impulse_responses",
+        "val/val_set",
+    ]
     assert split["val/val_set"] == [str(fake["val"].resolve())]
     songs = heldout.training_songs(out)
     assert songs == [str(p.resolve()) for p in fake["train"]]

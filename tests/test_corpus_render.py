@@ -4,6 +4,7 @@ tool cannot render is skipped with the tool's reason. SoundFonts of recorded noi
 by fplib.corpus_render.soundfont_samples and looped into noise files. The Debian packages are fakes built here with
 dpkg-deb, and so are the two tools (scripts on PATH that write a tone and log how they were called): the
 real FluidSynth and openmpt123 come as Debian packages, which tests cannot download."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,12 @@ def _sf2(samples: list[tuple[str, np.ndarray, int, int, int]]) -> bytes:
         end = start + len(pcm)
         shdr += struct.pack("<20sIIIIIBbHH", name.encode(), start, end, start, end, rate, 60, 0, link, kind)
     shdr += struct.pack("<20sIIIIIBbHH", b"EOS", 0, 0, 0, 0, 0, 0, 0, 0, 0)
-    body = (b"sfbk" + chunk(b"LIST", b"INFO" + chunk(b"ifil", struct.pack("<HH", 2, 1)))
-            + chunk(b"LIST", b"sdta" + chunk(b"smpl", smpl)) + chunk(b"LIST", b"pdta" + chunk(b"shdr", shdr)))
+    body = (
+        b"sfbk"
+        + chunk(b"LIST", b"INFO" + chunk(b"ifil", struct.pack("<HH", 2, 1)))
+        + chunk(b"LIST", b"sdta" + chunk(b"smpl", smpl))
+        + chunk(b"LIST", b"pdta" + chunk(b"shdr", shdr))
+    )
     return chunk(b"RIFF", body)
 
 
@@ -73,8 +78,9 @@ sf.write(out, np.stack([amp * np.sin(2 * np.pi * 440 * t)] * 2, axis=1), sr)
 def _deb(root: Path, name: str, files: dict[str, bytes], copyright_text: str) -> None:
     pkg = root / "src" / name
     (pkg / "DEBIAN").mkdir(parents=True)
-    (pkg / "DEBIAN/control").write_text(f"Package: {name}\nVersion: 1.0-1\nArchitecture: all\n"
-                                        f"Maintainer: Test <test@example.org>\nDescription: fake\n")
+    (pkg / "DEBIAN/control").write_text(
+        f"Package: {name}\nVersion: 1.0-1\nArchitecture: all\nMaintainer: Test <test@example.org>\nDescription: fake\n"
+    )
     doc = pkg / "usr/share/doc" / name
     doc.mkdir(parents=True)
     (doc / "copyright").write_text(copyright_text)
@@ -93,14 +99,26 @@ def rendered(tmp_path_factory):
     midi[f"{MIDI}/broken.mid"] = b"BAD score"
     midi[f"{MIDI}/notes.txt"] = b"not a score"
     mods = {f"{MODS}/song.it": b"IMPM fake module", f"{MODS}/other.xm": b"Extended Module fake"}
-    fonts = {f"{SF2}/crackle.sf2": _sf2([("CrackleL", TICK, 16000, 1, 4), ("CrackleR", TICK // 2, 16000, 0, 2)]),
-             f"{SF2}/broken.sf2": b"RIFF\x04\x00\x00\x00sfbk"}
-    _deb(root, PKG, {**midi, **mods, **fonts}, "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
-                                      "Files: *\nCopyright: 2020 Somebody\nLicense: GPL-2+\n")
+    fonts = {
+        f"{SF2}/crackle.sf2": _sf2([("CrackleL", TICK, 16000, 1, 4), ("CrackleR", TICK // 2, 16000, 0, 2)]),
+        f"{SF2}/broken.sf2": b"RIFF\x04\x00\x00\x00sfbk",
+    }
+    _deb(
+        root,
+        PKG,
+        {**midi, **mods, **fonts},
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+        "Files: *\nCopyright: 2020 Somebody\nLicense: GPL-2+\n",
+    )
     for i, font in enumerate(FONTS):
-        _deb(root, font, {f"usr/share/sounds/sf2/{font}.sf2": b"sfbk fake"},
-             "Licence:\n\n I hereby release it under the MIT license.\n" if i == 0 else
-             "Files: *\nCopyright: 2021 Someone\nLicense: CC0-1.0\n")
+        _deb(
+            root,
+            font,
+            {f"usr/share/sounds/sf2/{font}.sf2": b"sfbk fake"},
+            "Licence:\n\n I hereby release it under the MIT license.\n"
+            if i == 0
+            else "Files: *\nCopyright: 2021 Someone\nLicense: CC0-1.0\n",
+        )
     bin_dir, log = root / "bin", root / "calls.jsonl"
     bin_dir.mkdir()
     for name in ("fluidsynth", "openmpt123"):
@@ -112,10 +130,16 @@ def rendered(tmp_path_factory):
     try:
         mp.setattr(corpus, "music21_works", lambda: [(str(tiny), "Public Domain (encoding CC0)")])
         mp.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-        mp.setattr(corpus, "SOURCES", (Source(PKG, "music", (f"{MIDI}/*",), render="midi"),
-                                       Source(PKG, "music", (f"{MODS}/*",), render="module"),
-                                       Source(PKG, "noise", (f"{SF2}/*",), render="soundfont"),
-                                       Source("music21", "music", (), render="music21")))
+        mp.setattr(
+            corpus,
+            "SOURCES",
+            (
+                Source(PKG, "music", (f"{MIDI}/*",), render="midi"),
+                Source(PKG, "music", (f"{MODS}/*",), render="module"),
+                Source(PKG, "noise", (f"{SF2}/*",), render="soundfont"),
+                Source("music21", "music", (), render="music21"),
+            ),
+        )
         mp.setattr(corpus_render, "SOUNDFONTS", tuple((f, f"usr/share/sounds/sf2/{f}.sf2") for f in FONTS))
         mp.setattr(corpus, "ROOMS", {"train": 1, "val": 1})
         mp.setattr(corpus, "SYNTHETIC_NOISES", {"train": 1, "val": 1})
@@ -135,8 +159,9 @@ def test_scores_are_rendered_resampled_and_kept_as_songs(rendered):
     files = _by_file(rendered)
     assert "notes.txt" not in files  # only the score files of a render source
     kept = [r for r in files.values() if r["status"] == "kept" and r["role"] == "music"]
-    assert sorted(Path(r["file"]).name for r in kept) == sorted([*(f"tune_{i}.mid" for i in range(6)), "song.it",
-                                                                "other.xm"])
+    assert sorted(Path(r["file"]).name for r in kept) == sorted(
+        [*(f"tune_{i}.mid" for i in range(6)), "song.it", "other.xm"]
+    )
     for r in kept:
         wav, sr = audio.load(rendered["out"] / r["path"]), corpus.audio.SR
         assert r["path"].startswith(f"{r['split']}/music/{PKG}/") and r["path"].endswith(".flac")
@@ -177,10 +202,13 @@ def test_each_music21_work_is_rendered_in_versions_of_its_own_split_and_licence(
         how = r["rendered_with"]
         assert how["tool"] == "music21 + fluidsynth" and 0.8 <= how["tempo"] <= 1.25
         assert all(0 <= p < corpus_render.GM_MELODIC for p in how["programs"])
-        assert r["licence"] == (f"Public Domain (encoding CC0); rendered through {how['soundfont']} "
-                                f"({'MIT' if how['soundfont'] == FONTS[0] else 'CC0-1.0'}), FluidSynth")
-        call = next(c for c in rendered["calls"]
-                    if c[-1].endswith("score.mid") and c[c.index("-g") + 1] == str(how["gain"]))
+        assert r["licence"] == (
+            f"Public Domain (encoding CC0); rendered through {how['soundfont']} "
+            f"({'MIT' if how['soundfont'] == FONTS[0] else 'CC0-1.0'}), FluidSynth"
+        )
+        call = next(
+            c for c in rendered["calls"] if c[-1].endswith("score.mid") and c[c.index("-g") + 1] == str(how["gain"])
+        )
         assert call[-2].endswith(f"{how['soundfont']}.sf2")
 
 
@@ -222,10 +250,16 @@ def test_a_soundfonts_samples_are_looped_into_a_noise_file(rendered):
 
 def test_the_real_sources_name_their_renderers():
     rendered = [s for s in corpus.SOURCES if s.render]
-    assert {s.package for s in rendered} == {"openttd-openmsx", "kobodeluxe-data", "pingus-data", "calf-plugins",
-                                             "music21"}
-    assert all(s.render in corpus_render.TOOLS and s.role == "music"
-               for s in rendered if s.render in ("midi", "module"))
+    assert {s.package for s in rendered} == {
+        "openttd-openmsx",
+        "kobodeluxe-data",
+        "pingus-data",
+        "calf-plugins",
+        "music21",
+    }
+    assert all(
+        s.render in corpus_render.TOOLS and s.role == "music" for s in rendered if s.render in ("midi", "module")
+    )
     assert [s.role for s in rendered if s.render == "music21"] == ["music"]
     assert [s.role for s in rendered if s.render == "soundfont"] == ["noise"]
     assert {p for p, _ in corpus_render.SOUNDFONTS} == {"fluid-soundfont-gm", "musescore-general-soundfont-small"}
@@ -235,15 +269,17 @@ def test_a_tools_libraries_are_what_apt_would_install(tmp_path, monkeypatch):
     """The packages unpacked beside a tool are apt's own answer (``apt-get install --simulate``), so a machine
     that lacks a library the tool loads (libsndfile1, libpulse0 on a bare Debian) gets it; where apt cannot
     answer, the fixed list."""
-    text = ("NOTE: This is only a simulation!\nReading package lists...\n"
-            "Inst libogg0 (1.3.5-3 Debian:12.12/stable [amd64])\n"
-            "Inst libsndfile1 (1.2.0-1 Debian:12.12/stable [amd64])\n"
-            "Inst fluidsynth (2.3.1-2 Debian:12.12/stable [amd64])\n"
-            "Conf libogg0 (1.3.5-3 Debian:12.12/stable [amd64])\n")
+    text = (
+        "NOTE: This is only a simulation!\nReading package lists...\n"
+        "Inst libogg0 (1.3.5-3 Debian:12.12/stable [amd64])\n"
+        "Inst libsndfile1 (1.2.0-1 Debian:12.12/stable [amd64])\n"
+        "Inst fluidsynth (2.3.1-2 Debian:12.12/stable [amd64])\n"
+        "Conf libogg0 (1.3.5-3 Debian:12.12/stable [amd64])\n"
+    )
     assert corpus_render.simulated_installs(text) == ["libogg0", "libsndfile1", "fluidsynth"]
     (tmp_path / "answer.txt").write_text(text)
     fake = tmp_path / "apt-get"
-    fake.write_text(f"#!/bin/sh\n[ \"$4\" = fluidsynth ] || exit 100\ncat {tmp_path / 'answer.txt'}\n")
+    fake.write_text(f'#!/bin/sh\n[ "$4" = fluidsynth ] || exit 100\ncat {tmp_path / "answer.txt"}\n')
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     assert corpus_render.tool_packages("fluidsynth", ("fallback",)) == ["fluidsynth", "libogg0", "libsndfile1"]
@@ -263,8 +299,13 @@ def test_music21_works_are_kept_only_with_an_open_licence_of_their_own():
     # licence, and most of the corpus states none: all left out
     assert not any(p.startswith(("essenFolksong/", "palestrina/", "bach/", "ryansMammoth/")) for p in works)
     assert "weber/concertino_clarinet.mxl" in works and "webern/webern_dormi_jesu_op_16_no_2.mxl" in works
-    for bad in ("Copyright 2000, John Miller", "All Rights Reserved", "Copyright ©", "CC-BY-NC 4.0",
-                "non-commercial use only (public domain melody)"):
+    for bad in (
+        "Copyright 2000, John Miller",
+        "All Rights Reserved",
+        "Copyright ©",
+        "CC-BY-NC 4.0",
+        "non-commercial use only (public domain melody)",
+    ):
         assert not (corpus.OPEN_LICENCE.search(bad) and not corpus.CLOSED_LICENCE.search(bad)), bad
 
 
@@ -302,8 +343,11 @@ def test_a_music21_score_is_written_with_the_drawn_instruments_loudness_and_temp
     assert sorted(velocities) == [70, 100]
     for track in mf.tracks:  # each channel silenced at its track's end (FluidSynth renders until no voice sounds)
         used = {e.channel for e in track.events if e.isNoteOn()}
-        tail = [(e.channel, e.parameter1) for e in track.events[-4 * len(used) - 1 : -1]
-                if not isinstance(e, midi.DeltaTime)]  # read back as ALL_NOTES_OFF and ALL_SOUND_OFF
+        tail = [
+            (e.channel, e.parameter1)
+            for e in track.events[-4 * len(used) - 1 : -1]
+            if not isinstance(e, midi.DeltaTime)
+        ]  # read back as ALL_NOTES_OFF and ALL_SOUND_OFF
         assert sorted(tail) == sorted((c, cc) for c in used for cc in (120, 123))
     us = [int.from_bytes(e.data, "big") for e in events if e.type == midi.MetaEvents.SET_TEMPO]
     quarter = 60_000_000 / (metronome or 120)  # MIDI's default tempo where the score has none
@@ -319,8 +363,10 @@ def test_a_renderer_that_does_not_stop_is_stopped_at_the_cap(tmp_path, monkeypat
     renderer = corpus_render.Renderer.__new__(corpus_render.Renderer)  # only its environment is needed to run a command
     renderer.env = dict(os.environ)
     wav = tmp_path / "out.wav"
-    endless = ("import sys, time\nf = open(sys.argv[1], 'wb')\nwhile True:\n"  # at most 64 MB/s, as a fast renderer
-               "    f.write(bytes(65536)); f.flush(); time.sleep(0.001)\n")
+    endless = (
+        "import sys, time\nf = open(sys.argv[1], 'wb')\nwhile True:\n"  # at most 64 MB/s, as a fast renderer
+        "    f.write(bytes(65536)); f.flush(); time.sleep(0.001)\n"
+    )
     assert renderer._run_capped([sys.executable, "-c", endless, str(wav)], wav) == (None, "")
     assert 30 * corpus_render.RENDER_SR * 8 < wav.stat().st_size < 100 * 2**20  # stopped soon after the cap
     failing = [sys.executable, "-c", "print('rendered'); raise SystemExit(3)"]

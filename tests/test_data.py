@@ -62,8 +62,14 @@ def test_banks_skip_bad_files_and_report(tmp_path):
 def _dataset(tmp_path):
     d = make_folders(tmp_path, n_songs=4, seconds=4.0)
     aug = Augmenter()
-    return SegmentDataset(audio.list_audio(d["songs"]), NoiseBank(audio.list_audio(d["noise"])),
-                          IRBank(audio.list_audio(d["rir"])), aug.context, seed=3, items_per_song=4)
+    return SegmentDataset(
+        audio.list_audio(d["songs"]),
+        NoiseBank(audio.list_audio(d["noise"])),
+        IRBank(audio.list_audio(d["rir"])),
+        aug.context,
+        seed=3,
+        items_per_song=4,
+    )
 
 
 def test_workers_draw_distinct_streams_and_match_single_process(tmp_path):
@@ -77,7 +83,7 @@ def test_workers_draw_distinct_streams_and_match_single_process(tmp_path):
     starts = torch.cat([b["start"] for b in multi])
     noise = torch.cat([b["noise"] for b in multi])
     assert len(set(starts.tolist())) == len(ds), "every item draws its own position"
-    # batches handled by worker 0 and worker 1 are not copies of each other (a bug of the original scripts)
+    # batches handled by worker 0 and worker 1 are not copies of each other (a bug of the seed's scripts)
     assert not torch.equal(multi[0]["noise"], multi[1]["noise"])
     assert len({tuple(n[:8].tolist()) for n in noise}) > len(ds) // 2
 
@@ -103,8 +109,9 @@ def test_slice_with_context_matches_reading_the_file(tmp_path):
     x = tone(3.0)
     path = write(tmp_path / "a.wav", x, 8000)
     for start in (0.0, 0.1, 1.3, 2.0):  # padded before, inside, padded after
-        np.testing.assert_array_equal(slice_with_context(audio.load(path), start, 1.0, 0.2, 8000),
-                                      read_with_context(path, start, 1.0, 0.2, 3.0))
+        np.testing.assert_array_equal(
+            slice_with_context(audio.load(path), start, 1.0, 0.2, 8000), read_with_context(path, start, 1.0, 0.2, 3.0)
+        )
 
 
 def test_preloaded_dataset_gives_the_same_items(tmp_path):
@@ -112,8 +119,13 @@ def test_preloaded_dataset_gives_the_same_items(tmp_path):
     aug = Augmenter()
     songs = audio.list_audio(d["songs"])
     (d["songs"] / "empty.wav").write_bytes(b"")
-    kw = dict(noises=NoiseBank(audio.list_audio(d["noise"])), irs=IRBank(audio.list_audio(d["rir"])),
-              context=aug.context, seed=3, items_per_song=3)
+    kw = dict(
+        noises=NoiseBank(audio.list_audio(d["noise"])),
+        irs=IRBank(audio.list_audio(d["rir"])),
+        context=aug.context,
+        seed=3,
+        items_per_song=3,
+    )
     lazy = SegmentDataset(songs, **kw)
     skipped = Skipped()
     held = SegmentDataset(audio.list_audio(d["songs"]), skipped=skipped, preload=True, **kw)

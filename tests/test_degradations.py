@@ -12,6 +12,7 @@ import torch
 from scipy.signal import butter, sosfiltfilt
 
 from fplib import audio, codes, evaluate, search
+from fplib import queries as fpqueries
 from fplib.augment import (
     STEPS,
     AugmentConfig,
@@ -28,8 +29,17 @@ from fplib.synth.music import synth_song
 from tests.helpers import music_like
 
 SR = 8000
-NEW_FIELDS = ("speed", "eq_on", "eq_gains_db", "gain_on", "gain_start_db", "clip_on", "clip_drive_db", "codec_on",
-              "codec_id")
+NEW_FIELDS = (
+    "speed",
+    "eq_on",
+    "eq_gains_db",
+    "gain_on",
+    "gain_start_db",
+    "clip_on",
+    "clip_drive_db",
+    "codec_on",
+    "codec_id",
+)
 ALL_ON = dict(speed_p=0.7, eq_p=0.7, gain_p=0.7, clip_p=0.7, codec_p=0.7, codecs=(("gsm", 13.0), ("mp3", 16.0)))
 
 
@@ -61,8 +71,16 @@ def _freq(x: np.ndarray, sr: int = SR) -> float:
 # -- codecs ------------------------------------------------------------------------------------------------
 
 
-CASES = [("mp3", 16.0, None), ("mp3", 64.0, 44100), ("aac", 20.0, None), ("aac", 64.0, 44100), ("opus", 12.0, None),
-         ("amr_nb", 7.95, None), ("amr_nb", 12.2, None), ("gsm", 13.0, None)]
+CASES = [
+    ("mp3", 16.0, None),
+    ("mp3", 64.0, 44100),
+    ("aac", 20.0, None),
+    ("aac", 64.0, 44100),
+    ("opus", 12.0, None),
+    ("amr_nb", 7.95, None),
+    ("amr_nb", 12.2, None),
+    ("gsm", 13.0, None),
+]
 
 
 @pytest.mark.parametrize("codec,kbps,codec_sr", CASES)
@@ -209,16 +227,20 @@ def test_default_config_draws_as_before():
     assert one.clip_on.all() and one.speed is None and one.codec_on is None
     # every older decision (rooms, noise, band-limits, masks) is drawn as without the new steps: the same
     # seed gives the same examples, with the new degradations on top
-    changed = [f.name for f in dataclasses.fields(Draws)
-               if f.name not in NEW_FIELDS and not torch.equal(getattr(old, f.name), getattr(new, f.name))]
+    changed = [
+        f.name
+        for f in dataclasses.fields(Draws)
+        if f.name not in NEW_FIELDS and not torch.equal(getattr(old, f.name), getattr(new, f.name))
+    ]
     assert changed == []
 
 
 @pytest.mark.slow
 def test_all_new_steps_on_give_finite_features_and_disable_turns_them_off():
     fe = FrontEnd()
-    on = Augmenter(AugmentConfig(**{**ALL_ON, "speed_p": 1.0, "eq_p": 1.0, "gain_p": 1.0, "clip_p": 1.0,
-                                    "codec_p": 1.0}), fe)
+    on = Augmenter(
+        AugmentConfig(**{**ALL_ON, "speed_p": 1.0, "eq_p": 1.0, "gain_p": 1.0, "clip_p": 1.0, "codec_p": 1.0}), fe
+    )
     seg, noise, ir = _batch(on)
     # the original recipe with the same context (a speed change needs a little more on each side); the draws
     # below are given, so the wider offset range this config allows plays no part
@@ -267,9 +289,13 @@ def test_return_steps_names_every_step_for_display():
 
 
 def test_each_new_step_alone_changes_the_degraded_view():
-    for step, kw in (("speed", {"speed_p": 1.0, "speed_max": 0.05}), ("eq", {"eq_p": 1.0}),
-                     ("gain", {"gain_p": 1.0}), ("clip", {"clip_p": 1.0}),
-                     ("codec", {"codec_p": 1.0, "codecs": (("gsm", 13.0),)})):
+    for step, kw in (
+        ("speed", {"speed_p": 1.0, "speed_max": 0.05}),
+        ("eq", {"eq_p": 1.0}),
+        ("gain", {"gain_p": 1.0}),
+        ("clip", {"clip_p": 1.0}),
+        ("codec", {"codec_p": 1.0, "codecs": (("gsm", 13.0),)}),
+    ):
         aug = Augmenter(AugmentConfig(**kw))
         seg, noise, ir = _batch(aug, B=4, seed=5)
         d = aug.draw(4, torch.Generator().manual_seed(3))
@@ -316,18 +342,18 @@ def bench(tmp_path_factory):
     audio.write(root / "delta.wav", ir, SR, subtype="FLOAT")
     audio.write(root / "noise.wav", (0.1 * np.random.default_rng(0).standard_normal(4 * SR)).astype(np.float32), SR)
     irs, noises = IRBank([root / "delta.wav"]), NoiseBank([root / "noise.wav"])
-    return {"root": root, "song": str(root / "song.flac"), "tone": str(root / "tone.wav"), "irs": irs,
-            "noises": noises}
+    return {"root": root, "song": str(root / "song.flac"), "tone": str(root / "tone.wav"), "irs": irs, "noises": noises}
 
 
-def _query(song: str, id: int, start: float = 1.0, length: float = 3.0, **kw) -> evaluate.Query:
-    return evaluate.Query(id=id, in_database=True, song=song, name="s", start_s=start, length_s=length,
-                          snr_db=200.0, ir=0, seed=id, **kw)
+def _query(song: str, id: int, start: float = 1.0, length: float = 3.0, **kw) -> fpqueries.Query:
+    return fpqueries.Query(
+        id=id, in_database=True, song=song, name="s", start_s=start, length_s=length, snr_db=200.0, ir=0, seed=id, **kw
+    )
 
 
 def test_with_conditions_appends_copies_with_new_ids(bench):
     qs = [_query(bench["song"], 3), _query(bench["song"], 7, start=6.9), _query(bench["tone"], 5, start=0.0)]
-    out = evaluate.with_conditions(qs, ("mp3_64", "speed+5", "speed-5"))
+    out = fpqueries.with_conditions(qs, ("mp3_64", "speed+5", "speed-5"))
     assert out[:3] == qs
     extra = out[3:]
     ids = [q.id for q in out]
@@ -335,22 +361,23 @@ def test_with_conditions_appends_copies_with_new_ids(bench):
     assert [q.condition for q in extra if q.condition == "mp3_64"] == ["mp3_64"] * 3
     # 6.9 + 3 x 1.05 s reaches past the 10-s song: that speed copy is left out; at 0.95 it fits
     assert sorted((q.song, q.start_s) for q in extra if q.condition == "speed+5") == sorted(
-        [(bench["song"], 1.0), (bench["tone"], 0.0)])
+        [(bench["song"], 1.0), (bench["tone"], 0.0)]
+    )
     assert len([q for q in extra if q.condition == "speed-5"]) == 3
     for q in extra:
         orig = next(o for o in qs if (o.song, o.start_s) == (q.song, q.start_s))
         assert dataclasses.replace(q, id=orig.id, condition="") == orig
-    assert evaluate.with_conditions(qs, ()) == qs
-    assert evaluate.with_conditions([], ("gsm",)) == []
+    assert fpqueries.with_conditions(qs, ()) == qs
+    assert fpqueries.with_conditions([], ("gsm",)) == []
     with pytest.raises(ValueError, match="speed\\+50"):
-        evaluate.with_conditions(qs, ("gsm", "speed+50"))
+        fpqueries.with_conditions(qs, ("gsm", "speed+50"))
     with pytest.raises(ValueError):
         evaluate.Protocol(conditions=("bogus",))
     assert evaluate.Protocol(conditions=["gsm"]).conditions == ("gsm",)
 
 
 def test_conditions_table_is_consistent():
-    for name, cond in evaluate.CONDITIONS.items():
+    for name, cond in fpqueries.CONDITIONS.items():
         assert cond[0] in ("codec", "speed")
         if cond[0] == "codec":
             assert cond[1] in audio.CODECS and cond[3] in audio.CODECS[cond[1]][2], name
@@ -363,7 +390,7 @@ def test_render_speed_query_length_and_pitch(bench):
     fast = dataclasses.replace(plain, id=1, condition="speed+5")
     slow = dataclasses.replace(plain, id=2, condition="speed-2")
     n = 3 * SR
-    wavs = [evaluate.render(q, bench["irs"], bench["noises"]) for q in (plain, fast, slow)]
+    wavs = [fpqueries.render(q, bench["irs"], bench["noises"]) for q in (plain, fast, slow)]
     for w in wavs:
         assert w.shape == (n,) and w.dtype == np.float32 and np.isfinite(w).all()
     f = [_freq(w[200:-200]) for w in wavs]
@@ -372,14 +399,14 @@ def test_render_speed_query_length_and_pitch(bench):
     assert f[2] / f[0] == pytest.approx(0.98, abs=0.01)
     # an odd length: still exactly length x sr samples
     odd = dataclasses.replace(fast, length_s=1.2345)
-    assert evaluate.render(odd, bench["irs"], bench["noises"]).shape == (int(round(1.2345 * SR)),)
+    assert fpqueries.render(odd, bench["irs"], bench["noises"]).shape == (int(round(1.2345 * SR)),)
 
 
 @pytest.mark.parametrize("condition", ["mp3_64", "aac_64", "gsm", "amr_12.2"])
 def test_render_codec_query(bench, condition):
     q = _query(bench["song"], 0, start=2.0, length=2.0)
-    clean = evaluate.render(q, bench["irs"], bench["noises"])
-    coded = evaluate.render(dataclasses.replace(q, condition=condition), bench["irs"], bench["noises"])
+    clean = fpqueries.render(q, bench["irs"], bench["noises"])
+    coded = fpqueries.render(dataclasses.replace(q, condition=condition), bench["irs"], bench["noises"])
     assert coded.shape == clean.shape == (2 * SR,) and np.isfinite(coded).all()
     assert not np.array_equal(coded, clean)
     assert _corr(_highpassed(coded), _highpassed(clean)) > 0.5
@@ -388,22 +415,30 @@ def test_render_codec_query(bench, condition):
 def test_resample_to():
     x = music_like(1.0, SR)
     for n in (SR, 7600, 8400, 8001, 1):
-        y = evaluate.resample_to(x, n)
+        y = fpqueries.resample_to(x, n)
         assert y.shape == (n,) and np.isfinite(y).all()
-    assert evaluate.resample_to(x, SR) is x
+    assert fpqueries.resample_to(x, SR) is x
     t = np.arange(SR) / SR
     tone = np.sin(2 * np.pi * 300.0 * t).astype(np.float32)
-    assert _freq(evaluate.resample_to(tone, 7500)[100:-100], SR) == pytest.approx(320.0, rel=0.01)
+    assert _freq(fpqueries.resample_to(tone, 7500)[100:-100], SR) == pytest.approx(320.0, rel=0.01)
 
 
 def test_score_labels_condition_rows(bench):
-    qs = evaluate.with_conditions([_query(bench["song"], 0), _query(bench["song"], 1, start=4.0)], ("gsm",))
-    qs.append(evaluate.Query(9, False, bench["song"], "", 0.0, 3.0, 200.0, 0, 9, condition="gsm"))
+    qs = fpqueries.with_conditions([_query(bench["song"], 0), _query(bench["song"], 1, start=4.0)], ("gsm",))
+    qs.append(fpqueries.Query(9, False, bench["song"], "", 0.0, 3.0, 200.0, 0, 9, condition="gsm"))
     rows = []
     for q in qs:
         hit = q.in_database and not (q.condition == "gsm" and q.start_s == 4.0)  # one miss under GSM
-        rows.append({"query": q.id, "system": "neural", "predicted": ["s" if hit else "x"],
-                     "offsets": [q.start_s], "accepted": q.in_database, "total_ms": 1.0})
+        rows.append(
+            {
+                "query": q.id,
+                "system": "neural",
+                "predicted": ["s" if hit else "x"],
+                "offsets": [q.start_s],
+                "accepted": q.in_database,
+                "total_ms": 1.0,
+            }
+        )
     table = evaluate.score(qs, rows, per_snr=False)
     by = {r["system"]: r for r in table}
     assert set(by) == {"neural", "neural @gsm"}
@@ -413,9 +448,9 @@ def test_score_labels_condition_rows(bench):
 
 
 def test_queries_with_conditions_save_and_load(bench, tmp_path):
-    qs = evaluate.with_conditions([_query(bench["song"], 0)], ("speed-2", "amr_12.2"))
-    evaluate.save_queries(tmp_path / "q.json", qs)
-    assert evaluate.load_queries(tmp_path / "q.json") == qs
+    qs = fpqueries.with_conditions([_query(bench["song"], 0)], ("speed-2", "amr_12.2"))
+    fpqueries.save_queries(tmp_path / "q.json", qs)
+    assert fpqueries.load_queries(tmp_path / "q.json") == qs
 
 
 # -- drifting alignment ------------------------------------------------------------------------------------

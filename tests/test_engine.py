@@ -21,8 +21,10 @@ def cache(tmp_path, monkeypatch):
 
 
 # OpenVINO's CPU plugin needs SSE4.2: with oneDNN capped at SSE4.1 (the portability matrix) it is not tried
-needs_openvino = pytest.mark.skipif(os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() == "SSE41",
-                                    reason="ONEDNN_MAX_CPU_ISA=SSE41: OpenVINO is not used below SSE4.2")
+needs_openvino = pytest.mark.skipif(
+    os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() == "SSE41",
+    reason="ONEDNN_MAX_CPU_ISA=SSE41: OpenVINO is not used below SSE4.2",
+)
 
 
 def _model(seed: int):
@@ -170,7 +172,6 @@ def test_extraction_with_a_decoding_worker_gives_the_same_catalogue(tmp_path, ca
     np.testing.assert_array_equal(a[1], b[1])
     again = extract(songs, cats[1], model, progress=False, workers=1)  # resumes: nothing decoded again
     assert not again.added and len(again.already) == 4
-
 
 
 @pytest.mark.slow

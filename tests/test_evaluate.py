@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fplib import audio, cli, evaluate, heldout, index, search, storage, viz
+from fplib import queries as fpqueries
 from fplib.calibrate import CALIBRATION_LENGTHS, CALIBRATION_SNRS
 from fplib.catalogue import Catalogue
 from fplib.checkpoints import load_checkpoint, model_description, save_checkpoint
@@ -27,8 +28,10 @@ def setup(tmp_path_factory):
     torch.manual_seed(0)
     model, settings = build_model("nafp_small", FE, width=0.125)
     ckpt = root / "model.pt"
-    save_checkpoint(ckpt, {"model": model.state_dict(), "model_name": "nafp_small", "model_settings": settings,
-                           "frontend": FE.to_dict()})
+    save_checkpoint(
+        ckpt,
+        {"model": model.state_dict(), "model_name": "nafp_small", "model_settings": settings, "frontend": FE.to_dict()},
+    )
     cat = Catalogue(root / "cat", FE, model_description(ckpt))
     extract(songs[:3], cat, model.eval(), progress=False)
     path = index.build(cat, "t", root / "idx")
@@ -39,16 +42,16 @@ def setup(tmp_path_factory):
 def test_queries_are_seeded_off_grid_and_written_out(setup, tmp_path):
     in_db = {str(s.path): s.name for s in setup["cat"].songs()}
     out = [str(p) for p in setup["songs"][3:]]
-    qs = evaluate.plan_queries(in_db, out, len(setup["irs"]), [1, 3], [0, 10], 3, seed=0)
+    qs = fpqueries.plan_queries(in_db, out, len(setup["irs"]), [1, 3], [0, 10], 3, seed=0)
     assert len(qs) == 2 * 2 * 3 * 2 and sum(q.in_database for q in qs) == 12
-    assert qs == evaluate.plan_queries(in_db, out, len(setup["irs"]), [1, 3], [0, 10], 3, seed=0)
+    assert qs == fpqueries.plan_queries(in_db, out, len(setup["irs"]), [1, 3], [0, 10], 3, seed=0)
     assert any(abs(q.start_s * 2 - round(q.start_s * 2)) > 1e-3 for q in qs), "positions are not on the 0.5-s grid"
     assert all(q.start_s + q.length_s <= 12.0 for q in qs)
-    evaluate.save_queries(tmp_path / "q.json", qs)
-    assert evaluate.load_queries(tmp_path / "q.json") == qs
-    wav = evaluate.render(qs[0], setup["irs"], setup["noises"])
+    fpqueries.save_queries(tmp_path / "q.json", qs)
+    assert fpqueries.load_queries(tmp_path / "q.json") == qs
+    wav = fpqueries.render(qs[0], setup["irs"], setup["noises"])
     assert wav.shape == (int(qs[0].length_s * 8000),) and np.isfinite(wav).all() and np.abs(wav).max() <= 1
-    np.testing.assert_array_equal(wav, evaluate.render(qs[0], setup["irs"], setup["noises"]))
+    np.testing.assert_array_equal(wav, fpqueries.render(qs[0], setup["irs"], setup["noises"]))
 
 
 def test_repeats_are_found_and_silence_is_never_queried(tmp_path):
@@ -57,12 +60,12 @@ def test_repeats_are_found_and_silence_is_never_queried(tmp_path):
     gap = np.zeros(40000, np.float32)  # 5 s of digital silence
     song = np.concatenate([a, b, a, gap, c])  # a 2-s section played twice, at 0 s and 5 s
     audio.write(tmp_path / "loop.wav", song, 8000, subtype="FLOAT")
-    assert evaluate.find_repeats(song, 4000, 8000, 8000) == (5.5,)  # 1 s from inside the repeated section
-    assert evaluate.find_repeats(song, 20000, 8000, 8000) == ()  # inside b: no other copy
+    assert fpqueries.find_repeats(song, 4000, 8000, 8000) == (5.5,)  # 1 s from inside the repeated section
+    assert fpqueries.find_repeats(song, 20000, 8000, 8000) == ()  # inside b: no other copy
     half = song.copy()
     half[40000:56000] = 0.5 * a + 0.5 * rng.standard_normal(16000).astype(np.float32) * 0.1
-    assert evaluate.find_repeats(half, 4000, 8000, 8000) == ()  # similar is not the same audio
-    qs = evaluate.plan_queries({str(tmp_path / "loop.wav"): "loop"}, [], 1, [1, 3], [0], 40, seed=0)
+    assert fpqueries.find_repeats(half, 4000, 8000, 8000) == ()  # similar is not the same audio
+    qs = fpqueries.plan_queries({str(tmp_path / "loop.wav"): "loop"}, [], 1, [1, 3], [0], 40, seed=0)
     assert len(qs) == 80
     for q in qs:
         clip = song[int(round(q.start_s * 8000)) : int(round((q.start_s + q.length_s) * 8000))]
@@ -83,11 +86,19 @@ def test_identical_embeddings_score_100_percent(setup):
     rec = Recognizer(setup["model"], cat, setup["path"])
     rows, qs = [], []
     for i, s in enumerate(cat.songs()):
-        q = evaluate.Query(i, True, s.path, s.name, 2.0, 3.0, 99.0, 0, 0)
+        q = fpqueries.Query(i, True, s.path, s.name, 2.0, 3.0, 99.0, 0, 0)
         wav = audio.load(s.path, offset=2.0, duration=3.0)
         r = rec.recognize(wav)
-        rows.append({"system": "neural", "query": i, "predicted": [m.name for m in r.matches],
-                     "offsets": [m.offset_s for m in r.matches], "accepted": r.in_database, "total_ms": 1.0})
+        rows.append(
+            {
+                "system": "neural",
+                "query": i,
+                "predicted": [m.name for m in r.matches],
+                "offsets": [m.offset_s for m in r.matches],
+                "accepted": r.in_database,
+                "total_ms": 1.0,
+            }
+        )
         qs.append(q)
     table = evaluate.score(qs, rows)
     assert table[0]["top1"] == 1.0 and table[0]["song"] == 1.0 and table[0]["fp_rate"] is None
@@ -111,13 +122,13 @@ def test_held_out_is_enforced(setup, tmp_path):
 def test_per_length_threshold_and_calibration(setup):
     rec = Recognizer(setup["model"], setup["cat"], setup["path"])
     out = [str(p) for p in setup["songs"][3:]]
-    qs = evaluate.plan_queries({}, out, len(setup["irs"]), [1, 3], [5], 4, seed=1)
+    qs = fpqueries.plan_queries({}, out, len(setup["irs"]), [1, 3], [5], 4, seed=1)
     scores = evaluate.calibration_scores(rec, qs, setup["irs"], setup["noises"], [1, 3], 2, seed=2, progress=False)
     assert set(scores) == {1, 5} and all(len(v) >= 4 for v in scores.values())
     t = calibrate(scores, 0.0)
     assert t(1) > max(scores[1]) and t(5) > max(scores[5]) and min(t(1), t(5)) <= t(3) <= max(t(1), t(5))
     rec.threshold = t
-    assert not any(rec.recognize(evaluate.render(q, setup["irs"], setup["noises"])).in_database for q in qs)
+    assert not any(rec.recognize(fpqueries.render(q, setup["irs"], setup["noises"])).in_database for q in qs)
 
 
 def test_landmark_baseline_finds_clean_excerpts(setup):
@@ -135,8 +146,14 @@ def test_cli_index_and_recognize(setup, tmp_path, capsys):
     assert (tmp_path / "cli.index").exists() and (tmp_path / "cli.json").exists()
     s = setup["cat"].songs()[0]
     storage.write_json(tmp_path / "q.json", {})
-    common = ["--model", str(setup["ckpt"]), "--catalogue", str(setup["cat"].folder), "--index",
-              str(tmp_path / "cli.index")]
+    common = [
+        "--model",
+        str(setup["ckpt"]),
+        "--catalogue",
+        str(setup["cat"].folder),
+        "--index",
+        str(tmp_path / "cli.index"),
+    ]
     assert cli.recognize_main([s.path, *common]) == 2  # no threshold file: it will not guess
     assert "run calibrate_threshold" in capsys.readouterr().err
     rc = cli.recognize_main([s.path, str(tmp_path / "q.json"), *common, "--no-threshold"])
@@ -146,8 +163,21 @@ def test_cli_index_and_recognize(setup, tmp_path, capsys):
     other = Catalogue(tmp_path / "other", FE, {"sha256": "another model"})
     extract(setup["songs"][:1], other, setup["model"], progress=False)
     index.build(other, "o", tmp_path)
-    assert cli.recognize_main([s.path, "--model", str(setup["ckpt"]), "--catalogue", str(other.folder),
-                               "--index", str(tmp_path / "o.index"), "--no-threshold"]) == 2
+    assert (
+        cli.recognize_main(
+            [
+                s.path,
+                "--model",
+                str(setup["ckpt"]),
+                "--catalogue",
+                str(other.folder),
+                "--index",
+                str(tmp_path / "o.index"),
+                "--no-threshold",
+            ]
+        )
+        == 2
+    )
     assert "made by another model" in capsys.readouterr().err
 
 
@@ -155,8 +185,14 @@ def test_cli_uses_the_phases_the_threshold_was_calibrated_with(setup, tmp_path, 
     assert cli.create_faiss_indexes_main(["-i", str(setup["cat"].folder), "-n", "ph", "-o", str(tmp_path)]) == 0
     search.save_threshold(tmp_path / "ph.index", {"threshold": 0.0, "target_fpr": 0.05, "phases": 4})
     s = setup["cat"].songs()[2]
-    common = ["--model", str(setup["ckpt"]), "--catalogue", str(setup["cat"].folder), "--index",
-              str(tmp_path / "ph.index")]
+    common = [
+        "--model",
+        str(setup["ckpt"]),
+        "--catalogue",
+        str(setup["cat"].folder),
+        "--index",
+        str(tmp_path / "ph.index"),
+    ]
     audio.write(tmp_path / "q.wav", audio.load(s.path, offset=1.375, duration=4.0), 8000)
     assert cli.recognize_main([str(tmp_path / "q.wav"), *common]) == 0
     assert f"{s.name} at 1.4 s (score 1.000, " in capsys.readouterr().out  # a phase 0.125 s in lies on the grid
@@ -197,7 +233,7 @@ def test_headline_confidences_and_worked_query(setup):
     cat, irs, noises = setup["cat"], setup["irs"], setup["noises"]
     rec = Recognizer(setup["model"], cat, setup["path"], phases=2, decision="margin", threshold=0.0)
     in_db = {s.path: s.name for s in cat.songs()}
-    qs = evaluate.plan_queries(in_db, [str(p) for p in setup["songs"][3:]], len(irs), [1, 3], [10, 30], 1, seed=3)
+    qs = fpqueries.plan_queries(in_db, [str(p) for p in setup["songs"][3:]], len(irs), [1, 3], [10, 30], 1, seed=3)
     rows = evaluate.run(qs, irs, noises, neural=rec, landmark=None, progress=False)
     head = evaluate.headline(qs, rows, {"neural": 80.0})
     assert [(r["system"], r["length_s"]) for r in head] == [("neural", 1), ("neural", 3)]
@@ -208,25 +244,27 @@ def test_headline_confidences_and_worked_query(setup):
         assert h["top1"] == pytest.approx(np.mean([t["top1"] for t in cells])) and h["top1"] <= h["ranked1"]
         assert h["fp_rate"] == pytest.approx(np.mean([t["fp_rate"] for t in cells]))
     conf = evaluate.confidences(qs, rows)
-    assert set(conf) == {1, 3} and all(len(c["out"]) == 2 and len(c["right"]) + len(c["wrong"]) == 2
-                                       for c in conf.values())
+    assert set(conf) == {1, 3} and all(
+        len(c["out"]) == 2 and len(c["right"]) + len(c["wrong"]) == 2 for c in conf.values()
+    )
     q = evaluate.worked_query(qs, rows, 2.5)
     assert q.in_database and q.length_s == 3
     # with a condition's copies of the queries (their rows marked by an impossible confidence), the plain
     # queries' figures are unchanged and the condition is asked for by name
-    qs_c = evaluate.with_conditions(qs, ("mp3_64",))
-    copies = qs_c[len(qs):]
+    qs_c = fpqueries.with_conditions(qs, ("mp3_64",))
+    copies = qs_c[len(qs) :]
     assert [c.condition for c in copies] == ["mp3_64"] * len(qs)
     by_query = {r["query"]: r for r in rows if r["system"] == "neural"}
     rows_c = rows + [{**by_query[o.id], "query": c.id, "confidence": 99.0} for o, c in zip(qs, copies)]
     assert evaluate.confidences(qs_c, rows_c) == conf
-    assert {v for c in evaluate.confidences(qs_c, rows_c, condition="mp3_64").values() for k in c
-            for v in c[k]} == {99.0}
+    assert {v for c in evaluate.confidences(qs_c, rows_c, condition="mp3_64").values() for k in c for v in c[k]} == {
+        99.0
+    }
     assert not evaluate.worked_query(qs_c, rows_c, 2.5).condition
     md = viz.headline_markdown(head)
     assert md.count("\n| neural |") == 2 and "ranked first" in md and "80" in md
-    r = rec.recognize(evaluate.render(q, irs, noises))
-    al = rec.alignment(evaluate.render(q, irs, noises), r.best, context_s=1.0)
+    r = rec.recognize(fpqueries.render(q, irs, noises))
+    al = rec.alignment(fpqueries.render(q, irs, noises), r.best, context_s=1.0)
     assert al["similarity"].shape == (len(al["query_s"]), len(al["song_s"]))
     assert len(al["query_s"]) == 2 * 5 - 1  # 3 s at a 0.25-s hop
     assert al["song_s"][0] <= r.best.offset_s and al["song_s"][-1] >= r.best.offset_s + 2.0
@@ -263,24 +301,28 @@ def test_benchmark_runs_several_systems_on_the_same_queries(setup):
     threshold from the same calibration queries, and every system answers every test query; the
     result is what the protocol's steps give when run one by one."""
     cat, irs, noises = setup["cat"], setup["irs"], setup["noises"]
-    systems = {"a": Recognizer(setup["model"], cat, setup["path"]),
-               "b": Recognizer(setup["model"], cat, setup["path"], decision="margin"),
-               "audfprint": evaluate.landmark_system(cat.songs(), 100.0)}
+    systems = {
+        "a": Recognizer(setup["model"], cat, setup["path"]),
+        "b": Recognizer(setup["model"], cat, setup["path"], decision="margin"),
+        "audfprint": evaluate.landmark_system(cat.songs(), 100.0),
+    }
     in_db = {s.path: s.name for s in cat.songs()}
     out_db = [str(p) for p in setup["songs"][3:]]
-    p = evaluate.Protocol(lengths=(1.0, 3.0), snrs=(10.0,), queries_per_cell=2, calibration_per_cell=2,
-                          noise_only_per_length=1, seed=5)
+    p = evaluate.Protocol(
+        lengths=(1.0, 3.0), snrs=(10.0,), queries_per_cell=2, calibration_per_cell=2, noise_only_per_length=1, seed=5
+    )
     res = evaluate.benchmark(systems, in_db, out_db, irs, noises, p, progress=False)
     assert res.calibration_songs == out_db[:1] and res.test_out_songs == out_db[1:]
     assert set(res.thresholds) == {"a", "b"} and systems["a"].threshold is res.thresholds["a"]
     assert res.thresholds["a"] != res.thresholds["b"]  # the margin is not the score
     assert {q.song for q in res.calibration_queries} == set(out_db[:1])
-    assert res.queries == evaluate.plan_queries(in_db, out_db[1:], len(irs), [1.0, 3.0], [10.0], 2, 5)
+    assert res.queries == fpqueries.plan_queries(in_db, out_db[1:], len(irs), [1.0, 3.0], [10.0], 2, 5)
     assert len(res.rows) == 3 * len(res.queries)
     assert [r["system"] for r in res.rows[:3]] == ["a", "b", "audfprint"]
     assert {r["system"] for r in res.table} == {"a", "b", "audfprint"}
-    ref = evaluate.calibration_scores(systems["a"], res.calibration_queries, irs, noises, [1.0, 3.0], 1, 7,
-                                      progress=False)
+    ref = evaluate.calibration_scores(
+        systems["a"], res.calibration_queries, irs, noises, [1.0, 3.0], 1, 7, progress=False
+    )
     assert res.calibration_scores["a"] == ref
     head = res.headline(evaluate.db_bytes_per_second(systems, cat.songs()))
     assert [r["system"] for r in head] == ["a", "a", "b", "b", "audfprint", "audfprint"]

@@ -44,15 +44,54 @@ def trained(request, corpus, tmp_path_factory):
     """One epoch of the family's own objective through the trainer command, then its catalogue and index."""
     name = request.param
     out = tmp_path_factory.mktemp(name)
-    rc = cli.trainer_main(["-ep", "1", "-bs", "4", "-m", "fp", "-o", str(out), "--arch", name,
-                           "--model_settings", json.dumps(FAMILIES[name]), "--preload", "--workers", "0",
-                           "--items_per_song", "2", "--val_items_per_song", "3", "--no_amp",
-                           "dynamic_online", "-p", str(corpus["songs"]), "-ir", str(corpus["rir"]),
-                           "-bn", str(corpus["noise"])])
+    rc = cli.trainer_main(
+        [
+            "-ep",
+            "1",
+            "-bs",
+            "4",
+            "-m",
+            "fp",
+            "-o",
+            str(out),
+            "--arch",
+            name,
+            "--model_settings",
+            json.dumps(FAMILIES[name]),
+            "--preload",
+            "--workers",
+            "0",
+            "--items_per_song",
+            "2",
+            "--val_items_per_song",
+            "3",
+            "--no_amp",
+            "dynamic_online",
+            "-p",
+            str(corpus["songs"]),
+            "-ir",
+            str(corpus["rir"]),
+            "-bn",
+            str(corpus["noise"]),
+        ]
+    )
     assert rc == 0
     ckpt = out / "fp.pt"
-    assert cli.main(["generate_fingerprints", "-i", str(corpus["songs"]), "-o", str(out / "cat"), "--model",
-                     str(ckpt), "--no_progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "generate_fingerprints",
+                "-i",
+                str(corpus["songs"]),
+                "-o",
+                str(out / "cat"),
+                "--model",
+                str(ckpt),
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     assert cli.main(["create_faiss_indexes", "-i", str(out / "cat"), "-n", "fp", "-o", str(out / "idx")]) == 0
     return dict(name=name, out=out, ckpt=ckpt, cat=out / "cat", index=out / "idx" / "fp.index")
 
@@ -89,8 +128,20 @@ def test_recognize_names_the_song_and_offset(trained, corpus, tmp_path, capsys):
     q = tmp_path / "q.wav"
     audio.write(q, audio.load(corpus["songs"] / "song_2.flac", offset=1.5, duration=3.0), 8000, subtype="FLOAT")
     capsys.readouterr()
-    rc = cli.main(["recognize", "--model", str(trained["ckpt"]), "--catalogue", str(trained["cat"]),
-                   "--index", str(trained["index"]), "--no-threshold", "--json", str(q)])
+    rc = cli.main(
+        [
+            "recognize",
+            "--model",
+            str(trained["ckpt"]),
+            "--catalogue",
+            str(trained["cat"]),
+            "--index",
+            str(trained["index"]),
+            "--no-threshold",
+            "--json",
+            str(q),
+        ]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     best = out["matches"][0]
@@ -104,11 +155,23 @@ def test_another_familys_checkpoint_is_refused(trained, corpus, tmp_path, capsys
     model, settings = build_model(others[0], **FAMILIES[others[0]])
     ck = load_checkpoint(trained["ckpt"])
     path = tmp_path / "other.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "model_name": others[0], "model_settings": settings,
-                           "frontend": ck["frontend"]})
+    save_checkpoint(
+        path,
+        {"model": model.state_dict(), "model_name": others[0], "model_settings": settings, "frontend": ck["frontend"]},
+    )
     capsys.readouterr()
-    rc = cli.main(["generate_fingerprints", "-i", str(corpus["songs"]), "-o", str(trained["cat"]), "--model",
-                   str(path), "--no_progress"])
+    rc = cli.main(
+        [
+            "generate_fingerprints",
+            "-i",
+            str(corpus["songs"]),
+            "-o",
+            str(trained["cat"]),
+            "--model",
+            str(path),
+            "--no_progress",
+        ]
+    )
     assert rc == 2 and "cannot be mixed" in capsys.readouterr().err
     # a checkpoint whose weights are another family's is named with the reason
     ck["model_name"] = others[0]
@@ -152,12 +215,16 @@ def test_every_trained_model_is_evaluated_side_by_side(corpus, tmp_path):
 
     run = runs.Run(tmp_path / "run")
     fe = None
-    for name, train_dir in (("nafp_small", run.train_dir("online")),
-                            ("samaf_small", run.train_dir("online", "samaf_small"))):
+    for name, train_dir in (
+        ("nafp_small", run.train_dir("online")),
+        ("samaf_small", run.train_dir("online", "samaf_small")),
+    ):
         model, settings = build_model(name, **FAMILIES[name])
         fe = model.fe
-        save_checkpoint(runs.checkpoint(train_dir), {"model": model.state_dict(), "model_name": name,
-                                                     "model_settings": settings, "frontend": fe.to_dict()})
+        save_checkpoint(
+            runs.checkpoint(train_dir),
+            {"model": model.state_dict(), "model_name": name, "model_settings": settings, "frontend": fe.to_dict()},
+        )
     assert sorted(run.trained()) == ["online", "online_samaf_small"]
     ckpt = run.checkpoint("online")
     model, fe = load_model(ckpt)
@@ -174,11 +241,13 @@ def test_every_trained_model_is_evaluated_side_by_side(corpus, tmp_path):
     assert other.kind == "binary" and isinstance(other.index, faiss.IndexBinary)
     assert [s.name for s in other.catalogue.songs()] == [s.name for s in cat.songs()]
     systems = {"neural": main, **others}
-    protocol = evaluate.Protocol(lengths=(3.0,), snrs=(10.0,), queries_per_cell=2, calibration_per_cell=2,
-                                 noise_only_per_length=1)
+    protocol = evaluate.Protocol(
+        lengths=(3.0,), snrs=(10.0,), queries_per_cell=2, calibration_per_cell=2, noise_only_per_length=1
+    )
     irs, noises = IRBank(audio.list_audio(corpus["rir"])), NoiseBank(audio.list_audio(corpus["noise"]))
-    result = evaluate.benchmark(systems, {str(s): s.stem for s in songs[:3]}, [str(s) for s in songs[3:]], irs,
-                                noises, protocol, progress=False)
+    result = evaluate.benchmark(
+        systems, {str(s): s.stem for s in songs[:3]}, [str(s) for s in songs[3:]], irs, noises, protocol, progress=False
+    )
     head = result.headline(evaluate.db_bytes_per_second(systems, cat.songs()))
     assert [h["system"] for h in head] == ["neural", "samaf_small online"]
     # the float index's code + 8-byte id per 0.5 s (a catalogue this small keeps flat float codes); the binary

@@ -11,7 +11,14 @@ FE = FrontEnd()
 
 def test_frontend_defaults_match_the_reference():
     assert (FE.sr, FE.win_len, FE.hop_len, FE.n_fft, FE.stft_hop, FE.n_mels, FE.f_min) == (
-        8000, 8000, 4000, 1024, 256, 256, 300.0)
+        8000,
+        8000,
+        4000,
+        1024,
+        256,
+        256,
+        300.0,
+    )
     assert FE.n_frames == 32
 
 
@@ -49,9 +56,21 @@ def test_scale_invariance():
 def test_matches_librosa_htk_mel():
     librosa = pytest.importorskip("librosa")
     x = music_like(1.0, seed=3)
-    ref = librosa.feature.melspectrogram(y=x.astype(np.float64), sr=8000, n_fft=1024, hop_length=256, window="hann",
-                                         center=True, pad_mode="constant", power=2.0, n_mels=256, fmin=300.0,
-                                         fmax=4000.0, htk=True, norm=None)
+    ref = librosa.feature.melspectrogram(
+        y=x.astype(np.float64),
+        sr=8000,
+        n_fft=1024,
+        hop_length=256,
+        window="hann",
+        center=True,
+        pad_mode="constant",
+        power=2.0,
+        n_mels=256,
+        fmin=300.0,
+        fmax=4000.0,
+        htk=True,
+        norm=None,
+    )
     ref_db = librosa.power_to_db(ref, ref=np.max, amin=1e-10, top_db=None).clip(-80, 0)
     ours = LogMel()(torch.from_numpy(x)[None])[0, 0].numpy()
     assert ours.shape == ref_db.shape
@@ -64,11 +83,24 @@ def test_matches_torchaudio_when_available():
         import torchaudio  # noqa: F401
         from torchaudio.transforms import AmplitudeToDB, MelSpectrogram
     except Exception as e:  # its only wheels for torch 2.13 are CUDA builds (they cannot import on a CPU-only torch)
-        pytest.skip(f"torchaudio does not import here ({type(e).__name__}: {str(e)[:120]}); "
-                    "fplib's own log-mel is checked against librosa instead")
+        pytest.skip(
+            f"torchaudio does not import here ({type(e).__name__}: {str(e)[:120]}); "
+            "fplib's own log-mel is checked against librosa instead"
+        )
     x = torch.from_numpy(music_like(1.0, seed=4))[None]
-    mel = MelSpectrogram(8000, n_fft=1024, hop_length=256, f_min=300.0, f_max=4000.0, n_mels=256, power=2.0,
-                         center=True, pad_mode="constant", mel_scale="htk", norm=None)(x)
+    mel = MelSpectrogram(
+        8000,
+        n_fft=1024,
+        hop_length=256,
+        f_min=300.0,
+        f_max=4000.0,
+        n_mels=256,
+        power=2.0,
+        center=True,
+        pad_mode="constant",
+        mel_scale="htk",
+        norm=None,
+    )(x)
     ref = AmplitudeToDB("power")(mel)
     ref = (ref - ref.amax()).clamp_min(-80.0)
     torch.testing.assert_close(LogMel()(x)[:, 0], ref, atol=0.05, rtol=0)

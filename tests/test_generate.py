@@ -24,15 +24,22 @@ def _tree(path):
 def test_layout_json_and_pairs(tmp_path, corpus):
     r = generate_dataset(corpus["songs"], tmp_path / "out", corpus["rir"], corpus["noise"], progress=False)
     assert r.path == tmp_path / "out" / "Dataset_8" and r.complete
-    assert {p.name for p in r.path.iterdir()} == {"train_set", "val_set", "Samples", "train_data.json",
-                                                  "val_data.json", "generation.json", "progress.jsonl"}
+    assert {p.name for p in r.path.iterdir()} == {
+        "train_set",
+        "val_set",
+        "Samples",
+        "train_data.json",
+        "val_data.json",
+        "generation.json",
+        "progress.jsonl",
+    }
     train = json.loads((r.path / "train_data.json").read_text())
     val = json.loads((r.path / "val_data.json").read_text())
     assert not set(train) & set(val)
     assert set(train) | set(val) == {f"song_{i}.flac" for i in range(5)}
     assert all(len(v) == 5 for v in {**train, **val}.values())
     assert r.n_train == 5 * len(train) and r.n_val == 5 * len(val)
-    # the original scripts' naming: "<song>_<second>.wav", and the pair file next to it
+    # the seed's naming: "<song>_<second>.wav", and the pair file next to it
     for song, names in train.items():
         for name in names:
             stem = name.removesuffix(".wav")
@@ -67,8 +74,9 @@ def test_refuses_to_overwrite_unless_told(tmp_path, corpus):
 
 def test_resume_after_interruption_gives_identical_output(tmp_path, corpus):
     full = generate_dataset(corpus["songs"], tmp_path / "a", corpus["rir"], corpus["noise"], progress=False)
-    part = generate_dataset(corpus["songs"], tmp_path / "b", corpus["rir"], corpus["noise"], progress=False,
-                            max_songs=3)
+    part = generate_dataset(
+        corpus["songs"], tmp_path / "b", corpus["rir"], corpus["noise"], progress=False, max_songs=3
+    )
     assert not part.complete and not (part.path / "train_data.json").exists()
     assert not storage.read_json(part.path / "generation.json")["complete"]
     # a kill can leave a temporary file behind; it must not be taken for data
@@ -85,8 +93,9 @@ def test_resume_after_interruption_gives_identical_output(tmp_path, corpus):
 
 def test_different_seed_gives_different_pairs(tmp_path, corpus):
     a = generate_dataset(corpus["songs"], tmp_path / "a", corpus["rir"], corpus["noise"], progress=False)
-    b = generate_dataset(corpus["songs"], tmp_path / "b", corpus["rir"], corpus["noise"], progress=False,
-                         cfg=GenerateConfig(seed=1))
+    b = generate_dataset(
+        corpus["songs"], tmp_path / "b", corpus["rir"], corpus["noise"], progress=False, cfg=GenerateConfig(seed=1)
+    )
     assert storage.read_json(a.path / "train_data.json") != storage.read_json(b.path / "train_data.json")
 
 
@@ -99,16 +108,29 @@ def test_seed_cli_flags_and_defaults(tmp_path, corpus, capsys, monkeypatch):
     ap = cli._generate_parser()
     ns = ap.parse_args(["-i", "x"])
     assert (ns.number_segments, ns.train_ratio, ns.impulse_response, ns.background_noise) == (5, 0.8, None, None)
-    rc = cli.generate_training_dataset_main(["-i", str(corpus["songs"]), "-n", "2", "-tr", "0.6", "-ir",
-                                             str(corpus["rir"]), "-bn", str(corpus["noise"]), "-o",
-                                             str(tmp_path / "cli")])
+    rc = cli.generate_training_dataset_main(
+        [
+            "-i",
+            str(corpus["songs"]),
+            "-n",
+            "2",
+            "-tr",
+            "0.6",
+            "-ir",
+            str(corpus["rir"]),
+            "-bn",
+            str(corpus["noise"]),
+            "-o",
+            str(tmp_path / "cli"),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "Dataset_8" in out and "corrupt.mp3" in out
     meta = storage.read_json(tmp_path / "cli" / "Dataset_8" / "generation.json")
     assert meta["settings"]["config"]["number_segments"] == 2 and meta["settings"]["config"]["train_ratio"] == 0.6
     assert cli.generate_training_dataset_main(["-i", str(tmp_path / "missing")]) == 2
     assert "folder not found" in capsys.readouterr().err
-    monkeypatch.chdir(tmp_path)  # the original scripts' default output path is the current folder
+    monkeypatch.chdir(tmp_path)  # the seed's default output path is the current folder
     assert cli.generate_training_dataset_main(["-i", str(corpus["songs"]), "-n", "1"]) == 0
     assert (tmp_path / "Dataset_8" / "train_data.json").exists()
 

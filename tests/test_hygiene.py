@@ -22,11 +22,49 @@ from fplib import notebooks
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = notebooks.list_notebooks()
 # imports flow one way: a module may import only modules listed before it
-LAYERS = ["runtime", "storage", "errors", "config", "runs", "audio", "features", "codes", "augment", "data",
-          "synth", "generate", "losses", "models", "checkpoints", "engine", "optim", "train_config", "sources", "train",
-          "pretrained", "catalogue",
-          "extraction", "corpus_packages", "corpus_render", "corpus_dedupe", "corpus", "heldout", "index", "db",
-          "search", "listen", "landmark", "evaluate", "calibrate", "viz", "notebooks", "cli"]
+LAYERS = [
+    "runtime",
+    "storage",
+    "errors",
+    "config",
+    "runs",
+    "audio",
+    "features",
+    "codes",
+    "augment",
+    "data",
+    "synth",
+    "generate",
+    "losses",
+    "models",
+    "checkpoints",
+    "engine",
+    "optim",
+    "train_config",
+    "sources",
+    "train",
+    "trainer",
+    "pretrained",
+    "catalogue",
+    "extraction",
+    "corpus_packages",
+    "corpus_render",
+    "corpus_dedupe",
+    "corpus",
+    "heldout",
+    "index",
+    "db",
+    "search",
+    "streams",
+    "listen",
+    "landmark",
+    "queries",
+    "evaluate",
+    "calibrate",
+    "viz",
+    "notebooks",
+    "cli",
+]
 
 
 def test_there_are_notebooks():
@@ -34,8 +72,10 @@ def test_there_are_notebooks():
 
 
 def _in_git() -> bool:
-    return shutil.which("git") is not None and subprocess.run(
-        ["git", "rev-parse", "--is-inside-work-tree"], cwd=ROOT, capture_output=True).returncode == 0
+    return (
+        shutil.which("git") is not None
+        and subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=ROOT, capture_output=True).returncode == 0
+    )
 
 
 def _committed(path: Path) -> str:
@@ -43,8 +83,9 @@ def _committed(path: Path) -> str:
     on the way there), or the file itself outside a clone."""
     if not _in_git():
         return path.read_text()
-    return subprocess.run(["git", "show", f":{path.relative_to(ROOT)}"], cwd=ROOT, capture_output=True, text=True,
-                          check=True).stdout
+    return subprocess.run(
+        ["git", "show", f":{path.relative_to(ROOT)}"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -65,7 +106,8 @@ def test_notebook_parameters_cell(path):
     for line in nb.cells[tagged[0]].source.splitlines():
         if line.strip():
             assert re.match(r"^\w+: [\w\[\], |]+ = .+  # \S", line), (
-                f"{path.name}: needs `name: type = value  # why`: {line}")
+                f"{path.name}: needs `name: type = value  # why`: {line}"
+            )
     for name, (ann, default) in params.items():
         from fplib.config import check_type
 
@@ -77,8 +119,14 @@ def test_notebook_parameters_cell(path):
     assert first_code.source.lstrip().startswith(("import", "from")), "imports come first"
 
 
-FORBIDDEN = [r"sys\.path", r"os\.chdir", r"^\s*[!%]pip", r"['\"]/(home|tmp|work|root|Users)/", r"[A-Z]:\\\\",
-             r"^\s*(class|def) "]
+FORBIDDEN = [
+    r"sys\.path",
+    r"os\.chdir",
+    r"^\s*[!%]pip",
+    r"['\"]/(home|tmp|work|root|Users)/",
+    r"[A-Z]:\\\\",
+    r"^\s*(class|def) ",
+]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -127,8 +175,14 @@ def _lock() -> dict[str, Version]:
             continue
         req = Requirement(line)
         spec = list(req.specifier)
-        assert len(spec) == 1 and spec[0].operator == "==" and "*" not in spec[0].version and not req.extras \
-            and req.marker is None and req.url is None, f"requirements.lock: not an exact pin: {line}"
+        assert (
+            len(spec) == 1
+            and spec[0].operator == "=="
+            and "*" not in spec[0].version
+            and not req.extras
+            and req.marker is None
+            and req.url is None
+        ), f"requirements.lock: not an exact pin: {line}"
         name = canonicalize_name(req.name)
         assert name not in pins, f"requirements.lock: {name} twice"
         pins[name] = Version(spec[0].version)
@@ -153,7 +207,8 @@ def test_lock_pins_every_dependency_within_pyproject():
         name = canonicalize_name(req.name)
         assert name in pins, f"{r} is in pyproject.toml but not in requirements.lock: run `make lock`"
         assert req.specifier.contains(pins[name], prereleases=True), (
-            f"requirements.lock pins {name}=={pins[name]}, outside pyproject.toml's {r}: run `make lock`")
+            f"requirements.lock pins {name}=={pins[name]}, outside pyproject.toml's {r}: run `make lock`"
+        )
 
 
 def test_the_environment_is_exactly_the_lock():
@@ -215,8 +270,12 @@ def test_ruff_clean():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if ruff is None:
         pytest.fail("ruff is not installed (it is in the dev extra)")
-    r = subprocess.run([ruff, "check", "fplib", "tests", "benchmarks", "notebooks", "conftest.py"], cwd=ROOT,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [ruff, "check", "fplib", "tests", "benchmarks", "notebooks", "conftest.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -225,8 +284,9 @@ def test_pre_commit_hooks_pass(tmp_path):
     copy of the tree (tracked and new files), so that a failing hook's fixes never touch this clone."""
     if not _in_git():
         pytest.skip("not a git clone")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.split("\n")
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     copy = tmp_path / "tree"
     for name in filter(None, files):
         if (ROOT / name).is_file() and not (ROOT / name).is_symlink():
@@ -236,10 +296,25 @@ def test_pre_commit_hooks_pass(tmp_path):
     env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "cache"), "GIT_CONFIG_GLOBAL": "/dev/null"}
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"]):
         subprocess.run(cmd, cwd=copy, check=True, env=env)
-    r = subprocess.run([str(Path(sys.executable).parent / "pre-commit"), "run", "--all-files", "--show-diff-on-failure",
-                        "--color", "never"], cwd=copy, capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, f"a pre-commit hook changed or refused files (`make format` applies the fixes):\n" \
-                              f"{r.stdout[-6000:]}{r.stderr[-2000:]}"
+    r = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "pre-commit"),
+            "run",
+            "--all-files",
+            "--show-diff-on-failure",
+            "--color",
+            "never",
+        ],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert r.returncode == 0, (
+        f"a pre-commit hook changed or refused files (`make format` applies the fixes):\n"
+        f"{r.stdout[-6000:]}{r.stderr[-2000:]}"
+    )
 
 
 def test_no_reference_to_files_outside_the_repository():
@@ -271,8 +346,9 @@ def test_running_a_notebook_in_jupyterlab_leaves_git_status_clean(tmp_path):
     def git(*args: str, cwd: Path = ROOT) -> str:
         return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
 
-    clean = subprocess.run(["git", "config", "--get", "filter.nbstripout.clean"], cwd=ROOT, capture_output=True,
-                           text=True).stdout
+    clean = subprocess.run(
+        ["git", "config", "--get", "filter.nbstripout.clean"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
     assert "nbstripout" in clean and "--keep-id" in clean, "`make test` or `make nbstripout` installs the filter"
     assert all(k in clean for k in notebooks.LAB_METADATA)  # the filter strips what the save hook strips
     clone = tmp_path / "c"
@@ -283,16 +359,25 @@ def test_running_a_notebook_in_jupyterlab_leaves_git_status_clean(tmp_path):
     git("reset", "-q", "--hard", cwd=clone)
     rel = "notebooks/02_train_static.ipynb"
     nb = nbformat.read(clone / rel, as_version=4)
-    nb.metadata["language_info"] = {"codemirror_mode": {"name": "ipython", "version": 3}, "file_extension": ".py",
-                                    "mimetype": "text/x-python", "name": "python", "nbconvert_exporter": "python",
-                                    "pygments_lexer": "ipython3", "version": "3.11.7"}
-    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2,
-                                                                            "version_minor": 0}}
+    nb.metadata["language_info"] = {
+        "codemirror_mode": {"name": "ipython", "version": 3},
+        "file_extension": ".py",
+        "mimetype": "text/x-python",
+        "name": "python",
+        "nbconvert_exporter": "python",
+        "pygments_lexer": "ipython3",
+        "version": "3.11.7",
+    }
+    nb.metadata["widgets"] = {
+        "application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2, "version_minor": 0}
+    }
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.execution_count = 7
-            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="epoch 1: loss 2.8\n"),
-                            nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo="})]
+            cell.outputs = [
+                nbformat.v4.new_output("stream", name="stdout", text="epoch 1: loss 2.8\n"),
+                nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo="}),
+            ]
             cell.metadata["execution"] = {"iopub.status.idle": "2026-12-06T20:00:00.000Z"}
     lab = FileContentsManager(root_dir=str(clone))
     lab.register_pre_save_hook(notebooks.strip_on_save)

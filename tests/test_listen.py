@@ -13,14 +13,14 @@ import pytest
 import soxr
 import torch
 
-from fplib import audio, index, listen
+from fplib import audio, index, listen, streams
 from fplib.catalogue import Catalogue
 from fplib.checkpoints import model_description, save_checkpoint
 from fplib.data import IRBank, NoiseBank
-from fplib.evaluate import Query, render
 from fplib.extraction import extract
 from fplib.features import FrontEnd, n_windows
 from fplib.models.registry import build_model
+from fplib.queries import Query, render
 from fplib.search import Recognizer, calibrate, recognizer_from_files, save_threshold
 from tests.helpers import music_like, write
 
@@ -38,8 +38,10 @@ def setup(tmp_path_factory):
     model, settings = build_model("nafp_small", FE, width=0.125)
     model.eval()
     ckpt = root / "model.pt"
-    save_checkpoint(ckpt, {"model": model.state_dict(), "model_name": "nafp_small", "model_settings": settings,
-                           "frontend": FE.to_dict()})
+    save_checkpoint(
+        ckpt,
+        {"model": model.state_dict(), "model_name": "nafp_small", "model_settings": settings, "frontend": FE.to_dict()},
+    )
     for i in range(8):
         write(root / ("db" if i < 6 else "out") / f"song_{i}.flac", music_like(SONG_S, 16000, seed=10 + i), 16000)
     rng = np.random.default_rng(0)
@@ -59,8 +61,9 @@ def setup(tmp_path_factory):
         for start in np.arange(0.0, SONG_S - length, 2.3):
             q = Query(k, False, str(root / "out" / "song_6.flac"), "", float(start), length, 15.0, k % 2, k)
             k += 1
-            scores.setdefault(n_windows(int(length * FE.sr), FE), []).append(rec.recognize(render(q, irs, noises))
-                                                                             .confidence)
+            scores.setdefault(n_windows(int(length * FE.sr), FE), []).append(
+                rec.recognize(render(q, irs, noises)).confidence
+            )
         for j in range(4):
             wav = noises.sample(np.random.default_rng(j), int(length * FE.sr)).copy()
             scores.setdefault(n_windows(len(wav), FE), []).append(rec.recognize(wav).confidence)
@@ -81,8 +84,21 @@ def _degraded(setup, song: str, start: float, length: float, snr: float = 20.0, 
 
 
 def _cli(setup, args: list[str], stdin: bytes) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "fplib.cli", "listen", *args, "--model", str(setup["model"]), "--catalogue",
-           str(setup["catalogue"]), "--index", str(setup["index"]), "--no-realtime", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fplib.cli",
+        "listen",
+        *args,
+        "--model",
+        str(setup["model"]),
+        "--catalogue",
+        str(setup["catalogue"]),
+        "--index",
+        str(setup["index"]),
+        "--no-realtime",
+        "--json",
+    ]
     return subprocess.run(cmd, input=stdin, capture_output=True, cwd=ROOT, timeout=300)
 
 
@@ -131,8 +147,18 @@ def test_a_file_source_on_a_device_and_the_source_errors(setup, tmp_path, capsys
     start = 5.2
     path = tmp_path / "q.flac"
     audio.write(path, _degraded(setup, "song_1", start, 10.0, seed=2), 8000)
-    common = ["--model", str(setup["model"]), "--catalogue", str(setup["catalogue"]), "--index", str(setup["index"]),
-              "--no_realtime", "--json", "--device", "cpu"]
+    common = [
+        "--model",
+        str(setup["model"]),
+        "--catalogue",
+        str(setup["catalogue"]),
+        "--index",
+        str(setup["index"]),
+        "--no_realtime",
+        "--json",
+        "--device",
+        "cpu",
+    ]
     assert cli.listen_main([str(path), *common]) == 0
     out, err = capsys.readouterr()
     events = [json.loads(line) for line in out.splitlines()]
@@ -144,8 +170,8 @@ def test_a_file_source_on_a_device_and_the_source_errors(setup, tmp_path, capsys
     err = capsys.readouterr().err
     assert err.splitlines()[-1].startswith("error:") and "missing.wav" in err
     with pytest.raises(ValueError, match="--format needs --rate"):
-        listen.Source("-", "f32le")
-    assert listen.Source("mic", input_device="3").input_device == 3
+        streams.Source("-", "f32le")
+    assert streams.Source("mic", input_device="3").input_device == 3
 
 
 def _run(listener, wav, chunk=1237):
@@ -157,9 +183,13 @@ def _run(listener, wav, chunk=1237):
 
 def test_out_of_database_music_and_noise_say_nothing(setup):
     listener = listen.Listener(_recognizer(setup))
-    stream = np.concatenate([_degraded(setup, "song_7", 0.0, SONG_S, seed=5),
-                             setup["noises"].sample(np.random.default_rng(9), 8 * FE.sr),
-                             np.zeros(3 * FE.sr, np.float32)])
+    stream = np.concatenate(
+        [
+            _degraded(setup, "song_7", 0.0, SONG_S, seed=5),
+            setup["noises"].sample(np.random.default_rng(9), 8 * FE.sr),
+            np.zeros(3 * FE.sr, np.float32),
+        ]
+    )
     assert _run(listener, stream) == []
     assert listener.time_s == pytest.approx(len(stream) / FE.sr, abs=0.5)
 
@@ -207,21 +237,33 @@ def test_pcm_chunks_reassemble_frames_across_reads(tmp_path):
     path = tmp_path / "x.f32"
     path.write_bytes(x.astype("<f4").tobytes())
     with open(path, "rb") as f:
-        got = np.concatenate(list(listen.pcm_chunks(f, "f32le", 8000, 2, block_s=0.0173)))
+        got = np.concatenate(list(streams.pcm_chunks(f, "f32le", 8000, 2, block_s=0.0173)))
     np.testing.assert_allclose(got, x.mean(axis=1), atol=1e-7)
     path.write_bytes((x[:, 0] * 32768).astype("<i2").tobytes())
     with open(path, "rb") as f:
-        got = np.concatenate(list(listen.pcm_chunks(f, "s16le", 8000, 1)))
+        got = np.concatenate(list(streams.pcm_chunks(f, "s16le", 8000, 1)))
     np.testing.assert_allclose(got, x[:, 0], atol=1 / 32768)
-    with pytest.raises(listen.ListenError, match="unknown PCM format"):
-        next(listen.pcm_chunks(open(path, "rb"), "u8", 8000, 1))
+    with pytest.raises(streams.ListenError, match="unknown PCM format"):
+        next(streams.pcm_chunks(open(path, "rb"), "u8", 8000, 1))
 
 
 def test_microphone_without_portaudio_is_a_clear_error_and_breaks_nothing(setup):
-    code = ("import sys, fplib.cli, fplib.listen; assert 'sounddevice' not in sys.modules; "
-            "sys.exit(fplib.cli.main(sys.argv[1:]))")
-    cmd = [sys.executable, "-c", code, "listen", "--model", str(setup["model"]), "--catalogue",
-           str(setup["catalogue"]), "--index", str(setup["index"])]
+    code = (
+        "import sys, fplib.cli, fplib.listen; assert 'sounddevice' not in sys.modules; "
+        "sys.exit(fplib.cli.main(sys.argv[1:]))"
+    )
+    cmd = [
+        sys.executable,
+        "-c",
+        code,
+        "listen",
+        "--model",
+        str(setup["model"]),
+        "--catalogue",
+        str(setup["catalogue"]),
+        "--index",
+        str(setup["index"]),
+    ]
     try:
         import sounddevice  # noqa: F401
 

@@ -49,9 +49,13 @@ def test_divide_and_encode_equals_separate_groups():
     torch.manual_seed(0)
     head = DivideAndEncode(1024, 128, 32)
     x = torch.randn(5, 1024)
-    ref = torch.stack([
-        torch.nn.functional.elu(x[:, 8 * g : 8 * g + 8] @ head.w1[g] + head.b1[g]) @ head.w2[g] + head.b2[g]
-        for g in range(128)], dim=1)
+    ref = torch.stack(
+        [
+            torch.nn.functional.elu(x[:, 8 * g : 8 * g + 8] @ head.w1[g] + head.b1[g]) @ head.w2[g] + head.b2[g]
+            for g in range(128)
+        ],
+        dim=1,
+    )
     torch.testing.assert_close(head(x), ref, atol=1e-5, rtol=1e-5)
 
 
@@ -74,9 +78,11 @@ def test_the_registry_is_data_and_imports_no_torch():
 
     from fplib.models.registry import BUILTIN, kind_of, loss_name, variant
 
-    code = ("import sys\nfrom fplib.models import registry\nfrom fplib import train_config\n"
-            "print(len(registry.model_names()), train_config.TrainConfig(model='attn').temperature,"
-            " sorted(m for m in ('torch', 'numpy') if m in sys.modules))")
+    code = (
+        "import sys\nfrom fplib.models import registry\nfrom fplib import train_config\n"
+        "print(len(registry.model_names()), train_config.TrainConfig(model='attn').temperature,"
+        " sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stdout.split() == [str(len(BUILTIN)), "0.1", "[]"], r.stdout + r.stderr
     for v in BUILTIN:

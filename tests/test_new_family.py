@@ -44,11 +44,18 @@ def _binary_objective(net, model, x_a, x_b, temperature, gather=True):
 
 
 ENTRIES = {  # the registry entry of each kind (what a new family's module adds to fplib.models.registry.BUILTIN)
-    "float": dict(kind="float", description="a test family: 4 x 4 averages, one linear map",
-                  training={"lr": 1e-3, "lr_ref_batch": 4, "items_per_song": 2}),
-    "binary": dict(kind="binary", description="a test family of binary codes", loss="test codes",
-                   objective=_binary_objective, training={"lr": 1e-3, "lr_ref_batch": 4, "items_per_song": 2,
-                                                          "temperature": 0.1}),
+    "float": dict(
+        kind="float",
+        description="a test family: 4 x 4 averages, one linear map",
+        training={"lr": 1e-3, "lr_ref_batch": 4, "items_per_song": 2},
+    ),
+    "binary": dict(
+        kind="binary",
+        description="a test family of binary codes",
+        loss="test codes",
+        objective=_binary_objective,
+        training={"lr": 1e-3, "lr_ref_batch": 4, "items_per_song": 2, "temperature": 0.1},
+    ),
 }
 
 
@@ -71,10 +78,36 @@ def family(request, monkeypatch):
 def test_new_family_trains_extracts_indexes_and_is_found(family, corpus, tmp_path):
     kind = kind_of(family)
     # training: the trainer command knows the family by its registry entry alone
-    assert cli.trainer_main(["-ep", "1", "-bs", "4", "-m", "fp", "-o", str(tmp_path), "--arch", family,
-                             "--preload", "--val_items_per_song", "2", "--no_amp", "--device", "cpu",
-                             "dynamic_online", "-p", str(corpus["songs"]), "-ir", str(corpus["rir"]),
-                             "-bn", str(corpus["noise"])]) == 0
+    assert (
+        cli.trainer_main(
+            [
+                "-ep",
+                "1",
+                "-bs",
+                "4",
+                "-m",
+                "fp",
+                "-o",
+                str(tmp_path),
+                "--arch",
+                family,
+                "--preload",
+                "--val_items_per_song",
+                "2",
+                "--no_amp",
+                "--device",
+                "cpu",
+                "dynamic_online",
+                "-p",
+                str(corpus["songs"]),
+                "-ir",
+                str(corpus["rir"]),
+                "-bn",
+                str(corpus["noise"]),
+            ]
+        )
+        == 0
+    )
     ck = load_checkpoint(tmp_path / "fp.pt")
     train_cfg = ck["train_config"]
     assert ck["model_name"] == family and np.isfinite(ck["metrics"]["train_loss"])
@@ -98,7 +131,7 @@ def test_new_family_trains_extracts_indexes_and_is_found(family, corpus, tmp_pat
         song = cat.songs()[2]
         wav = audio.load(song.path, sr=fe.sr)
         rec = Recognizer(model, cat, path, k=sum(s.n_vectors for s in cat.songs()))  # every window: ties
-        r = rec.recognize(wav[2 * fe.sr: 5 * fe.sr].copy())
+        r = rec.recognize(wav[2 * fe.sr : 5 * fe.sr].copy())
         assert r.best is not None and r.best.name == song.name and r.best.offset_s == pytest.approx(2.0)
 
 

@@ -13,8 +13,14 @@ from fplib import notebooks, runs, storage
 from fplib.config import ParameterError
 
 NB01 = notebooks.notebooks_dir() / "01_generate_dataset.ipynb"
-TINY = {"corpus_songs": 5, "corpus_song_seconds": 6.0, "corpus_noises": 3, "corpus_irs": 3, "number_segments": 2,
-        "n_show": 1}
+TINY = {
+    "corpus_songs": 5,
+    "corpus_song_seconds": 6.0,
+    "corpus_noises": 3,
+    "corpus_irs": 3,
+    "number_segments": 2,
+    "n_show": 1,
+}
 
 
 def test_papermill_run_with_injected_parameters():
@@ -29,8 +35,14 @@ def test_papermill_run_with_injected_parameters():
     assert metrics["train_pairs"] == 2 * 4 and metrics["val_pairs"] == 2 * 1  # 0.8 of 5 songs train
 
     def dataset_files():  # every file's content; for the pairs and the audio samples, when it was written
-        return {p: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns if p.suffix in (".npy", ".wav")
-                    else None) for p in run.dataset_dir.rglob("*") if p.is_file()}
+        return {
+            p: (
+                hashlib.sha256(p.read_bytes()).hexdigest(),
+                p.stat().st_mtime_ns if p.suffix in (".npy", ".wav") else None,
+            )
+            for p in run.dataset_dir.rglob("*")
+            if p.is_file()
+        }
 
     before = dataset_files()
     assert len(run.datasets()) == 1 and sum(p.suffix == ".npy" for p in before) == 8 + 2
@@ -41,7 +53,8 @@ def test_papermill_run_with_injected_parameters():
     assert dataset_files() == before, "the second run rewrote the dataset"
     again = storage.read_json(run.metrics("01"))
     assert {k: v for k, v in again.items() if k != "generation_seconds"} == {
-        k: v for k, v in metrics.items() if k != "generation_seconds"}
+        k: v for k, v in metrics.items() if k != "generation_seconds"
+    }
 
 
 def test_explorer_runs_headless_with_its_static_view_and_a_short_cell_timeout(monkeypatch):
@@ -93,8 +106,13 @@ def test_unknown_or_ill_typed_parameters_are_refused_before_running():
 
 def test_unknown_parameter_injected_by_plain_papermill_fails_in_the_notebook(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="unknown parameter"):
-        pm.execute_notebook(str(NB01), str(tmp_path / "out.ipynb"), parameters={"run_name": "pm-bad", "seeed": 1},
-                            kernel_name="python3", progress_bar=False)
+        pm.execute_notebook(
+            str(NB01),
+            str(tmp_path / "out.ipynb"),
+            parameters={"run_name": "pm-bad", "seeed": 1},
+            kernel_name="python3",
+            progress_bar=False,
+        )
 
 
 def test_notebooks_04_and_05_on_your_own_folder(tmp_path):
@@ -117,17 +135,32 @@ def test_notebooks_04_and_05_on_your_own_folder(tmp_path):
     def tiny_model(path, seed):
         torch.manual_seed(seed)
         model, settings = build_model("nafp_small", fe, width=0.125)
-        save_checkpoint(path, {"model": model.state_dict(), "model_name": "nafp_small", "model_settings": settings,
-                               "frontend": fe.to_dict()})
+        save_checkpoint(
+            path,
+            {
+                "model": model.state_dict(),
+                "model_name": "nafp_small",
+                "model_settings": settings,
+                "frontend": fe.to_dict(),
+            },
+        )
         return path
 
     ckpt = tiny_model(tmp_path / "model.pt", 0)
     run.train_dir("online").mkdir(parents=True, exist_ok=True)
     decoy = tiny_model(run.checkpoint("online"), 1)  # what 05 used to load whatever 04 used
     assert model_description(decoy)["sha256"] != model_description(ckpt)["sha256"]
-    tiny = {"input_folder": str(folder), "test_songs": 1, "out_of_db_songs": 2, "test_song_seconds": 6.0,
-            "test_noises": 2, "test_irs": 2, "example_length": 2.0, "landmark": False,
-            "protocol": {"lengths": [1.0, 2.0], "snrs": [5.0], "queries_per_cell": 2, "calibration_per_cell": 2}}
+    tiny = {
+        "input_folder": str(folder),
+        "test_songs": 1,
+        "out_of_db_songs": 2,
+        "test_song_seconds": 6.0,
+        "test_noises": 2,
+        "test_irs": 2,
+        "example_length": 2.0,
+        "landmark": False,
+        "protocol": {"lengths": [1.0, 2.0], "snrs": [5.0], "queries_per_cell": 2, "calibration_per_cell": 2},
+    }
     notebooks.run("demo", only=["04"], run_name="pm-own", extra={**tiny, "checkpoint": str(ckpt)}, log_output=False)
     notebooks.run("demo", only=["05"], run_name="pm-own", extra=tiny, log_output=False)  # no checkpoint given
     made = storage.read_json(run.metrics("04"))
@@ -143,17 +176,25 @@ def test_notebooks_04_and_05_on_your_own_folder(tmp_path):
     # the run's other trained model (the decoy at train_online/best.pt) is evaluated beside it, on its own
     # catalogue of the same songs
     assert [(r["system"], r["length_s"], r["n"], r["n_out"]) for r in metrics["headline"]] == [
-        ("neural", 1.0, 2, 2), ("neural", 2.0, 2, 2),
-        ("nafp_small online", 1.0, 2, 2), ("nafp_small online", 2.0, 2, 2)]
+        ("neural", 1.0, 2, 2),
+        ("neural", 2.0, 2, 2),
+        ("nafp_small online", 1.0, 2, 2),
+        ("nafp_small online", 2.0, 2, 2),
+    ]
     with Catalogue(run.compare_dir("nafp_small_online") / "catalogue") as other:
         assert other.model["sha256"] == model_description(decoy)["sha256"]
         assert sorted(s.name for s in other.songs()) == ["album/one", "album/two", "three"]
     queries = storage.read_json(run.queries)
     assert {q["name"] for q in queries if q["in_database"]} <= {"album/one", "album/two", "three"}
     # the one-time notice of the CPU runtime's preparation is ordinary output in a notebook, not red standard error
-    streams = [o for name in ("04_extract_fingerprints.ipynb", "05_build_index_and_evaluate.ipynb")
-               for c in nbformat.read(run.executed_notebook(name), as_version=4).cells if c.cell_type == "code"
-               for o in c.outputs if o.output_type == "stream"]
+    streams = [
+        o
+        for name in ("04_extract_fingerprints.ipynb", "05_build_index_and_evaluate.ipynb")
+        for c in nbformat.read(run.executed_notebook(name), as_version=4).cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "stream"
+    ]
     notices = [o.name for o in streams if "for fast CPU inference" in o.text]
     assert notices and set(notices) == {"stdout"}, notices
     assert all("test_corpus" in q["song"] for q in queries if not q["in_database"])

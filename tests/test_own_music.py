@@ -45,8 +45,12 @@ def _degrade(wav: np.ndarray, seed: int, snr_db: float) -> np.ndarray:
 @pytest.mark.slow
 def test_readme_own_music_commands_name_the_song_and_offset(tmp_path):
     commands = readme_commands()
-    assert [c.split()[0] for c in commands] == ["generate_fingerprints", "create_faiss_indexes",
-                                                "calibrate_threshold", "recognize"]
+    assert [c.split()[0] for c in commands] == [
+        "generate_fingerprints",
+        "create_faiss_indexes",
+        "calibrate_threshold",
+        "recognize",
+    ]
     music = tmp_path / "Music"
     formats = [("flac", 8000), ("ogg", 22050), ("mp3", 44100), ("wav", 44100), ("m4a", 44100), ("flac", 16000)]
     for i, (ext, sr) in enumerate(formats):  # 40-s songs nobody trained on (seeds 300+)

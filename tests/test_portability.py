@@ -16,8 +16,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_learning_checks_hold_by_a_wide_margin_under_other_cpu_kernels():
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "portability.py"), "--quick",
-                        "--min-margin", str(learning.MIN_MARGIN)], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "portability.py"),
+            "--quick",
+            "--min-margin",
+            str(learning.MIN_MARGIN),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"every margin at least {learning.MIN_MARGIN}x" in r.stdout
     assert r.stdout.count("margin") >= 2 * len(learning.CHECKS)

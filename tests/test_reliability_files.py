@@ -38,8 +38,16 @@ def _checkpoint(path: Path, seed: int = 0, **state) -> Path:
     """A real checkpoint of a freshly initialised tiny model (another model than the shipped one)."""
     torch.manual_seed(seed)
     model, settings = build_model("nafp_small", FE, width=0.125)
-    save_checkpoint(path, {"model": model.state_dict(), "model_name": "nafp_small", "model_settings": settings,
-                           "frontend": FE.to_dict(), **state})
+    save_checkpoint(
+        path,
+        {
+            "model": model.state_dict(),
+            "model_name": "nafp_small",
+            "model_settings": settings,
+            "frontend": FE.to_dict(),
+            **state,
+        },
+    )
     return path
 
 
@@ -71,17 +79,41 @@ def world(tmp_path_factory):
         audio.write(songs / f"s{i}.wav", music_like(8.0, 8000, seed=i), 8000)
     other = _checkpoint(root / "other.pt")
     for name, model in (("shipped", []), ("other", ["--model", other])):
-        assert cli.main(["generate_fingerprints", "-i", str(songs), "-o", str(root / name / "cat"), *map(str, model),
-                         "--no_progress"]) == 0
-        assert cli.main(["create_faiss_indexes", "-i", str(root / name / "cat"), "-n", "x", "-o",
-                         str(root / name / "idx")]) == 0
+        assert (
+            cli.main(
+                [
+                    "generate_fingerprints",
+                    "-i",
+                    str(songs),
+                    "-o",
+                    str(root / name / "cat"),
+                    *map(str, model),
+                    "--no_progress",
+                ]
+            )
+            == 0
+        )
+        assert (
+            cli.main(
+                ["create_faiss_indexes", "-i", str(root / name / "cat"), "-n", "x", "-o", str(root / name / "idx")]
+            )
+            == 0
+        )
     q = root / "q.wav"
     audio.write(q, audio.load(songs / "s1.wav", offset=2.0, duration=3.0), 8000, subtype="FLOAT")
     noise = root / "noise.wav"
     audio.write(noise, (0.3 * np.random.default_rng(0).standard_normal(3 * 8000)).astype(np.float32), 8000)
-    return dict(root=root, songs=songs, other=other, q=q, noise=noise, cat=root / "shipped" / "cat",
-                index=root / "shipped" / "idx" / "x.index", other_cat=root / "other" / "cat",
-                other_index=root / "other" / "idx" / "x.index")
+    return dict(
+        root=root,
+        songs=songs,
+        other=other,
+        q=q,
+        noise=noise,
+        cat=root / "shipped" / "cat",
+        index=root / "shipped" / "idx" / "x.index",
+        other_cat=root / "other" / "cat",
+        other_index=root / "other" / "idx" / "x.index",
+    )
 
 
 def _index_copy(world, tmp_path: Path, which: str = "index") -> Path:
@@ -90,11 +122,20 @@ def _index_copy(world, tmp_path: Path, which: str = "index") -> Path:
 
 
 def _recognize(capsys, world, *extra, index_path=None, cat=None, queries=None):
-    return _main(capsys, "recognize", *(queries or [world["q"]]), "--catalogue", cat or world["cat"], "--index",
-                 index_path or world["index"], *extra)
+    return _main(
+        capsys,
+        "recognize",
+        *(queries or [world["q"]]),
+        "--catalogue",
+        cat or world["cat"],
+        "--index",
+        index_path or world["index"],
+        *extra,
+    )
 
 
 # -- silently wrong -------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_without_a_threshold_file_noise_is_not_identified(world, capsys):
@@ -106,8 +147,9 @@ def test_without_a_threshold_file_noise_is_not_identified(world, capsys):
     assert rc == 0 and "the shipped model's default" in err
     assert rows[0]["in_database"] and rows[0]["song"] == "s1" and abs(rows[0]["offset_s"] - 2.0) <= 0.125
     assert not rows[1]["in_database"] and rows[1]["song"] is None and rows[1]["reason"] == "margin below the threshold"
-    rc, out, err = _recognize(capsys, world, "--model", world["other"], index_path=world["other_index"],
-                              cat=world["other_cat"])
+    rc, out, err = _recognize(
+        capsys, world, "--model", world["other"], index_path=world["other_index"], cat=world["other_cat"]
+    )
     assert rc == 2 and not out
     assert err.startswith(f"error: {search.threshold_path(world['other_index'])}: no threshold for this index")
     assert "calibrate_threshold" in err and "--no-threshold" in err
@@ -122,14 +164,17 @@ def test_an_index_of_another_models_catalogue_is_refused(world, tmp_path, capsys
         assert e.value.path == str(world["other_index"])
     snap = _snapshot(world["root"])
     rc, out, err = _recognize(capsys, world, "--no-threshold", index_path=world["other_index"])
-    reason = (f"built from the fingerprints of another model ({world['other'].resolve()}, SHA-256 "
-              f"{b.model['sha256'][:12]}...) than the catalogue {world['cat']} (")
+    reason = (
+        f"built from the fingerprints of another model ({world['other'].resolve()}, SHA-256 "
+        f"{b.model['sha256'][:12]}...) than the catalogue {world['cat']} ("
+    )
     assert rc == 2 and not out and err.startswith(f"error: {world['other_index']}: {reason}"), err
     assert f"rebuild it: create_faiss_indexes -i {world['cat']} -n x -o {world['other_index'].parent}" in err
     new = tmp_path / "new"
     audio.write(new / "n.wav", music_like(5.0, 8000, seed=9), 8000)
-    rc, _, err = _main(capsys, "db", "add", "--catalogue", world["cat"], "--index", world["other_index"], new,
-                       "--no_progress")
+    rc, _, err = _main(
+        capsys, "db", "add", "--catalogue", world["cat"], "--index", world["other_index"], new, "--no_progress"
+    )
     assert rc == 2 and err.startswith(f"error: {world['other_index']}: built from the fingerprints of another model")
     assert _snapshot(world["root"]) == snap  # neither catalogue nor index was touched
     # an index from before the model was recorded cannot be checked: refused, to be rebuilt
@@ -138,17 +183,26 @@ def test_an_index_of_another_models_catalogue_is_refused(world, tmp_path, capsys
     del meta["model"]
     idx.with_suffix(".meta.json").write_text(json.dumps(meta))
     rc, _, err = _recognize(capsys, world, "--no-threshold", index_path=idx)
-    assert rc == 2 and err.startswith(f"error: {idx}: built by an older fplib that did not record which model made "
-                                      f"its vectors, so it cannot be checked against the catalogue; rebuild it: ")
+    assert rc == 2 and err.startswith(
+        f"error: {idx}: built by an older fplib that did not record which model made "
+        f"its vectors, so it cannot be checked against the catalogue; rebuild it: "
+    )
 
 
-@pytest.mark.parametrize("content, reason", [
-    ('{"threshold": NaN}', "'threshold' must be a finite number or {'windows': [...], 'values': [...]}, got nan"),
-    ('{"threshold": Infinity, "phases": 1}', "'threshold' must be a finite number or {'windows': [...], "
-                                              "'values': [...]}, got inf"),
-    ('{"threshold": {"windows": [1, 3], "values": [0.1, NaN]}}', "'threshold' 'values' must be finite numbers, "
-                                                                 "got [0.1, nan]"),
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        ('{"threshold": NaN}', "'threshold' must be a finite number or {'windows': [...], 'values': [...]}, got nan"),
+        (
+            '{"threshold": Infinity, "phases": 1}',
+            "'threshold' must be a finite number or {'windows': [...], 'values': [...]}, got inf",
+        ),
+        (
+            '{"threshold": {"windows": [1, 3], "values": [0.1, NaN]}}',
+            "'threshold' 'values' must be finite numbers, got [0.1, nan]",
+        ),
+    ],
+)
 def test_a_non_finite_threshold_is_refused_naming_the_file(world, tmp_path, capsys, content, reason):
     idx = _index_copy(world, tmp_path)
     path = search.threshold_path(idx)
@@ -163,21 +217,39 @@ def test_a_non_finite_threshold_is_refused_naming_the_file(world, tmp_path, caps
 
 # -- tracebacks and hangs ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("content, reason", [
-    ("[0.1, 0.2]", "not a valid threshold file: it holds a list, not an object with a 'threshold' "
-                   "(calibrate_threshold writes it)"),
-    ('{"phases": 4, "decision": "margin"}', "not a valid threshold file: no 'threshold' in it (calibrate_threshold "
-                                            "writes it)"),
-    ("{'threshold': 0.1}", "not a valid threshold file: invalid JSON (Expecting property name enclosed in double "
-                           "quotes at line 1 column 2)"),
-    ('{"threshold": {"windows": [1, 3], "values": [0.1]}}', "not a valid threshold file: 'threshold' needs 'windows' "
-     "and 'values', two lists of the same non-zero length (calibrate_threshold writes it)"),
-    ('{"threshold": 0.1, "decision": "ratio"}', "not a valid threshold file: 'decision' must be 'score' or 'margin', "
-                                                "got 'ratio' (calibrate_threshold writes it)"),
-    ("", "empty file (0 bytes)"),
-    (b"\xff\xfe{", "not a threshold file: not UTF-8 text"),
-    (None, "is a folder, not a file"),
-])
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (
+            "[0.1, 0.2]",
+            "not a valid threshold file: it holds a list, not an object with a 'threshold' "
+            "(calibrate_threshold writes it)",
+        ),
+        (
+            '{"phases": 4, "decision": "margin"}',
+            "not a valid threshold file: no 'threshold' in it (calibrate_threshold writes it)",
+        ),
+        (
+            "{'threshold': 0.1}",
+            "not a valid threshold file: invalid JSON (Expecting property name enclosed in double "
+            "quotes at line 1 column 2)",
+        ),
+        (
+            '{"threshold": {"windows": [1, 3], "values": [0.1]}}',
+            "not a valid threshold file: 'threshold' needs 'windows' "
+            "and 'values', two lists of the same non-zero length (calibrate_threshold writes it)",
+        ),
+        (
+            '{"threshold": 0.1, "decision": "ratio"}',
+            "not a valid threshold file: 'decision' must be 'score' or 'margin', "
+            "got 'ratio' (calibrate_threshold writes it)",
+        ),
+        ("", "empty file (0 bytes)"),
+        (b"\xff\xfe{", "not a threshold file: not UTF-8 text"),
+        (None, "is a folder, not a file"),
+    ],
+)
 @pytest.mark.slow
 def test_a_malformed_threshold_file_is_named_with_what_is_wrong(world, tmp_path, capsys, content, reason):
     idx = _index_copy(world, tmp_path)
@@ -232,21 +304,34 @@ def test_a_named_pipe_named_like_audio_is_skipped_not_read(world, tmp_path, caps
     pipe = _fifo(songs / "song.wav")
     cat = tmp_path / "cat"
     with _Unblock(pipe) as w:
-        rc, out, err = _main(capsys, "generate_fingerprints", "-i", songs, "-o", cat, "--model", world["other"],
-                             "--no_progress")
+        rc, out, err = _main(
+            capsys, "generate_fingerprints", "-i", songs, "-o", cat, "--model", world["other"], "--no_progress"
+        )
         assert not w.fired, "generate_fingerprints opened the named pipe"
     assert rc == 1 and "1 song(s) added" in out and "1 skipped" in out
     assert f"  {pipe}: {FIFO_REASON}\n" in err
     with _Unblock(pipe) as w:  # given by name, as a query, to db add
-        rc, _, err = _main(capsys, "generate_fingerprints", "-i", pipe, "-o", cat, "--model", world["other"],
-                           "--no_progress")
+        rc, _, err = _main(
+            capsys, "generate_fingerprints", "-i", pipe, "-o", cat, "--model", world["other"], "--no_progress"
+        )
         assert rc == 1 and f"  {pipe}: {FIFO_REASON}\n" in err
         rc, out, err = _recognize(capsys, world, "--no-threshold", queries=[pipe, world["q"]])
         assert rc == 1 and f"error: {pipe}: {FIFO_REASON}\n" in err and "1 identified" in out
         snap = _snapshot(cat)
         assert cli.main(["create_faiss_indexes", "-i", str(cat), "-n", "x", "-o", str(tmp_path / "idx")]) == 0
-        rc, _, err = _main(capsys, "db", "add", "--catalogue", cat, "--index", tmp_path / "idx" / "x.index",
-                           "--model", world["other"], pipe, "--no_progress")
+        rc, _, err = _main(
+            capsys,
+            "db",
+            "add",
+            "--catalogue",
+            cat,
+            "--index",
+            tmp_path / "idx" / "x.index",
+            "--model",
+            world["other"],
+            pipe,
+            "--no_progress",
+        )
         assert rc == 2 and f"error: {pipe}: {FIFO_REASON}\n" in err and "nothing was added" in err
         assert not w.fired
     assert _snapshot(cat) == snap
@@ -272,12 +357,20 @@ def test_an_unreadable_audio_file_is_permission_denied(world):
         song = folder / "locked.wav"
         shutil.copyfile(world["songs"] / "s0.wav", song)
         os.chmod(song, 0)
-        code = ("import os, sys\nfrom fplib import audio, errors\n"
-                "if os.geteuid() == 0:\n    os.setgid(65534)\n    os.setuid(65534)\n"
-                "try:\n    audio.load(sys.argv[1])\nexcept audio.AudioError as e:\n    print(e)\n"
-                "print(errors.file_problem(sys.argv[1]))")
-        r = subprocess.run([sys.executable, "-c", code, str(song)], cwd=ROOT, capture_output=True, text=True,
-                           timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        code = (
+            "import os, sys\nfrom fplib import audio, errors\n"
+            "if os.geteuid() == 0:\n    os.setgid(65534)\n    os.setuid(65534)\n"
+            "try:\n    audio.load(sys.argv[1])\nexcept audio.AudioError as e:\n    print(e)\n"
+            "print(errors.file_problem(sys.argv[1]))"
+        )
+        r = subprocess.run(
+            [sys.executable, "-c", code, str(song)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         reason = "permission denied (the file is not readable)"
         assert r.stdout.splitlines() == [f"{song}: {reason}", reason], r.stdout + r.stderr
     finally:
@@ -291,16 +384,24 @@ def _sqlite_of_another_app(path: Path) -> None:
 
 
 CATALOGUE_CASES = {
-    "empty": (lambda p: p.write_bytes(b""), "empty file (0 bytes), not a catalogue database (left as it is; delete "
-                                            "it to start a new catalogue here)"),
-    "truncated": (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
-                  "truncated or corrupt SQLite database (database disk image is malformed); restore it from a copy or "
-                  "extract the catalogue again"),
-    "text": (lambda p: p.write_text("these are my songs\n"),
-             "not an SQLite database (a catalogue.sqlite starts with 'SQLite format 3'); not an fplib catalogue, or "
-             "overwritten"),
-    "other_app": (lambda p: (p.unlink(), _sqlite_of_another_app(p)),
-                  "an SQLite database, but not an fplib catalogue (no table songs, meta)"),
+    "empty": (
+        lambda p: p.write_bytes(b""),
+        "empty file (0 bytes), not a catalogue database (left as it is; delete it to start a new catalogue here)",
+    ),
+    "truncated": (
+        lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+        "truncated or corrupt SQLite database (database disk image is malformed); restore it from a copy or "
+        "extract the catalogue again",
+    ),
+    "text": (
+        lambda p: p.write_text("these are my songs\n"),
+        "not an SQLite database (a catalogue.sqlite starts with 'SQLite format 3'); not an fplib catalogue, or "
+        "overwritten",
+    ),
+    "other_app": (
+        lambda p: (p.unlink(), _sqlite_of_another_app(p)),
+        "an SQLite database, but not an fplib catalogue (no table songs, meta)",
+    ),
     "folder": (lambda p: (p.unlink(), p.mkdir()), "is a folder, not a file"),
 }
 
@@ -316,10 +417,12 @@ def test_a_bad_catalogue_is_named_and_never_modified(world, tmp_path, capsys, ca
         Catalogue(cat)
     assert (e.value.path, e.value.reason) == (str(cat / "catalogue.sqlite"), reason)
     expected = f"error: {cat / 'catalogue.sqlite'}: {reason}\n"
-    for argv in (["recognize", world["q"], "--catalogue", cat, "--index", world["index"]],
-                 ["generate_fingerprints", "-i", world["songs"] / "s0.wav", "-o", cat, "--no_progress"],
-                 ["create_faiss_indexes", "-i", cat, "-n", "x", "-o", tmp_path / "idx"],
-                 ["db", "list", "--catalogue", cat]):
+    for argv in (
+        ["recognize", world["q"], "--catalogue", cat, "--index", world["index"]],
+        ["generate_fingerprints", "-i", world["songs"] / "s0.wav", "-o", cat, "--no_progress"],
+        ["create_faiss_indexes", "-i", cat, "-n", "x", "-o", tmp_path / "idx"],
+        ["db", "list", "--catalogue", cat],
+    ):
         rc, out, err = _main(capsys, *argv)
         assert (rc, err) == (2, expected), argv
         assert _snapshot(cat) == snap, argv  # not created, not written, not "repaired"
@@ -342,8 +445,10 @@ def test_a_damaged_fingerprint_store_is_named(world, tmp_path, capsys):
         store, rows = c.store_path(), c.store["rows"]
     store.write_bytes(store.read_bytes()[:300])
     rc, _, err = _recognize(capsys, world, "--no-threshold", cat=cat)
-    assert rc == 2 and err == (f"error: {store}: truncated: 300 bytes, the catalogue's {rows} rows of 128 float32 "
-                               f"need {rows * 512}; restore it from a copy or extract the catalogue again\n")
+    assert rc == 2 and err == (
+        f"error: {store}: truncated: 300 bytes, the catalogue's {rows} rows of 128 float32 "
+        f"need {rows * 512}; restore it from a copy or extract the catalogue again\n"
+    )
     store.unlink()
     rc, _, err = _recognize(capsys, world, "--no-threshold", cat=cat)
     assert rc == 2 and err == f"error: {store}: missing: the vector store of the catalogue ({rows} rows)\n"
@@ -382,8 +487,17 @@ def test_two_processes_add_to_one_catalogue_at_once(tmp_path):
     additions in 300 failed with "UNIQUE constraint failed: songs.first_vector")."""
     folder, go = tmp_path / "cat", tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", ADDER, str(folder), str(who), str(go)], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for who in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", ADDER, str(folder), str(who), str(go)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for who in (0, 1)
+    ]
     deadline = time.time() + 60
     while not all((tmp_path / f"ready{who}").exists() for who in (0, 1)) and time.time() < deadline:
         time.sleep(0.01)
@@ -408,10 +522,22 @@ def test_two_processes_add_to_one_catalogue_at_once(tmp_path):
 @pytest.mark.slow
 def test_two_generate_fingerprints_on_the_same_songs_at_once(world, tmp_path):
     """Both create the catalogue and fingerprint the same three songs: each lands once, nothing fails."""
-    cmd = [sys.executable, "-m", "fplib.cli", "generate_fingerprints", "-i", str(world["songs"]), "-o",
-           str(tmp_path / "cat"), "--model", str(world["other"]), "--no_progress"]
-    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fplib.cli",
+        "generate_fingerprints",
+        "-i",
+        str(world["songs"]),
+        "-o",
+        str(tmp_path / "cat"),
+        "--model",
+        str(world["other"]),
+        "--no_progress",
+    ]
+    procs = [
+        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
     with Catalogue(tmp_path / "cat") as c, Catalogue(world["other_cat"]) as ref:
@@ -421,6 +547,7 @@ def test_two_generate_fingerprints_on_the_same_songs_at_once(world, tmp_path):
 
 
 # -- unclear messages: checkpoints and indexes ---------------------------------------------------------
+
 
 def _bad_checkpoints(folder: Path, good: Path) -> dict[str, tuple[Path, str]]:
     ck = torch.load(good, weights_only=True)
@@ -441,25 +568,43 @@ def _bad_checkpoints(folder: Path, good: Path) -> dict[str, tuple[Path, str]]:
         "missing": (folder / "none.pt", "file not found"),
         "folder": (folder / "dir.pt", "is a folder, not a file"),
         "empty": (folder / "empty.pt", "empty file (0 bytes)"),
-        "truncated": (folder / "truncated.pt", "truncated or corrupt torch file (incomplete archive); copy or train "
-                                               "it again"),
+        "truncated": (
+            folder / "truncated.pt",
+            "truncated or corrupt torch file (incomplete archive); copy or train it again",
+        ),
         "text": (folder / "text.pt", "not a torch checkpoint (not a torch.save archive)"),
-        "bare state dict": (folder / "state_dict.pt", f"a bare state dict ({len(ck['model'])} tensors, no settings): "
-                            "an fplib checkpoint also holds 'model_name', 'model_settings', 'frontend', as trainer "
-                            "and fplib.pretrained.export write it"),
-        "another pickle": (folder / "other.pkl", "a plain Python pickle, not a torch checkpoint (fplib checkpoints are "
-                                                 "torch.save archives written by trainer or fplib.pretrained.export)"),
-        "a whole model": (folder / "whole_model.pt", "holds pickled Python objects (such as fplib.models.nafp.NAFP), "
-                          "not only tensors and settings, e.g. a whole saved model: not an fplib checkpoint (fplib "
-                          "never unpickles code)"),
-        "a list": (folder / "list.pt", "not an fplib model checkpoint: it holds a list, not a dict of weights and "
-                                       "settings"),
-        "unknown architecture": (folder / "arch.pt", "unknown architecture 'resnet' (fplib has "
-                                 f"{', '.join(model_names())})"),
-        "wrong architecture": (folder / "wider.pt", "its weights do not fit the 'nafp_small' architecture with "
-                               f"settings {({**ck['model_settings'], 'width': 0.25})} (size mismatch for "
-                               "encoder.0.conv_t.weight: copying a param with shape torch.Size([16, 1, 1, 3]) from "
-                               "checkpoint, the shape in current model is torch.Size([32, 1, 1, 3]); 64 more)"),
+        "bare state dict": (
+            folder / "state_dict.pt",
+            f"a bare state dict ({len(ck['model'])} tensors, no settings): "
+            "an fplib checkpoint also holds 'model_name', 'model_settings', 'frontend', as trainer "
+            "and fplib.pretrained.export write it",
+        ),
+        "another pickle": (
+            folder / "other.pkl",
+            "a plain Python pickle, not a torch checkpoint (fplib checkpoints are "
+            "torch.save archives written by trainer or fplib.pretrained.export)",
+        ),
+        "a whole model": (
+            folder / "whole_model.pt",
+            "holds pickled Python objects (such as fplib.models.nafp.NAFP), "
+            "not only tensors and settings, e.g. a whole saved model: not an fplib checkpoint (fplib "
+            "never unpickles code)",
+        ),
+        "a list": (
+            folder / "list.pt",
+            "not an fplib model checkpoint: it holds a list, not a dict of weights and settings",
+        ),
+        "unknown architecture": (
+            folder / "arch.pt",
+            f"unknown architecture 'resnet' (fplib has {', '.join(model_names())})",
+        ),
+        "wrong architecture": (
+            folder / "wider.pt",
+            "its weights do not fit the 'nafp_small' architecture with "
+            f"settings { ({**ck['model_settings'], 'width': 0.25}) } (size mismatch for "
+            "encoder.0.conv_t.weight: copying a param with shape torch.Size([16, 1, 1, 3]) from "
+            "checkpoint, the shape in current model is torch.Size([32, 1, 1, 3]); 64 more)",
+        ),
     }
 
 
@@ -470,8 +615,10 @@ def test_every_bad_checkpoint_is_named_with_what_is_wrong(world, tmp_path, capsy
             load_model(path)
         assert (e.value.path, e.value.reason) == (str(path), reason), case
     path, reason = cases["bare state dict"]  # was: "error: 'frontend'"
-    for argv in (["recognize", world["q"], "--catalogue", world["cat"], "--index", world["index"], "--model", path],
-                 ["generate_fingerprints", "-i", world["songs"], "-o", tmp_path / "cat", "--model", path]):
+    for argv in (
+        ["recognize", world["q"], "--catalogue", world["cat"], "--index", world["index"], "--model", path],
+        ["generate_fingerprints", "-i", world["songs"], "-o", tmp_path / "cat", "--model", path],
+    ):
         rc, out, err = _main(capsys, *argv)
         assert (rc, out, err) == (2, "", f"error: {path}: {reason}\n")
     assert not (tmp_path / "cat").exists()
@@ -485,9 +632,14 @@ def test_a_broken_model_card_is_named(world, tmp_path, monkeypatch, capsys):
     shutil.copyfile(pretrained.default_model(), shipped / f"{pretrained.NAME}.pt")
     card = shipped / f"{pretrained.NAME}.json"
     monkeypatch.setenv(pretrained.DIR_ENV, str(shipped))
-    for content, reason in (("{", "not a valid model card: invalid JSON (Expecting property name enclosed in double "
-                                  "quotes at line 1 column 2)"),
-                            ("[]", "not a model card (a list); reinstall fplib or pass --model CHECKPOINT")):
+    for content, reason in (
+        (
+            "{",
+            "not a valid model card: invalid JSON (Expecting property name enclosed in double "
+            "quotes at line 1 column 2)",
+        ),
+        ("[]", "not a model card (a list); reinstall fplib or pass --model CHECKPOINT"),
+    ):
         card.write_text(content)
         rc, _, err = _recognize(capsys, world)
         assert (rc, err) == (2, f"error: {card}: {reason}\n")
@@ -531,8 +683,18 @@ def _spoil(idx: Path, case: str):
     raise AssertionError(case)
 
 
-INDEX_CASES = ["truncated", "not an index", "empty", "folder", "meta missing", "meta corrupt", "meta a list",
-               "mapping missing", "mapping corrupt", "mapping of other songs"]
+INDEX_CASES = [
+    "truncated",
+    "not an index",
+    "empty",
+    "folder",
+    "meta missing",
+    "meta corrupt",
+    "meta a list",
+    "mapping missing",
+    "mapping corrupt",
+    "mapping of other songs",
+]
 
 
 @pytest.mark.slow
@@ -552,8 +714,9 @@ def test_every_bad_index_file_is_named_with_what_is_wrong(world, tmp_path, capsy
     with Catalogue(cat) as c:
         c.add("x.wav", np.ones((4, 128), np.float32) / np.sqrt(128), 2.5, "x", "x")
     rc, _, err = _recognize(capsys, world, "--no-threshold", cat=cat)
-    assert rc == 2 and err.startswith(f"error: {world['index']}: built from another state of the catalogue (45 "
-                                      f"vectors, catalogue {cat} has 49)")
+    assert rc == 2 and err.startswith(
+        f"error: {world['index']}: built from another state of the catalogue (45 vectors, catalogue {cat} has 49)"
+    )
 
 
 @pytest.mark.slow

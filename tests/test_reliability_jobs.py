@@ -84,11 +84,15 @@ def _temps(folder: Path) -> list[Path]:
 
 
 def _tree_bytes(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
-            if p.is_file() and not p.name.startswith(".")}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    }
 
 
 # -- generate_training_dataset --------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
@@ -100,8 +104,19 @@ def corpus(tmp_path_factory):
 
 
 def _generate_argv(corpus) -> list[str]:
-    return ["generate_training_dataset", "-i", str(corpus["songs"]), "-n", "2", "-ir", str(corpus["rir"]), "-bn",
-            str(corpus["noise"]), "-o", "out"]
+    return [
+        "generate_training_dataset",
+        "-i",
+        str(corpus["songs"]),
+        "-n",
+        "2",
+        "-ir",
+        str(corpus["rir"]),
+        "-bn",
+        str(corpus["noise"]),
+        "-o",
+        "out",
+    ]
 
 
 def test_torn_progress_line_is_ignored_and_the_song_redone(corpus, tmp_path):
@@ -145,10 +160,12 @@ def test_ctrl_c_then_rerun(corpus, tmp_path):
 def test_full_disk_names_the_file_and_loses_nothing(corpus, tmp_path):
     job = run_job(_generate_argv(corpus), tmp_path, fault="enospc:*.npy:4")
     assert job.rc == 1, job.err
-    lines = job.err[job.err.index("error: "):].splitlines()  # after the progress bar
+    lines = job.err[job.err.index("error: ") :].splitlines()  # after the progress bar
     assert len(lines) == 1 and lines[0].startswith("error: out/Dataset_5/train_set/"), job.err
-    assert lines[0].endswith(".npy: no space left on device (errno ENOSPC) while writing it; free some space, then "
-                             "rerun the same command to resume (nothing already written was lost)")
+    assert lines[0].endswith(
+        ".npy: no space left on device (errno ENOSPC) while writing it; free some space, then "
+        "rerun the same command to resume (nothing already written was lost)"
+    )
     failed = tmp_path / lines[0].removeprefix("error: ").split(": no space")[0]
     assert not failed.exists() and not _temps(tmp_path)
     done = sorted(p.name for p in (tmp_path / "out" / "Dataset_5" / "train_set").iterdir())
@@ -170,12 +187,15 @@ def test_a_folder_of_unusable_songs_fails_with_the_list(tmp_path, capsys):
     assert cli.generate_training_dataset_main(["-i", str(songs), "-o", str(tmp_path / "out")]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
-    err = captured.err[captured.err.index("error: "):].splitlines()  # after the progress bar
-    assert err[0] == (f"error: no usable songs: 3 file(s), all skipped, as {tmp_path}/out/Dataset_3/generation.json "
-                      f"records:")
-    assert sorted(err[1:]) == [f"  {songs}/a.mp3: not a decodable audio file (unrecognised format or corrupt header)",
-                               f"  {songs}/b.wav: empty file (0 bytes)",
-                               f"  {songs}/c.wav: silent: no second louder than -50 dBFS RMS"]
+    err = captured.err[captured.err.index("error: ") :].splitlines()  # after the progress bar
+    assert err[0] == (
+        f"error: no usable songs: 3 file(s), all skipped, as {tmp_path}/out/Dataset_3/generation.json records:"
+    )
+    assert sorted(err[1:]) == [
+        f"  {songs}/a.mp3: not a decodable audio file (unrecognised format or corrupt header)",
+        f"  {songs}/b.wav: empty file (0 bytes)",
+        f"  {songs}/c.wav: silent: no second louder than -50 dBFS RMS",
+    ]
     # run again: the same answer, not a success
     assert cli.generate_training_dataset_main(["-i", str(songs), "-o", str(tmp_path / "out")]) == 1
     assert "no usable songs: 3 file(s)" in capsys.readouterr().err
@@ -183,8 +203,24 @@ def test_a_folder_of_unusable_songs_fails_with_the_list(tmp_path, capsys):
 
 # -- trainer ------------------------------------------------------------------------------------
 
-TINY = ["-ep", "2", "-bs", "4", "--lr", "1e-3", "--lr_ref_batch", "4", "--arch", "nafp_small", "--model_settings",
-        '{"width": 0.125}', "-m", "tiny", "-o", "run"]
+TINY = [
+    "-ep",
+    "2",
+    "-bs",
+    "4",
+    "--lr",
+    "1e-3",
+    "--lr_ref_batch",
+    "4",
+    "--arch",
+    "nafp_small",
+    "--model_settings",
+    '{"width": 0.125}',
+    "-m",
+    "tiny",
+    "-o",
+    "run",
+]
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +245,8 @@ def test_trainer_killed_or_out_of_disk_at_each_write_then_resumed(trained):
     assert job.rc == 1
     assert job.err.strip().splitlines()[-1] == (
         f"error: {Path('run/tiny/best.pt')}: no space left on device (errno ENOSPC) while writing it; free some "
-        f"space, then continue with the same command plus --resume (nothing already written was lost)")
+        f"space, then continue with the same command plus --resume (nothing already written was lost)"
+    )
     assert load_checkpoint(run / "last.pt")["epoch"] == 0
     assert not (run / "best.pt").exists() and not (run / "metrics.jsonl").exists() and not _temps(tmp_path)
     # 2. resumed, and killed half-way through writing best.pt (what the resume finishes first)
@@ -246,22 +283,33 @@ def test_trainer_on_a_real_full_disk(trained, tmp_path):
     mnt, saved = tmp_path / "mnt", tmp_path / "saved"
     mnt.mkdir()
     cmd = [sys.executable, "-m", "fplib.cli", *trained["argv"][:-5], "-o", str(mnt), *trained["argv"][-5:]]
-    script = (f"mount -t tmpfs -o size={size + size // 2} tmpfs {mnt} || exit 3\n"
-              f"{' '.join(map(_quote, cmd))} 2>{tmp_path}/err1; echo $? > {tmp_path}/rc1\n"
-              f"cp -a {mnt} {saved}\n"
-              f"mount -o remount,size={6 * size} {mnt} || exit 4\n"
-              f"{' '.join(map(_quote, [*cmd, '--resume']))} 2>{tmp_path}/err2; echo $? > {tmp_path}/rc2\n"
-              f"cp -a {mnt}/. {saved}2\n")
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "OMP_NUM_THREADS": "1"}  # as the reference run (float results can depend on the thread count)
-    p = subprocess.run(["unshare", "-Urm", "sh", "-c", script], capture_output=True, text=True, env=env, cwd=ROOT,
-                       timeout=300)
+    script = (
+        f"mount -t tmpfs -o size={size + size // 2} tmpfs {mnt} || exit 3\n"
+        f"{' '.join(map(_quote, cmd))} 2>{tmp_path}/err1; echo $? > {tmp_path}/rc1\n"
+        f"cp -a {mnt} {saved}\n"
+        f"mount -o remount,size={6 * size} {mnt} || exit 4\n"
+        f"{' '.join(map(_quote, [*cmd, '--resume']))} 2>{tmp_path}/err2; echo $? > {tmp_path}/rc2\n"
+        f"cp -a {mnt}/. {saved}2\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "OMP_NUM_THREADS": "1",
+    }  # as the reference run (float results can depend on the thread count)
+    p = subprocess.run(
+        ["unshare", "-Urm", "sh", "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
     if p.returncode in (3, 4):
         pytest.skip(f"cannot mount a tmpfs here: {p.stderr}")
     err1 = (tmp_path / "err1").read_text()
     assert (tmp_path / "rc1").read_text().strip() == "1", err1
-    assert err1.strip().splitlines()[-1].startswith(f"error: {mnt}/tiny/best.pt: no space left on device (errno "
-                                                    f"ENOSPC) while writing it; free some space"), err1
+    assert (
+        err1.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"error: {mnt}/tiny/best.pt: no space left on device (errno ENOSPC) while writing it; free some space"
+        )
+    ), err1
     assert "unexpected pos" not in err1 and "Traceback" not in err1
     assert sorted(p.name for p in (saved / "tiny").iterdir()) == ["config.json", "last.pt"]  # no half file
     assert load_checkpoint(saved / "tiny" / "last.pt")["epoch"] == 0
@@ -270,8 +318,9 @@ def test_trainer_on_a_real_full_disk(trained, tmp_path):
     for name in ("tiny.pt", "tiny/best.pt", "tiny/last.pt"):
         a, b = load_checkpoint(trained["ref"] / name), load_checkpoint(done / name)
         assert a["epoch"] == b["epoch"] and faults._same(a["model"], b["model"]), name
-    assert [faults._without_timing(r) for r in storage.read_jsonl(done / "tiny" / "metrics.jsonl")] == \
-        [faults._without_timing(r) for r in storage.read_jsonl(trained["ref"] / "tiny" / "metrics.jsonl")]
+    assert [faults._without_timing(r) for r in storage.read_jsonl(done / "tiny" / "metrics.jsonl")] == [
+        faults._without_timing(r) for r in storage.read_jsonl(trained["ref"] / "tiny" / "metrics.jsonl")
+    ]
 
 
 def _quote(s: str) -> str:
@@ -288,9 +337,33 @@ def test_songs_with_nan_samples_are_skipped_in_dataloader_workers(tmp_path, caps
     bad = np.full(8000 * 3, np.nan, np.float32)
     write(train / "nan.wav", bad, 8000, subtype="FLOAT")  # a readable header: only decoding finds the NaNs
     write(val / "nan_val.wav", bad, 8000, subtype="FLOAT")
-    rc = cli.trainer_main(["-ep", "1", "-bs", "4", "--arch", "nafp_small", "--model_settings", '{"width": 0.125}',
-                           "--workers", "2", "--items_per_song", "2", "--val_items_per_song", "2", "-o",
-                           str(tmp_path / "out"), "-m", "m", "dynamic", "-tp", str(train), "-vp", str(val)])
+    rc = cli.trainer_main(
+        [
+            "-ep",
+            "1",
+            "-bs",
+            "4",
+            "--arch",
+            "nafp_small",
+            "--model_settings",
+            '{"width": 0.125}',
+            "--workers",
+            "2",
+            "--items_per_song",
+            "2",
+            "--val_items_per_song",
+            "2",
+            "-o",
+            str(tmp_path / "out"),
+            "-m",
+            "m",
+            "dynamic",
+            "-tp",
+            str(train),
+            "-vp",
+            str(val),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0, err
     assert "Traceback" not in err and "DataLoader worker" not in err
@@ -308,13 +381,30 @@ def test_trainer_with_no_usable_songs_lists_them(tmp_path, capsys):
     (bad / "x.wav").write_text("nope")
     (bad / "y.flac").write_bytes(b"")
     d = make_folders(tmp_path, n_songs=2, seconds=3.0)
-    rc = cli.trainer_main(["-ep", "1", "-bs", "2", "--workers", "0", "-o", str(tmp_path / "out"), "dynamic", "-tp",
-                           str(bad), "-vp", str(d["songs"])])
+    rc = cli.trainer_main(
+        [
+            "-ep",
+            "1",
+            "-bs",
+            "2",
+            "--workers",
+            "0",
+            "-o",
+            str(tmp_path / "out"),
+            "dynamic",
+            "-tp",
+            str(bad),
+            "-vp",
+            str(d["songs"]),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1
     assert err.splitlines()[0] == "error: no usable training songs: 2 file(s), all skipped:"
-    assert err.splitlines()[1:3] == [f"  {bad}/x.wav: not a decodable audio file (Format not recognised.)",
-                                     f"  {bad}/y.flac: empty file (0 bytes)"]
+    assert err.splitlines()[1:3] == [
+        f"  {bad}/x.wav: not a decodable audio file (Format not recognised.)",
+        f"  {bad}/y.flac: empty file (0 bytes)",
+    ]
     assert "skipped-file report" not in err and not (tmp_path / "out").exists()
 
 
@@ -322,25 +412,50 @@ def test_trainer_with_no_usable_songs_lists_them(tmp_path, capsys):
 def test_resume_with_the_output_folder_given_another_way(tmp_path, monkeypatch, capsys):
     d = make_folders(tmp_path / "in", n_songs=5, seconds=3.0)
     monkeypatch.chdir(tmp_path)
-    args = ["-ep", "1", "-bs", "4", "--arch", "nafp_small", "--model_settings", '{"width": 0.125}', "--workers", "0",
-            "--items_per_song", "2", "-m", "m", "dynamic_online", "-p", "in/songs", "-ir", str(d["rir"]), "-bn",
-            str(d["noise"])]
+    args = [
+        "-ep",
+        "1",
+        "-bs",
+        "4",
+        "--arch",
+        "nafp_small",
+        "--model_settings",
+        '{"width": 0.125}',
+        "--workers",
+        "0",
+        "--items_per_song",
+        "2",
+        "-m",
+        "m",
+        "dynamic_online",
+        "-p",
+        "in/songs",
+        "-ir",
+        str(d["rir"]),
+        "-bn",
+        str(d["noise"]),
+    ]
     assert cli.trainer_main(["-o", "out", *args]) == 0
     capsys.readouterr()
-    assert cli.trainer_main(["-o", str(tmp_path / "out"), *args, "--resume", "-p", str(d["songs"])]) == 0, \
+    assert cli.trainer_main(["-o", str(tmp_path / "out"), *args, "--resume", "-p", str(d["songs"])]) == 0, (
         capsys.readouterr().err
+    )
     assert "best model" in capsys.readouterr().out
 
 
 # -- names that would be paths ------------------------------------------------------------------
 
-@pytest.mark.parametrize("argv, option", [
-    (["create_faiss_indexes", "-i", "cat", "-n", "../../x"], "-n"),
-    (["create_faiss_indexes", "-i", "cat", "-n", "a/b"], "-n"),
-    (["create_faiss_indexes", "-i", "cat", "-n", ".."], "-n"),
-    (["trainer", "-m", "../x", "static", "-tp", "a", "-vp", "b"], "-m/--model_name"),
-    (["trainer", "static", "-tp", "a", "-vp", "b", "-m", "/tmp/x"], "-m/--model_name"),
-])
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["create_faiss_indexes", "-i", "cat", "-n", "../../x"], "-n"),
+        (["create_faiss_indexes", "-i", "cat", "-n", "a/b"], "-n"),
+        (["create_faiss_indexes", "-i", "cat", "-n", ".."], "-n"),
+        (["trainer", "-m", "../x", "static", "-tp", "a", "-vp", "b"], "-m/--model_name"),
+        (["trainer", "static", "-tp", "a", "-vp", "b", "-m", "/tmp/x"], "-m/--model_name"),
+    ],
+)
 def test_a_name_that_is_a_path_is_refused(argv, option, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli.main(argv) == 2
@@ -372,8 +487,13 @@ with storage.atomic_path(sys.argv[1]) as tmp:
 
 def test_stale_temporary_files_are_cleaned_but_never_a_live_writers(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "big.pt")], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env=env)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(tmp_path / "big.pt")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     live = Path(writer.stdout.readline().strip())
     assert live.exists() and f"-{writer.pid}." in live.name
     # writers that cannot be checked from here (another machine; an earlier version, which recorded none):
@@ -386,8 +506,12 @@ def test_stale_temporary_files_are_cleaned_but_never_a_live_writers(tmp_path):
         os.utime(f, (time.time() - 2 * 86400,) * 2)
     mine = tmp_path / "notes.tmp.txt"
     mine.write_text("the user's")
-    cleaner = [sys.executable, "-c", "import sys; from fplib import storage; "
-               "print(sorted(p.name for p in storage.clean_stale_temps(sys.argv[1])))", str(tmp_path)]
+    cleaner = [
+        sys.executable,
+        "-c",
+        "import sys; from fplib import storage; print(sorted(p.name for p in storage.clean_stale_temps(sys.argv[1])))",
+        str(tmp_path),
+    ]
     first = subprocess.run(cleaner, capture_output=True, text=True, env=env, check=True).stdout
     assert first.strip() == str(sorted([old.name, other_host_old.name]))  # the live writer's file stays
     writer.send_signal(signal.SIGKILL)

@@ -13,13 +13,20 @@ def test_a_run_names_every_file_under_its_root(tmp_path):
     assert runs.checkpoint(run.train_dir("online")) == run.checkpoint("online")
     assert run.catalogue == run.root / "catalogue" and run.index("demo") == run.root / "index" / "demo.index"
     assert search.threshold_path(run.index("demo")) == run.index_dir / "demo.threshold.json"
-    assert run.metrics("04") == run.metrics("04_extract_fingerprints") == run.root / "04_extract_fingerprints" / \
-        "metrics.json"
+    assert (
+        run.metrics("04")
+        == run.metrics("04_extract_fingerprints")
+        == run.root / "04_extract_fingerprints" / "metrics.json"
+    )
     assert run.results == run.root / "05_build_index_and_evaluate" / "metrics.json"
     assert run.queries.parent == run.results.parent and run.online_split == run.online_data / "split.json"
     assert run.executed_notebook("01_generate_dataset.ipynb").parent == run.root / "notebooks"
-    for bad in (lambda: run.train_dir("../x"), lambda: run.index("a/b"), lambda: run.metrics("06"),
-                lambda: run.checkpoint("online", "worst")):
+    for bad in (
+        lambda: run.train_dir("../x"),
+        lambda: run.index("a/b"),
+        lambda: run.metrics("06"),
+        lambda: run.checkpoint("online", "worst"),
+    ):
         with pytest.raises(ValueError):
             bad()
     assert not run.root.exists()  # naming a file creates nothing

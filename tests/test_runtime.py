@@ -38,10 +38,14 @@ print(json.dumps({"allocator": fplib.runtime.allocator, "faults_per_step": (afte
 
 
 def _faults(**env) -> dict:
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES", runtime.OPT_OUT)}
-    out = subprocess.run([sys.executable, "-c", STEP], env={**clean, **env}, capture_output=True, text=True,
-                         check=True, timeout=300)
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES", runtime.OPT_OUT)
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", STEP], env={**clean, **env}, capture_output=True, text=True, check=True, timeout=300
+    )
     return json.loads(out.stdout.splitlines()[-1])
 
 

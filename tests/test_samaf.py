@@ -42,6 +42,7 @@ def lstm_params(n_in: int, hidden: int, layers: int) -> int:
 
 # -- the network ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", VARIANTS)
 @pytest.mark.parametrize("batch", [1, 3])
 def test_forward_gives_relaxed_codes(name, batch):
@@ -61,11 +62,20 @@ def test_parameter_counts_are_pinned():
 
     # the same numbers from the layer sizes: encoder, code layer, decoder (input: the code), frame layer
     def expected(n_feat, hidden, layers, bits=128):
-        return (lstm_params(n_feat, hidden, layers) + hidden * bits + bits + lstm_params(bits, hidden, layers)
-                + hidden * n_feat + n_feat)
+        return (
+            lstm_params(n_feat, hidden, layers)
+            + hidden * bits
+            + bits
+            + lstm_params(bits, hidden, layers)
+            + hidden * n_feat
+            + n_feat
+        )
 
-    assert counts == {"samaf": expected(256, 256, 2), "samaf_small": expected(256, 64, 1),
-                      "samaf_mfcc": expected(13, 256, 2)}
+    assert counts == {
+        "samaf": expected(256, 256, 2),
+        "samaf_small": expected(256, 64, 1),
+        "samaf_mfcc": expected(13, 256, 2),
+    }
 
 
 def test_mfcc_variant_has_its_own_front_end_at_100_frames_per_second():
@@ -146,6 +156,7 @@ def test_settings_are_checked():
 
 # -- losses on hand-computed cases ---------------------------------------------------------------------------
 
+
 def test_reconstruction_loss():
     recon, target = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[1.0, 0.0], [0.0, 4.0]])
     assert reconstruction_loss(recon, target).item() == pytest.approx((0 + 4 + 9 + 0) / 4)
@@ -185,8 +196,10 @@ def test_contrastive_code_loss_uses_hamming_similarity():
     expected = (math.log(1 + 2 / math.e) + math.log(1 + 2 * math.e)) / 2
     assert contrastive_code_loss(b_a, b_b, 1.0).item() == pytest.approx(expected, rel=1e-6)
     r_a, r_b = torch.randn(4, 8), torch.randn(4, 8)
-    torch.testing.assert_close(contrastive_code_loss(r_a, r_b, 0.1),
-                               nt_xent(r_a / r_a.norm(dim=1, keepdim=True), r_b / r_b.norm(dim=1, keepdim=True), 0.1))
+    torch.testing.assert_close(
+        contrastive_code_loss(r_a, r_b, 0.1),
+        nt_xent(r_a / r_a.norm(dim=1, keepdim=True), r_b / r_b.norm(dim=1, keepdim=True), 0.1),
+    )
 
 
 def test_straight_through_sign():
@@ -203,14 +216,20 @@ def test_straight_through_sign():
 
 def test_objective_is_the_weighted_sum_of_its_terms():
     torch.manual_seed(0)
-    weights = dict(recon_weight=0.5, hash_weight=2.0, balance_weight=0.3, decorrelation_weight=0.7,
-                   contrastive_weight=1.5)
+    weights = dict(
+        recon_weight=0.5, hash_weight=2.0, balance_weight=0.3, decorrelation_weight=0.7, contrastive_weight=1.5
+    )
     model, _ = build_model("samaf_small", **weights)
     x_a, x_b = windows("samaf_small", 3, seed=1), windows("samaf_small", 3, seed=2)
     loss, z_a, z_b = samaf_objective(model, model, x_a, x_b, 0.1)
     h, b, recon, target = model(torch.cat([x_a, x_b]), decode=True)
-    expected = (0.5 * reconstruction_loss(recon, target) + 2.0 * hash_loss(b[:3], b[3:]) + 0.3 * balance_loss(b)
-                + 0.7 * decorrelation_loss(b) + 1.5 * contrastive_code_loss(b[:3], b[3:], 0.1))
+    expected = (
+        0.5 * reconstruction_loss(recon, target)
+        + 2.0 * hash_loss(b[:3], b[3:])
+        + 0.3 * balance_loss(b)
+        + 0.7 * decorrelation_loss(b)
+        + 1.5 * contrastive_code_loss(b[:3], b[3:], 0.1)
+    )
     torch.testing.assert_close(loss, expected)
     torch.testing.assert_close(z_a, model(x_a), atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(z_b, model(x_b), atol=1e-6, rtol=1e-5)
@@ -219,8 +238,9 @@ def test_objective_is_the_weighted_sum_of_its_terms():
     relaxed, _ = build_model("samaf_small", straight_through=False, quant_weight=0.25, contrastive_weight=0.0)
     loss, _, _ = samaf_objective(relaxed, relaxed, x_a, x_b, 0.1)
     h, _, recon, target = relaxed(torch.cat([x_a, x_b]), decode=True)
-    expected = (reconstruction_loss(recon, target) + hash_loss(h[:3], h[3:]) + balance_loss(h)
-                + 0.25 * quantisation_loss(h))
+    expected = (
+        reconstruction_loss(recon, target) + hash_loss(h[:3], h[3:]) + balance_loss(h) + 0.25 * quantisation_loss(h)
+    )
     torch.testing.assert_close(loss, expected)
 
 
@@ -243,8 +263,9 @@ def test_without_pairs_the_degraded_view_is_ignored():
     torch.testing.assert_close(loss, reconstruction_loss(recon, target) + balance_loss(b))
     paired, _ = build_model("samaf_small")
     paired.load_state_dict(model.state_dict())
-    assert not torch.allclose(samaf_objective(paired, paired, x_a, x_b, 0.05)[0],
-                              samaf_objective(paired, paired, x_a, other, 0.05)[0])
+    assert not torch.allclose(
+        samaf_objective(paired, paired, x_a, x_b, 0.05)[0], samaf_objective(paired, paired, x_a, other, 0.05)[0]
+    )
 
 
 @pytest.mark.slow
@@ -253,6 +274,7 @@ def test_a_few_adam_steps_reduce_the_reconstruction_loss():
 
 
 # -- inference and checkpoints -------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])

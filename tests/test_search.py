@@ -123,7 +123,7 @@ def test_index_files_metric_and_settings(tmp_path, songs, model):
     path = index.build(cat, "demo", tmp_path / "idx", nprobe=3)
     assert path.exists() and path.with_suffix(".json").exists()
     mapping = index.storage.read_json(path.with_suffix(".json"))
-    assert mapping == {"0": "song_0", "15": "song_1", "30": "song_2", "45": "song_3"}  # the original scripts' format
+    assert mapping == {"0": "song_0", "15": "song_1", "30": "song_2", "45": "song_3"}  # the seed's format
     idx = index.load(path, cat)
     assert idx.metric_type == faiss.METRIC_INNER_PRODUCT and idx.ntotal == 60
     assert index.get_nprobe(idx) == 1  # 60 vectors train a single list
@@ -240,14 +240,28 @@ def test_the_threshold_file_has_one_writer_and_reads_back_equal(tmp_path):
     from fplib.calibrate import Calibration, LengthCalibration, NegativesUsed
 
     rows = [LengthCalibration(1.0, 1, 0.4, 20, 20, 1, 0.05), LengthCalibration(3.0, 5, 0.3, 20, 0, None, None)]
-    cal = Calibration(search.Threshold((1, 5, 19), (0.4, 0.3, 0.2)), 0.05, 4, "margin", rows, 0.05,
-                      NegativesUsed(["a.wav"], ["b.wav"], skipped=[("c.wav", "not audio")], rooms=["r.wav"]))
+    cal = Calibration(
+        search.Threshold((1, 5, 19), (0.4, 0.3, 0.2)),
+        0.05,
+        4,
+        "margin",
+        rows,
+        0.05,
+        NegativesUsed(["a.wav"], ["b.wav"], skipped=[("c.wav", "not audio")], rooms=["r.wav"]),
+    )
     path = search.save_threshold(tmp_path / "songs.index", cal.to_json())
     assert path == search.threshold_path(tmp_path / "songs.index") == tmp_path / "songs.threshold.json"
     assert search.load_threshold(path) == cal.to_json()
     saved = search.load_threshold(path)
-    assert saved["per_length"][1] == {"length_s": 3.0, "windows": 5, "threshold": 0.3, "n_calibration": 20,
-                                      "n_test": 0, "false_positives": None, "fpr": None}
+    assert saved["per_length"][1] == {
+        "length_s": 3.0,
+        "windows": 5,
+        "threshold": 0.3,
+        "n_calibration": 20,
+        "n_test": 0,
+        "false_positives": None,
+        "fpr": None,
+    }
     assert saved["negatives"]["skipped"] == [["c.wav", "not audio"]] and saved["negatives"]["cross_fit"] is False
     with pytest.raises(BadFileError, match="not a valid threshold file"):
         search.save_threshold(tmp_path / "bad.index", {"threshold": float("nan")})
@@ -258,10 +272,12 @@ def test_no_other_code_writes_a_threshold_file():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    writers = [f"{f.relative_to(root)}: {line.strip()}"
-               for f in [*root.glob("fplib/**/*.py"), *root.glob("benchmarks/**/*.py"), *root.glob("notebooks/*.ipynb")]
-               for line in f.read_text(encoding="utf-8").splitlines()
-               if "write_json(" in line and ("threshold_path" in line or "threshold.json" in line)]
+    writers = [
+        f"{f.relative_to(root)}: {line.strip()}"
+        for f in [*root.glob("fplib/**/*.py"), *root.glob("benchmarks/**/*.py"), *root.glob("notebooks/*.ipynb")]
+        for line in f.read_text(encoding="utf-8").splitlines()
+        if "write_json(" in line and ("threshold_path" in line or "threshold.json" in line)
+    ]
     assert not writers, writers
 
 
@@ -284,10 +300,13 @@ def test_answers_to_query_files_are_counted(tmp_path, songs, model):
     assert bad[0].to_json() == {"file": bad[0].query, "error": bad[0].error}
     assert bad[0].lines() in ([f"error: {bad[0].error}"], [f"{bad[0].query}: error: {bad[0].error}"])
     matches = [search.Match(1, "a", 2.0, 0.9), search.Match(2, "b", 0.5, 0.4)]
-    hit = search.Answer("q.wav", search.Result(True, matches, confidence=0.5, threshold=0.3, query_s=3.0),
-                        decision="margin")
-    assert hit.lines() == ["q.wav [0.0-3.0 s]: a at 2.0 s (score 0.900, confidence 0.500 >= threshold 0.300)",
-                           "q.wav   2. b at 0.5 s (score 0.400)"]
+    hit = search.Answer(
+        "q.wav", search.Result(True, matches, confidence=0.5, threshold=0.3, query_s=3.0), decision="margin"
+    )
+    assert hit.lines() == [
+        "q.wav [0.0-3.0 s]: a at 2.0 s (score 0.900, confidence 0.500 >= threshold 0.300)",
+        "q.wav   2. b at 0.5 s (score 0.400)",
+    ]
     assert hit.to_json()["song"] == "a" and hit.to_json()["decision"] == "margin"
     cat.close()
 

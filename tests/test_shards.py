@@ -26,16 +26,32 @@ def world(tmp_path_factory):
     write(songs / "too short.wav", np.zeros(800, np.float32) + 0.1, 8000)
     ckpt = _checkpoint(root / "model.pt")
     single = root / "single"
-    assert cli.main(["generate_fingerprints", "-i", str(songs), "-o", str(single), "--model", str(ckpt),
-                     "--no_progress", "--workers", "0"]) == 1  # two files skipped
+    assert (
+        cli.main(
+            [
+                "generate_fingerprints",
+                "-i",
+                str(songs),
+                "-o",
+                str(single),
+                "--model",
+                str(ckpt),
+                "--no_progress",
+                "--workers",
+                "0",
+            ]
+        )
+        == 1
+    )  # two files skipped
     return dict(root=root, songs=songs, ckpt=ckpt, single=single)
 
 
 def _same_content(a: Path, b: Path) -> None:
     with Catalogue(a) as ca, Catalogue(b) as cb:
         sa, sb = ca.songs(), cb.songs()
-        assert [(s.name, s.first_vector, s.n_vectors, s.checksum, s.path) for s in sa] == \
-               [(s.name, s.first_vector, s.n_vectors, s.checksum, s.path) for s in sb]
+        assert [(s.name, s.first_vector, s.n_vectors, s.checksum, s.path) for s in sa] == [
+            (s.name, s.first_vector, s.n_vectors, s.checksum, s.path) for s in sb
+        ]
         for x, y in zip(sa, sb):  # the same network on the same windows, in another process and thread count
             np.testing.assert_allclose(ca.vectors(x), cb.vectors(y), atol=1e-5)
         assert ca.state() == cb.state()  # so an index built from one is valid for the other
@@ -43,10 +59,34 @@ def _same_content(a: Path, b: Path) -> None:
 
 def _torchrun(world, out: Path, *extra) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FPLIB_ENGINE": "torch"}  # no ONNX export in each rank
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                           "2", "-m", "fplib.cli", "generate_fingerprints", "-i",
-                           str(world["songs"]), "-o", str(out), "--model", str(world["ckpt"]), "--no_progress",
-                           "--workers", "0", *extra], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "fplib.cli",
+            "generate_fingerprints",
+            "-i",
+            str(world["songs"]),
+            "-o",
+            str(out),
+            "--model",
+            str(world["ckpt"]),
+            "--no_progress",
+            "--workers",
+            "0",
+            *extra,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
 
 
 @pytest.mark.slow
@@ -68,8 +108,23 @@ def test_shards_merged_by_hand_and_a_merge_resumes(world, tmp_path, capsys):
     files = sorted(world["songs"].glob("song_*.flac"))
     a, b = tmp_path / "a", tmp_path / "b"
     for folder, part in ((a, files[:3]), (b, files[3:])):
-        assert cli.main(["generate_fingerprints", "-i", *map(str, part), "-o", str(folder), "--model",
-                         str(world["ckpt"]), "--no_progress", "--workers", "0"]) == 0
+        assert (
+            cli.main(
+                [
+                    "generate_fingerprints",
+                    "-i",
+                    *map(str, part),
+                    "-o",
+                    str(folder),
+                    "--model",
+                    str(world["ckpt"]),
+                    "--no_progress",
+                    "--workers",
+                    "0",
+                ]
+            )
+            == 0
+        )
     out = tmp_path / "merged"
     assert cli.main(["db", "merge", "--catalogue", str(out), str(a), "--no_progress"]) == 0
     assert cli.main(["db", "merge", "--catalogue", str(out), str(a), str(b), "--no_progress"]) == 0
@@ -83,7 +138,22 @@ def test_shards_merged_by_hand_and_a_merge_resumes(world, tmp_path, capsys):
     assert cli.main(["create_faiss_indexes", "-i", str(out), "-n", "m", "-o", str(tmp_path / "idx")]) == 0
     other = tmp_path / "other"
     _checkpoint(other.with_suffix(".pt"), seed=1)
-    assert cli.main(["generate_fingerprints", "-i", str(files[0]), "-o", str(other), "--model",
-                     str(other.with_suffix(".pt")), "--no_progress", "--workers", "0"]) == 0
+    assert (
+        cli.main(
+            [
+                "generate_fingerprints",
+                "-i",
+                str(files[0]),
+                "-o",
+                str(other),
+                "--model",
+                str(other.with_suffix(".pt")),
+                "--no_progress",
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert cli.main(["db", "merge", "--catalogue", str(out), str(other), "--no_progress"]) == 2
     assert "fingerprints of different models cannot be mixed" in capsys.readouterr().err

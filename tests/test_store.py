@@ -180,8 +180,11 @@ def test_a_truncated_or_missing_store_is_named(tmp_path):
     path = cat.store_path()
     cat.close()
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(BadFileError, match=r"vectors\.0\.bin: truncated: 1000 bytes, the catalogue's 15 rows of "
-                                           r"128 float32 need 7680"):
+    with pytest.raises(
+        BadFileError,
+        match=r"vectors\.0\.bin: truncated: 1000 bytes, the catalogue's 15 rows of "
+        r"128 float32 need 7680",
+    ):
         Catalogue(tmp_path / "cat")
     path.unlink()
     with pytest.raises(BadFileError, match=r"vectors\.0\.bin: missing: the vector store of the catalogue"):
@@ -210,8 +213,10 @@ def test_a_catalogue_of_an_older_fplib_is_read_then_converted(tmp_path, capsys):
         for s in old.songs():
             np.testing.assert_array_equal(old.vectors(s), vecs[s.id])
         assert not isinstance(old.matrix(), np.memmap) and list(old.rows_of(old.songs())) == [0, 5, 12]
-        with pytest.raises(ValueError, match=f"older fplib .one file per song.; convert it once, then add: "
-                                             f"fplib db compact --catalogue {folder}"):
+        with pytest.raises(
+            ValueError,
+            match=f"older fplib .one file per song.; convert it once, then add: fplib db compact --catalogue {folder}",
+        ):
             old.add("/songs/n.wav", _unit(2), 1.0, "new")
     assert cli.main(["db", "compact", "--catalogue", str(folder), "--no_progress"]) == 0
     assert "converted from one file per song" in capsys.readouterr().out
@@ -291,8 +296,15 @@ def test_the_db_operations_are_library_functions_all_or_nothing(world, tmp_path)
 
     model, songs, _ = world
     ckpt = tmp_path / "model.pt"
-    save_checkpoint(ckpt, {"model": model.state_dict(), "model_name": "nafp_small", "frontend": FE.to_dict(),
-                           "model_settings": build_model("nafp_small", FE, width=0.125)[1]})
+    save_checkpoint(
+        ckpt,
+        {
+            "model": model.state_dict(),
+            "model_name": "nafp_small",
+            "frontend": FE.to_dict(),
+            "model_settings": build_model("nafp_small", FE, width=0.125)[1],
+        },
+    )
     files = audio.list_audio(songs)
     cat = tmp_path / "cat"
     made = fingerprint_folders([str(f) for f in files[:2]], cat, ckpt, workers=0, progress=False)

@@ -29,8 +29,7 @@ def band_db(x: np.ndarray, sr: int, n_bands: int = 32, hop: int = 256) -> np.nda
     return 10 * np.log10(bands + 1e-10)
 
 
-def max_self_similarity(x: np.ndarray, sr: int, win_s: float = 1.0, min_sep_s: float = 1.0,
-                        hop: int = 256) -> float:
+def max_self_similarity(x: np.ndarray, sr: int, win_s: float = 1.0, min_sep_s: float = 1.0, hop: int = 256) -> float:
     """The highest correlation between the band-energy patterns of two ``win_s`` windows of ``x`` that
     start at least ``min_sep_s`` apart, over every alignment (16 ms steps): 1.0 for a periodic signal."""
     b = band_db(x, sr, hop=hop)

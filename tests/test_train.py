@@ -30,8 +30,12 @@ def pairs(tmp_path_factory):
 
 
 def test_best_epoch_counts_from_one_like_the_log():
-    hist = [{"epoch": 0, "val_top1": 0.2, "best": True}, {"epoch": 1, "val_top1": 0.5, "best": True},
-            {"epoch": 2, "val_top1": 0.5, "best": False}, {"epoch": 3, "val_top1": 0.4, "best": False}]
+    hist = [
+        {"epoch": 0, "val_top1": 0.2, "best": True},
+        {"epoch": 1, "val_top1": 0.5, "best": True},
+        {"epoch": 2, "val_top1": 0.5, "best": False},
+        {"epoch": 3, "val_top1": 0.4, "best": False},
+    ]
     assert best_epoch(hist) == (2, hist[1])  # the log printed "epoch 2: ... (best)"
     unflagged = [{k: v for k, v in h.items() if k != "best"} for h in hist]
     assert best_epoch(unflagged)[0] == 2  # the first of the tied best
@@ -43,8 +47,9 @@ def test_best_epoch_counts_from_one_like_the_log():
 def test_static_training_writes_usable_checkpoints(pairs, tmp_path):
     cfg = TrainConfig(**learning.TINY_TRAINING)
     with torch_threads(learning.THREADS):  # a fixed thread count: the curve depends on it
-        hist = train(cfg, static_source(pairs / "train_set", pairs / "val_set", FE), tmp_path / "run", FE,
-                     progress=False)
+        hist = train(
+            cfg, static_source(pairs / "train_set", pairs / "val_set", FE), tmp_path / "run", FE, progress=False
+        )
     assert [h["epoch"] for h in hist] == list(range(cfg.epochs))
     assert all(np.isfinite(h["train_loss"]) for h in hist)
     # it learns: over six epochs the training loss falls about 14-40-fold (2.4 -> 0.06-0.17 with seeds 0 and 1);
@@ -66,8 +71,7 @@ def test_static_training_writes_usable_checkpoints(pairs, tmp_path):
         z = model(torch.randn(2, 1, 256, 32))
     torch.testing.assert_close(z.norm(dim=1), torch.ones(2))
     with pytest.raises(FileExistsError, match="holds a training run"):
-        train(cfg, static_source(pairs / "train_set", pairs / "val_set", FE), tmp_path / "run", FE,
-              progress=False)
+        train(cfg, static_source(pairs / "train_set", pairs / "val_set", FE), tmp_path / "run", FE, progress=False)
 
 
 @pytest.mark.slow
@@ -135,8 +139,13 @@ def test_bad_inputs_fail_before_any_work(pairs, tmp_path):
         static_source(pairs / "train_set", pairs / "val_set", FrontEnd(f_min=0.0))
     with pytest.raises(FileNotFoundError, match="validation noises: .*folder not found"):
         d = make_folders(tmp_path / "in", n_songs=3)
-        online_source(OnlineFolders(d["songs"], d["songs"], d["rir"], d["noise"], d["rir"], tmp_path / "missing"),
-                      TrainConfig(**TINY), AugmentConfig(), FE, Skipped())
+        online_source(
+            OnlineFolders(d["songs"], d["songs"], d["rir"], d["noise"], d["rir"], tmp_path / "missing"),
+            TrainConfig(**TINY),
+            AugmentConfig(),
+            FE,
+            Skipped(),
+        )
 
 
 def test_unsafe_checkpoint_is_refused(tmp_path):
@@ -175,9 +184,27 @@ def test_trainer_cli_keeps_the_seed_flags(pairs, tmp_path, capsys):
     assert (ns.epochs, ns.batch_size, ns.optim, ns.output_path) == (200, None, None, ".")  # None: the family's
     ns = cli._trainer_parser().parse_args(["dynamic_online", "-p", "s", "-ir", "i", "-bn", "n"])
     assert ns.train_ratio == 0.8
-    rc = cli.trainer_main(["-ep", "1", "-bs", "8", "-m", "tiny", "--optim", "Lamb", "-o", str(tmp_path),
-                           "--arch", "nafp_small", "static", "-tp", str(pairs / "train_set"), "-vp",
-                           str(pairs / "val_set")])
+    rc = cli.trainer_main(
+        [
+            "-ep",
+            "1",
+            "-bs",
+            "8",
+            "-m",
+            "tiny",
+            "--optim",
+            "Lamb",
+            "-o",
+            str(tmp_path),
+            "--arch",
+            "nafp_small",
+            "static",
+            "-tp",
+            str(pairs / "train_set"),
+            "-vp",
+            str(pairs / "val_set"),
+        ]
+    )
     assert rc == 0 and (tmp_path / "tiny.pt").exists() and (tmp_path / "tiny" / "last.pt").exists()
     assert cli.trainer_main(["-bs", "8", "-o", str(tmp_path), "static", "-tp", str(tmp_path / "x"), "-vp", "y"]) == 2
     assert "not found" in capsys.readouterr().err
@@ -185,10 +212,37 @@ def test_trainer_cli_keeps_the_seed_flags(pairs, tmp_path, capsys):
 
 def test_trainer_cli_online_with_preload_and_model_settings(tmp_path):
     d = make_folders(tmp_path / "in", n_songs=5, seconds=4.0)
-    rc = cli.trainer_main(["-ep", "1", "-bs", "4", "-m", "w", "-o", str(tmp_path), "--arch", "nafp_small",
-                           "--model_settings", '{"width": 0.125}', "--preload", "--workers", "0",
-                           "--items_per_song", "2", "--val_items_per_song", "3", "--no_amp",
-                           "dynamic_online", "-p", str(d["songs"]), "-ir", str(d["rir"]), "-bn", str(d["noise"])])
+    rc = cli.trainer_main(
+        [
+            "-ep",
+            "1",
+            "-bs",
+            "4",
+            "-m",
+            "w",
+            "-o",
+            str(tmp_path),
+            "--arch",
+            "nafp_small",
+            "--model_settings",
+            '{"width": 0.125}',
+            "--preload",
+            "--workers",
+            "0",
+            "--items_per_song",
+            "2",
+            "--val_items_per_song",
+            "3",
+            "--no_amp",
+            "dynamic_online",
+            "-p",
+            str(d["songs"]),
+            "-ir",
+            str(d["rir"]),
+            "-bn",
+            str(d["noise"]),
+        ]
+    )
     assert rc == 0
     ck = load_checkpoint(tmp_path / "w.pt")
     assert ck["model_settings"]["width"] == 0.125
@@ -199,6 +253,7 @@ def test_trainer_cli_online_with_preload_and_model_settings(tmp_path):
 
 # -- several processes (Gloo on CPU) -------------------------------------------------------------
 
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -206,8 +261,9 @@ def _free_port() -> int:
 
 
 def _init(rank: int, world: int, port: int) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
 
@@ -272,14 +328,23 @@ def test_train_config_takes_every_family_setting_from_the_registry():
     base = TrainConfig(model="nafp")
     assert {k: getattr(base, k) for k in family_settings()} == family_settings()  # fplib's values
     try:
-        register("test_tuned", variant("nafp_small").factory, training={"lr": 0.01, "batch_size": 16, "optim": "Lamb"},
-                 width=0.125)
+        register(
+            "test_tuned",
+            variant("nafp_small").factory,
+            training={"lr": 0.01, "batch_size": 16, "optim": "Lamb"},
+            width=0.125,
+        )
         cfg = TrainConfig(model="test_tuned")
         assert (cfg.lr, cfg.batch_size, cfg.optim, cfg.temperature) == (0.01, 16, "Lamb", 0.05)
         assert from_dict(TrainConfig, {"model": "test_tuned", "lr": 0.5}).lr == 0.5
         moved = for_variant(cfg, "attn_small", epochs=1)  # the family's settings go back to the other family's
         assert (moved.model, moved.lr, moved.batch_size, moved.temperature, moved.epochs) == (
-            "attn_small", 1e-4, 32, 0.1, 1)
+            "attn_small",
+            1e-4,
+            32,
+            0.1,
+            1,
+        )
         register("test_bad", variant("nafp_small").factory, training={"no_such_setting": 1})
         with pytest.raises(ValueError, match="not family settings"):
             TrainConfig(model="test_bad")
@@ -291,4 +356,9 @@ def test_train_config_takes_every_family_setting_from_the_registry():
     # the command line takes its defaults from TrainConfig (one set of defaults)
     ns = cli._trainer_parser().parse_args(["static", "-tp", "a", "-vp", "b"])
     assert (ns.workers, ns.patience, ns.seed, ns.val_items_per_song, ns.arch) == (
-        default("num_workers"), default("patience"), default("seed"), default("val_items_per_song"), default("model"))
+        default("num_workers"),
+        default("patience"),
+        default("seed"),
+        default("val_items_per_song"),
+        default("model"),
+    )

@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from fplib import evaluate, search, storage  # noqa: E402
+from fplib import queries as fpqueries  # noqa: E402
 from fplib.features import FrontEnd, n_windows  # noqa: E402
 
 
@@ -38,8 +39,11 @@ def main() -> None:
     if args.quick:
         from fplib import pretrained
 
-        print("redecide QUICK MODE: run.py --quick's run on the stand-in data, re-decided with the shipped model's "
-              "card; the figures are not comparable with a full run's", flush=True)
+        print(
+            "redecide QUICK MODE: run.py --quick's run on the stand-in data, re-decided with the shipped model's "
+            "card; the figures are not comparable with a full run's",
+            flush=True,
+        )
         args.results, args.system = str(HERE / "results" / "quick"), "neural"
         args.threshold = str(pretrained.default_model().with_suffix(".json"))
         if not (Path(args.results) / "rows.json").exists():
@@ -59,7 +63,7 @@ def main() -> None:
     t = saved["threshold"]
     threshold = search.Threshold(tuple(t["windows"]), tuple(t["values"])) if isinstance(t, dict) else float(t)
     fe = FrontEnd()
-    queries = evaluate.load_queries(res / "queries.json")
+    queries = fpqueries.load_queries(res / "queries.json")
     by_id = {q.id: q for q in queries}
     rows, as_run = [], storage.read_json(res / "rows.json")
     for r in as_run:
@@ -70,19 +74,26 @@ def main() -> None:
         rows.append(r)
     if not any(r["system"] == args.system for r in rows):
         sys.exit(f"{res}: no rows of system {args.system!r}")
-    tables = {how: evaluate.score(queries, r, tolerance_s=protocol.get("tolerance_s", 0.5))
-              for how, r in (("re-decided", rows), ("as run", as_run))}
+    tables = {
+        how: evaluate.score(queries, r, tolerance_s=protocol.get("tolerance_s", 0.5))
+        for how, r in (("re-decided", rows), ("as run", as_run))
+    }
     figures = {how: [evaluate.summary(t, k) for k in ("top1", "ranked1", "fp_rate")] for how, t in tables.items()}
-    print(f"{args.system} re-decided with {args.threshold}: top-1 / ranked first per length, false positives "
-          f"(each row as run below it)")
+    print(
+        f"{args.system} re-decided with {args.threshold}: top-1 / ranked first per length, false positives "
+        f"(each row as run below it)"
+    )
     names = sorted(k for k in figures["re-decided"][0] if k == args.system or k.startswith(args.system + " @"))
     for name in names:
         for how, (top, ranked, fp) in figures.items():
             cells = "  ".join(f"{100 * top[name][L]:5.1f} / {100 * ranked[name][L]:5.1f}" for L in top[name])
             rates = fp[name]
             label = name if how == "re-decided" else "  as run"
-            print(f"  {label:18s} {cells}   FP " + " / ".join(f"{100 * v:.1f}" for v in rates.values())
-                  + f" % ({100 * sum(rates.values()) / len(rates):.1f} %)")
+            print(
+                f"  {label:18s} {cells}   FP "
+                + " / ".join(f"{100 * v:.1f}" for v in rates.values())
+                + f" % ({100 * sum(rates.values()) / len(rates):.1f} %)"
+            )
 
 
 if __name__ == "__main__":

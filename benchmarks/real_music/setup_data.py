@@ -49,8 +49,10 @@ def setup() -> None:
         copyright_file = target / "usr/share/doc" / package / "copyright"
         found = sorted(set(re.findall(r"^License: (.+)$", copyright_file.read_text(errors="replace"), re.M)))
         deb_name = (target / ".complete").read_text().strip()
-        licences.append(f"- **{package}** ({deb_name}, {what}, {len(files(package))} files): {', '.join(found)}; "
-                        f"see `{copyright_file.relative_to(HERE)}`\n")
+        licences.append(
+            f"- **{package}** ({deb_name}, {what}, {len(files(package))} files): {', '.join(found)}; "
+            f"see `{copyright_file.relative_to(HERE)}`\n"
+        )
         print(f"{package}: {len(files(package))} files ({what})")
     (DATA / "LICENSES.md").write_text("".join(licences))
 

@@ -63,8 +63,13 @@ def folders(work: Path, corpus: Path, data: Path = DATA, spec=None) -> dict[str,
         sys.exit("no training music: run benchmarks/real_music/setup_data.py first")
     synth_songs = {p.name: p for p in sorted((corpus / "music").iterdir())}
     rooms = sorted((corpus / "rir").iterdir())
-    sets = {"real": real, "synth": synth_songs, "both": {**real, **synth_songs},
-            "rir": {p.name: p for p in rooms}, "rir12": {p.name: p for p in rooms[:12]}}
+    sets = {
+        "real": real,
+        "synth": synth_songs,
+        "both": {**real, **synth_songs},
+        "rir": {p.name: p for p in rooms},
+        "rir12": {p.name: p for p in rooms[:12]},
+    }
     out = {}
     for name, members in sets.items():
         d = work / "folders" / name
@@ -80,12 +85,47 @@ def folders(work: Path, corpus: Path, data: Path = DATA, spec=None) -> dict[str,
 def command(name: str, exp: dict, dirs: dict[str, Path], work: Path, device: str, workers: int) -> list[str]:
     n_songs = len(list(dirs[exp["songs"]].iterdir()))
     items = max(1, round(exp["pairs"] / exp["epochs"] / round(0.8 * n_songs)))
-    return ["-ep", str(exp["epochs"]), "-bs", str(exp["bs"]), "-m", name, "-o", str(work / name),
-            "--arch", "nafp_small", "--lr", str(exp["lr"]), "--lr_ref_batch", "128", "--patience", "1000",
-            "--workers", str(workers), "--items_per_song", str(items), "--val_items_per_song", "50",
-            "--f_min", str(exp["f_min"]), "--model_settings", json.dumps(exp["settings"]),
-            "--augment", json.dumps(exp["augment"]), "--device", device, "--no_amp", "--preload",
-            "dynamic_online", "-p", str(dirs[exp["songs"]]), "-ir", str(dirs[exp["rir"]]), "-bn", str(dirs["noise"])]
+    return [
+        "-ep",
+        str(exp["epochs"]),
+        "-bs",
+        str(exp["bs"]),
+        "-m",
+        name,
+        "-o",
+        str(work / name),
+        "--arch",
+        "nafp_small",
+        "--lr",
+        str(exp["lr"]),
+        "--lr_ref_batch",
+        "128",
+        "--patience",
+        "1000",
+        "--workers",
+        str(workers),
+        "--items_per_song",
+        str(items),
+        "--val_items_per_song",
+        "50",
+        "--f_min",
+        str(exp["f_min"]),
+        "--model_settings",
+        json.dumps(exp["settings"]),
+        "--augment",
+        json.dumps(exp["augment"]),
+        "--device",
+        device,
+        "--no_amp",
+        "--preload",
+        "dynamic_online",
+        "-p",
+        str(dirs[exp["songs"]]),
+        "-ir",
+        str(dirs[exp["rir"]]),
+        "-bn",
+        str(dirs["noise"]),
+    ]
 
 
 def main() -> None:
@@ -94,11 +134,18 @@ def main() -> None:
     ap.add_argument("--list", action="store_true", help="print the experiments and stop")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader workers (0 on a 2-core CPU)")
-    ap.add_argument("--corpus", default=str(ROOT / "outputs" / "cpu" / "corpus"),
-                    help="the synthetic corpus of the CPU profile (made if missing)")
+    ap.add_argument(
+        "--corpus",
+        default=str(ROOT / "outputs" / "cpu" / "corpus"),
+        help="the synthetic corpus of the CPU profile (made if missing)",
+    )
     ap.add_argument("--work", default=str(HERE / "results" / "sweep"))
-    ap.add_argument("--quick", action="store_true", help="A_base for 256 pairs on stand-ins, measured by run.py "
-                    "--quick beside the shipped model (about a minute; figures not comparable with a full run's)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="A_base for 256 pairs on stand-ins, measured by run.py "
+        "--quick beside the shipped model (about a minute; figures not comparable with a full run's)",
+    )
     args = ap.parse_args()
     if args.list:
         for name in args.only:
@@ -123,8 +170,11 @@ def quick(args) -> None:
     sys.path.insert(0, str(HERE.parent))
     from standin import real_music_data
 
-    print("sweep QUICK MODE: A_base for 256 pairs on a synthetic stand-in of the data, measured beside the shipped "
-          "model; the figures are not comparable with a full run's", flush=True)
+    print(
+        "sweep QUICK MODE: A_base for 256 pairs on a synthetic stand-in of the data, measured beside the shipped "
+        "model; the figures are not comparable with a full run's",
+        flush=True,
+    )
     data = real_music_data(HERE / "results" / "standin-data")
     with tempfile.TemporaryDirectory(prefix="fplib-sweep-") as tmp:
         work = Path(tmp)
@@ -133,9 +183,20 @@ def quick(args) -> None:
         argv = command("A_base", {**BASE, "pairs": 256, "epochs": 1}, dirs, work, args.device, args.workers)
         print("trainer " + " ".join(argv), flush=True)
         subprocess.run([sys.executable, "-m", "fplib.cli", "trainer", *argv], check=True)
-        subprocess.run([sys.executable, str(HERE / "run.py"), "--quick", "--name", "sweep-quick", "--no-landmark",
-                        "--checkpoint", f"A_base={work / 'A_base' / 'A_base' / 'last.pt'}",
-                        f"shipped={pretrained.default_model()}"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(HERE / "run.py"),
+                "--quick",
+                "--name",
+                "sweep-quick",
+                "--no-landmark",
+                "--checkpoint",
+                f"A_base={work / 'A_base' / 'A_base' / 'last.pt'}",
+                f"shipped={pretrained.default_model()}",
+            ],
+            check=True,
+        )
 
 
 if __name__ == "__main__":

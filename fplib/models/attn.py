@@ -117,8 +117,7 @@ def _down(n: int, stride: int) -> int:
 class SpectroTemporalAttention(nn.Module):
     """``[B, C, F, T]`` -> the same shape: each channel's map times ``g * outer(a, b)`` (module docstring)."""
 
-    def __init__(self, channels: int, shape: tuple[int, int], gain: float | None = None,
-                 init_std: float | None = None):
+    def __init__(self, channels: int, shape: tuple[int, int], gain: float | None = None, init_std: float | None = None):
         super().__init__()
         f, t = shape
         # temporal vector: X u -> one score per frequency; spectral vector: X^T v -> one score per frame
@@ -136,8 +135,16 @@ class SpectroTemporalAttention(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int, in_shape: tuple[int, int], gain: float | None,
-                 shortcut_norm: bool = False, init_std: float | None = None):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        stride: int,
+        in_shape: tuple[int, int],
+        gain: float | None,
+        shortcut_norm: bool = False,
+        init_std: float | None = None,
+    ):
         super().__init__()
         self.out_shape = (_down(in_shape[0], stride), _down(in_shape[1], stride))
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)
@@ -174,8 +181,17 @@ class ATTN(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(1, chans[0], 3, padding=1), nn.BatchNorm2d(chans[0]), nn.ReLU())
         blocks, c_in, shape = [], chans[0], (fe.n_mels, fe.n_frames)
         for i, c in enumerate(chans[1:]):
-            blocks.append(ResidualAttentionBlock(c_in, c, 1 if i == 0 else 2, shape, settings.mask_gain,
-                                                 settings.shortcut_norm, settings.attention_init_std))
+            blocks.append(
+                ResidualAttentionBlock(
+                    c_in,
+                    c,
+                    1 if i == 0 else 2,
+                    shape,
+                    settings.mask_gain,
+                    settings.shortcut_norm,
+                    settings.attention_init_std,
+                )
+            )
             c_in, shape = c, blocks[-1].out_shape
         self.blocks = nn.Sequential(*blocks)
         self.out_shape = (c_in, *shape)

@@ -85,39 +85,91 @@ def _resolve(ref: Callable[..., Any] | str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
-_SAMAF = dict(kind="binary", loss="SAMAF",  # reconstruction, bit terms, hash and NT-Xent on the codes
-              objective="fplib.models.samaf:samaf_objective", family="samaf")
+_SAMAF = dict(
+    kind="binary",
+    loss="SAMAF",  # reconstruction, bit terms, hash and NT-Xent on the codes
+    objective="fplib.models.samaf:samaf_objective",
+    family="samaf",
+)
 _ATTN_TRAINING = {"temperature": 0.1}  # the released code's NT-Xent temperature (fplib.models.attn)
 # 100 frames per second at 8 kHz: 32-ms frames every 10 ms, 40 mel bands for 13 MFCCs (fplib.models.samaf)
 _MFCC_FRONTEND = {"n_fft": 256, "stft_hop": 80, "n_mels": 40}
 
 BUILTIN: tuple[Variant, ...] = (
     Variant("nafp", "fplib.models.nafp:build", description="NAFP as published (Chang 2021)"),
-    Variant("nafp_small", "fplib.models.nafp:build", {"width": 0.25},
-            description="NAFP at a quarter of the width, for CPU training and the demo"),
-    Variant("attn", "fplib.models.attn:build", training=_ATTN_TRAINING,
-            description="attention-based embeddings (Singh 2022)"),
-    Variant("attn_small", "fplib.models.attn:build", {"width": 0.25}, training=_ATTN_TRAINING,
-            description="ATTN at a quarter of the width, for CPU training and the demo"),
-    Variant("samaf", "fplib.models.samaf:build", **_SAMAF,
-            description="codes from a sequence-to-sequence LSTM autoencoder (Baez-Suarez 2020)"),
-    Variant("samaf_small", "fplib.models.samaf:build", {"hidden": 64, "layers": 1}, **_SAMAF,
-            description="SAMAF with one layer of 64 units, for CPU training and the demo"),
-    Variant("samaf_mfcc", "fplib.models.samaf:build", {"features": "mfcc"}, frontend=_MFCC_FRONTEND, **_SAMAF,
-            description="SAMAF on 13 MFCCs at 100 frames/s, its paper's input"),
+    Variant(
+        "nafp_small",
+        "fplib.models.nafp:build",
+        {"width": 0.25},
+        description="NAFP at a quarter of the width, for CPU training and the demo",
+    ),
+    Variant(
+        "attn",
+        "fplib.models.attn:build",
+        training=_ATTN_TRAINING,
+        description="attention-based embeddings (Singh 2022)",
+    ),
+    Variant(
+        "attn_small",
+        "fplib.models.attn:build",
+        {"width": 0.25},
+        training=_ATTN_TRAINING,
+        description="ATTN at a quarter of the width, for CPU training and the demo",
+    ),
+    Variant(
+        "samaf",
+        "fplib.models.samaf:build",
+        **_SAMAF,
+        description="codes from a sequence-to-sequence LSTM autoencoder (Baez-Suarez 2020)",
+    ),
+    Variant(
+        "samaf_small",
+        "fplib.models.samaf:build",
+        {"hidden": 64, "layers": 1},
+        **_SAMAF,
+        description="SAMAF with one layer of 64 units, for CPU training and the demo",
+    ),
+    Variant(
+        "samaf_mfcc",
+        "fplib.models.samaf:build",
+        {"features": "mfcc"},
+        frontend=_MFCC_FRONTEND,
+        **_SAMAF,
+        description="SAMAF on 13 MFCCs at 100 frames/s, its paper's input",
+    ),
 )
 
 _REGISTRY: dict[str, Variant] = {v.name: v for v in BUILTIN}
 
 
-def register(name: str, factory: Callable[..., Any] | str, *, kind: str = "float", description: str = "",
-             frontend: dict | None = None, loss: str = "NT-Xent", objective: Callable[..., Any] | str | None = None,
-             training: dict | None = None, family: str | None = None, **defaults) -> Variant:
+def register(
+    name: str,
+    factory: Callable[..., Any] | str,
+    *,
+    kind: str = "float",
+    description: str = "",
+    frontend: dict | None = None,
+    loss: str = "NT-Xent",
+    objective: Callable[..., Any] | str | None = None,
+    training: dict | None = None,
+    family: str | None = None,
+    **defaults,
+) -> Variant:
     """Add a variant at run time (tests, plugins): ``factory(fe=FrontEnd, **settings) -> nn.Module``;
     ``defaults`` are its settings; the other arguments are :class:`Variant`'s. Registering a name again
     replaces it (and returns the variant, so a test can restore the old one with :func:`add`)."""
-    v = Variant(name, factory, dict(defaults), kind, description, dict(frontend or {}), loss,
-                objective or CONTRASTIVE, dict(training or {}), family or "")
+    v = Variant(
+        name,
+        factory,
+        dict(defaults),
+        kind,
+        description,
+        dict(frontend or {}),
+        loss,
+        objective or CONTRASTIVE,
+        dict(training or {}),
+        family or "",
+    )
     return add(v)
 
 
@@ -143,8 +195,10 @@ def variant(name: str) -> Variant:
 
 def describe() -> str:
     """One line per variant (name, kind, description), for ``--help``."""
-    return "; ".join(f"{v.name} ({v.kind}{': ' + v.description if v.description else ''})"
-                     for v in (_REGISTRY[n] for n in model_names()))
+    return "; ".join(
+        f"{v.name} ({v.kind}{': ' + v.description if v.description else ''})"
+        for v in (_REGISTRY[n] for n in model_names())
+    )
 
 
 def build_model(name: str, fe: FrontEnd | None = None, **settings) -> tuple[nn.Module, dict]:
@@ -189,4 +243,3 @@ def loss_name(name: str | None) -> str:
 
 def n_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-

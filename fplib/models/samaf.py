@@ -124,6 +124,7 @@ def straight_through_sign(h: torch.Tensor) -> torch.Tensor:
 
 # -- losses --------------------------------------------------------------------------------------------------
 
+
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error over all elements: mean (recon - target)^2."""
     return (recon.float() - target.float()).square().mean()
@@ -155,14 +156,16 @@ def quantisation_loss(h: torch.Tensor) -> torch.Tensor:
     return (h.float().abs() - 1).square().mean()
 
 
-def contrastive_code_loss(b_a: torch.Tensor, b_b: torch.Tensor, temperature: float, gather: bool = True
-                          ) -> torch.Tensor:
+def contrastive_code_loss(
+    b_a: torch.Tensor, b_b: torch.Tensor, temperature: float, gather: bool = True
+) -> torch.Tensor:
     """NT-Xent (:func:`fplib.losses.nt_xent`) on the L2-normalised codes of the two views. For +-1 codes the
     inner product of the normalised codes is 1 - 2 Hamming / D, fplib's similarity of binary fingerprints."""
     return nt_xent(F.normalize(b_a.float(), dim=1), F.normalize(b_b.float(), dim=1), temperature, gather)
 
 
 # -- network -------------------------------------------------------------------------------------------------
+
 
 class SAMAF(nn.Module):
     """Log-mel ``float32 [B, 1, n_mels, n_frames]`` -> relaxed codes ``float32 [B, bits]`` in [-1, 1]."""
@@ -217,8 +220,9 @@ class SAMAF(nn.Module):
         return h, b, self.decode(b), f.flip(1)
 
 
-def samaf_objective(net: nn.Module, model: SAMAF, x_a: torch.Tensor, x_b: torch.Tensor, temperature: float,
-                    gather: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def samaf_objective(
+    net: nn.Module, model: SAMAF, x_a: torch.Tensor, x_b: torch.Tensor, temperature: float, gather: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """SAMAF's training objective on ``N`` (clean, degraded) pairs; one call of ``net`` on both views.
 
     pairs=True:  recon_w * MSE(both views) + hash_w * hash(b_a, b_b) + contrastive_w * NT-Xent(b_a, b_b)

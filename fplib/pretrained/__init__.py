@@ -20,7 +20,6 @@ from pathlib import Path
 
 from fplib import storage
 from fplib.errors import BadFileError, json_type, read_json
-from fplib.storage import file_checksum as sha256  # noqa: F401  (used by callers too)
 
 # the shipped models, the default first; every one stays loadable by name (``--model fplib-small-v1``)
 NAMES = ("fplib-small-v2", "fplib-small-v1")
@@ -59,9 +58,11 @@ def card(folder: str | os.PathLike | None = None, name: str | None = None) -> di
     name = _name(name)
     path = directory(folder) / f"{name}.json"
     if not path.exists():
-        raise PretrainedError(f"{path}: the shipped model's card is missing (the pretrained model is not installed "
-                              f"here); pass --model CHECKPOINT, or set {DIR_ENV} to a folder holding {name}.pt and "
-                              f"{name}.json")
+        raise PretrainedError(
+            f"{path}: the shipped model's card is missing (the pretrained model is not installed "
+            f"here); pass --model CHECKPOINT, or set {DIR_ENV} to a folder holding {name}.pt and "
+            f"{name}.json"
+        )
     c = read_json(path, "model card")
     if not isinstance(c, dict) or not isinstance(c.get("sha256"), str):
         what = json_type(c) if not isinstance(c, dict) else "no 'sha256'"
@@ -83,10 +84,12 @@ def default_model(folder: str | os.PathLike | None = None, name: str | None = No
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if _verified.get(key) != c["sha256"]:
-        got = sha256(path)
+        got = storage.file_checksum(path)
         if got != c["sha256"]:
-            raise PretrainedError(f"{path}: SHA-256 {got} differs from the card's {c['sha256']}: the file is "
-                                  f"damaged or was replaced; reinstall fplib or pass --model CHECKPOINT")
+            raise PretrainedError(
+                f"{path}: SHA-256 {got} differs from the card's {c['sha256']}: the file is "
+                f"damaged or was replaced; reinstall fplib or pass --model CHECKPOINT"
+            )
         _verified[key] = got
     return path
 
@@ -148,11 +151,18 @@ def export(checkpoint: str | os.PathLike, out_path: str | os.PathLike, card_fiel
     slim["model"] = weights
     save_checkpoint(out_path, slim)
     model, fe = load_model(out_path)  # it loads, and it is the model it claims to be
-    computed = {"file": out_path.name, "sha256": sha256(out_path), "bytes": out_path.stat().st_size,
-                "arch": ck["model_name"], "model_settings": ck["model_settings"],
-                "parameters": sum(p.numel() for p in model.parameters()), "frontend": fe.to_dict(),
-                "weights_dtype": "float16", "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "source_checkpoint_sha256": sha256(checkpoint)}
+    computed = {
+        "file": out_path.name,
+        "sha256": storage.file_checksum(out_path),
+        "bytes": out_path.stat().st_size,
+        "arch": ck["model_name"],
+        "model_settings": ck["model_settings"],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "frontend": fe.to_dict(),
+        "weights_dtype": "float16",
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "source_checkpoint_sha256": storage.file_checksum(checkpoint),
+    }
     card_ = {"name": out_path.stem, **dict.fromkeys(CARD_FIELDS), **(card_fields or {}), **computed}
     storage.write_json(out_path.with_suffix(".json"), card_)
     return card_

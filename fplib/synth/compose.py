@@ -22,12 +22,27 @@ SCALES: dict[str, tuple[int, ...]] = {
 }
 # Chord progressions as 0-based scale degrees (I V vi IV, I vi IV V, vi IV I V, ii V I, ...).
 _PROGRESSIONS: tuple[tuple[int, ...], ...] = (
-    (0, 4, 5, 3), (0, 5, 3, 4), (5, 3, 0, 4), (0, 3, 4, 3), (1, 4, 0, 0), (0, 3, 1, 4),
-    (0, 6, 5, 4), (0, 2, 3, 4), (3, 4, 0, 5), (0, 0, 3, 4), (0, 5, 1, 4), (0, 3, 5, 4),
+    (0, 4, 5, 3),
+    (0, 5, 3, 4),
+    (5, 3, 0, 4),
+    (0, 3, 4, 3),
+    (1, 4, 0, 0),
+    (0, 3, 1, 4),
+    (0, 6, 5, 4),
+    (0, 2, 3, 4),
+    (3, 4, 0, 5),
+    (0, 0, 3, 4),
+    (0, 5, 1, 4),
+    (0, 3, 5, 4),
 )
 # One beat of melody rhythm: note durations in beats.
 _CELLS: tuple[tuple[float, ...], ...] = (
-    (1.0,), (0.5, 0.5), (0.75, 0.25), (0.25, 0.25, 0.5), (0.5, 0.25, 0.25), (0.25, 0.25, 0.25, 0.25),
+    (1.0,),
+    (0.5, 0.5),
+    (0.75, 0.25),
+    (0.25, 0.25, 0.5),
+    (0.5, 0.25, 0.25),
+    (0.25, 0.25, 0.25, 0.25),
     (1 / 3, 1 / 3, 1 / 3),
 )
 _FORMS: tuple[str, ...] = ("ABAB", "AABA", "ABCB", "ABAC", "AABB", "ABCA", "ABBA", "ABCD")
@@ -51,8 +66,12 @@ class Notes:
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         on = np.asarray(self.on, dtype=np.float64)
         order = np.argsort(on, kind="stable")
-        return (on[order], np.asarray(self.dur, dtype=np.float64)[order],
-                np.asarray(self.midi, dtype=np.float64)[order], np.asarray(self.vel, dtype=np.float64)[order])
+        return (
+            on[order],
+            np.asarray(self.dur, dtype=np.float64)[order],
+            np.asarray(self.midi, dtype=np.float64)[order],
+            np.asarray(self.vel, dtype=np.float64)[order],
+        )
 
 
 class Song:
@@ -125,16 +144,18 @@ class Song:
             "bass": str(rng.choice(["whole", "root_fifth", "eighths", "synco", "walk"])),
             "synco": sorted({0, *(int(s) for s in rng.choice(4 * self.meter, int(rng.integers(2, 6))))}),
             "comp": str(rng.choice(["pad", "stabs", "arp", "pad", "strum"])),
-            "stabs": sorted(int(s) for s in rng.choice(np.arange(1, 2 * self.meter), int(rng.integers(2, 5)),
-                                                      replace=False)),
+            "stabs": sorted(
+                int(s) for s in rng.choice(np.arange(1, 2 * self.meter), int(rng.integers(2, 5)), replace=False)
+            ),
             "arp": (str(rng.choice(["up", "down", "updown", "random"])), 4 if self.tempo < 120 else 2),
             "drums": self._drum_pattern(energy),
             "melody": not intro or rng.random() < 0.4,
             "bass_on": not intro or rng.random() < 0.5,
             "drums_on": (rng.random() < 0.3) if intro else (rng.random() < 0.9),
             "density": float(np.clip(self.density + rng.uniform(-0.25, 0.25), 0.05, 1.0)),
-            "aux": [(int(s), float(rng.uniform(0.4, 1.0))) for s in range(4 * self.meter)
-                    if rng.random() < self.aux_density],
+            "aux": [
+                (int(s), float(rng.uniform(0.4, 1.0))) for s in range(4 * self.meter) if rng.random() < self.aux_density
+            ],
             "octave": 12 if (not intro and rng.random() < 0.2) else 0,
         }
         if intro and not spec["melody"]:  # an intro without melody still moves: an arpeggio
@@ -169,8 +190,7 @@ class Song:
             return "rest"
         if r < 0.08 + 0.2 * (1 - density):
             return "long"
-        w = np.array([2.0 - density, 2.0, 1.0, 1.0 * density, 1.0 * density, 1.5 * density ** 2, 0.3],
-                     dtype=np.float64)
+        w = np.array([2.0 - density, 2.0, 1.0, 1.0 * density, 1.0 * density, 1.5 * density**2, 0.3], dtype=np.float64)
         return _CELLS[int(rng.choice(len(_CELLS), p=w / w.sum()))]
 
     def _chord_timeline(self) -> list[tuple[float, float, int, int]]:
@@ -336,19 +356,27 @@ class Song:
                 stabs = set(spec["stabs"])
                 if rng.random() < 0.5:  # the stab rhythm varies from chord to chord
                     stabs ^= {int(rng.integers(1, 2 * self.meter))}
-                hits = [(s / 2, 0.3 + 0.2 * rng.random(), 0.7 + 0.2 * rng.random()) for s in sorted(stabs)
-                        if s / 2 < span]
+                hits = [
+                    (s / 2, 0.3 + 0.2 * rng.random(), 0.7 + 0.2 * rng.random()) for s in sorted(stabs) if s / 2 < span
+                ]
             else:  # arpeggio + a quiet pad underneath
                 hits = [(0.0, span * 0.97, 0.35)]
                 mode, per_beat = spec["arp"]
                 pool = np.concatenate([tones, tones + 12])
-                order = {"up": np.arange(len(pool)), "down": np.arange(len(pool))[::-1],
-                         "updown": np.r_[np.arange(len(pool)), np.arange(len(pool) - 2, 0, -1)],
-                         "random": rng.permutation(len(pool))}[mode]
+                order = {
+                    "up": np.arange(len(pool)),
+                    "down": np.arange(len(pool))[::-1],
+                    "updown": np.r_[np.arange(len(pool)), np.arange(len(pool) - 2, 0, -1)],
+                    "random": rng.permutation(len(pool)),
+                }[mode]
                 for s in range(int(span * per_beat)):
                     if s == 0 or rng.random() > 0.1:  # an occasional skipped note
-                        arp.add(start + s / per_beat, 0.9 / per_beat, float(pool[order[arp_i % len(order)]]),
-                                0.75 + 0.15 * (s % per_beat == 0) + rng.uniform(-0.1, 0.1))
+                        arp.add(
+                            start + s / per_beat,
+                            0.9 / per_beat,
+                            float(pool[order[arp_i % len(order)]]),
+                            0.75 + 0.15 * (s % per_beat == 0) + rng.uniform(-0.1, 0.1),
+                        )
                     arp_i += int(rng.choice([1, 1, 1, 2, -1, -2, 3]))  # the pattern wanders
             for t0, d, v in hits:
                 for vi in range(n_voices):
@@ -431,20 +459,31 @@ class Song:
             snare = [4, 8] if rng.random() < 0.5 else [8]
         else:
             style = str(rng.choice(["four", "rock", "half", "break", "random"]))
-            kick = {"four": [0, 4, 8, 12], "rock": [0, 8, 10] if rng.random() < 0.5 else [0, 8],
-                    "half": [0, 11] if rng.random() < 0.5 else [0], "break": [0, 10, 6],
-                    "random": [0, *(s for s in (2, 3, 6, 7, 10, 11, 14) if rng.random() < 0.3)]}[style]
+            kick = {
+                "four": [0, 4, 8, 12],
+                "rock": [0, 8, 10] if rng.random() < 0.5 else [0, 8],
+                "half": [0, 11] if rng.random() < 0.5 else [0],
+                "break": [0, 10, 6],
+                "random": [0, *(s for s in (2, 3, 6, 7, 10, 11, 14) if rng.random() < 0.3)],
+            }[style]
             snare = [8] if style == "half" else [4, 12]
-        hat_style = str(rng.choice(["8ths", "16ths", "offbeat", "quarters"], p=[0.45, 0.25 * energy + 0.05,
-                                                                                 0.2, 0.3 - 0.25 * energy]))
+        hat_style = str(
+            rng.choice(
+                ["8ths", "16ths", "offbeat", "quarters"], p=[0.45, 0.25 * energy + 0.05, 0.2, 0.3 - 0.25 * energy]
+            )
+        )
         every = {"8ths": 2, "16ths": 1, "offbeat": 4, "quarters": 4}[hat_style]
         first = 2 if hat_style == "offbeat" else 0
         hat = [(s, 0.8 if s % 4 == 0 else 0.55) for s in range(first, spb, every)]
         ohat = [(spb - 2, 0.6)] if rng.random() < 0.3 * energy + 0.1 else []
         if energy < 0.45 and rng.random() < 0.5:
             kick = kick[:1]
-        return {"kick": [(s, 1.0 if s == 0 else 0.85) for s in kick], "snare": [(s, 0.9) for s in snare],
-                "hat": hat, "ohat": ohat}
+        return {
+            "kick": [(s, 1.0 if s == 0 else 0.85) for s in kick],
+            "snare": [(s, 0.9) for s in snare],
+            "hat": hat,
+            "ohat": ohat,
+        }
 
     def _to_seconds(self, notes: Notes, jitter: float) -> Notes:
         if not notes.on:

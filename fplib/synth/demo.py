@@ -59,8 +59,7 @@ def item_seed(seed: int, kind: str, index: int) -> int:
 
 def _plan(spec: CorpusSpec) -> list[tuple[str, str, int, str]]:
     """Every file of a corpus: (folder, file name, seed, noise kind or "")."""
-    items = [("music", f"song_{i:03d}.flac", item_seed(spec.seed, "music", i), "")
-             for i in range(spec.n_songs)]
+    items = [("music", f"song_{i:03d}.flac", item_seed(spec.seed, "music", i), "") for i in range(spec.n_songs)]
     nk = len(NOISE_KINDS)
     for i in range(spec.n_noises):
         kind = NOISE_KINDS[i % nk]
@@ -70,9 +69,7 @@ def _plan(spec: CorpusSpec) -> list[tuple[str, str, int, str]]:
 
 
 # Names make_demo_corpus writes (and the temporary files of interrupted atomic writes of them).
-_OWN_FILE = re.compile(
-    r"^\.?(song_\d{3,}|room_\d{3,}|(" + "|".join(NOISE_KINDS) + r")_\d{2,})(\..*)?\.(flac|wav)$"
-)
+_OWN_FILE = re.compile(r"^\.?(song_\d{3,}|room_\d{3,}|(" + "|".join(NOISE_KINDS) + r")_\d{2,})(\..*)?\.(flac|wav)$")
 
 
 def _is_current(manifest: Path, spec_dict: dict, root: Path) -> bool:
@@ -110,8 +107,12 @@ def make_demo_corpus(
     wanted = {(folder, name) for folder, name, _, _ in plan}
     for folder, d in dirs.items():
         for f in d.iterdir():
-            if f.is_file() and _OWN_FILE.match(f.name) and (folder, f.name) not in wanted \
-                    and not storage.is_live_temp(f):  # another process may be writing the same corpus
+            if (
+                f.is_file()
+                and _OWN_FILE.match(f.name)
+                and (folder, f.name) not in wanted
+                and not storage.is_live_temp(f)
+            ):  # another process may be writing the same corpus
                 f.unlink()
     files = []
     for folder, name, seed, kind in tqdm(plan, desc="demo corpus", unit="file", disable=not progress):

@@ -101,4 +101,3 @@ def fades(x: np.ndarray, sr: int, seconds: float = 0.005) -> np.ndarray:
         x[:k] *= ramp
         x[-k:] *= ramp[::-1]
     return x
-

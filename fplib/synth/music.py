@@ -26,45 +26,58 @@ PEAK_DBFS = -1.0  # songs are peak-normalised to this level
 
 def _instrument(rng: np.random.Generator, role: str) -> dict[str, Any]:
     """Random timbre parameters for a part ("melody", "chords", "arp" or "bass")."""
-    names = {"melody": ["lead", "fm_brass", "fm_bell", "pluck", "square", "flute"],
-             "chords": ["pad", "organ", "epiano", "strings", "pluck"],
-             "arp": ["pluck", "fm_bell", "lead", "square"],
-             "bass": ["sub", "saw", "fm_bass", "pluck"]}[role]
+    names = {
+        "melody": ["lead", "fm_brass", "fm_bell", "pluck", "square", "flute"],
+        "chords": ["pad", "organ", "epiano", "strings", "pluck"],
+        "arp": ["pluck", "fm_bell", "lead", "square"],
+        "bass": ["sub", "saw", "fm_bass", "pluck"],
+    }[role]
     name = str(rng.choice(names))
     u = rng.uniform
-    p: dict[str, Any] = {"name": name, "kind": "add", "detune": 0.0, "vibrato": (0.0, 0.0, 0.0),
-                         "breath": 0.0}
+    p: dict[str, Any] = {"name": name, "kind": "add", "detune": 0.0, "vibrato": (0.0, 0.0, 0.0), "breath": 0.0}
     if name in ("lead", "square", "strings", "saw", "sub", "flute", "pad", "organ"):
-        slope = {"lead": u(0.8, 1.6), "square": u(0.9, 1.2), "strings": u(0.9, 1.3), "saw": u(0.9, 1.2),
-                 "sub": u(2.5, 4.0), "flute": u(2.5, 3.5), "pad": u(1.0, 1.6), "organ": 0.0}[name]
+        slope = {
+            "lead": u(0.8, 1.6),
+            "square": u(0.9, 1.2),
+            "strings": u(0.9, 1.3),
+            "saw": u(0.9, 1.2),
+            "sub": u(2.5, 4.0),
+            "flute": u(2.5, 3.5),
+            "pad": u(1.0, 1.6),
+            "organ": 0.0,
+        }[name]
         odd = {"square": u(0.0, 0.15), "flute": u(0.3, 0.7)}.get(name, u(0.5, 1.0))
-        p.update(slope=slope, odd=odd, n_harm=int(rng.integers(8, 24)), dark=u(1.5, 4.0),
-                 bright_tau=u(0.05, 0.4))
+        p.update(slope=slope, odd=odd, n_harm=int(rng.integers(8, 24)), dark=u(1.5, 4.0), bright_tau=u(0.05, 0.4))
     if name == "organ":
         draw = np.zeros(16)
         for h in (1, 2, 3, 4, 6, 8, 10, 12, 16):
             draw[h - 1] = u(0.0, 1.0) if h > 1 else 1.0
         p.update(drawbars=draw, adsr=(0.01, 0.2, 0.9, 0.05), bright_tau=0.0)
     elif name in ("fm_brass", "fm_bell", "epiano", "fm_bass"):
-        ratio = {"fm_brass": 1.0, "fm_bell": float(rng.choice([1.4, 2.0, 3.5, 3.0])),
-                 "epiano": float(rng.choice([1.0, 2.0])), "fm_bass": float(rng.choice([0.5, 1.0, 2.0]))}[name]
-        index = {"fm_brass": u(1.5, 4.0), "fm_bell": u(1.5, 5.0), "epiano": u(1.0, 3.0),
-                 "fm_bass": u(1.0, 3.0)}[name]
+        ratio = {
+            "fm_brass": 1.0,
+            "fm_bell": float(rng.choice([1.4, 2.0, 3.5, 3.0])),
+            "epiano": float(rng.choice([1.0, 2.0])),
+            "fm_bass": float(rng.choice([0.5, 1.0, 2.0])),
+        }[name]
+        index = {"fm_brass": u(1.5, 4.0), "fm_bell": u(1.5, 5.0), "epiano": u(1.0, 3.0), "fm_bass": u(1.0, 3.0)}[name]
         p.update(kind="fm", ratio=ratio, index=index, index_tau=u(0.05, 0.5), index_sus=u(0.05, 0.4))
     elif name == "pluck":
         p.update(kind="pluck", t60=u(0.6, 2.5), lowpass=u(0.0, 0.7))
-    adsr = {"lead": (u(0.005, 0.05), u(0.1, 0.4), u(0.5, 0.9), u(0.05, 0.2)),
-            "square": (u(0.003, 0.02), u(0.1, 0.3), u(0.4, 0.8), u(0.03, 0.1)),
-            "flute": (u(0.04, 0.1), 0.2, u(0.7, 0.9), u(0.05, 0.15)),
-            "strings": (u(0.08, 0.3), 0.5, u(0.7, 0.9), u(0.2, 0.5)),
-            "pad": (u(0.2, 0.6), 1.0, u(0.7, 0.95), u(0.3, 0.8)),
-            "fm_brass": (u(0.02, 0.08), u(0.2, 0.5), u(0.5, 0.8), u(0.05, 0.15)),
-            "fm_bell": (0.002, u(0.3, 1.0), 0.0, u(0.2, 0.6)),
-            "epiano": (0.003, u(0.5, 1.5), u(0.0, 0.3), u(0.1, 0.3)),
-            "fm_bass": (0.004, u(0.1, 0.4), u(0.3, 0.7), 0.05),
-            "saw": (0.004, u(0.1, 0.4), u(0.4, 0.8), 0.05),
-            "sub": (0.006, 0.3, u(0.7, 1.0), 0.06),
-            "pluck": (0.001, 1.0, 1.0, u(0.05, 0.2))}
+    adsr = {
+        "lead": (u(0.005, 0.05), u(0.1, 0.4), u(0.5, 0.9), u(0.05, 0.2)),
+        "square": (u(0.003, 0.02), u(0.1, 0.3), u(0.4, 0.8), u(0.03, 0.1)),
+        "flute": (u(0.04, 0.1), 0.2, u(0.7, 0.9), u(0.05, 0.15)),
+        "strings": (u(0.08, 0.3), 0.5, u(0.7, 0.9), u(0.2, 0.5)),
+        "pad": (u(0.2, 0.6), 1.0, u(0.7, 0.95), u(0.3, 0.8)),
+        "fm_brass": (u(0.02, 0.08), u(0.2, 0.5), u(0.5, 0.8), u(0.05, 0.15)),
+        "fm_bell": (0.002, u(0.3, 1.0), 0.0, u(0.2, 0.6)),
+        "epiano": (0.003, u(0.5, 1.5), u(0.0, 0.3), u(0.1, 0.3)),
+        "fm_bass": (0.004, u(0.1, 0.4), u(0.3, 0.7), 0.05),
+        "saw": (0.004, u(0.1, 0.4), u(0.4, 0.8), 0.05),
+        "sub": (0.006, 0.3, u(0.7, 1.0), 0.06),
+        "pluck": (0.001, 1.0, 1.0, u(0.05, 0.2)),
+    }
     p.setdefault("adsr", adsr.get(name, (0.01, 0.2, 0.8, 0.1)))
     if name in ("lead", "flute", "strings", "fm_brass") and rng.random() < 0.8:
         p["vibrato"] = (u(4.5, 6.5), u(0.1, 0.35), u(0.1, 0.3))  # Hz, semitones, onset delay s
@@ -117,8 +130,7 @@ def _harmonic_amps(p: dict[str, Any], n_harm: int) -> tuple[np.ndarray, np.ndarr
     return amps, amps * np.exp(-(h - 1) / p["dark"])
 
 
-def _render_voices(notes: list[Notes], p: dict[str, Any], n: int, sr: int,
-                   rng: np.random.Generator) -> np.ndarray:
+def _render_voices(notes: list[Notes], p: dict[str, Any], n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     """Render monophonic lines (chord voices share one instrument) with instrument ``p``: float32 [n]."""
     out = np.zeros(n, dtype=np.float32)
     for line in notes:
@@ -170,8 +182,16 @@ def _render_voices(notes: list[Notes], p: dict[str, Any], n: int, sr: int,
     return out
 
 
-def _render_pluck(out: np.ndarray, on_s: np.ndarray, dur_s: np.ndarray, midi: np.ndarray, vel: np.ndarray,
-                  p: dict[str, Any], sr: int, rng: np.random.Generator) -> None:
+def _render_pluck(
+    out: np.ndarray,
+    on_s: np.ndarray,
+    dur_s: np.ndarray,
+    midi: np.ndarray,
+    vel: np.ndarray,
+    p: dict[str, Any],
+    sr: int,
+    rng: np.random.Generator,
+) -> None:
     """Karplus-Strong plucked strings, one comb filter (``scipy.signal.lfilter``) per note."""
     n = out.shape[0]
     on = np.round(on_s * sr).astype(np.int64)
@@ -191,7 +211,7 @@ def _render_pluck(out: np.ndarray, on_s: np.ndarray, dur_s: np.ndarray, midi: np
         c = (1 - frac) / (1 + frac)
         g = 10 ** (-3.0 / (p["t60"] * f0))  # per-period loss for the wanted 60 dB decay time
         loop = np.zeros(big_n + 3)
-        loop[big_n:big_n + 3] = 0.5 * g * np.array([c, 1 + c, 1.0])  # z^-N (1 + z^-1)/2 (c + z^-1)
+        loop[big_n : big_n + 3] = 0.5 * g * np.array([c, 1 + c, 1.0])  # z^-N (1 + z^-1)/2 (c + z^-1)
         a = np.zeros(big_n + 3)
         a[:2] = [1.0, c]
         a -= loop
@@ -224,9 +244,17 @@ def _drum_kit(rng: np.random.Generator, sr: int) -> tuple[dict[str, np.ndarray],
         tt = t(seconds)
         return dsp.filt(sos, rng.standard_normal(len(tt))) * np.exp(-tt / tau).astype(np.float32)
 
-    prm: dict[str, Any] = {"kick_hz": u(100, 200), "kick_end_hz": u(40, 60), "kick_decay_s": u(0.12, 0.35),
-           "snare_hz": u(150, 250), "snare_noise": u(0.5, 1.5), "snare_decay_s": u(0.08, 0.2),
-           "hat_hp_hz": u(5000, 7000), "hat_decay_s": u(0.02, 0.06), "tom_hz": u(90, 140)}
+    prm: dict[str, Any] = {
+        "kick_hz": u(100, 200),
+        "kick_end_hz": u(40, 60),
+        "kick_decay_s": u(0.12, 0.35),
+        "snare_hz": u(150, 250),
+        "snare_noise": u(0.5, 1.5),
+        "snare_decay_s": u(0.08, 0.2),
+        "hat_hp_hz": u(5000, 7000),
+        "hat_decay_s": u(0.02, 0.06),
+        "tom_hz": u(90, 140),
+    }
     kick = swept(prm["kick_hz"], prm["kick_end_hz"], u(0.02, 0.06), prm["kick_decay_s"], 0.6)
     kick[: int(0.003 * sr)] += rng.uniform(-0.4, 0.4, int(0.003 * sr)).astype(np.float32)
     snare = swept(prm["snare_hz"] * 1.3, prm["snare_hz"], 0.01, u(0.04, 0.1), 0.4)
@@ -247,7 +275,7 @@ def _drum_kit(rng: np.random.Generator, sr: int) -> tuple[dict[str, np.ndarray],
     elif aux == "clap":
         c = noise(0.3, u(0.05, 0.12), dsp.sos("bandpass", (900, 3000), sr, 2))
         for j in (1, 2):
-            c[int(j * 0.01 * sr):] += c[: len(c) - int(j * 0.01 * sr)] * 0.8
+            c[int(j * 0.01 * sr) :] += c[: len(c) - int(j * 0.01 * sr)] * 0.8
         kit["aux"] = c
     elif aux == "rim":
         kit["aux"] = swept(u(1500, 2500), u(800, 1500), 0.005, 0.015, 0.1)
@@ -266,11 +294,21 @@ def _drum_kit(rng: np.random.Generator, sr: int) -> tuple[dict[str, np.ndarray],
     return {k: dsp.fades(v / np.abs(v).max(), sr, 0.002) for k, v in kit.items()}, prm
 
 
-def _render_drums(hits: dict[str, list[tuple[float, float]]], kit: dict[str, np.ndarray], n: int,
-                  sr: int) -> np.ndarray:
+def _render_drums(
+    hits: dict[str, list[tuple[float, float]]], kit: dict[str, np.ndarray], n: int, sr: int
+) -> np.ndarray:
     out = np.zeros(n, dtype=np.float32)
-    gains = {"kick": 1.0, "snare": 0.8, "hat": 0.35, "ohat": 0.3, "crash": 0.35, "tom1": 0.7, "tom2": 0.7,
-             "tom3": 0.7, "aux": 0.3}
+    gains = {
+        "kick": 1.0,
+        "snare": 0.8,
+        "hat": 0.35,
+        "ohat": 0.3,
+        "crash": 0.35,
+        "tom1": 0.7,
+        "tom2": 0.7,
+        "tom3": 0.7,
+        "aux": 0.3,
+    }
     for name, hs in hits.items():
         sample = kit[name] * gains[name]
         for t0, vel in hs:
@@ -314,8 +352,11 @@ def synth_song(seed: int, seconds: float, sr: int = MUSIC_SR) -> tuple[np.ndarra
     peak = float(np.abs(mix).max())
     mix = dsp.fades(mix * (10 ** (PEAK_DBFS / 20) / peak if peak > 0 else 1.0), sr)
     beat_s = 60.0 / song.tempo
-    sections = [(lab, bar0 * song.meter * beat_s, nb) for lab, _, bar0, nb in song.sections
-                if bar0 * song.meter * beat_s < seconds]
+    sections = [
+        (lab, bar0 * song.meter * beat_s, nb)
+        for lab, _, bar0, nb in song.sections
+        if bar0 * song.meter * beat_s < seconds
+    ]
     labels = list(dict.fromkeys(lab for lab, _, _ in sections))
     meta = {
         "seed": int(seed),

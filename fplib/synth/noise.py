@@ -15,8 +15,13 @@ NOISE_RMS_DBFS = -20.0  # noises are RMS-normalised to this level (then limited 
 NOISE_KINDS: tuple[str, ...] = ("white", "pink", "brown", "babble", "traffic", "rain", "hum", "cafe")
 # Vowel formants (F1, F2, F3) in Hz, for the babble voices.
 _VOWELS: tuple[tuple[float, float, float], ...] = (
-    (730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410),
-    (660, 1720, 2410), (440, 1020, 2240),
+    (730, 1090, 2440),
+    (270, 2290, 3010),
+    (300, 870, 2240),
+    (530, 1840, 2480),
+    (570, 840, 2410),
+    (660, 1720, 2410),
+    (440, 1020, 2240),
 )
 
 
@@ -33,7 +38,7 @@ def _babble(rng: np.random.Generator, n: int, sr: int, n_voices: int) -> np.ndar
         n_harm = max(1, int(0.45 * sr / f.max()))
         h = np.arange(1, n_harm + 1)
         phase = np.cumsum(f / sr) + rng.random()
-        (voiced,) = dsp.lookup([dsp.table(h ** -1.4)], phase)
+        (voiced,) = dsp.lookup([dsp.table(h**-1.4)], phase)
         # syllables (~4-7 per second) grouped into phrases separated by pauses
         bounds, vowels, talking, t = [0], [], [], 0
         speaking = rng.random() < 0.7
