@@ -77,7 +77,7 @@ lock:
 	grep -qx 'torch==2.13.0+cpu' $(LOCK)
 
 demo: nbstripout
-	$(PY) -m fplib.notebooks --profile demo
+	$(VENV)/bin/fplib notebooks --profile demo
 
 # every tier: unit, slow and notebooks (CI runs this); `make test-fast` is the fast tier alone (plain pytest)
 test: nbstripout

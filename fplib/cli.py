@@ -151,6 +151,7 @@ def _late_exit_code(e: BaseException) -> int | None:
         ("fplib.train", ("TrainingDiverged",), USAGE),
         ("fplib.corpus_packages", ("CorpusError",), FAILED),
         ("fplib.streams", ("ListenError",), USAGE),
+        ("fplib.notebooks", ("NotebookFailed",), FAILED),
     ):
         mod = sys.modules.get(module)
         if mod is not None and isinstance(e, tuple(getattr(mod, n) for n in names)):
@@ -1234,6 +1235,59 @@ def listen_main(argv: list[str] | None = None) -> int:
     return _run(_listen_parser(), argv, _listen)
 
 
+def _notebooks_parser() -> argparse.ArgumentParser:
+    ap = Parser(
+        prog="fplib notebooks",
+        description="Run the numbered notebooks headless with papermill (make demo runs --profile demo), with the "
+        "parameters of params/PROFILE/; executed copies land in outputs/RUN_NAME/notebooks/.",
+        epilog="exit status: 0 done, 1 a notebook failed (the executed copy with the error is named), 2 usage or "
+        "parameter error, 130 interrupted",
+    )
+    ap.add_argument("--profile", default="demo", help="parameter profile: a folder under params/ (default: demo)")
+    ap.add_argument("--only", nargs="*", help="run only these notebooks (prefixes such as 01 02)")
+    ap.add_argument("--run_name", help="override every notebook's run_name")
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a parameter in every notebook that has it (VALUE is YAML: 3, 0.5, true, [0, 10])",
+    )
+    ap.add_argument("--quiet", action="store_true", help="do not echo the notebooks' output")
+    ap.add_argument(
+        "--cell_timeout",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="fail a cell that runs longer than this (default: fplib.notebooks.CELL_TIMEOUT_S, 1800)",
+    )
+    return ap
+
+
+def _notebooks(args: argparse.Namespace) -> None:
+    from fplib import notebooks
+
+    t0 = time.time()
+    extra = notebooks.parse_settings(args.set)
+    executed = notebooks.run(
+        args.profile,
+        args.only,
+        args.run_name,
+        extra=extra,
+        log_output=not args.quiet,
+        cell_timeout=args.cell_timeout or notebooks.CELL_TIMEOUT_S,
+    )
+    print(f"== {len(executed)} notebook(s), profile {args.profile}, done in {time.time() - t0:.0f} s", flush=True)
+    summary = notebooks.results_summary(executed)
+    if summary:
+        print(summary)
+
+
+def notebooks_main(argv: list[str] | None = None) -> int:
+    """Run the numbered notebooks headless (make demo): one profile of parameters, end to end."""
+    return _run(_notebooks_parser(), argv, _notebooks, again="run the same command again")
+
+
 COMMANDS = {
     "generate_training_dataset": generate_training_dataset_main,
     "trainer": trainer_main,
@@ -1244,6 +1298,7 @@ COMMANDS = {
     "db": db_main,
     "listen": listen_main,
     "build_corpus": build_corpus_main,
+    "notebooks": notebooks_main,
 }
 
 

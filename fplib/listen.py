@@ -25,6 +25,10 @@ and an offset that advances with the stream; the next answer only for a differen
 offset (more than ``jump_s`` from where the current song should be). When the recent seconds name a
 new song, the buffer is cut to them (the old song's windows are dropped). When the current song has
 not been accepted for ``forget_s`` seconds, a "lost" event says so and the next answer starts afresh.
+
+The matching state (buffer, fingerprints, candidates, scoring and the decision on any recent stretch)
+is :class:`Matcher`; :class:`Listener` turns its decisions into answers, and
+:class:`fplib.segments.Segmenter` turns the same decisions into segments with start and end.
 """
 
 from __future__ import annotations
@@ -81,6 +85,8 @@ class _Decision:
     confidence: float
     score: float
     threshold: float
+    position_s: float = 0.0  # where the song is at the decision's time, not clamped at its start (can be < 0)
+    runner_up: float = 0.0  # the best other song's score (0 when there is none)
 
 
 class _Phase:
@@ -130,42 +136,32 @@ class _Phase:
                 self.free.append(r)
 
 
-class Listener:
-    """Feed audio (``float32`` mono at the catalogue's rate) with :meth:`feed`; get :class:`Event` s.
+class Matcher:
+    """The incremental sequence matching of a stream (the module's docstring says how): a rolling buffer of
+    ``window_s`` seconds, its fingerprints and candidate alignments, kept up to date hop by hop and scored
+    over any recent stretch as :meth:`Recognizer.recognize` scores that audio. :class:`Listener` and
+    :class:`fplib.segments.Segmenter` decide on it.
 
-    ``rec`` supplies the model, the index, the catalogue's fingerprints, the query phases, the decision
-    and the threshold (as loaded by :func:`fplib.search.recognizer_from_files`). ``window_s``: the
-    rolling buffer; ``change_s``: the recent stretch also decided on every hop (``None``: only the whole
-    buffer); ``confirm``: consecutive accepting hops before an answer; ``jump_s``: an offset this far
-    from where the current song should be is a new answer; ``forget_s``: silence about the current
-    song after which it is reported lost.
-    """
+    ``lookahead_s``: when more audio than a hop is waiting, fingerprint and search up to this much of it in
+    one batch (the windows are the same, only batched; 0: window by window as each hop completes, as live
+    listening does). Memory: the buffer, ``4 x window_s x sr`` bytes of audio, plus per phase its
+    fingerprints and, per candidate, one similarity per buffer window; at most ``k`` candidates per
+    window in the buffer are kept, so every size is bounded by ``window_s`` (plus ``lookahead_s`` of
+    fingerprints waiting)."""
 
-    def __init__(
-        self,
-        rec: Recognizer,
-        window_s: float = 10.0,
-        change_s: float | None = 3.0,
-        confirm: int = 4,
-        jump_s: float = 1.5,
-        forget_s: float = 4.0,
-    ):
+    def __init__(self, rec: Recognizer, window_s: float, lookahead_s: float = 0.0):
         self.rec, fe = rec, rec.fe
         self.sr, self.hop, self.win = fe.sr, fe.hop_len, fe.win_len
         self.phases, self.qhop = rec.phases, rec.query_fe.hop_len
         self.max_windows = n_windows(int(round(window_s * fe.sr)), fe)
         if self.max_windows < 1:
             raise ValueError(f"window_s must be at least one {fe.win_s} s window, got {window_s}")
-        self.change_windows = None if change_s is None else max(1, n_windows(int(round(change_s * fe.sr)), fe))
-        if confirm < 1:
-            raise ValueError(f"confirm must be >= 1, got {confirm}")
-        self.confirm, self.jump_s, self.forget_s = confirm, jump_s, forget_s
+        self.lookahead = max(0, int(round(lookahead_s * fe.sr / self.qhop)))  # query windows
         self.kind = rec.kind  # float vectors or packed binary codes (fplib.codes)
-        self.timings: list[dict[str, float]] = []  # per hop: model_ms, search_ms, match_ms
         self.reset()
 
     def reset(self) -> None:
-        """Forget the buffer, the candidates and the current answer (the stream clock goes on)."""
+        """Forget the buffer and the candidates (the stream clock goes on)."""
         self.origin = getattr(self, "origin", 0) + getattr(self, "end", 0)  # stream samples before the buffer
         self.first = 0  # first hop (grid window) in the buffer, counted from origin
         self.end = 0  # samples since origin processed (windows formed up to here)
@@ -174,11 +170,8 @@ class Listener:
         self.phase = [
             _Phase(self.max_windows + 1, self.rec.matrix.shape[1], self.rec.dtype) for _ in range(self.phases)
         ]
-        self.current: _Decision | None = None
-        self.current_at = 0.0  # stream time of the current answer's offset
-        self.last_seen = 0.0  # stream time the current song was last accepted
-        self.streak: list[_Decision] = []
-        self.streak_at: list[float] = []
+        self.ahead: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # (phase, window) -> (q, ids)
+        self.added: list[tuple[int, int]] = []  # the (phase, window)s the last hop added, in time order
 
     @property
     def time_s(self) -> float:
@@ -190,66 +183,84 @@ class Listener:
         return self.buf[: self.end - self.first * self.hop].copy()
 
     # -- the stream --------------------------------------------------------------------------
-    def feed(self, chunk: np.ndarray) -> list[Event]:
-        """Add audio; process every complete hop; return the events it caused."""
+    def hops(self, chunk: np.ndarray) -> Iterator[tuple[float, float, float]]:
+        """Add audio; for every complete hop: roll the buffer, fingerprint and search the new windows, add
+        them, and yield ``(model_ms, search_ms, perf_counter())`` (the caller decides on the buffer then)."""
         chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
         if not np.isfinite(chunk).all():
             chunk = np.nan_to_num(chunk, nan=0.0, posinf=0.0, neginf=0.0)
         self.pending = np.concatenate([self.pending, chunk])
-        events: list[Event] = []
         while True:
             need = self.win if self.end == 0 else self.hop
             if len(self.pending) < need:
-                return events
+                return
             self.buf = np.concatenate([self.buf, self.pending[:need]])
             self.pending = self.pending[need:]
             self.end += need
-            events += self._step()
+            yield self._step()
 
-    def _step(self) -> list[Event]:
-        """The buffer grew by one hop: roll it, add the new windows, decide."""
+    def _step(self) -> tuple[float, float, float]:
+        """The buffer grew by one hop: roll it, add the new windows."""
         while n_windows(self.end - self.first * self.hop, self.rec.fe) > self.max_windows:
-            self._drop_hop()
+            self.drop_hop()
         t0 = time.perf_counter()
-        new = self._new_windows()
-        t1 = time.perf_counter()
-        if new:
-            scores, ids = self.rec.index.search(new[1], self.rec.k)
-        t2 = time.perf_counter()
-        if new:
-            for (p, i), q, row in zip(new[0], new[1], ids):
-                self._add_window(p, i, q, row)
-        events = self._decide()
-        t3 = time.perf_counter()
-        self.timings.append({"model_ms": 1000 * (t1 - t0), "search_ms": 1000 * (t2 - t1), "match_ms": 1000 * (t3 - t2)})
-        return events
+        todo = self._todo()
+        missing = [w for w in todo if w not in self.ahead]
+        t1 = t2 = time.perf_counter()
+        if missing:
+            t1, t2 = self._search(missing[0], len(missing))
+        for p, i in todo:
+            q, ids = self.ahead.pop((p, i))
+            self._add_window(p, i, q, ids)
+        self.added = todo
+        return 1000 * (t1 - t0), 1000 * (t2 - t1), t2
 
-    def _drop_hop(self) -> None:
+    def drop_hop(self) -> None:
+        """Drop the buffer's oldest hop (its windows and the candidates only they proposed)."""
         for ph in self.phase:
             ph.drop_window(self.first)
         self.first += 1
         self.buf = self.buf[self.hop :]
+        self.ahead = {w: v for w, v in self.ahead.items() if w[1] >= self.first}
 
     def _phase_hi(self, p: int, end: int) -> int:
         """Windows of phase ``p`` that fit in the first ``end`` samples."""
         room = end - self.win - p * self.qhop
         return 0 if room < 0 else room // self.hop + 1
 
-    def _new_windows(self) -> tuple[list[tuple[int, int]], np.ndarray] | None:
+    def _todo(self) -> list[tuple[int, int]]:
+        """The (phase, window)s the buffer now holds that have not been added, in time order."""
         todo = [
             (p, i)
             for p, ph in enumerate(self.phase)
             for i in range(max(ph.hi, self.first), self._phase_hi(p, self.end))
         ]
-        if not todo:
-            return None
-        todo.sort(key=lambda pi: pi[1] * self.phases + pi[0])  # in time order: consecutive query windows
-        j0 = todo[0][1] * self.phases + todo[0][0]
+        return sorted(todo, key=lambda pi: pi[1] * self.phases + pi[0])
+
+    def _fingerprints(self, start: tuple[int, int], n: int) -> np.ndarray:
+        """The fingerprints of ``n`` consecutive query windows from ``start`` (in the buffer, then the audio
+        waiting)."""
+        j0 = start[1] * self.phases + start[0]
         lo = j0 * self.qhop - self.first * self.hop
-        seg = self.buf[lo : lo + (len(todo) - 1) * self.qhop + self.win]
-        q = fingerprint(seg, self.rec.model, self.rec.query_fe, device=self.rec.device)
-        assert len(q) == len(todo)
-        return todo, q
+        need = lo + (n - 1) * self.qhop + self.win
+        audio_ = self.buf if need <= len(self.buf) else np.concatenate([self.buf, self.pending])
+        q = fingerprint(audio_[lo:need], self.rec.model, self.rec.query_fe, device=self.rec.device)
+        assert len(q) == n
+        return q
+
+    def _search(self, start: tuple[int, int], n: int) -> tuple[float, float]:
+        """Fingerprint and search ``n`` consecutive query windows from ``start`` in one batch (with a lookahead,
+        also those after them that the audio waiting holds, up to ``lookahead`` in all), into ``ahead``;
+        returns when the network and the search finished."""
+        j0 = start[1] * self.phases + start[0]
+        available = self.end + len(self.pending)  # samples from origin
+        n = max(n, min(self.lookahead, (available - self.win) // self.qhop - j0 + 1))
+        q = self._fingerprints(start, n)
+        t1 = time.perf_counter()
+        _, ids = self.rec.index.search(q, self.rec.k)
+        for j, qj, row in zip(range(j0, j0 + n), q, ids):
+            self.ahead[(j % self.phases, j // self.phases)] = (qj, row)
+        return t1, time.perf_counter()
 
     def _add_window(self, p: int, i: int, q: np.ndarray, ids: np.ndarray) -> None:
         ph = self.phase[p]
@@ -283,9 +294,9 @@ class Listener:
         ph.sims[rows[:, None], cols[None, :]] = np.where(inside, sims, 0.0)
 
     # -- matching ----------------------------------------------------------------------------
-    def _ranking(self, first: int) -> list[tuple[float, int, float]]:
-        """(score, song index, offset at hop ``first`` in s), best song first, from the windows from hop
-        ``first`` on: what ``Recognizer.recognize`` finds for that audio."""
+    def ranking(self, first: int) -> list[tuple[float, int, float]]:
+        """(score, song index, offset at hop ``first`` in s, not clamped at the song's start), best song
+        first, from the windows from hop ``first`` on: what ``Recognizer.recognize`` finds for that audio."""
         best: dict[int, tuple[float, float]] = {}
         for p, ph in enumerate(self.phase):
             hi = self._phase_hi(p, self.end)
@@ -302,46 +313,122 @@ class Listener:
             for r, sc in zip(rows[keep].tolist(), scores[keep].tolist()):
                 si = int(ph.song[r])
                 if sc > best.get(si, (-np.inf, 0.0))[0]:
-                    offset = max(0.0, ((int(ph.start[r]) + first) * self.hop - p * self.qhop) / self.sr)
-                    best[si] = (float(sc), offset)
+                    best[si] = (float(sc), ((int(ph.start[r]) + first) * self.hop - p * self.qhop) / self.sr)
         return sorted(((sc, si, off) for si, (sc, off) in best.items()), key=lambda t: -t[0])
 
     def matches(self, seconds: float | None = None) -> list[Match]:
         """The songs matching the whole buffer (or its last ``seconds``), best first, offsets at the start
         of that audio, as :meth:`Recognizer.recognize` returns them."""
-        first = self._first_for(seconds)
-        return [Match(self.rec.songs[si].id, self.rec.songs[si].name, off, sc) for sc, si, off in self._ranking(first)]
+        first = self.first_for(seconds)
+        return [
+            Match(self.rec.songs[si].id, self.rec.songs[si].name, max(0.0, off), sc)
+            for sc, si, off in self.ranking(first)
+        ]
 
-    def _first_for(self, seconds: float | None) -> int:
+    def first_for(self, seconds: float | None) -> int:
+        """The first hop of the buffer's last ``seconds`` (None: of the whole buffer)."""
         last = (self.end - self.win) // self.hop  # the latest hop with a whole grid window
         if seconds is None:
             return self.first
         return max(self.first, last - max(1, n_windows(int(round(seconds * self.sr)), self.rec.fe)) + 1)
 
-    def _decision(self, first: int) -> _Decision | None:
+    def decision(self, first: int) -> _Decision | None:
+        """The recogniser's decision on the audio from hop ``first`` on (None: no windows, silent, or no
+        candidate)."""
         lo = (first - self.first) * self.hop
         seg = self.buf[lo : self.end - self.first * self.hop]
         if n_windows(len(seg), self.rec.fe) == 0 or audio.peak_dbfs(seg) < audio.SILENCE_DBFS:
             return None
-        ranking = self._ranking(first)
+        ranking = self.ranking(first)
         if not ranking:
             return None
         score, si, off = ranking[0]
-        conf = score - (ranking[1][0] if len(ranking) > 1 else 0.0) if self.rec.decision == "margin" else score
+        second = ranking[1][0] if len(ranking) > 1 else 0.0
+        conf = score - second if self.rec.decision == "margin" else score
         thr = self.rec.threshold_for(n_windows(len(seg), self.rec.fe))
         heard = len(seg) / self.sr
-        return _Decision(bool(conf >= thr), si, off + heard, heard, float(conf), float(score), float(thr))
+        accepted, conf, score, thr = bool(conf >= thr), float(conf), float(score), float(thr)
+        return _Decision(accepted, si, max(0.0, off) + heard, heard, conf, score, thr, off + heard, second)
+
+
+class Listener:
+    """Feed audio (``float32`` mono at the catalogue's rate) with :meth:`feed`; get :class:`Event` s.
+
+    ``rec`` supplies the model, the index, the catalogue's fingerprints, the query phases, the decision
+    and the threshold (as loaded by :func:`fplib.search.recognizer_from_files`). ``window_s``: the
+    rolling buffer; ``change_s``: the recent stretch also decided on every hop (``None``: only the whole
+    buffer); ``confirm``: consecutive accepting hops before an answer; ``jump_s``: an offset this far
+    from where the current song should be is a new answer; ``forget_s``: silence about the current
+    song after which it is reported lost. The matching itself is :attr:`matcher` (a :class:`Matcher`).
+    """
+
+    def __init__(
+        self,
+        rec: Recognizer,
+        window_s: float = 10.0,
+        change_s: float | None = 3.0,
+        confirm: int = 4,
+        jump_s: float = 1.5,
+        forget_s: float = 4.0,
+    ):
+        self.rec, fe = rec, rec.fe
+        self.matcher = Matcher(rec, window_s)
+        self.change_windows = None if change_s is None else max(1, n_windows(int(round(change_s * fe.sr)), fe))
+        if confirm < 1:
+            raise ValueError(f"confirm must be >= 1, got {confirm}")
+        self.confirm, self.jump_s, self.forget_s = confirm, jump_s, forget_s
+        self.timings: list[dict[str, float]] = []  # per hop: model_ms, search_ms, match_ms
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the buffer, the candidates and the current answer (the stream clock goes on)."""
+        self.matcher.reset()
+        self.current: _Decision | None = None
+        self.current_at = 0.0  # stream time of the current answer's offset
+        self.last_seen = 0.0  # stream time the current song was last accepted
+        self.streak: list[_Decision] = []
+        self.streak_at: list[float] = []
+
+    @property
+    def phase(self) -> list[_Phase]:
+        """The candidates of each query phase (:class:`Matcher`)."""
+        return self.matcher.phase
+
+    @property
+    def time_s(self) -> float:
+        """Stream time of the audio processed so far."""
+        return self.matcher.time_s
+
+    def buffer(self) -> np.ndarray:
+        """The audio of the rolling buffer (what :meth:`matches` scores)."""
+        return self.matcher.buffer()
+
+    def matches(self, seconds: float | None = None) -> list[Match]:
+        """The songs matching the whole buffer (or its last ``seconds``), best first, offsets at the start
+        of that audio, as :meth:`Recognizer.recognize` returns them."""
+        return self.matcher.matches(seconds)
+
+    # -- the stream --------------------------------------------------------------------------
+    def feed(self, chunk: np.ndarray) -> list[Event]:
+        """Add audio; process every complete hop; return the events it caused."""
+        events: list[Event] = []
+        for model_ms, search_ms, t2 in self.matcher.hops(chunk):
+            events += self._decide()
+            self.timings.append(
+                {"model_ms": model_ms, "search_ms": search_ms, "match_ms": 1000 * (time.perf_counter() - t2)}
+            )
+        return events
 
     # -- answers -----------------------------------------------------------------------------
     def _decide(self) -> list[Event]:
         now = self.time_s
-        whole = self._decision(self.first)
+        whole = self.matcher.decision(self.matcher.first)
         recent_first = None
         if self.change_windows is not None:
-            f = self._first_for(self.change_windows * self.rec.fe.hop_s)
-            if f > self.first:
+            f = self.matcher.first_for(self.change_windows * self.rec.fe.hop_s)
+            if f > self.matcher.first:
                 recent_first = f
-        recent = self._decision(recent_first) if recent_first is not None else None
+        recent = self.matcher.decision(recent_first) if recent_first is not None else None
         pick = None
         if (
             recent is not None
@@ -370,8 +457,8 @@ class Listener:
             known = cur is not None and self._same(cur, self.current_at, pick, now)
             if len(self.streak) >= self.confirm and not known:
                 if from_recent and recent_first is not None:  # the music changed: forget what came before
-                    while self.first < recent_first:
-                        self._drop_hop()
+                    while self.matcher.first < recent_first:
+                        self.matcher.drop_hop()
                 self.current, self.current_at, self.last_seen = pick, now, now
                 song = self.rec.songs[pick.song]
                 events.append(

@@ -1,4 +1,5 @@
-"""Run the numbered notebooks headless with papermill: ``python -m fplib.notebooks --profile demo``.
+"""Run the numbered notebooks headless with papermill: ``fplib notebooks --profile demo`` (also
+``python -m fplib.notebooks --profile demo``; the command is in :mod:`fplib.cli`).
 
 Parameters for a profile come from ``params/<profile>/<notebook>.yaml`` (overrides only; a missing
 file means the notebook's own defaults). They are checked against the notebook's ``parameters`` cell
@@ -12,7 +13,6 @@ output indented under it (``--quiet`` leaves that out), and the time each notebo
 
 from __future__ import annotations
 
-import argparse
 import ast
 import re
 import sys
@@ -27,7 +27,7 @@ from fplib import runs, storage
 from fplib.config import ParameterError, check_type
 
 # A cell running longer than this fails the run instead of hanging it (the demo's longest takes ~1 min);
-# run(cell_timeout=...) and --cell-timeout override it.
+# run(cell_timeout=...) and --cell_timeout override it.
 CELL_TIMEOUT_S = 1800
 # The kernel manager provisions CurveZMQ keys for the kernel (its kernelspec declares support), so the
 # local kernel's sockets are encrypted and the kernel does not warn that they are plain-text TCP.
@@ -286,64 +286,39 @@ def run(
     return executed
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fplib.notebooks", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="demo", help="parameter profile: a folder under params/ (default: demo)")
-    ap.add_argument("--only", nargs="*", help="run only these notebooks (prefixes such as 01 02)")
-    ap.add_argument("--run-name", help="override every notebook's run_name")
-    ap.add_argument(
-        "--set",
-        nargs="*",
-        default=[],
-        metavar="NAME=VALUE",
-        help="override a parameter in every notebook that has it (VALUE is YAML: 3, 0.5, true, [0, 10])",
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` overrides (VALUE is YAML: ``3``, ``0.5``, ``true``, ``[0, 10]``) -> ``{name: value}``;
+    :class:`ParameterError` for a malformed item or a name no notebook's parameters cell declares."""
+    extra = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ParameterError(f"--set expects NAME=VALUE, got {item!r}")
+        extra[name] = yaml.safe_load(value)
+    known = set().union(*(parameters_cell(nb) for nb in list_notebooks()))
+    if set(extra) - known:
+        raise ParameterError(f"--set: unknown parameter(s) {sorted(set(extra) - known)}")
+    return extra
+
+
+def results_summary(executed: list[Path]) -> str | None:
+    """The headline table of a run that ended with notebook 05 (its ``results.json``), else None."""
+    results = runs.Run(executed[-1].parent.parent).results if executed else None
+    if results is None or not results.exists() or not executed[-1].stem.startswith("05"):
+        return None
+    from fplib.viz import headline_markdown  # matplotlib: only when there is a table to show
+
+    metrics = storage.read_json(results)
+    return (
+        f"\n== results: {results} (per SNR too; the executed notebook 05 explains every column)\n"
+        f"{headline_markdown(metrics['headline'])}\n"
+        "top-1: right song and offset, accepted as in the database; ranked first: the right answer ranked "
+        "first, before the threshold;\nFP: out-of-database queries accepted; ms per query: front end, "
+        "model, search and decision; DB bytes/s: index size per second of audio."
     )
-    ap.add_argument("--quiet", action="store_true", help="do not echo the notebooks' output")
-    ap.add_argument(
-        "--cell-timeout",
-        type=int,
-        default=CELL_TIMEOUT_S,
-        metavar="SECONDS",
-        help=f"fail a cell that runs longer than this (default: {CELL_TIMEOUT_S})",
-    )
-    args = ap.parse_args(argv)
-    try:
-        extra = {}
-        for item in args.set:
-            name, sep, value = item.partition("=")
-            if not sep:
-                raise ParameterError(f"--set expects NAME=VALUE, got {item!r}")
-            extra[name] = yaml.safe_load(value)
-        known = set().union(*(parameters_cell(nb) for nb in list_notebooks()))
-        if set(extra) - known:
-            raise ParameterError(f"--set: unknown parameter(s) {sorted(set(extra) - known)}")
-        t0 = time.time()
-        executed = run(
-            args.profile,
-            args.only,
-            args.run_name,
-            extra=extra,
-            log_output=not args.quiet,
-            cell_timeout=args.cell_timeout,
-        )
-        print(f"== {len(executed)} notebook(s), profile {args.profile}, done in {time.time() - t0:.0f} s", flush=True)
-        results = runs.Run(executed[-1].parent.parent).results if executed else None
-        if results is not None and results.exists() and executed[-1].stem.startswith("05"):
-            from fplib.viz import headline_markdown
-
-            metrics = storage.read_json(results)
-            print(
-                f"\n== results: {results} (per SNR too; the executed notebook 05 explains every column)\n"
-                f"{headline_markdown(metrics['headline'])}\n"
-                "top-1: right song and offset, accepted as in the database; ranked first: the right answer ranked "
-                "first, before the threshold;\nFP: out-of-database queries accepted; ms per query: front end, "
-                "model, search and decision; DB bytes/s: index size per second of audio."
-            )
-    except (ParameterError, FileNotFoundError, ValueError, NotebookFailed) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m fplib.notebooks ...` is the command `fplib notebooks ...`
+    from fplib.cli import notebooks_main
+
+    sys.exit(notebooks_main())

@@ -57,6 +57,7 @@ LAYERS = [
     "search",
     "streams",
     "listen",
+    "segments",
     "landmark",
     "queries",
     "evaluate",
@@ -235,8 +236,12 @@ def test_lock_is_cpu_only():
 
 
 def _fplib_imports(path: Path) -> set[str]:
+    """The fplib modules a file imports, outside its ``if __name__ == "__main__":`` block (an entry point, such as
+    ``python -m fplib.notebooks`` calling its command in fplib.cli, is not a dependency of the module)."""
+    tree = ast.parse(path.read_text())
+    tree.body = [n for n in tree.body if not (isinstance(n, ast.If) and "__main__" in ast.unparse(n.test))]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fplib"):
             parts = node.module.split(".")
             found |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names}

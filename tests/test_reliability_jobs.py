@@ -467,9 +467,7 @@ def test_a_name_that_is_a_path_is_refused(argv, option, tmp_path, capsys, monkey
 
 
 def test_notebook_profile_must_be_a_name(capsys):
-    from fplib import notebooks
-
-    assert notebooks.main(["--profile", "../params/demo", "--only", "01"]) == 2
+    assert cli.main(["notebooks", "--profile", "../params/demo", "--only", "01"]) == 2
     assert "a profile is the plain name of a folder under params/, not a path" in capsys.readouterr().err
 
 
