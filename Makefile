@@ -31,16 +31,13 @@ help:
 	@echo "make corpus - build the real training corpus from Debian packages into outputs/corpus (ARGS=... for build_corpus)"
 	@echo "make lock   - regenerate $(LOCK) (every package, exact versions) from pyproject.toml"
 
-# Exactly the lock, nothing resolved here, installed by uv (pinned in the lock; 11 s against pip's 82 s on 2
-# cores, the same packages) from the indexes pip is configured with (.ci/uv_index_args.py), or by pip if uv
-# fails. Nothing resolved: torch is the CPU build (2.13.0+cpu, a local wheel on these
-# machines or PyTorch's CPU index elsewhere); an unpinned torch would pull multi-GB CUDA builds.
+# Exactly the lock, nothing resolved here: torch is the CPU build (2.13.0+cpu, a local wheel on these
+# machines or PyTorch's CPU index elsewhere); an unpinned torch would pull multi-GB CUDA builds. (uv was
+# measured in pip's place, 11 s against 82 s, and not adopted: it installed another wheel of one pinned
+# package than pip does here, see README "Set-up".)
 $(STAMP): $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP) "$$(grep -m1 '^uv==' $(LOCK))" 2>&1 | $(PIPQUIET)
-	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -r $(LOCK) $$($(PY) .ci/uv_index_args.py) || \
-		{ echo "uv could not install the lock; installing it with pip"; \
-		  $(PY) -m pip install $(PIP) --no-deps -r $(LOCK) 2>&1 | $(PIPQUIET); }
+	$(PY) -m pip install $(PIP) --no-deps -r $(LOCK) 2>&1 | $(PIPQUIET)
 	$(PY) -m pip install $(PIP) --no-deps --no-build-isolation -e . 2>&1 | $(PIPQUIET)
 	$(PY) -m pip check
 	$(PY) -c "import torch, fplib; assert torch.__version__ == '2.13.0+cpu', torch.__version__"
