@@ -1042,11 +1042,21 @@ def _recognize_parser() -> argparse.ArgumentParser:
         epilog="The threshold comes from NAME.threshold.json next to the index (calibrate_threshold), else from the "
         "shipped model's card when the catalogue was made by the shipped model; otherwise recognize refuses "
         "to decide (run calibrate_threshold, or pass --no-threshold). Exit status: 0 every query answered, "
-        "1 some queries could not be read (listed), 2 usage or input error.",
+        "1 some queries could not be read (listed), 2 usage or input error. A recording longer than 3 minutes "
+        "is answered for its first 3 minutes; --segments lists every song of a recording of any length.",
     )
     ap.add_argument(
         "queries", nargs="+", help="recordings (1 s or longer): wav, flac, mp3, m4a, aac, ogg, opus, webm, ..."
     )
+    ap.add_argument(
+        "--segments",
+        action="store_true",
+        help="every song in each recording, of any length (a broadcast, a DJ set): one line per segment, song, "
+        "start and end in the recording, offset in the song, confidence, and the unknown stretches between "
+        "(with --json one object per segment: file, song (null when unknown), song_id, start_s, end_s, offset_s, "
+        "confidence, threshold); memory does not grow with the recording",
+    )
+    ap.add_argument("--no_progress", action="store_true", help="--segments: no progress bar")
     ap.add_argument("--model", default=None, help=f"checkpoint that made the catalogue (default: {SHIPPED})")
     ap.add_argument("--catalogue", required=True, help="catalogue folder (generate_fingerprints)")
     ap.add_argument(
@@ -1105,6 +1115,8 @@ def _recognize(args: argparse.Namespace) -> int:
     )
     note = f"threshold: {rec.threshold_source}; decision {rec.decision}, {rec.phases} phase(s)"
     print(note, file=sys.stderr if args.json else sys.stdout)
+    if args.segments:
+        return _print_segments(rec, args)
     answers = search.Recognitions(rec, args.queries, method=args.method, top=args.top)
     for answer in answers:
         if args.json:
@@ -1115,6 +1127,32 @@ def _recognize(args: argparse.Namespace) -> int:
             print(*answer.lines(), sep="\n")
     print(answers.summary(), file=sys.stderr if args.json else sys.stdout)
     return FAILED if answers.failed else OK
+
+
+def _print_segments(rec, args: argparse.Namespace) -> int:
+    """``recognize --segments``: each recording's segments as they close (fplib.segments)."""
+    from fplib import audio, segments, streams
+
+    found = unknown = failed = 0
+    for q in args.queries:
+        try:
+            for seg in segments.segment_file(rec, q, progress=not args.no_progress):
+                found += seg.song is not None
+                unknown += seg.song is None
+                if args.json:
+                    print(json.dumps({"file": q, **seg.to_json()}, ensure_ascii=False), flush=True)
+                else:
+                    print(f"{q}  {seg}", flush=True)
+        except (audio.AudioError, streams.ListenError, OSError) as e:
+            failed += 1
+            if args.json:
+                print(json.dumps({"file": q, "error": str(e)}, ensure_ascii=False))
+            _err(e if str(e).startswith(q) else f"{q}: {e}")
+    summary = (
+        f"{len(args.queries)} recording(s): {found} song segment(s), {unknown} unknown stretch(es), {failed} failed"
+    )
+    print(summary, file=sys.stderr if args.json else sys.stdout)
+    return FAILED if failed else OK
 
 
 def recognize_main(argv: list[str] | None = None) -> int:
@@ -1162,6 +1200,13 @@ def _listen_parser() -> argparse.ArgumentParser:
         "file: process no faster than real time, as if live (default); --no-realtime: as fast as possible",
     )
     ap.add_argument("--json", action="store_true", help="one JSON object a line per event")
+    ap.add_argument(
+        "--segments",
+        action="store_true",
+        help="print segments as they close instead of events: song, start and end in the stream, offset in the "
+        "song, confidence, and the unknown stretches between (recognize --segments's segmenter; --window, "
+        "--change, --confirm, --jump and --forget are the events' settings)",
+    )
     ap.add_argument("--window", type=float, default=10.0, help="rolling buffer, s (default: 10)")
     ap.add_argument(
         "--change",
@@ -1224,7 +1269,13 @@ def _listen(args: argparse.Namespace) -> int | None:
         rec = listener.rec
         print(f"threshold: {rec.threshold_source}; decision {rec.decision}, {rec.phases} phase(s)", file=sys.stderr)
         with source.open(rec.fe.sr) as chunks:
-            listen.run(listener, chunks, as_json=args.json)
+            if args.segments:
+                from fplib.segments import Segmenter
+
+                for seg in Segmenter(rec, block_s=0).segments(chunks):  # decided as each hop arrives
+                    print(json.dumps(seg.to_json(), ensure_ascii=False) if args.json else str(seg), flush=True)
+            else:
+                listen.run(listener, chunks, as_json=args.json)
     except KeyboardInterrupt:  # how a live stream is stopped: not an error to report
         return INTERRUPTED
     return None

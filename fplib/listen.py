@@ -77,7 +77,9 @@ class Event:
 
 
 @dataclass(frozen=True)
-class _Decision:
+class Decision:
+    """The recogniser's decision on a recent stretch of the stream (:meth:`Matcher.decision`)."""
+
     accepted: bool
     song: int  # song index into Recognizer.songs (-1: none)
     offset_now_s: float
@@ -128,6 +130,10 @@ class _Phase:
 
     def drop_window(self, i: int) -> None:
         self.sims[:, i % self.width] = 0.0
+        self.forget_window(i)
+
+    def forget_window(self, i: int) -> None:
+        """Window ``i`` no longer proposes candidates: drop those that no other window proposes."""
         for r in self.proposed.pop(i, []):
             self.count[r] -= 1
             if self.count[r] == 0:
@@ -142,14 +148,16 @@ class Matcher:
     over any recent stretch as :meth:`Recognizer.recognize` scores that audio. :class:`Listener` and
     :class:`fplib.segments.Segmenter` decide on it.
 
-    ``lookahead_s``: when more audio than a hop is waiting, fingerprint and search up to this much of it in
-    one batch (the windows are the same, only batched; 0: window by window as each hop completes, as live
-    listening does). Memory: the buffer, ``4 x window_s x sr`` bytes of audio, plus per phase its
-    fingerprints and, per candidate, one similarity per buffer window; at most ``k`` candidates per
-    window in the buffer are kept, so every size is bounded by ``window_s`` (plus ``lookahead_s`` of
-    fingerprints waiting)."""
+    ``candidates_s``: candidates are those proposed by the windows of the buffer's last ``candidates_s``
+    seconds (None: of the whole buffer), so only stretches that recent can be scored (:meth:`ranking`),
+    at less cost per hop. ``lookahead_s``: when more audio than a hop is waiting, fingerprint and search
+    up to this much of it in one batch (the windows are the same, only batched; 0: window by window as
+    each hop completes, as live listening does). Memory: the buffer, ``4 x window_s x sr`` bytes of
+    audio, plus per phase its fingerprints and, per candidate, one similarity per buffer window; at
+    most ``k`` candidates per window are kept, so every size is bounded by ``window_s`` (plus
+    ``lookahead_s`` of fingerprints waiting)."""
 
-    def __init__(self, rec: Recognizer, window_s: float, lookahead_s: float = 0.0):
+    def __init__(self, rec: Recognizer, window_s: float, lookahead_s: float = 0.0, candidates_s: float | None = None):
         self.rec, fe = rec, rec.fe
         self.sr, self.hop, self.win = fe.sr, fe.hop_len, fe.win_len
         self.phases, self.qhop = rec.phases, rec.query_fe.hop_len
@@ -157,6 +165,8 @@ class Matcher:
         if self.max_windows < 1:
             raise ValueError(f"window_s must be at least one {fe.win_s} s window, got {window_s}")
         self.lookahead = max(0, int(round(lookahead_s * fe.sr / self.qhop)))  # query windows
+        keep = self.max_windows if candidates_s is None else n_windows(int(round(candidates_s * fe.sr)), fe)
+        self.keep = min(self.max_windows, max(1, keep))  # grid windows whose proposals are candidates
         self.kind = rec.kind  # float vectors or packed binary codes (fplib.codes)
         self.reset()
 
@@ -164,6 +174,7 @@ class Matcher:
         """Forget the buffer and the candidates (the stream clock goes on)."""
         self.origin = getattr(self, "origin", 0) + getattr(self, "end", 0)  # stream samples before the buffer
         self.first = 0  # first hop (grid window) in the buffer, counted from origin
+        self.forgotten = 0  # windows before this one propose no candidates (see candidates_s)
         self.end = 0  # samples since origin processed (windows formed up to here)
         self.buf = np.zeros(0, np.float32)  # samples from origin + first * hop
         self.pending = np.zeros(0, np.float32)  # received, not yet processed
@@ -203,6 +214,11 @@ class Matcher:
         """The buffer grew by one hop: roll it, add the new windows."""
         while n_windows(self.end - self.first * self.hop, self.rec.fe) > self.max_windows:
             self.drop_hop()
+        if self.keep < self.max_windows:
+            while self.forgotten <= (self.end - self.win) // self.hop - self.keep:
+                for ph in self.phase:
+                    ph.forget_window(self.forgotten)
+                self.forgotten += 1
         t0 = time.perf_counter()
         todo = self._todo()
         missing = [w for w in todo if w not in self.ahead]
@@ -282,7 +298,7 @@ class Matcher:
                 fresh.append(r)
         ph.proposed[i] = rows
         if fresh:
-            self._fill(ph, np.array(fresh), np.arange(self.first, i + 1))
+            self._fill(ph, np.array(fresh), np.arange(max(self.first, self.forgotten), i + 1))
 
     def _fill(self, ph: _Phase, rows: np.ndarray, windows: np.ndarray) -> None:
         """Similarities of ``rows`` at ``windows``: query window i against database window start + i."""
@@ -296,7 +312,8 @@ class Matcher:
     # -- matching ----------------------------------------------------------------------------
     def ranking(self, first: int) -> list[tuple[float, int, float]]:
         """(score, song index, offset at hop ``first`` in s, not clamped at the song's start), best song
-        first, from the windows from hop ``first`` on: what ``Recognizer.recognize`` finds for that audio."""
+        first, from the windows from hop ``first`` on: what ``Recognizer.recognize`` finds for that audio
+        (``first`` must be among the windows whose proposals are candidates, see ``candidates_s``)."""
         best: dict[int, tuple[float, float]] = {}
         for p, ph in enumerate(self.phase):
             hi = self._phase_hi(p, self.end)
@@ -332,7 +349,7 @@ class Matcher:
             return self.first
         return max(self.first, last - max(1, n_windows(int(round(seconds * self.sr)), self.rec.fe)) + 1)
 
-    def decision(self, first: int) -> _Decision | None:
+    def decision(self, first: int) -> Decision | None:
         """The recogniser's decision on the audio from hop ``first`` on (None: no windows, silent, or no
         candidate)."""
         lo = (first - self.first) * self.hop
@@ -348,7 +365,7 @@ class Matcher:
         thr = self.rec.threshold_for(n_windows(len(seg), self.rec.fe))
         heard = len(seg) / self.sr
         accepted, conf, score, thr = bool(conf >= thr), float(conf), float(score), float(thr)
-        return _Decision(accepted, si, max(0.0, off) + heard, heard, conf, score, thr, off + heard, second)
+        return Decision(accepted, si, max(0.0, off) + heard, heard, conf, score, thr, off + heard, second)
 
 
 class Listener:
@@ -383,10 +400,10 @@ class Listener:
     def reset(self) -> None:
         """Forget the buffer, the candidates and the current answer (the stream clock goes on)."""
         self.matcher.reset()
-        self.current: _Decision | None = None
+        self.current: Decision | None = None
         self.current_at = 0.0  # stream time of the current answer's offset
         self.last_seen = 0.0  # stream time the current song was last accepted
-        self.streak: list[_Decision] = []
+        self.streak: list[Decision] = []
         self.streak_at: list[float] = []
 
     @property
@@ -493,7 +510,7 @@ class Listener:
             self.current = None
         return events
 
-    def _same(self, a: _Decision, a_at: float, b: _Decision, b_at: float) -> bool:
+    def _same(self, a: Decision, a_at: float, b: Decision, b_at: float) -> bool:
         """Same song, and b's offset is where a's would have moved to by b's time."""
         return a.song == b.song and abs(a.offset_now_s + (b_at - a_at) - b.offset_now_s) <= self.jump_s
 

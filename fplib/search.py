@@ -74,11 +74,18 @@ class Result:
     timings_ms: dict[str, float] = field(default_factory=dict)  # front end + model, search
     confidence: float | None = None  # what the threshold is compared with (see Recognizer's decision)
     threshold: float | None = None  # the threshold for this query's length (None: every query is accepted)
-    query_s: float = 0.0  # the query's duration (s)
+    query_s: float = 0.0  # the duration answered for (s): the query's, or the first MAX_QUERY_S of a longer file
+    recording_s: float | None = None  # a file's whole duration, when it is longer than what was answered for
 
     @property
     def best(self) -> Match | None:
         return self.matches[0] if self.matches else None
+
+
+# A query file longer than this is answered for its first MAX_QUERY_S seconds, read alone (so memory does not
+# grow with the file: a 2-hour recording decoded whole took 4.7 GB); every song of a long recording, with where
+# each starts and ends, is what fplib.segments finds (recognize --segments).
+MAX_QUERY_S = 180.0
 
 
 class Recognizer:
@@ -153,9 +160,18 @@ class Recognizer:
         return np.searchsorted(self.starts, ids, side="right") - 1
 
     def load_query(self, query: str | os.PathLike | np.ndarray) -> np.ndarray:
-        """A query file or array -> checked ``float32 [T]`` at the front end's rate."""
+        """A query file or array -> checked ``float32 [T]`` at the front end's rate; of a file longer than
+        :data:`MAX_QUERY_S`, its first :data:`MAX_QUERY_S` seconds (read alone: memory does not grow with the
+        file)."""
         if isinstance(query, str | os.PathLike):
-            wav = audio.load(query, self.fe.sr, min_duration=self.fe.win_s, allow_silent=True)
+            long = audio.info(query).duration > MAX_QUERY_S
+            wav = audio.load(
+                query,
+                self.fe.sr,
+                duration=MAX_QUERY_S if long else None,
+                min_duration=self.fe.win_s,
+                allow_silent=True,
+            )
             name = str(query)
         else:
             wav = np.asarray(query, dtype=np.float32)
@@ -172,6 +188,14 @@ class Recognizer:
             raise ValueError(f"method must be 'sequence' or 'vote', got {method!r}")
         wav = self.load_query(query)
         query_s = len(wav) / self.fe.sr
+        result = self._recognize(wav, query_s, method, top)
+        if isinstance(query, str | os.PathLike) and len(wav) >= round(MAX_QUERY_S * self.fe.sr):
+            recording_s = audio.info(query).duration  # the header: the rest of the file is never read
+            if recording_s > query_s + 1.0:
+                result = replace(result, recording_s=recording_s)
+        return result
+
+    def _recognize(self, wav: np.ndarray, query_s: float, method: str, top: int) -> Result:
         thr = self.threshold_for(n_windows(len(wav), self.fe))
         thr = thr if np.isfinite(thr) else None
         if audio.peak_dbfs(wav) < audio.SILENCE_DBFS:
@@ -523,6 +547,7 @@ class Answer:
             "reason": r.reason or None,
             "query_start_s": 0.0,
             "query_end_s": round(r.query_s, 4),
+            "recording_s": None if r.recording_s is None else round(r.recording_s, 3),
             "timings_ms": {k: round(v, 3) for k, v in r.timings_ms.items()},
             "matches": [
                 {"song": m.name, "song_id": m.song_id, "offset_s": round(m.offset_s, 4), "score": m.score}
@@ -543,15 +568,23 @@ class Answer:
             conf += f" {'>=' if r.in_database else '<'} threshold {r.threshold:.3f}"
         elif conf:
             conf += ", no threshold"
+        note = (
+            []
+            if r.recording_s is None
+            else [
+                f"{q}: a {r.recording_s / 60:.0f}-min recording, answered for its first {r.query_s:.0f} s; "
+                f"`recognize --segments` lists every song in it, with where each starts and ends"
+            ]
+        )
         if not r.in_database:
             best = f"; best guess {r.best.name} at {r.best.offset_s:.1f} s" if r.best else ""
-            return [f"{q} {span}: not in the database ({r.reason}{', ' + conf if conf else ''}{best})"]
+            return [f"{q} {span}: not in the database ({r.reason}{', ' + conf if conf else ''}{best})", *note]
         return [
             f"{q} {span}: {m.name} at {m.offset_s:.1f} s (score {m.score:.3f}, {conf})"
             if rank == 0
             else f"{q}   {rank + 1}. {m.name} at {m.offset_s:.1f} s (score {m.score:.3f})"
             for rank, m in enumerate(r.matches)
-        ]
+        ] + note
 
 
 class Recognitions:

@@ -32,6 +32,7 @@ SLOW_FIXTURES = {
     "test_reliability_files.py": "world",
     "test_listen.py": "setup",
     "test_families.py": "trained",
+    "test_segments.py": "world",
 }
 
 
