@@ -241,3 +241,62 @@ def save_queries(path: str | os.PathLike, queries: list[Query]) -> None:
 
 def load_queries(path: str | os.PathLike) -> list[Query]:
     return [Query(**{**q, "repeats": tuple(q.get("repeats", ()))}) for q in storage.read_json(path)]
+
+
+@dataclass(frozen=True)
+class Played:
+    """What plays in a stretch of a mixtape (:func:`mixtape`): a catalogue song (``song``, its catalogue name;
+    ``offset_s``, where in the song the recording is at ``start_s``) or an unknown stretch (``song`` None: a
+    song outside the catalogue). Where two songs crossfade, the boundary is the crossfade's middle."""
+
+    start_s: float
+    end_s: float
+    song: str | None = None
+    offset_s: float | None = None
+
+
+def mixtape(
+    songs: list[tuple[str, str | None]],
+    seconds: float = 25.0,
+    crossfade_s: float = 4.0,
+    seed: int = 0,
+    sr: int = audio.SR,
+) -> tuple[np.ndarray, list[Played]]:
+    """A long recording made of ``songs`` (``[(file, catalogue name or None for a song outside the catalogue)]``)
+    one after another as a DJ set plays them: ``seconds`` of each from a seeded position, equal-power crossfades
+    of ``crossfade_s``; and the truth, one :class:`Played` per song (consecutive unknown ones merged).
+    Degrade it as a query (:func:`fplib.augment.convolve_ir`, :func:`fplib.augment.add_noise`) to listen to it
+    in a room."""
+    rng = item_rng(seed, "mixtape")
+    n, fade = int(round(seconds * sr)), int(round(crossfade_s * sr))
+    step = n - fade
+    out = np.zeros(step * len(songs) + fade, np.float32)
+    ramp = np.sin(np.linspace(0.0, np.pi / 2, fade, dtype=np.float32)) ** 2
+    truth: list[Played] = []
+    for i, (path, name) in enumerate(songs):
+        room = max(0.0, audio.info(path).duration - seconds)
+        offset = math.floor(float(rng.uniform(0.0, room)) * 100) / 100
+        x = audio.load(path, sr, offset=offset, duration=min(seconds, audio.info(path).duration - offset))
+        x = np.pad(x, (0, max(0, n - len(x))))[:n] * np.float32(0.1 / max(float(np.sqrt(np.mean(x**2))), 1e-6))
+        if i:
+            x[:fade] *= ramp
+        if i < len(songs) - 1:
+            x[-fade:] *= ramp[::-1]
+        out[i * step : i * step + n] += x
+        start = 0.0 if i == 0 else (i * step + fade / 2) / sr
+        end = len(out) / sr if i == len(songs) - 1 else ((i + 1) * step + fade / 2) / sr
+        if name is None and truth and truth[-1].song is None:
+            truth[-1] = replace(truth[-1], end_s=end)
+        else:
+            truth.append(Played(start, end, name, None if name is None else offset + start - i * step / sr))
+    return np.clip(out, -1.0, 1.0), truth
+
+
+def degrade(wav: np.ndarray, irs: IRBank, noises: NoiseBank, snr_db: float, seed: int = 0) -> np.ndarray:
+    """``wav`` through a room of ``irs`` and with noise of ``noises`` at ``snr_db`` dB, both drawn from
+    ``seed``: a recording of it played in a room (a query's degradations, :func:`render`, for any length)."""
+    rng = item_rng(seed, "degrade")
+    x = torch.from_numpy(np.asarray(wav, np.float32))[None]
+    x = convolve_ir(x, torch.from_numpy(irs.irs[int(rng.integers(len(irs)))])[None])
+    x = add_noise(x, torch.from_numpy(noises.sample(rng, x.shape[1]).copy())[None], torch.tensor([float(snr_db)]))
+    return (x / x.abs().max().clamp_min(1.0))[0].numpy().astype(np.float32)

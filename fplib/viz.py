@@ -556,3 +556,47 @@ def plot_alignment(al: dict, truth_s: float | None = None, title: str = "") -> p
     plt.colorbar(im, ax=ax, label="inner product")
     ax.set_title(title or "the query's windows against the song's around the found offset", fontsize=9)
     return fig
+
+
+def plot_timeline(truth: Sequence[dict], found: Sequence[dict], title: str = "") -> plt.Figure:
+    """A long recording as a timeline: one row per song, bars where it plays, the truth (grey, upper half of the
+    row) above what was found (lower half: green where it overlaps the truth of the same song, red where not);
+    the last row, the unknown stretches (audio from outside the catalogue: truth grey, found blue).
+    ``truth`` and ``found``: dicts with ``song`` (None for an unknown stretch), ``start_s`` and ``end_s``
+    (e.g. :meth:`fplib.segments.Segment.to_json`)."""
+    unknown = "(not in the catalogue)"
+    songs = sorted({s["song"] for s in [*truth, *found] if s["song"] is not None}) + [unknown]
+    row = {name: i for i, name in enumerate(songs)}
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(songs) + 1.4), constrained_layout=True)
+    for s in truth:
+        ax.broken_barh(
+            [(s["start_s"], s["end_s"] - s["start_s"])], (row[s["song"] or unknown] - 0.46, 0.44), color="0.6"
+        )
+    for s in found:
+        right = any(
+            t["song"] == s["song"] and min(t["end_s"], s["end_s"]) > max(t["start_s"], s["start_s"]) for t in truth
+        )
+        color = "tab:blue" if s["song"] is None else "tab:green" if right else "tab:red"
+        ax.broken_barh(
+            [(s["start_s"], s["end_s"] - s["start_s"])], (row[s["song"] or unknown] + 0.02, 0.44), color=color
+        )
+    ax.set_yticks(range(len(songs)), songs, fontsize=8)
+    ax.set_ylim(-0.6, len(songs) - 0.4)
+    ax.invert_yaxis()
+    ax.set_xlabel("time in the recording (s)")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("0.6", "tab:green", "tab:red", "tab:blue")]
+    labels = ["truth", "found, right song", "found, wrong song", "found, unknown"]
+    ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set_title(title or "every song of the recording: truth above, found below", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def show_segments(wav: np.ndarray, found: Sequence, sr: int = audio.SR, n: int = 3) -> None:
+    """Print every segment found in a recording (:class:`fplib.segments.Segment`), then a player for each of
+    the first ``n`` songs found, cut from the recording where it was found."""
+    for s in found:
+        print(s)
+    for s in [s for s in found if s.song is not None][:n]:
+        print(f"{s.song}, found from {s.start_s:.1f} s to {s.end_s:.1f} s of the recording:")
+        display(player(wav[int(s.start_s * sr) : int(s.end_s * sr)], sr))

@@ -283,3 +283,24 @@ def test_listen_prints_segments_as_they_close(on_disk, found, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     songs = [r["song"] for r in rows if r["song"] is not None]
     assert songs == [s.song for s in found["segments"] if s.song is not None], rows
+
+
+def test_mixtape_truth_says_what_plays_where(tmp_path):
+    """fplib.queries.mixtape, notebook 05's long recording: each song's stretch where the truth puts it, at the
+    truth's offset in the song, songs outside the catalogue merged into one unknown stretch."""
+    from fplib import queries
+
+    files = []
+    for i in range(4):
+        files.append(str(tmp_path / f"s{i}.flac"))
+        write(tmp_path / f"s{i}.flac", _song(i), SR)
+    mix, truth = queries.mixtape(
+        [(files[0], "a"), (files[1], None), (files[2], None), (files[3], "d")], seconds=12.0, crossfade_s=2.0, seed=3
+    )
+    assert len(mix) == (4 * 10 + 2) * SR
+    assert [(t.song, t.start_s, t.end_s) for t in truth] == [("a", 0.0, 11.0), (None, 11.0, 31.0), ("d", 31.0, 42.0)]
+    for t, i in ((truth[0], 0), (truth[2], 3)):
+        song = audio.load(files[i], SR)
+        a = mix[int((t.start_s + 2) * SR) :][: 2 * SR]
+        b = song[int(round((t.offset_s + 2) * SR)) :][: 2 * SR]
+        assert np.corrcoef(a, b)[0, 1] > 0.99  # past the crossfade: the song itself, at the truth's offset
