@@ -336,3 +336,20 @@ def test_the_db_operations_are_library_functions_all_or_nothing(world, tmp_path)
     merged = db.merge(tmp_path / "merged", [cat])
     assert merged.songs == 2 and [s.name for s in merged.added] == [files[0].stem, files[2].stem]
     assert db.merge(tmp_path / "merged", [cat]).added == []  # resumes: nothing twice
+
+
+def test_scattered_rows_are_read_in_few_calls_and_come_back_in_order(tmp_path, monkeypatch):
+    """rows[ids]: rows at most StoreRows.MERGE_GAP apart are one read (a live recogniser asks for thousands of
+    short runs a second); any order, repeats and far-apart rows come back as asked."""
+    every = np.arange(500 * 4, dtype=np.float32).reshape(500, 4)
+    path = tmp_path / "v.bin"
+    every.tofile(path)
+    rows = StoreRows(path, "float32", 4, 500)
+    reads = []
+    real = rows.read
+    monkeypatch.setattr(rows, "read", lambda lo, hi: reads.append((lo, hi)) or real(lo, hi))
+    ids = np.array([40, 3, 3, 10, 11, 12, 30, 499, 200, 201, 44, 0])
+    np.testing.assert_array_equal(rows[ids], every[ids])
+    assert reads == [(0, 45), (200, 202), (499, 500)]  # gaps of 7-18 rows merged; 155 and 297 are not
+    assert rows[np.array([], dtype=np.int64)].shape == (0, 4)
+    rows.close()
