@@ -118,6 +118,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/real_music/run.py --quick
 	$(PY) benchmarks/real_music/redecide.py --quick
 	$(PY) benchmarks/real_music/sweep.py --quick
+	$(PY) benchmarks/long_recordings.py --quick
 	$(PY) benchmarks/ablation.py --quick
 
 # Every benchmark's full run, one after another, as benchmarks/README.md gives them (durations on a 2-core
@@ -138,6 +139,7 @@ bench-full: $(STAMP)
 	$(PY) benchmarks/real_music/setup_data.py
 	$(PY) benchmarks/real_music/run.py --checkpoint fplib/pretrained/fplib-small-v2.pt --name full
 	$(PY) benchmarks/real_music/redecide.py benchmarks/real_music/results/full neural fplib/pretrained/fplib-small-v2.json
+	$(PY) benchmarks/long_recordings.py
 	$(PY) benchmarks/ablation.py
 	$(PY) benchmarks/real_music/sweep.py
 
