@@ -18,8 +18,9 @@ windows around it), and each later decision that accepts the song on the line mo
 played a few per cent fast drifts against the stream; the speed is measured between the first and the
 latest of those decisions). The segment stays open while decisions keep accepting it; it closes when
 none has for ``forget_s`` seconds (talk, a pause or a drop-out shorter than that stays inside it),
-when another song, or the same song elsewhere (played again), is confirmed, or when the stream ends.
-The same song confirmed again where it left off (a pause) continues the segment.
+when another song is confirmed, or when the stream ends. The open song confirmed again elsewhere (after a
+pause, or on another line through music it repeats, a bar or a chorus) continues its segment on the new
+line; a song played again after another song or an unknown stretch is a new segment.
 
 Boundaries are back-dated to where the support changes, not to when the decision was taken (a decision
 needs seconds of audio). With a support level ``tau`` between "the song" and "not the song", a new
@@ -283,16 +284,17 @@ class Segmenter:
         if a is None:
             _, k2 = self._boundaries(js, None, b, min(max(0, self.last_end_j + 1 - j0), len(js) - 1))
             return self._open(b, j0 + k2)
-        if a.song == b.song:  # the same song elsewhere: resumed where it stopped (a pause), or played again
+        if a.song == b.song:
+            # the open song confirmed elsewhere: resumed after a pause, or on another line through music it repeats
+            # (a bar, a chorus: both lines are the song); either way it goes on, on the new line. A song played
+            # again straight after itself is therefore one segment; played again after anything else, two.
             k1, _ = self._boundaries(js, a, None)
             _, k2 = self._boundaries(js, None, b, min(k1, len(js) - 1))
-            stopped = float(a.position(self._end_time(j0 + k1 - 1)))
-            if abs(float(b.position(self._start_time(j0 + k2))) - stopped) <= 2 * self.jump_s:
-                a.support[js[k2:] % self.ring] = sb[k2:]
-                a.t_ref, a.pos_ref, a.t0, a.pos0, a.last_accept = b.t_ref, b.pos_ref, b.t_ref, b.pos_ref, now
-                if b.confidence > a.confidence:
-                    a.confidence, a.threshold = b.confidence, b.threshold
-                return []
+            a.support[js[k2:] % self.ring] = sb[k2:]
+            a.t_ref, a.pos_ref, a.t0, a.pos0, a.last_accept = b.t_ref, b.pos_ref, b.t_ref, b.pos_ref, now
+            if b.confidence > a.confidence:
+                a.confidence, a.threshold = b.confidence, b.threshold
+            return []
         k1, k2 = self._boundaries(js, a, b)
         end_s, start_s = self._end_time(j0 + k1 - 1), self._start_time(j0 + k2)
         if start_s - end_s < self.min_unknown_s:  # too short to report: split between them
