@@ -274,9 +274,9 @@ def mixtape(
     ramp = np.sin(np.linspace(0.0, np.pi / 2, fade, dtype=np.float32)) ** 2
     truth: list[Played] = []
     for i, (path, name) in enumerate(songs):
-        room = max(0.0, audio.info(path).duration - seconds)
-        offset = math.floor(float(rng.uniform(0.0, room)) * 100) / 100
-        x = audio.load(path, sr, offset=offset, duration=min(seconds, audio.info(path).duration - offset))
+        duration = audio.info(path).duration
+        offset = math.floor(float(rng.uniform(0.0, max(0.0, duration - seconds))) * 100) / 100
+        x = audio.load(path, sr, offset=offset, duration=min(seconds, duration - offset))
         x = np.pad(x, (0, max(0, n - len(x))))[:n] * np.float32(0.1 / max(float(np.sqrt(np.mean(x**2))), 1e-6))
         if i:
             x[:fade] *= ramp
