@@ -145,7 +145,8 @@ class Segmenter:
     put the song and still be on it; ``forget_s``: seconds without an accepting decision that close a
     segment; ``min_unknown_s``: shorter gaps between two songs are split between them, not reported;
     ``block_s``: audio gathered before it is processed (fingerprinted and searched in one batch; 0 for
-    a live stream, to decide as soon as each hop arrives).
+    a live stream, to decide as soon as each hop arrives). The segments do not depend on it; 8 s (64
+    windows at 4 phases, one network call) segmented a 10-minute recording 1.2x faster than 4 s.
     """
 
     def __init__(
@@ -157,7 +158,7 @@ class Segmenter:
         jump_s: float = 1.5,
         forget_s: float = 6.0,
         min_unknown_s: float = 1.0,
-        block_s: float = 4.0,
+        block_s: float = 8.0,
     ):
         if confirm < 1:
             raise ValueError(f"confirm must be >= 1, got {confirm}")

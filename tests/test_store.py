@@ -344,7 +344,7 @@ def test_scattered_rows_are_read_in_few_calls_and_come_back_in_order(tmp_path, m
     every = np.arange(500 * 4, dtype=np.float32).reshape(500, 4)
     path = tmp_path / "v.bin"
     every.tofile(path)
-    rows = StoreRows(path, "float32", 4, 500)
+    rows = StoreRows(path, "float32", 4, 500, cache_bytes=0)  # (the cache is tried below)
     reads = []
     real = rows.read
     monkeypatch.setattr(rows, "read", lambda lo, hi: reads.append((lo, hi)) or real(lo, hi))
@@ -352,4 +352,33 @@ def test_scattered_rows_are_read_in_few_calls_and_come_back_in_order(tmp_path, m
     np.testing.assert_array_equal(rows[ids], every[ids])
     assert reads == [(0, 45), (200, 202), (499, 500)]  # gaps of 7-18 rows merged; 155 and 297 are not
     assert rows[np.array([], dtype=np.int64)].shape == (0, 4)
+    rows.close()
+
+
+def test_cached_rows_come_back_as_stored_and_are_read_once(tmp_path, monkeypatch):
+    """rows[ids] through the block cache: the rows asked for, in any shape, order and with repeats, the last
+    partial block included; a block already read is not read again until newer blocks have replaced it; a
+    request wider than the cache is read directly, and gives the same rows."""
+    n, B = 1000, StoreRows.BLOCK_ROWS
+    every = np.arange(n * 4, dtype=np.float32).reshape(n, 4)
+    path = tmp_path / "v.bin"
+    every.tofile(path)
+    rows = StoreRows(path, "float32", 4, n, cache_bytes=3 * B * 16)  # 3 blocks
+    assert rows.slots == 3
+    reads = []
+    real = rows.read
+    monkeypatch.setattr(rows, "read", lambda lo, hi: reads.append((lo, hi)) or real(lo, hi))
+    ids = np.array([[5, 70], [999, 5]])
+    np.testing.assert_array_equal(rows[ids], every[ids])
+    assert reads == [(0, 2 * B), (n // B * B, (n // B + 1) * B)]  # two adjacent blocks in one read; the last
+    np.testing.assert_array_equal(rows[np.array([B - 1, 1, 2 * B - 1, n - 1])], every[[B - 1, 1, 2 * B - 1, n - 1]])
+    assert len(reads) == 2  # all cached
+    np.testing.assert_array_equal(rows[np.array([300, 6])], every[[300, 6]])  # replaces the oldest (block 0)...
+    assert reads[2:] == [(4 * B, 5 * B)]  # ...but not block 0, which this request needs: block 1 goes
+    np.testing.assert_array_equal(rows[np.array([70])], every[[70]])
+    assert reads[3:] == [(B, 2 * B)]
+    wide = np.arange(0, n, 50)  # 20 blocks > 3 slots: read directly
+    np.testing.assert_array_equal(rows[wide], every[wide])
+    with pytest.raises(IndexError):
+        rows[np.array([n])]
     rows.close()
