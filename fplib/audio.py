@@ -158,6 +158,24 @@ def load(
     return np.ascontiguousarray(wav, dtype=np.float32)
 
 
+def silent_reason(path: str | os.PathLike, meta: AudioInfo | None = None, wav: np.ndarray | None = None) -> str | None:
+    """Why the file ``path`` is unusable as music because it is silent (its peak below
+    :data:`SILENCE_DBFS`, as :func:`load` words it), or None when it is not. Half a second at a few places
+    is decoded first (at the file's own rate, no resampling: a few ms a song), the whole file only when
+    all of those are silent; undecodable audio raises :class:`AudioError`. ``meta``: its :func:`info`;
+    ``wav``: its whole audio, already decoded (then nothing is decoded)."""
+    if wav is not None:
+        peak = peak_dbfs(wav)
+        return None if peak >= SILENCE_DBFS else f"silent (peak {peak:.1f} dBFS, below {SILENCE_DBFS:.0f} dBFS)"
+    meta = meta or info(path)
+    probe = min(0.5, meta.duration)
+    for where in (0.1, 0.5, 0.9, 0.3, 0.7):  # the first probe early: PyAV formats decode from the start
+        offset = min(where * meta.duration, meta.duration - probe)
+        if peak_dbfs(load(path, meta.sr, offset=offset, duration=probe, allow_silent=True)) >= SILENCE_DBFS:
+            return None
+    return silent_reason(path, meta, load(path, meta.sr, allow_silent=True))
+
+
 def write(path: str | os.PathLike, wav: np.ndarray, sr: int = SR, subtype: str | None = None) -> None:
     """Write mono ``float32 [T]`` (or ``[T, C]``) audio atomically; the format follows the extension
     (``.m4a``/``.mp4``/``.aac`` are AAC and ``.webm`` Opus, encoded by PyAV; ``subtype`` is then ignored)."""
@@ -183,12 +201,8 @@ def list_audio(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
         raise FileNotFoundError(f"{folder}: folder not found")
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a folder")
-    pattern = "**/*" if recursive else "*"
-    files = sorted(
-        p
-        for p in folder.glob(pattern)
-        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")
-    )
+    found = files_under(folder)[0] if recursive else sorted(folder.glob("*"))
+    files = [p for p in found if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")]
     if not files:
         raise ValueError(f"{folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found")
     return files
@@ -199,13 +213,17 @@ def collect_audio(
 ) -> tuple[list[tuple[str, str | None]], list[tuple[str, str]], list[str]]:
     """Files and folders -> ([(audio file, root folder for its name or None)], [(path, problem)],
     [ignored non-audio files]); folders are scanned recursively. Whatever is named like audio and is not
-    a folder is listed, even a named pipe or a broken link, so that reading it reports why it is skipped."""
+    a folder is listed, even a named pipe or a broken link, so that reading it reports why it is skipped.
+    Links to folders are followed (:func:`files_under`); one that is not (a loop) is among the ignored, with
+    its reason in brackets."""
     files, problems, ignored = [], [], []
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            found = sorted(f for f in path.rglob("*") if not f.is_dir() and not f.name.startswith("."))
+            found, not_followed = files_under(path)
+            found = [f for f in found if not f.name.startswith(".")]
             songs = [f for f in found if f.suffix.lower() in AUDIO_EXTENSIONS]
+            ignored += [f"{link} ({reason})" for link, reason in not_followed]
             ignored += [str(f) for f in found if f.suffix.lower() not in AUDIO_EXTENSIONS and f.is_file()]
             if not songs:
                 problems.append((p, f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder"))
@@ -215,6 +233,42 @@ def collect_audio(
         else:
             problems.append((p, "no such file or folder"))
     return files, problems, ignored
+
+
+def files_under(folder: str | os.PathLike) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Everything under ``folder`` that is not a folder (files, and named pipes, broken links ... that reading
+    reports), recursively and sorted, named by its path through ``folder``; and the links to folders that
+    were not followed, with the reason. Links to folders are followed (a music folder often links to
+    another disk), each real folder once: a link to a folder that holds it (it would loop forever), or to one
+    already scanned (its songs would be listed twice), is not."""
+    files: list[Path] = []
+    not_followed: list[tuple[str, str]] = []
+    seen = {os.path.realpath(folder)}  # every folder scanned, or to be scanned without a link
+    for d, subfolders, _ in os.walk(folder):
+        seen.update(os.path.realpath(os.path.join(d, s)) for s in subfolders if not os.path.islink(os.path.join(d, s)))
+
+    def scan(d: Path, above: tuple[str, ...]) -> None:
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as e:
+            not_followed.append((str(d), f"cannot be read ({e.strerror or e})"))
+            return
+        for entry in entries:
+            path = d / entry.name
+            if not entry.is_dir():  # follows links: a link to a folder is a folder
+                files.append(path)
+                continue
+            real = os.path.realpath(path)
+            if entry.is_symlink() and real in above:
+                not_followed.append((str(path), f"a link to {real}, a folder that holds it: not followed (a loop)"))
+            elif entry.is_symlink() and real in seen:
+                not_followed.append((str(path), f"a link to {real}, which is scanned anyway: not followed"))
+            else:
+                seen.add(real)
+                scan(path, (*above, real))
+
+    scan(Path(folder), (os.path.realpath(folder),))
+    return sorted(files), not_followed
 
 
 def _uses_av(path: Path) -> bool:

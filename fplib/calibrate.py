@@ -10,7 +10,9 @@ only writer of that file (:func:`fplib.search.load_threshold` is its reader), un
 rate misses the target (:class:`TargetMissed`).
 
 Negatives, by default: the held-out songs, rooms and noises of the real corpus ``build_corpus`` made
-(:func:`corpus_negatives`), else a built-in synthetic corpus (:func:`calibration_corpus`).
+(:func:`corpus_negatives`), else a built-in synthetic corpus (:func:`calibration_corpus`). Songs given
+by the caller need only rooms and noises to degrade them with: the built-in ones alone
+(:func:`builtin_rooms_noises`, cached), never the built-in songs.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fplib import audio, corpus, search, storage
+from fplib import audio, corpus, engine, search, storage
 from fplib.data import IRBank, NoiseBank
 from fplib.errors import PartlyDone
 from fplib.evaluate import Protocol, calibration_scores
 from fplib.features import n_windows
 from fplib.queries import plan_queries
-from fplib.synth.demo import CorpusSpec, make_demo_corpus
+from fplib.synth.demo import MANIFEST, CorpusSpec, make_demo_corpus
 
 # The built-in negatives: a synthetic corpus (fplib.synth) with a seed that neither the training corpus
 # (notebook 01, seed 0) nor the test corpus (notebook 04, seed 1000) uses.
@@ -53,6 +55,24 @@ def calibration_corpus(
         n_songs=n_songs, song_seconds=30.0, n_noises=8, noise_seconds=20.0, n_irs=8, seed=CALIBRATION_SEED
     )
     root = Path(root) if root is not None else storage.outputs_root() / "calibration_corpus" / f"songs{n_songs}"
+    return _generated(root, spec, progress)
+
+
+def builtin_rooms_noises(root: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Path]:
+    """The built-in rooms and noises of :func:`calibration_corpus` (the same files: each item's seed does not
+    depend on the number of songs) without its songs, for negatives the caller gives: 8 simulated rooms
+    and 8 noises (2.7 MB), generated once and cached (default under ``$FPLIB_CACHE``, ``~/.cache/fplib``:
+    derived data, not an output); returns ``{"noise", "rir"}`` folders."""
+    spec = CorpusSpec(n_songs=0, song_seconds=30.0, n_noises=8, noise_seconds=20.0, n_irs=8, seed=CALIBRATION_SEED)
+    root = Path(root) if root is not None else engine.cache_dir() / "calibration_rooms_noises"
+    dirs = _generated(root, spec, progress)
+    return {"noise": dirs["noise"], "rir": dirs["rir"]}
+
+
+def _generated(root: Path, spec: CorpusSpec, progress: bool) -> dict[str, Path]:
+    """:func:`make_demo_corpus`, after checking that its folder can be written if it has to be made."""
+    if not (root / MANIFEST).is_file():
+        storage.check_writable(root, folder=True)
     return make_demo_corpus(root, spec, progress=progress)
 
 
@@ -67,6 +87,7 @@ class Negatives:
     noises: list[Path]
     source: str = "given"
     where: str = ""  # the folder the songs come from ("" for given files)
+    extras: str = ""  # the folder of the built-in rooms and noises used with given songs ("" if none)
 
     @property
     def real(self) -> bool:
@@ -83,6 +104,16 @@ class Negatives:
         if self.source == "builtin":
             return (
                 f"negatives: {len(self.music)} built-in synthetic songs ({self.where}); `make corpus` builds real ones"
+            )
+        if self.extras:
+            builtin = [
+                f"{len(files)} built-in {what}"
+                for files, what in ((self.rooms, "simulated rooms"), (self.noises, "noises"))
+                if files and all(Path(f).is_relative_to(self.extras) for f in files)
+            ]
+            return (
+                f"rooms and noises: {' and '.join(builtin)} (generated once, cached in {self.extras}); "
+                f"--rooms and --noises give your own"
             )
         return None
 
@@ -115,11 +146,15 @@ def choose_negatives(
     recursively; a missing path or a folder without audio is a ``ValueError``) if given, else the real
     corpus's held-out songs (:func:`corpus_negatives`), else ``builtin_songs`` built-in synthetic songs
     (:func:`calibration_corpus`, generated once). Rooms and noises: the folders ``rooms`` / ``noises`` if
-    given, else the corpus's held-out ones with its songs, else the built-in ones."""
+    given, else the corpus's held-out ones with its songs, else the built-in ones (with given songs, only
+    the built-in rooms and noises are made: :func:`builtin_rooms_noises`)."""
     real = corpus_negatives() if negatives is None else None
-    builtin = None
-    if real is None and (negatives is None or rooms is None or noises is None):
+    builtin, extras = None, ""
+    if real is None and negatives is None:
         builtin = calibration_corpus(builtin_songs, progress=progress)
+    elif real is None and (rooms is None or noises is None):
+        builtin = builtin_rooms_noises(progress=progress)
+        extras = str(builtin["rir"].parent)
     if real is not None:
         music, source, where = real.music, "corpus", real.where
     elif negatives is None:
@@ -141,6 +176,7 @@ def choose_negatives(
         files(noises, real.noises if real else None, "noise"),
         source,
         where,
+        extras,
     )
 
 
@@ -277,12 +313,12 @@ def calibrate_recognizer(
     """Calibrate ``recognizer``'s "not in the database" threshold for a stated false-positive rate.
 
     Out-of-database queries of each length are cut at random positions from ``negatives`` (songs that
-    are not in the recogniser's catalogue; files whose audio is in it, or that cannot be decoded, are
-    left out and listed), reverberated with ``irs`` and mixed with ``noises`` at ``snrs`` as
-    :func:`fplib.queries.render` does, plus noise-only queries. The negatives are split in two halves
-    (alternating in sorted order): the threshold is fitted on the first (:func:`fplib.search.calibrate`),
-    and the false-positive rate is measured on the held-back second half. The recogniser's threshold is
-    set to the result.
+    are not in the recogniser's catalogue; files whose audio is in it, that cannot be decoded, or that are
+    silent (no query can be cut from them), are left out and listed), reverberated with ``irs`` and mixed
+    with ``noises`` at ``snrs`` as :func:`fplib.queries.render` does, plus noise-only queries. The
+    negatives are split in two halves (alternating in sorted order): the threshold is fitted on the first
+    (:func:`fplib.search.calibrate`), and the false-positive rate is measured on the held-back second half.
+    The recogniser's threshold is set to the result.
 
     With ``cross_fit`` the halves also swap roles (fit on the second, measure on the first: the rates
     reported are both held-back measurements together), and the threshold kept is fitted on both halves
@@ -291,10 +327,13 @@ def calibrate_recognizer(
     usable, skipped = [], []
     for f in sorted(str(p) for p in negatives):
         try:
-            audio.info(f)
+            silent = audio.silent_reason(f)
             in_cat = recognizer.catalogue.find_checksum(storage.file_checksum(f))
         except (audio.AudioError, OSError) as e:
             skipped.append((f, getattr(e, "reason", str(e))))
+            continue
+        if silent:
+            skipped.append((f, f"{silent}: no query can be cut from it"))
             continue
         if in_cat is not None:
             skipped.append((f, f"its audio is in the catalogue (song {in_cat.name!r}); negatives must not be"))
@@ -423,6 +462,7 @@ def calibrate_index(
     accept_miss: bool = False,
     progress: bool = True,
     say: Callable[[str], None] | None = print,
+    show: Callable[[Calibration], None] | None = None,
 ) -> IndexCalibration:
     """Calibrate "not in the database" for the catalogue and ``index`` (``NAME.index``) and write
     ``NAME.threshold.json`` beside it (:func:`fplib.search.save_threshold`), which ``recognize`` reads.
@@ -433,8 +473,12 @@ def calibrate_index(
     ``noise_only`` noise-only queries per length in each half. Settings are checked before anything is
     done (``ValueError``). If the held-back false-positive rate misses ``fpr`` for some length
     (:attr:`Calibration.missed`), nothing is written and :class:`TargetMissed` is raised, unless
-    ``accept_miss``."""
+    ``accept_miss``. The folder of ``index`` must be writable (checked first: the threshold is written
+    there at the end); ``show`` is given the calibration before anything is written, so that a failed
+    write loses no result."""
     check_settings(fpr, tuple(lengths), queries, noise_only, builtin_songs)
+    storage.check_writable(Path(index).parent, folder=True)
+    storage.clean_stale_temps(Path(index).parent)  # what a killed calibration's write left behind
     t0 = time.perf_counter()
     neg = choose_negatives(negatives, rooms, noises, builtin_songs, progress)
     line = neg.describe()
@@ -444,6 +488,7 @@ def calibrate_index(
     rec = search.recognizer_from_files(
         model, catalogue, index, no_threshold=True, nprobe=nprobe, phases=phases, decision=decision, device=device
     )
+    calibrated_for = search.threshold_record(index)  # the index, catalogue and model as calibrated (checked on use)
     cal = calibrate_recognizer(
         rec,
         neg.music,
@@ -459,6 +504,8 @@ def calibrate_index(
         cross_fit=neg.real,
     )
     out = search.threshold_path(index)
+    if show is not None:
+        show(cal)
     if cal.missed and not accept_miss:
         raise TargetMissed(
             f"the false-positive rate measured on the held-back half misses the {fpr:.1%} aimed at for "
@@ -467,5 +514,5 @@ def calibrate_index(
             f"negatives (--negatives, --queries), or --accept_miss to write it anyway",
             cal,
         )
-    search.save_threshold(index, cal.to_json())
+    search.save_threshold(index, cal.to_json(), calibrated_for)
     return IndexCalibration(cal, neg, out, time.perf_counter() - t0)

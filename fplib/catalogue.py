@@ -3,6 +3,10 @@ metadata, in a folder::
 
     catalogue.sqlite   songs(id, name, path, duration, first_vector, n_vectors, checksum, added, row)
                        meta(key, value): front end, model, next free vector id, the vector store
+                       row_checksums(id, dtype, sha256): each song's rows as stored, their SHA-256
+                       (:meth:`Catalogue.check_rows`; missing in catalogues of older fplib versions)
+                       copies(song, original, offset_s, score): near-identical songs (:mod:`fplib.copies`;
+                       made on the first record in catalogues of older fplib versions)
     vectors.<gen>.bin  the vector store: every song's fingerprints in one contiguous raw array
                        ``[rows, width]`` (float32 or float16 [., D] unit
                        vectors, or for a model of binary kind its D-bit codes packed in uint8 [., D / 8],
@@ -15,7 +19,9 @@ added and removed safely:
 * **add** appends the song's rows at the end of the store (flushed to disk) and only then commits its
   row in the database together with the new row count, in one transaction; bytes past the committed
   rows (a killed addition's) are cut off by the next addition, so a killed extraction resumes where it
-  stopped, and the checksum of the audio file prevents adding a song twice;
+  stopped, and the checksum of the audio file prevents adding a song twice; an addition may **replace**
+  a song (its new audio under the same name) in the same transaction. Which name a song gets, and what
+  happens to a name or audio already there, is :class:`SongNames`' rule;
 * **remove** deletes the song's database row; its rows in the store become dead (a tombstone) and are
   no longer reachable;
 * **compact** (``fplib db compact``) copies the live rows into a new store file, then switches the
@@ -40,11 +46,12 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import sqlite3
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +59,7 @@ from tqdm.auto import tqdm
 
 from fplib import codes, storage
 from fplib.checkpoints import same_model
-from fplib.errors import BadFileError, check_file
+from fplib.errors import BadFileError, Refused, check_file
 from fplib.features import FrontEnd
 
 SCHEMA = """
@@ -69,6 +76,28 @@ CREATE TABLE IF NOT EXISTS songs (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# near-identical songs (fplib.copies): song ``song`` is a copy of song ``original`` (the earlier one), its start
+# ``offset_s`` into it, their aligned fingerprints ``score`` alike; made on the first record in older catalogues
+COPIES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS copies (
+    song INTEGER NOT NULL,
+    original INTEGER NOT NULL,
+    offset_s REAL NOT NULL,
+    score REAL NOT NULL,
+    PRIMARY KEY (song, original)
+);
+"""
+# the SHA-256 of each song's rows as written to the store (in the store's dtype), recorded when they are written
+# (add, compact) and never deleted with the song (ids are not reused; a restored song keeps its rows); made on
+# the first record in older catalogues
+ROW_CHECKSUMS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS row_checksums (id INTEGER PRIMARY KEY, dtype TEXT NOT NULL, sha256 TEXT NOT NULL)
+"""
+# opening a catalogue checks at most this many songs' rows, drawn at random, against their recorded checksums
+# (all of a catalogue with no more), reading at most about OPEN_CHECK_ROWS rows (at least one song)
+OPEN_CHECK_SONGS = 8
+OPEN_CHECK_ROWS = 1 << 14
+ROWS_DIFFER = "differ from the checksum recorded when they were stored"
 
 
 @dataclass(frozen=True)
@@ -90,6 +119,40 @@ class AlreadyInCatalogue(ValueError):
     def __init__(self, path: str | os.PathLike, song: Song):
         self.song = song
         super().__init__(f"{path}: its audio is already in the catalogue as song {song.id} {song.name!r}")
+
+
+@dataclass(frozen=True)
+class Copy:
+    """Two songs of a catalogue that are the same recording (album and compilation copies: other bytes, the
+    same fingerprints): song ``song`` (``name``) is a copy of the earlier song ``original`` (``original_name``);
+    its start lies ``offset_s`` into the original, where their fingerprints are ``score`` alike (mean
+    similarity over the windows they share). Found by :func:`fplib.copies.find_copies`."""
+
+    song: int
+    name: str
+    original: int
+    original_name: str
+    offset_s: float
+    score: float
+
+    def line(self) -> str:
+        """One line saying so, as the commands print it."""
+        return (
+            f"near-identical: {self.name!r} (song {self.song}) is a copy of {self.original_name!r} (song "
+            f"{self.original}), starting at {self.offset_s:.1f} s in it, similarity {self.score:.2f}; "
+            f"recognition answers either as one song"
+        )
+
+
+@dataclass
+class RowCheck:
+    """What :meth:`Catalogue.check_rows` found: the songs whose rows match their recorded checksum (``ok``),
+    those whose rows do not (``damaged``: ``(song, what is wrong)``) and those with no checksum recorded
+    (``unrecorded``: stored by an older fplib, or in another dtype before a compaction that was not this one's)."""
+
+    ok: list[Song] = field(default_factory=list)
+    damaged: list[tuple[Song, str]] = field(default_factory=list)
+    unrecorded: list[Song] = field(default_factory=list)
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -236,7 +299,18 @@ class Catalogue:
     transaction (writers wait up to :data:`BUSY_TIMEOUT_S` for each other).
 
     ``store_dtype`` (``"float32"``, default, or ``"float16"``) is the vector store's dtype for a new
-    catalogue of float fingerprints; given for an existing catalogue it must be the one it has."""
+    catalogue of float fingerprints; given for an existing catalogue it must be the one it has.
+
+    The vector store is checked on opening too: its size against the committed rows and their width, and
+    (``check_rows``, default) the rows of up to :data:`OPEN_CHECK_SONGS` songs drawn at random (every song
+    of a catalogue with no more; about :data:`OPEN_CHECK_ROWS` rows at most, 8 MiB of float32) against the
+    SHA-256 recorded when they were written, so that a store whose songs' rows were swapped, or another
+    catalogue's store of the same size, is refused (:class:`~fplib.errors.BadFileError` naming the store and
+    the song) instead of answering for the wrong songs. That costs a few milliseconds (3 ms here for 8
+    songs of 3 minutes, 1.4 MiB of float32, read and hashed; a cold disk adds its seeks); in a large
+    catalogue a damage confined to a few songs is caught when they are drawn, and always by
+    :meth:`check_rows` (``fplib db verify``). Songs stored by an older fplib have no checksum and are not
+    checked (``fplib db compact`` records them)."""
 
     def __init__(
         self,
@@ -244,6 +318,7 @@ class Catalogue:
         fe: FrontEnd | None = None,
         model: dict | None = None,
         store_dtype: str | None = None,
+        check_rows: bool = True,
     ):
         self.folder = Path(folder)
         self.path = self.folder / "catalogue.sqlite"
@@ -262,8 +337,11 @@ class Catalogue:
             if store_dtype is not None and self.store_dtype != store_dtype:
                 raise ValueError(
                     f"{self.folder}: the catalogue stores {self.store_dtype} fingerprints, not "
-                    f"{store_dtype}; convert it: fplib db compact {self.folder} --dtype {store_dtype}"
+                    f"{store_dtype}; convert it: fplib db compact --catalogue {shlex.quote(str(self.folder))} "
+                    f"--dtype {store_dtype}"
                 )
+            if check_rows:
+                self._check_some_rows()
         except BaseException:
             self.db.close()
             raise
@@ -277,12 +355,19 @@ class Catalogue:
         if kind != "binary" and dtype not in STORE_DTYPES:
             raise ValueError(f"store_dtype must be one of {STORE_DTYPES}, got {store_dtype!r}")
         store = {"file": "vectors.0.bin", "dtype": dtype, "width": None, "rows": 0, "dead": 0}
+        storage.check_writable(self.folder, folder=True)
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".catalogue.", suffix=".sqlite.tmp", dir=self.folder)
+        prefix, suffix = storage.temp_name(self.path)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=self.folder)
+        except OSError as e:
+            if storage.is_disk_full(e):
+                raise storage.DiskFullError(self.path) from e
+            raise
         os.close(fd)
         try:
             with contextlib.closing(sqlite3.connect(tmp)) as db:
-                db.executescript(SCHEMA)
+                db.executescript(SCHEMA + COPIES_SCHEMA)
                 with db:
                     for key, value in (
                         ("frontend", fe.to_dict()),
@@ -414,15 +499,30 @@ class Catalogue:
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
         """One write transaction, taken at once (``BEGIN IMMEDIATE``), so that what it reads (the next free
-        vector id, whether a checksum is there) cannot change before it writes; all or nothing."""
-        self.db.execute("BEGIN IMMEDIATE")
+        vector id, whether a checksum is there) cannot change before it writes; all or nothing.
+
+        SQLite's own write errors become the project's: a full disk (``database or disk is full``, also
+        when the journal cannot grow) :class:`~fplib.storage.DiskFullError`, a read-only database
+        :class:`~fplib.storage.NotWritableError`, both naming ``catalogue.sqlite``. A rollback that fails
+        in turn (SQLite may have rolled back already) never hides the first error."""
         try:
-            yield
-        except BaseException:
-            if self.db.in_transaction:
-                self.db.rollback()
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self.db.commit()
+            except BaseException:
+                if self.db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self.db.rollback()
+                raise
+        except sqlite3.OperationalError as e:
+            if storage.is_disk_full(e):
+                raise storage.DiskFullError(self.path) from e
+            if "readonly" in str(e) or "read-only" in str(e):
+                raise storage.NotWritableError(
+                    self.path, f"SQLite: {e}", consequence="the change was not made"
+                ) from None
             raise
-        self.db.commit()
 
     def _get(self, key: str):
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -493,6 +593,105 @@ class Catalogue:
                     f"rows of {store['width']} {store['dtype']} need {need}; restore it from a "
                     f"copy or extract the catalogue again",
                 )
+
+    # -- the checksums of the songs' rows ---------------------------------------------------------
+    def _has_row_checksums(self) -> bool:
+        exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'row_checksums'"
+        return self.db.execute(exists).fetchone() is not None
+
+    def _record_rows(self, song_id: int, data: bytes, dtype: str) -> None:
+        """Inside a write transaction: the SHA-256 of song ``song_id``'s rows as written (``data``, ``dtype``)."""
+        self.db.execute(ROW_CHECKSUMS_SCHEMA)
+        self.db.execute(
+            "INSERT OR REPLACE INTO row_checksums (id, dtype, sha256) VALUES (?, ?, ?)",
+            (int(song_id), dtype, hashlib.sha256(data).hexdigest()),
+        )
+
+    def _recorded(self, dtype: str, song_ids: list[int] | None = None) -> dict[int, str]:
+        """``{song id: SHA-256}`` of the rows recorded in ``dtype`` (of ``song_ids``; default all)."""
+        if not self._has_row_checksums():
+            return {}
+        query = "SELECT id, sha256 FROM row_checksums WHERE dtype = ?"
+        if song_ids is None:
+            return dict(self.db.execute(query, (dtype,)).fetchall())
+        got: dict[int, str] = {}
+        for i in range(0, len(song_ids), 500):  # SQLite's limit on parameters
+            part = song_ids[i : i + 500]
+            got.update(self.db.execute(f"{query} AND id IN ({','.join('?' * len(part))})", (dtype, *part)))
+        return got
+
+    def check_rows(self, songs: list[Song] | None = None) -> RowCheck:
+        """Read the rows of ``songs`` (default: every song) from the store and compare each song's with the
+        SHA-256 recorded when they were written (what ``fplib db verify`` does for every song: one pass over
+        the store, 1.4 s per GB here from the page cache, or as long as the disk takes to read it). Songs of
+        an older catalogue's per-song files, or stored by an older fplib, have none (``unrecorded``)."""
+        result = RowCheck()
+        with self._read():
+            if songs is None:
+                songs = self.songs()
+            if self.legacy:
+                result.unrecorded = list(songs)
+                return result
+            store = self.store
+            recorded = self._recorded(store["dtype"], None if len(songs) > 500 else [s.id for s in songs])
+            result.unrecorded = [s for s in songs if s.id not in recorded]
+            checked = [s for s in songs if s.id in recorded]
+            if not checked:
+                return result
+            row_bytes = int(store["width"]) * np.dtype(store["dtype"]).itemsize
+            with open(self.store_path(store), "rb") as f:
+                for s in checked:
+                    if s.store != store["file"] or s.row is None:
+                        raise StaleCatalogueError(f"{self.folder}: compacted since song {s.id} {s.name!r} was read")
+                    n = s.n_vectors * row_bytes
+                    data = os.pread(f.fileno(), n, s.row * row_bytes)
+                    if len(data) != n:
+                        result.damaged.append((s, "cannot be read: the store is truncated"))
+                    elif hashlib.sha256(data).hexdigest() != recorded[s.id]:
+                        result.damaged.append((s, ROWS_DIFFER))
+                    else:
+                        result.ok.append(s)
+        return result
+
+    def _check_some_rows(self) -> None:
+        """On opening: the rows of a few songs drawn at random against their checksums (:class:`Catalogue`)."""
+        with self._read():
+            if self.legacy or not self._has_row_checksums() or not self.store["rows"]:
+                return
+            n, lo, hi = self.db.execute("SELECT COUNT(*), MIN(id), MAX(id) FROM songs").fetchone()
+            rng, file = np.random.default_rng(), self.store["file"]
+
+            def draws() -> Iterator[Song]:  # songs at random, found by their id: no scan of a large table
+                if n <= OPEN_CHECK_SONGS:
+                    every = self.songs()
+                    yield from (every[i] for i in rng.permutation(len(every)))
+                    return
+                for _ in range(4 * OPEN_CHECK_SONGS):
+                    query = f"SELECT {self._columns()} FROM songs WHERE id >= ? ORDER BY id LIMIT 1"
+                    yield Song(*self.db.execute(query, (int(rng.integers(lo, hi + 1)),)).fetchone(), store=file)
+
+            picked: dict[int, Song] = {}
+            rows = 0
+            for s in draws():
+                if s.id in picked or (picked and rows + s.n_vectors > OPEN_CHECK_ROWS):
+                    continue  # the first song drawn is checked whatever its length
+                picked[s.id], rows = s, rows + s.n_vectors
+                if len(picked) == OPEN_CHECK_SONGS:
+                    break
+            damaged = self.check_rows(sorted(picked.values(), key=lambda s: s.id)).damaged
+            if damaged:
+                s, reason = damaged[0]
+                raise BadFileError(
+                    self.store_path(),
+                    f"the fingerprints of song {s.id} {s.name!r} (rows {s.row} .. {s.row + s.n_vectors - 1}) "
+                    f"{reason}: the store is damaged, or another catalogue's; restore it from a copy or extract "
+                    f"the catalogue again (fplib db verify --catalogue {self.folder} checks every song)",
+                )
+
+    def integrity_check(self) -> list[str]:
+        """SQLite's ``integrity_check`` of ``catalogue.sqlite`` (``["ok"]``, or what is wrong): the thorough
+        check, reading the whole database (opening runs the quicker ``quick_check``)."""
+        return [r[0] for r in self.db.execute("PRAGMA integrity_check").fetchall()]
 
     def matrix(self) -> np.ndarray:
         """The vector store as a read-only array ``[rows, width]`` (memory-mapped, so only the rows that are
@@ -622,10 +821,21 @@ class Catalogue:
 
     # -- writing -------------------------------------------------------------------------------
     def add(
-        self, path: str | os.PathLike, vectors: np.ndarray, duration: float, checksum: str, name: str | None = None
+        self,
+        path: str | os.PathLike,
+        vectors: np.ndarray,
+        duration: float,
+        checksum: str,
+        name: str | None = None,
+        replace: int | None = None,
     ) -> Song:
         """Store one song's fingerprints (as :func:`fplib.extraction.fingerprint` returns them for the
-        catalogue's kind of model); its row is committed only after its vectors are on disk."""
+        catalogue's kind of model); its row is committed only after its vectors are on disk. ``replace``: the
+        id of a song this one replaces (its new audio under the same name), removed in the same transaction,
+        so the catalogue has the old song or the new one, never both or neither.
+
+        Names are not checked here: which name a song gets, and what happens to a name already there, is
+        the callers' rule (:func:`song_plan`)."""
         vectors = np.asarray(vectors)
         want = codes.stored_dtype(self.kind)
         if vectors.ndim != 2 or (vectors.dtype != want and not (self.kind == "float" and vectors.dtype.kind == "f")):
@@ -662,12 +872,18 @@ class Catalogue:
                     first,
                     len(vectors),
                     checksum,
-                    time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    _now(),
                     row,
                 ),
             )
             song_id = cur.lastrowid
+            self._record_rows(song_id, data.tobytes(), store["dtype"])
             store["rows"] = row + len(vectors)
+            gone = self.db.execute("SELECT n_vectors FROM songs WHERE id = ?", (replace,)).fetchone()
+            if replace is not None and gone is not None:  # (None: removed meanwhile)
+                self.db.execute("DELETE FROM songs WHERE id = ?", (replace,))
+                self._forget_copies([replace])
+                store["dead"] += gone[0]
             self._set("store", store)
             self._set("next_vector", first + len(vectors))
         return self.song(song_id)
@@ -677,8 +893,20 @@ class Catalogue:
         if self.legacy:
             raise ValueError(
                 f"{self.folder}: a catalogue made by an older fplib (one file per song); convert it "
-                f"once, then add: fplib db compact --catalogue {self.folder}"
+                f"once, then add: fplib db compact --catalogue {shlex.quote(str(self.folder))}"
             )
+
+    def require_writable(self) -> None:
+        """:class:`~fplib.storage.NotWritableError` unless the catalogue can be changed: its folder (SQLite
+        writes its journal beside the database; a compaction writes a new store there), ``catalogue.sqlite``
+        and the vector store (appended to), and an older catalogue's per-song folder. Writers call it
+        before their work."""
+        storage.check_writable(self.folder, folder=True)
+        storage.check_writable(self.path)
+        if not self.legacy and os.path.lexists(self.store_path()):
+            storage.check_writable(self.store_path())
+        if self.legacy and (self.folder / "vectors").is_dir():
+            storage.check_writable(self.folder / "vectors", folder=True)
 
     def remove(self, song_id: int) -> Song:
         """Remove a song (its vector ids are not reused)."""
@@ -687,9 +915,12 @@ class Catalogue:
     def remove_many(self, song_ids: list[int]) -> list[Song]:
         """Remove songs in one transaction (all or none). Their rows in the store become dead until
         :meth:`compact` (an older catalogue's per-song files are deleted)."""
+        if not song_ids:  # nothing to write (undoing an addition that added nothing, on a full disk too)
+            return []
         with self._write():
             songs = [self.song(i) for i in dict.fromkeys(song_ids)]  # read under the lock: counted once
             self.db.executemany("DELETE FROM songs WHERE id = ?", [(s.id,) for s in songs])
+            self._forget_copies([s.id for s in songs])
             if not self.legacy:
                 store = self.store
                 store["dead"] += sum(s.n_vectors for s in songs)
@@ -698,6 +929,64 @@ class Catalogue:
             for i in song_ids:
                 (self.folder / "vectors" / f"{i}.npy").unlink(missing_ok=True)
         return songs
+
+    def restore(self, songs: list[Song]) -> None:
+        """Undo the removal of ``songs`` (read before they were removed or replaced), in one transaction: their
+        rows, still in the store until a compaction, are live again under the same ids (what a failed
+        :func:`fplib.db.add` that replaced them does). ValueError if the store was compacted meanwhile."""
+        if not songs:  # nothing to write (a failed addition that replaced none, on a full disk too)
+            return
+        with self._write():
+            store = self.store
+            for s in songs:
+                if s.store != store["file"] or self.db.execute("SELECT 1 FROM songs WHERE id = ?", (s.id,)).fetchone():
+                    raise ValueError(f"{self.folder}: song {s.id} {s.name!r} cannot be restored (compacted meanwhile)")
+                self.db.execute(
+                    "INSERT INTO songs (id, name, path, duration, first_vector, n_vectors, checksum, added, row) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (s.id, s.name, s.path, s.duration, s.first_vector, s.n_vectors, s.checksum, _now(), s.row),
+                )
+                store["dead"] -= s.n_vectors
+            self._set("store", store)
+
+    # -- near-identical songs (fplib.copies) ----------------------------------------------------
+    def _has_copies(self) -> bool:
+        exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'copies'"
+        return self.db.execute(exists).fetchone() is not None
+
+    def _forget_copies(self, song_ids: list[int]) -> None:
+        """Inside a write transaction: the copies records of songs that are removed."""
+        if song_ids and self._has_copies():
+            self.db.executemany("DELETE FROM copies WHERE song = ? OR original = ?", [(i, i) for i in song_ids])
+
+    def copies(self) -> list[Copy]:
+        """The recorded pairs of near-identical songs (:class:`Copy`), of live songs, by song id."""
+        with self._read():
+            if not self._has_copies():
+                return []
+            rows = self.db.execute(
+                "SELECT c.song, s.name, c.original, o.name, c.offset_s, c.score FROM copies c "
+                "JOIN songs s ON s.id = c.song JOIN songs o ON o.id = c.original ORDER BY c.song, c.original"
+            ).fetchall()
+        return [Copy(*r) for r in rows]
+
+    @property
+    def copies_checked(self) -> int:
+        """Songs whose ``first_vector`` is below this have been looked for copies (:func:`fplib.copies.find_copies`)."""
+        return int(self._get("copies_checked") or 0)
+
+    def record_copies(self, found: list[tuple[int, int, float, float]], checked: int) -> None:
+        """Record pairs ``(song, original, offset_s, score)`` of near-identical songs (those of songs since
+        removed are left out), and that the songs below vector id ``checked`` have been looked at; one
+        transaction."""
+        with self._write():
+            self.db.execute(COPIES_SCHEMA.strip().rstrip(";"))
+            live = {r[0] for r in self.db.execute("SELECT id FROM songs")}
+            self.db.executemany(
+                "INSERT OR REPLACE INTO copies (song, original, offset_s, score) VALUES (?, ?, ?, ?)",
+                [(int(a), int(b), float(o), float(sc)) for a, b, o, sc in found if a in live and b in live],
+            )
+            self._set("copies_checked", max(checked, int(self._get("copies_checked") or 0)))
 
     def compact(self, dtype: str | None = None, progress: bool = False) -> dict:
         """Copy the live rows into a new store file (in ``first_vector`` order, as ``dtype``: default the
@@ -719,11 +1008,27 @@ class Catalogue:
             gen = int(old["file"].split(".")[1]) + 1 if not was_legacy else 0
             new = {"file": f"vectors.{gen}.bin", "dtype": dtype, "width": old["width"], "rows": 0, "dead": 0}
             self._clean_stores(keep=None if was_legacy else old["file"])  # under the lock: no compaction runs
+            storage.clean_stale_temps(self.folder)  # a killed compaction's new store, as large as the store
+            recorded = {} if was_legacy else self._recorded(old["dtype"])  # damaged rows are not copied as good
+            self.db.execute(ROW_CHECKSUMS_SCHEMA)
+            self.db.execute("DELETE FROM row_checksums")  # those of removed songs, and of the old dtype
             with storage.atomic_path(self.store_path(new)) as tmp, open(tmp, "wb") as f:
                 for s in tqdm(songs, desc="compact", unit="song", disable=not progress):
                     v = self.vectors(s)
+                    if s.id in recorded:
+                        raw = np.ascontiguousarray(self.matrix()[s.row : s.row + s.n_vectors]).tobytes()
+                        if hashlib.sha256(raw).hexdigest() != recorded[s.id]:
+                            raise BadFileError(
+                                self.store_path(old),
+                                f"the fingerprints of song {s.id} {s.name!r} (rows {s.row} .. "
+                                f"{s.row + s.n_vectors - 1}) {ROWS_DIFFER}; compacting would keep the damage, "
+                                f"so nothing was changed: restore the store from a copy or extract the "
+                                f"catalogue again",
+                            )
                     new["width"] = v.shape[1]
-                    f.write(np.ascontiguousarray(v, dtype=dtype).tobytes())
+                    data = np.ascontiguousarray(v, dtype=dtype).tobytes()
+                    f.write(data)
+                    self._record_rows(s.id, data, dtype)
                     self.db.execute("UPDATE songs SET row = ? WHERE id = ?", (new["rows"], s.id))
                     new["rows"] += s.n_vectors
             self._set("store", new)
@@ -767,13 +1072,93 @@ class Catalogue:
         return self.song(r[0]) if r else None
 
 
+REPLACE_RULES = ("same_file", "always", "never")
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two recorded paths name the same file (the same string, or the same file once resolved)."""
+    return str(a) == str(b) or os.path.realpath(a) == os.path.realpath(b)
+
+
+class SongNames:
+    """The rule for names and audio when songs are added to a catalogue (``songs``: those there), kept up to
+    date by :meth:`took` as songs are added.
+
+    A song's name is the path of its file under the folder given, without the extension (``album/track``;
+    the file's stem for a file given alone: :func:`fplib.extraction.song_name`): one song a name in a
+    catalogue. Its audio is identified by the file's bytes (SHA-256). :meth:`plan` says what adding audio
+    ``checksum`` under ``name`` does:
+
+    * ``"unchanged"``: this audio is there under this name (a rerun, a resumed run): nothing to do;
+    * ``"duplicate"``: this audio is there under another name (a copied file): not added, reported;
+    * ``"add"``: a new name and new audio;
+    * ``"replace"``: the name is there with other audio, and by ``replace`` the new audio replaces it:
+      ``"same_file"`` when the song there came from the same file (the file was replaced, and the folder
+      fingerprinted again), ``"always"`` whatever its file (``--replace``), ``"never"``;
+    * ``"taken"``: the name is there with other audio and stays (another folder's song of the same name):
+      not added, reported."""
+
+    def __init__(self, songs: list[Song]):
+        self.by_name: dict[str, Song] = {}
+        self.by_checksum: dict[str, Song] = {}
+        for s in songs:
+            self.took(s)
+
+    def plan(
+        self, name: str, path: str | os.PathLike, checksum: str, replace: str = "same_file"
+    ) -> tuple[str, Song | None]:
+        """``(action, song)``: what adding this audio does (see the class), and the song there it concerns."""
+        if replace not in REPLACE_RULES:
+            raise ValueError(f"replace must be one of {REPLACE_RULES}, got {replace!r}")
+        known = self.by_checksum.get(checksum)
+        if known is not None:
+            return ("unchanged" if known.name == name else "duplicate"), known
+        there = self.by_name.get(name)
+        if there is None:
+            return "add", None
+        if replace == "always" or (replace == "same_file" and same_file(there.path, path)):
+            return "replace", there
+        return "taken", there
+
+    def took(self, song: Song, replaced: Song | None = None) -> None:
+        """``song`` is now in the catalogue (instead of ``replaced``)."""
+        if replaced is not None:
+            self.by_checksum.pop(replaced.checksum, None)
+            self.by_name[song.name] = song
+        else:  # the first song of a name stays (a catalogue of an older fplib may hold several)
+            self.by_name.setdefault(song.name, song)
+        self.by_checksum[song.checksum] = song
+
+
+@dataclass
+class MergeResult:
+    """What :func:`merge` did: songs ``added``, ``replaced`` (``(new, old)``), ``unchanged`` (already there
+    under the same name: a resumed merge), ``duplicates`` (``(song not merged, song there)``: the same audio
+    under another name) and ``taken`` (``(what, reason)``: a name there with other audio, not merged)."""
+
+    added: list[Song] = field(default_factory=list)
+    replaced: list[tuple[Song, Song]] = field(default_factory=list)
+    unchanged: int = 0
+    duplicates: list[tuple[Song, Song]] = field(default_factory=list)
+    taken: list[tuple[str, str]] = field(default_factory=list)
+
+
 def merge(
-    target: Catalogue, shards: list[str | os.PathLike], order: list[str] | None = None, progress: bool = False
-) -> list[Song]:
+    target: Catalogue,
+    shards: list[str | os.PathLike],
+    order: list[str] | None = None,
+    progress: bool = False,
+    replace: str = "never",
+) -> MergeResult:
     """Add every song of the catalogues ``shards`` (made by the same model and front end) to ``target``,
     in the order of their audio files in ``order`` where given (so vector ids are those one process
-    extracting ``order`` would give), then any others shard by shard; audio already in ``target`` is
-    skipped, so an interrupted merge resumes. Returns the songs added."""
+    extracting ``order`` would give), then any others shard by shard, under their names (:class:`SongNames`).
+    Audio already there under the same name is left (so an interrupted merge resumes); under another name it
+    is not added, and reported. A name already there (or in an earlier shard) with other audio: with
+    ``replace="never"`` the whole merge is refused before anything changes (:class:`~fplib.errors.Refused`,
+    listing them); ``"always"``: the last catalogue's song of that name replaces it; ``"same_file"``: replaced
+    if it came from the same file, else not added and reported (what merging ``generate_fingerprints``'
+    shards does)."""
     opened = [Catalogue(f) for f in shards]
     try:
         for c in opened:
@@ -782,14 +1167,53 @@ def merge(
         songs = [(c, s) for c in opened for s in c.songs()]  # shard by shard; two shards may share a path
         rank = {str(p): i for i, p in enumerate(order or ())}
         songs.sort(key=lambda cs: rank.get(cs[1].path, len(rank)))  # stable: the others keep their order
-        added = []
+        if replace == "always":  # the last catalogue's song of a name is the one merged, not each in turn
+            last = {s.name: k for k, (_, s) in enumerate(songs)}
+            songs = [cs for k, cs in enumerate(songs) if last[cs[1].name] == k]
+        there = target.songs()
+        if replace == "never":  # refused before anything changes
+            names, where, problems = SongNames(there), {s.name: target.folder for s in there}, []
+            for c, s in songs:
+                action, old = names.plan(s.name, s.path, s.checksum, "never")
+                if action == "taken":
+                    problems.append(
+                        (
+                            f"{c.folder}: {s.name!r}",
+                            f"a song named {s.name!r} is already in {where[s.name]}, with other audio "
+                            f"(--replace: {c.folder}'s replaces it)",
+                        )
+                    )
+                elif action == "add":
+                    names.took(s)
+                    where[s.name] = c.folder
+            if problems:
+                raise Refused(problems, "nothing was merged")
+        names, result = SongNames(there), MergeResult()
         for c, s in tqdm(songs, desc="merge", unit="song", disable=not progress):
-            if target.find_checksum(s.checksum) is None:
-                added.append(target.add(s.path, c.vectors(s), s.duration, s.checksum, s.name))
-        return added
+            action, old = names.plan(s.name, s.path, s.checksum, replace)
+            if action == "unchanged":
+                result.unchanged += 1
+            elif action == "duplicate":
+                result.duplicates.append((s, old))
+            elif action == "taken":
+                result.taken.append(
+                    (f"{c.folder}: {s.name!r}", f"a song named {s.name!r} is already there, from {old.path}")
+                )
+            else:
+                new = target.add(s.path, c.vectors(s), s.duration, s.checksum, s.name, old.id if old else None)
+                names.took(new, old)
+                if old is None:
+                    result.added.append(new)
+                else:
+                    result.replaced.append((new, old))
+        return result
     finally:
         for c in opened:
             c.close()
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _umask() -> int:

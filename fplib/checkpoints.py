@@ -9,6 +9,7 @@ notebooks load models from here, without importing the training code.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import warnings
 from pathlib import Path
@@ -31,14 +32,16 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint safely (``weights_only``: tensors and plain values only, no code)."""
+    """Load a checkpoint safely (``weights_only``: tensors and plain values only, no code). A file torch
+    cannot load so is a :class:`BadFileError` saying what the file is (:func:`_unloadable`); torch's own
+    message, which advises loading it unsafely or filing an issue with torch, is never passed on."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: not a loadable fplib checkpoint ({type(e).__name__}: {e})") from None
+        raise BadFileError(path, f"not a loadable fplib checkpoint: {_unloadable(path, e)}") from None
 
 
 def read_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, FrontEnd]:
@@ -74,29 +77,12 @@ _FPLIB_KEYS = ("model", "model_name", "model_settings", "frontend")
 def _checkpoint_problem(path: Path, err: Exception) -> str:
     """What is wrong with a checkpoint that :func:`read_model` could not load (``err``)."""
     first = " ".join(str(err).split("\n")[0].split())[:200]
-    with open(path, "rb") as f:
-        head = f.read(4)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        msg = " ".join(str(e).split())
-        if head != b"PK\x03\x04":  # torch.save writes a zip archive
-            if head[:1] == b"\x80":
-                return (
-                    "a plain Python pickle, not a torch checkpoint (fplib checkpoints are torch.save archives "
-                    "written by trainer or fplib.pretrained.export)"
-                )
-            return "not a torch checkpoint (not a torch.save archive)"
-        if "Weights only load failed" in msg:
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", msg)
-            what = f" (such as {found.group(1)})" if found else ""
-            return (
-                f"holds pickled Python objects{what}, not only tensors and settings, e.g. a whole saved model: "
-                f"not an fplib checkpoint (fplib never unpickles code)"
-            )
-        return "truncated or corrupt torch file (incomplete archive); copy or train it again"
+        return _unloadable(path, e)
     if not isinstance(ck, dict):
         return f"not an fplib model checkpoint: it holds a {type(ck).__name__}, not a dict of weights and settings"
     if ck and all(isinstance(v, torch.Tensor) for v in ck.values()):
@@ -126,6 +112,33 @@ def _checkpoint_problem(path: Path, err: Exception) -> str:
             f"({_first_mismatch(str(err))})"
         )
     return f"not a usable fplib model checkpoint ({type(err).__name__}: {first})"
+
+
+def _unloadable(path: Path, err: Exception) -> str:
+    """What a file is that ``torch.load(weights_only=True)`` could not load (``err``), in fplib's words: torch's
+    message advises loading it with ``weights_only=False`` (running whatever code it holds) or filing an
+    issue with torch, neither of which is right for a file that is not an fplib checkpoint."""
+    msg = " ".join(str(err).split())
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if head != b"PK\x03\x04":  # torch.save writes a zip archive
+        if head[:1] == b"\x80":
+            return (
+                "a plain Python pickle, not a torch checkpoint (fplib checkpoints are torch.save archives "
+                "written by trainer or fplib.pretrained.export)"
+            )
+        return "not a torch checkpoint (not a torch.save archive)"
+    if "Weights only load failed" in msg or isinstance(err, pickle.UnpicklingError):
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", msg)
+        what = f" (such as {found.group(1)})" if found else ""
+        return (
+            f"holds pickled Python objects{what}, not only tensors and settings, e.g. a whole saved model: "
+            f"not an fplib checkpoint (fplib never unpickles code)"
+        )
+    return "truncated or corrupt torch file (incomplete archive); copy or train it again"
 
 
 def _first_mismatch(msg: str) -> str:

@@ -25,8 +25,10 @@ Training: ``generate_training_dataset -i SONGS [-n 5] [-tr 0.8] [-ir IRS] [-bn N
 Commands without ``--model`` use the shipped pretrained model (:mod:`fplib.pretrained`). Exit codes:
 0 done, 1 some inputs failed (listed, the rest was done), every input was unusable (listed), or the
 disk is full (the file named; what was written is kept: rerun to continue), 2 usage or input error
-(nothing done), 130 interrupted (rerun to continue). Heavy modules (torch, faiss) are imported only
-after the arguments are parsed, so ``--help`` and usage errors are fast.
+(nothing done; also a destination that cannot be written, found before the work), 130 interrupted
+(rerun to continue), 141 standard output closed by its reader (``fplib db list | head``). Heavy
+modules (torch, faiss) are imported only after the arguments are parsed, so ``--help`` and usage errors
+are fast.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import time
 
 OK, FAILED, USAGE = 0, 1, 2
 INTERRUPTED = 130
+BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away (seq 1 1e6 | head)
 SHIPPED = "the shipped pretrained model, fplib/pretrained/fplib-small-v2.pt"
 
 
@@ -121,10 +124,12 @@ def exit_code(e: BaseException) -> int | None:
     from fplib.config import ParameterError
     from fplib.data import NoUsableFiles
     from fplib.errors import BadFileError, PartlyDone, Refused
-    from fplib.storage import DiskFullError
+    from fplib.storage import DiskFullError, NotWritableError
 
     if isinstance(e, KeyboardInterrupt):
         return INTERRUPTED
+    if isinstance(e, NotWritableError):
+        return USAGE
     if isinstance(e, (DiskFullError, PartlyDone, NoUsableFiles)):
         return FAILED
     if isinstance(
@@ -166,16 +171,25 @@ def _run(parser: argparse.ArgumentParser, argv: list[str] | None, work, *, again
     0), and turn the project's errors into one ``error: ...`` line and their exit code (:func:`exit_code`).
     ``again`` says how to continue after an interruption or a full disk (e.g. ``"rerun the same command to
     continue"``); without it, nothing was changed. ``disk_full``: what to do after freeing space, where it
-    says more than ``again``."""
+    says more than ``again``.
+
+    A standard output closed by its reader (``fplib db list | head``) ends the command quietly with
+    :data:`BROKEN_PIPE`, as for any Unix tool: what it writes to files is atomic, so stopping there is safe."""
     args = _parse(parser, argv)
     if isinstance(args, int):
         return args
     from fplib.errors import PartlyDone, Refused
-    from fplib.storage import DiskFullError
+    from fplib.storage import DiskFullError, NotWritableError
 
     try:
         code = work(args)
+        sys.stdout.flush()  # a closed pipe is found here, not by the interpreter's last flush
         return OK if code is None else code
+    except BrokenPipeError:
+        if not _stdout_closed():  # another pipe (a subprocess's): an error like any other
+            raise
+        _quiet_stdout()
+        return BROKEN_PIPE
     except BaseException as e:
         code = exit_code(e)
         if code is None:
@@ -190,10 +204,38 @@ def _run(parser: argparse.ArgumentParser, argv: list[str] | None, work, *, again
             _err(e.message)
             _print_skipped(e.failures, "failed")
         elif isinstance(e, DiskFullError):
-            _err(f"{e}; free some space, then {disk_full or again or 'run the same command again'}")
+            _err(f"{e}; free some space, then {e.then or disk_full or again or 'run the same command again'}")
+        elif isinstance(e, NotWritableError):
+            _err(f"{e}; {e.consequence}")
         else:
             _err(e)
         return code
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (or not a real file, such as a test's
+    stand-in, which raised the error itself)."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return True
+    poll = select.poll()
+    poll.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poll.poll(0))
+
+
+def _quiet_stdout() -> None:
+    """Point standard output at /dev/null, so that nothing more written to it (the interpreter's flush at
+    exit included) raises BrokenPipeError again (Python's documentation, "Note on SIGPIPE")."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture): nothing to redirect
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _parse(ap: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:
@@ -572,6 +614,8 @@ def _create_faiss_indexes(args: argparse.Namespace) -> None:
         args.i, args.n, args.output_path, m=args.m, d=args.d, nlist=args.nlist, factory=args.factory, nprobe=args.nprobe
     )
     print(f"{built.path} and {built.path.with_suffix('.json')}: {built.songs} songs")
+    for c in built.copies:
+        print(c.line())
     print(f"next: calibrate_threshold --catalogue {args.i} --index {built.path}")
 
 
@@ -590,10 +634,37 @@ def _print_skipped(skipped: list[tuple[str, str]], what: str = "skipped", limit:
             print(f"  ... and {len(skipped) - limit} more", file=sys.stderr)
 
 
+def _print_changes(added, replaced, duplicates, copies, limit: int | None = 10) -> None:
+    """Name what a command did to a catalogue (the first ``limit`` of each): songs ``added``, ``replaced``
+    (``(new, old)``: other audio under the same name), ``duplicates`` (``(file or song, song there)``: the same
+    audio under another name, not added), and every pair of near-identical songs found (``copies``)."""
+    for s in added[:limit]:
+        print(f"added: {s.name} (song {s.id}, {s.duration:.1f} s)")
+    if limit is not None and len(added) > limit:
+        print(f"added: ... and {len(added) - limit} more (fplib db list)")
+    for new, old in replaced:
+        print(f"replaced: {new.name} (song {old.id} -> {new.id}: other audio under this name, {new.path})")
+    _print_skipped(
+        [(getattr(f, "name", f), f"the same audio as song {s.id} {s.name!r}") for f, s in duplicates],
+        "not added: duplicate(s) of songs there",
+    )
+    if copies is None:
+        print(
+            "near-identical songs: not looked for yet (a catalogue this large is compared through its index): "
+            "create_faiss_indexes looks for them"
+        )
+    for c in copies or ():
+        print(c.line())
+
+
 def _print_ignored(ignored: list[str]) -> None:
+    """Non-audio files by name, and links to folders not followed (a loop) with their reason (collect_audio)."""
     if ignored:
         shown = ", ".join(ignored[:5]) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
-        print(f"{len(ignored)} other file(s) ignored (not an audio extension): {shown}", file=sys.stderr)
+        print(
+            f"{len(ignored)} other path(s) ignored (not an audio extension, or a link not followed): {shown}",
+            file=sys.stderr,
+        )
 
 
 def _generate_fingerprints_parser() -> argparse.ArgumentParser:
@@ -601,7 +672,9 @@ def _generate_fingerprints_parser() -> argparse.ArgumentParser:
         prog="generate_fingerprints",
         description="Fingerprint songs (every 0.5 s, 128-d) into a catalogue folder, for create_faiss_indexes. "
         "Folders are scanned recursively; audio already in the catalogue is skipped, so an "
-        "interrupted run continues where it stopped when run again.",
+        "interrupted run continues where it stopped when run again. A song is named by its path under the "
+        "folder given: a file replaced under its name replaces its song; another file of a name already "
+        "there is skipped (listed).",
         epilog="exit status: 0 done, 1 some files were skipped (listed with the reason), 2 usage or input error",
     )
     ap.add_argument(
@@ -659,16 +732,18 @@ def _generate_fingerprints(args: argparse.Namespace) -> int:
     )
     if result.rank:  # under torchrun, rank 0 reports the whole run
         return OK
-    added_s = sum(s.duration for s in result.added)
+    added_s = sum(s.duration for s in result.added + [n for n, _ in result.replaced])
     print(
-        f"{args.catalogue}: {len(result.added)} song(s) added ({added_s / 60:.1f} min), {len(result.already)} "
-        f"already there, {len(result.skipped)} skipped; {result.songs} songs ({result.seconds / 60:.1f} min) in the "
-        f"catalogue [{time.perf_counter() - t0:.1f} s]"
+        f"{args.catalogue}: {len(result.added)} song(s) added ({added_s / 60:.1f} min), {len(result.replaced)} "
+        f"replaced, {len(result.already)} already there, {len(result.duplicates)} duplicate(s) of songs there, "
+        f"{len(result.skipped)} skipped; {result.songs} songs ({result.seconds / 60:.1f} min) in the catalogue "
+        f"[{time.perf_counter() - t0:.1f} s]"
     )
+    _print_changes(result.added, result.replaced, result.duplicates, result.copies)
     _print_skipped([(f, "its audio is already in the catalogue") for f in result.already], "already there", 10)
     _print_skipped(result.skipped)
     _print_ignored(result.ignored)
-    if result.added:
+    if result.added or result.replaced:
         print(
             f"next: create_faiss_indexes -i {args.catalogue} -n NAME -o INDEX_FOLDER (or fplib db add, to add "
             f"songs to an existing index)"
@@ -807,15 +882,12 @@ def _calibrate_threshold(args: argparse.Namespace) -> int | None:
             device=args.device,
             accept_miss=args.accept_miss,
             progress=not args.no_progress,
+            show=_print_calibration,  # before the threshold is written: a failed write loses no result
         )
-    except calibrate.TargetMissed as e:
-        _print_calibration(e.calibration)
-        raise
     except KeyboardInterrupt:
         print("interrupted; nothing was written", file=sys.stderr)
         return INTERRUPTED
     cal, neg = done.calibration, done.calibration.negatives
-    _print_calibration(cal)
     overall = "n/a" if cal.measured_fpr is None else f"{cal.measured_fpr:.1%}"
     print(
         f"{done.path}: decision {cal.decision}, {cal.phases} phases; false-positive rate aimed at {args.fpr:.1%}, "
@@ -903,9 +975,10 @@ def _db_parser() -> argparse.ArgumentParser:
         prog="fplib db",
         description="Manage the songs of a catalogue and its index without rebuilding: add, remove, "
         "list, compact. Changes are all or nothing.",
-        epilog="exit status: 0 done, 1 failed while writing (rolled back), 2 usage or input error (nothing changed)",
+        epilog="exit status: 0 done, 1 failed while writing (rolled back) or, for verify, damage found, 2 usage "
+        "or input error (nothing changed)",
     )
-    sub = ap.add_subparsers(dest="action", required=True, metavar="{add,remove,list,compact,merge}")
+    sub = ap.add_subparsers(dest="action", required=True, metavar="{add,remove,list,compact,merge,verify}")
     common = Parser(add_help=False)
     common.add_argument("--catalogue", required=True, help="catalogue folder (generate_fingerprints)")
     add = sub.add_parser(
@@ -914,7 +987,8 @@ def _db_parser() -> argparse.ArgumentParser:
         help="fingerprint songs into the catalogue and add them to the index",
         description="Fingerprint songs into the catalogue and add them to the index, all or none: "
         "an unreadable file, audio already in the catalogue, a file given twice or a "
-        "name already taken refuses the whole addition.",
+        "name already taken (without --replace) refuses the whole addition. A song's name is its path "
+        "under the folder given, without the extension (or the file's name).",
     )
     add.add_argument("--index", required=True, help="NAME.index built from the catalogue (create_faiss_indexes)")
     add.add_argument(
@@ -924,6 +998,11 @@ def _db_parser() -> argparse.ArgumentParser:
         "under the folder given, or by its file name)",
     )
     add.add_argument("--model", default=None, help=f"the catalogue's model (default: {SHIPPED})")
+    add.add_argument(
+        "--replace",
+        action="store_true",
+        help="a song named like one in the catalogue replaces it (its fingerprints, in the catalogue and the index)",
+    )
     add.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     add.add_argument("--no_progress", action="store_true", help="no progress bar")
     rm = sub.add_parser(
@@ -958,11 +1037,29 @@ def _db_parser() -> argparse.ArgumentParser:
         help="add the songs of other catalogues (shards) to this one",
         description="Add every song of other catalogues made by the same model (e.g. shards "
         "extracted on other machines) to this catalogue, created if missing; audio "
-        "already there is skipped, so an interrupted merge resumes. Then build the "
-        "index with create_faiss_indexes.",
+        "already there is skipped, so an interrupted merge resumes; under another name it is not added, "
+        "and listed. A name already there with other audio refuses the whole merge, unless --replace. "
+        "Then build the index with create_faiss_indexes.",
     )
     me.add_argument("shards", nargs="+", help="catalogue folders to merge, in this order")
+    me.add_argument(
+        "--replace",
+        action="store_true",
+        help="a song named like one already there (or in an earlier catalogue given), with other audio, replaces it",
+    )
     me.add_argument("--no_progress", action="store_true", help="no progress bar")
+    ve = sub.add_parser(
+        "verify",
+        parents=[common],
+        help="check the catalogue (and an index) in depth",
+        description="Check what is stored, in depth: SQLite's integrity_check of catalogue.sqlite, the "
+        "vector store's size, every song's fingerprints against the checksum recorded when they were "
+        "stored; with --index, the index file against its recorded checksum, the index against the "
+        "catalogue, and a re-score of 256 of the catalogue's windows in it. One line per check: ok, "
+        "damaged, or not recorded (written by an older fplib: the line says how to record it). Exit "
+        "status 1 if anything is damaged.",
+    )
+    ve.add_argument("--index", default=None, help="also check NAME.index built from the catalogue")
     return ap
 
 
@@ -977,18 +1074,25 @@ def _db(args: argparse.Namespace) -> int | None:
             _model_path(args.model),
             device=args.device,
             progress=not args.no_progress,
+            replace=args.replace,
         )
         for s in added.added:
             print(f"added {s.id}: {s.name} ({s.duration:.1f} s)")
-        print(f"{len(added.added)} song(s) added; {added.songs} in {args.catalogue} and {args.index}")
+        _print_changes([], added.replaced, [], added.copies)
+        print(
+            f"{len(added.added)} song(s) added, {len(added.replaced)} replaced; {added.songs} in {args.catalogue} "
+            f"and {args.index}"
+        )
         _print_ignored(added.ignored)
     elif args.action == "merge":
-        merged = db.merge(args.catalogue, args.shards, progress=not args.no_progress)
+        merged = db.merge(args.catalogue, args.shards, progress=not args.no_progress, replace=args.replace)
         print(
             f"{args.catalogue}: {len(merged.added)} song(s) added from {len(args.shards)} catalogue(s); "
-            f"{merged.songs} songs in the catalogue"
+            f"{merged.songs} songs in the catalogue; {len(merged.replaced)} replaced, {merged.unchanged} already "
+            f"there, {len(merged.duplicates)} duplicate(s) of songs there"
         )
-        if merged.added:
+        _print_changes(merged.added, merged.replaced, merged.duplicates, merged.copies)
+        if merged.added or merged.replaced:
             print(f"next: create_faiss_indexes -i {args.catalogue} -n NAME -o INDEX_FOLDER")
     elif args.action == "compact":
         c = db.compact(args.catalogue, args.dtype, progress=not args.no_progress)
@@ -996,6 +1100,11 @@ def _db(args: argparse.Namespace) -> int | None:
         print(
             f"{args.catalogue}: {c.songs} songs, {c.rows} rows of {c.dtype} in {c.file} ({was}{_size(c.bytes_after)})"
         )
+    elif args.action == "verify":
+        checks = db.verify(args.catalogue, args.index)
+        for check in checks:
+            print(check.line())
+        return FAILED if any(check.ok is False for check in checks) else None
     elif args.action == "list":
         songs = db.list_songs(args.catalogue, args.index)
         for s in songs:
@@ -1268,7 +1377,7 @@ def _listen(args: argparse.Namespace) -> int | None:
         )
         rec = listener.rec
         print(f"threshold: {rec.threshold_source}; decision {rec.decision}, {rec.phases} phase(s)", file=sys.stderr)
-        with source.open(rec.fe.sr) as chunks:
+        with source.open(rec.fe.sr, rec) as chunks:  # raw PCM is checked for a misreading as it is read
             if args.segments:
                 from fplib.segments import Segmenter
 

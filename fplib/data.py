@@ -189,10 +189,10 @@ class SegmentDataset(torch.utils.data.Dataset):
 
     Item ``i`` of epoch ``e`` reads only its own segment (plus ``context`` samples each side) from
     song ``i // items_per_song`` at a position drawn from ``item_rng(seed, e, i)``, skipping near-silent
-    positions. Songs that cannot be read are skipped (and reported in ``skipped``) when the dataset is
-    built. With ``preload`` every song is decoded once, at ``sr``, and held in memory (4 bytes per
-    sample: an hour of music at 8 kHz is 115 MB), which spares the per-item decoding that otherwise
-    dominates on a CPU. Batch with :func:`collate_segments`.
+    positions. Songs that cannot be read, or are silent throughout (:func:`fplib.audio.silent_reason`), are
+    skipped (and reported in ``skipped``) when the dataset is built. With ``preload`` every song is decoded
+    once, at ``sr``, and held in memory (4 bytes per sample: an hour of music at 8 kHz is 115 MB), which
+    spares the per-item decoding that otherwise dominates on a CPU. Batch with :func:`collate_segments`.
 
     A segment that fails to decode later (NaN samples in the middle of a file, a file changed or
     removed since) does not raise, in a DataLoader worker or not: the item comes back silent with
@@ -220,12 +220,17 @@ class SegmentDataset(torch.utils.data.Dataset):
         self.decoded: list[np.ndarray] | None = [] if preload else None
         for s in songs:
             try:
-                duration = audio.info(s).duration
+                meta = audio.info(s)
+                duration = meta.duration
                 if duration < win_s:
                     raise audio.AudioError(s, f"too short: {duration:.2f} s, at least {win_s:.2f} s needed")
+                wav = None
                 if self.decoded is not None:
                     wav = audio.load(s, sr, allow_silent=True)
                     duration = wav.shape[0] / sr
+                silent = audio.silent_reason(s, meta, wav)
+                if silent:  # nothing to learn from: every segment of it would be silence
+                    raise audio.AudioError(s, silent)
             except audio.AudioError as e:
                 if skipped is None:
                     raise

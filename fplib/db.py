@@ -3,27 +3,35 @@
 
 * :func:`add` fingerprints songs into a catalogue and adds them to its index, or refuses the whole
   addition (:class:`~fplib.errors.Refused`, nothing changed) if any file is unusable, already in the
-  catalogue, given twice or named like a song there; a failure later rolls the songs back.
+  catalogue, given twice or named like a song there (unless ``replace``: then it replaces that song);
+  a failure later rolls the songs back.
 * :func:`remove` removes songs, by name or id, from both; :func:`list_songs` lists them (optionally
   checking an index against the catalogue).
 * :func:`compact` rewrites the vector store without removed songs (:meth:`Catalogue.compact`);
   :func:`merge` adds the songs of other catalogues (shards) to one, made if missing.
 * :func:`build_index` builds a faiss index over a catalogue (:func:`fplib.index.build`).
+* :func:`verify` checks a catalogue and an index in depth (``fplib db verify``), one :class:`Check` a line.
 
 Each raises the project's errors (:mod:`fplib.errors`) and returns a small dataclass.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from dataclasses import dataclass
+import sqlite3
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 from fplib import audio, index, storage
 from fplib import catalogue as store
-from fplib.catalogue import Catalogue, Song
+from fplib.catalogue import Catalogue, Copy, Song
 from fplib.checkpoints import load_model, model_description, same_model
-from fplib.errors import PartlyDone, Refused
+from fplib.copies import find_copies
+from fplib.errors import BadFileError, PartlyDone, Refused, check_file
 from fplib.extraction import fingerprint_files
 from fplib.storage import file_checksum
 
@@ -31,11 +39,14 @@ from fplib.storage import file_checksum
 @dataclass
 class Added:
     """Songs ``added`` to the catalogue and its index; ``songs`` in the catalogue now; non-audio files
-    ``ignored`` in the folders given."""
+    ``ignored`` in the folders given; ``replaced``: ``(new, old)`` songs of the same name (``replace``);
+    ``copies``: near-identical songs found (:func:`fplib.copies.find_copies`)."""
 
     added: list[Song]
     songs: int
     ignored: list[str]
+    replaced: list[tuple[Song, Song]] = field(default_factory=list)
+    copies: list[Copy] = field(default_factory=list)
 
 
 def add(
@@ -45,6 +56,7 @@ def add(
     checkpoint: str | os.PathLike,
     device: str = "cpu",
     progress: bool = True,
+    replace: bool = False,
 ) -> Added:
     """Fingerprint the audio in ``inputs`` (files, and folders scanned recursively: a song is named by its
     path under the folder given, or by its file name) with the catalogue's model (``checkpoint``) into the
@@ -52,9 +64,11 @@ def add(
 
     Everything is checked before anything changes: the model and front end are the catalogue's, the index
     matches the catalogue, and every file is readable audio of at least one window, not already in the
-    catalogue, not given twice and not named like a song there; otherwise :class:`~fplib.errors.Refused`
-    lists every problem. If fingerprinting or updating the index then fails, the songs added are removed
-    again (:class:`~fplib.errors.PartlyDone`, or the error itself for an interruption or a full disk)."""
+    catalogue, not given twice and not named like a song there (with ``replace``, a song of the same name
+    is replaced, in the catalogue and the index); otherwise :class:`~fplib.errors.Refused` lists every
+    problem. Near-identical songs are then looked for (:func:`fplib.copies.find_copies`). If
+    fingerprinting or updating the index fails, the songs added are removed again and those replaced
+    restored (:class:`~fplib.errors.PartlyDone`, or the error itself for an interruption or a full disk)."""
     files, problems, ignored = audio.collect_audio(inputs)
     model, fe = load_model(checkpoint, device)
     cat = Catalogue(catalogue)  # an existing catalogue only
@@ -63,40 +77,87 @@ def add(
         cat.require_store()
         raise ValueError(f"{checkpoint}: its front end differs from the catalogue's")
     with cat:
+        _require_writable(cat, index_path)
         if cat.model and not same_model(model_description(checkpoint), cat.model):
             raise ValueError(
                 f"{catalogue}: the catalogue was made by another model "
                 f"({cat.model.get('checkpoint')}); pass it with --model"
             )
         index.load(index_path, cat)  # the index matches the catalogue before anything changes
-        problems += _addition_problems(cat, files, fe.win_s)
+        more, replacing = _addition_problems(cat, files, fe.win_s, replace)
+        problems += more
         if problems:
             raise Refused(problems, "nothing was added")
+        before, paths = {s.id for s in cat.songs()}, {f for f, _ in files}
+
+        def added_now() -> list[int]:  # (ids are never reused)
+            return [s.id for s in cat.songs() if s.id not in before and s.path in paths]
+
         try:
-            result = fingerprint_files(files, cat, model, device, 256, progress)
-        except BaseException:
-            cat.remove_many([s.id for s in cat.songs() if s.path in {f for f, _ in files}])
-            raise
-        if result.skipped or result.already:
-            cat.remove_many([s.id for s in result.added])
-            raise PartlyDone(
-                "nothing was added", result.skipped + [(f, "already in the catalogue") for f in result.already]
-            )
-        try:
-            index.add_songs(index_path, cat, result.added)
+            rule = "always" if replace else "never"
+            result = fingerprint_files(files, cat, model, device, 256, progress, replace=rule)
         except BaseException as e:
-            cat.remove_many([s.id for s in result.added])
-            if isinstance(e, Exception):
+            _undo_addition(cat, added_now(), e, index_path, replacing)
+            raise
+        if result.skipped or result.already or result.duplicates:
+            problem = PartlyDone(
+                "nothing was added",
+                result.skipped + [(str(f), "already in the catalogue") for f in result.already + result.duplicates],
+            )
+            _undo_addition(cat, added_now(), problem, index_path, replacing)
+            raise problem
+        new = result.added + [n for n, _ in result.replaced]
+        try:
+            with storage.restored_on_failure(*_index_files(index_path)):  # the index's files: all new or all old
+                searchable = index.add_songs(index_path, cat, new, [old for _, old in result.replaced])
+        except BaseException as e:
+            _undo_addition(cat, [s.id for s in new], e, index_path, replacing)
+            if isinstance(e, Exception) and not isinstance(e, storage.DiskFullError):
                 raise PartlyDone(f"{index_path}: {e}; nothing was added") from e
             raise
-        return Added(result.added, len(cat), ignored)
+        copies = find_copies(cat, searchable)  # once added: new songs are compared with each other too
+        return Added(result.added, len(cat), ignored, result.replaced, copies)
 
 
-def _addition_problems(cat: Catalogue, files: list[tuple[str, str | None]], min_s: float) -> list[tuple[str, str]]:
+def _require_writable(cat: Catalogue, index_path: str | os.PathLike | None = None) -> None:
+    """The catalogue and the folder of its index (whose files are replaced) can be written, before the work."""
+    cat.require_writable()
+    if index_path is not None:
+        storage.check_writable(Path(index_path).parent, folder=True)
+
+
+def _undo_addition(
+    cat: Catalogue, song_ids: list[int], first: BaseException, index_path: str | os.PathLike, replaced: list[Song] = ()
+) -> None:
+    """Remove again the songs an addition that failed (``first``) had added, and restore those it ``replaced``
+    (:meth:`Catalogue.restore`). If that fails as well (a disk still full), ``first`` is what is reported,
+    with what is left to do: the songs are then in the catalogue but not in its index, and rebuilding the
+    index takes them in."""
+    try:
+        cat.remove_many(song_ids)
+        live = {s.id for s in cat.songs()}
+        cat.restore([s for s in replaced if s.id not in live])
+    except Exception as e:
+        path = Path(index_path)
+        left = (
+            f"rebuild the index, which then holds the songs {', '.join(map(str, song_ids))} left in the "
+            f"catalogue (removing them again failed: {e}): create_faiss_indexes -i {cat.folder} -n "
+            f"{path.stem} -o {path.parent}"
+        )
+        if isinstance(first, storage.DiskFullError):
+            raise storage.DiskFullError(first.filename, then=left) from first
+        raise PartlyDone(f"{first}; {left}") from first
+
+
+def _addition_problems(
+    cat: Catalogue, files: list[tuple[str, str | None]], min_s: float, replace: bool = False
+) -> tuple[list[tuple[str, str]], list[Song]]:
     """Why each of ``files`` (``(file, root folder or None)``) cannot be added to ``cat``: unreadable, shorter
-    than ``min_s``, already in the catalogue, the same audio as another of them, or named like a song there."""
-    problems = []
-    names = {s.name for s in cat.songs()}
+    than ``min_s``, already in the catalogue, the same audio as another of them, named like a song there
+    (unless ``replace``) or like another of them; and the songs that, with ``replace``, they replace."""
+    problems, replacing = [], []
+    there = {s.name: s for s in reversed(cat.songs())}  # (the first, if an older catalogue has several)
+    names: set[str] = set()
     seen: dict[str, str] = {}
     for f, root in files:
         name = str(Path(f).relative_to(root).with_suffix("")) if root else Path(f).stem
@@ -114,10 +175,14 @@ def _addition_problems(cat: Catalogue, files: list[tuple[str, str | None]], min_
         elif checksum in seen:
             problems.append((f, f"the same audio as {seen[checksum]}, given twice"))
         elif name in names:
-            problems.append((f, f"a song named {name!r} is already in the catalogue"))
+            problems.append((f, f"named {name!r} like another file given"))
+        elif name in there and not replace:
+            problems.append((f, f"a song named {name!r} is already in the catalogue (--replace replaces it)"))
+        elif name in there:
+            replacing.append(there[name])
         seen[checksum] = f
         names.add(name)
-    return problems
+    return problems, replacing
 
 
 @dataclass
@@ -131,7 +196,8 @@ class Removed:
 def remove(catalogue: str | os.PathLike, index_path: str | os.PathLike, songs: list[str]) -> Removed:
     """Remove ``songs`` (names as listed, or numeric ids) from ``catalogue`` and its index, all or none: a
     name or id that is not there, or a name several songs share, refuses the whole removal
-    (:class:`~fplib.errors.Refused`), as does an index that does not match the catalogue."""
+    (:class:`~fplib.errors.Refused`), as does an index that does not match the catalogue. A write that fails
+    (a full disk) leaves both as they were: the index's files are put back, the songs restored."""
     with Catalogue(catalogue) as cat:
         every = cat.songs()
         by_name: dict[str, list[Song]] = {}
@@ -157,9 +223,31 @@ def remove(catalogue: str | os.PathLike, index_path: str | os.PathLike, songs: l
                 problems.append((repr(word), f"no song with this name or id in {catalogue} (fplib db list)"))
         if problems:
             raise Refused(problems, "nothing was removed")
+        _require_writable(cat, index_path)
         index.load(index_path, cat)  # the index matches the catalogue before anything changes
-        index.remove_songs(index_path, cat, list(chosen))
+        try:
+            with storage.restored_on_failure(*_index_files(index_path)):  # the index's files: all new or all old
+                index.remove_songs(index_path, cat, list(chosen))
+        except BaseException as e:  # the index is as it was: so are the catalogue's songs
+            live = {s.id for s in cat.songs()}
+            try:
+                cat.restore([s for s in chosen.values() if s.id not in live])
+            except Exception as again:
+                path = Path(index_path)
+                left = (
+                    f"rebuild the index, which then leaves out the songs removed from the catalogue (putting them "
+                    f"back failed: {again}): create_faiss_indexes -i {cat.folder} -n {path.stem} -o {path.parent}"
+                )
+                if isinstance(e, storage.DiskFullError):
+                    raise storage.DiskFullError(e.filename, then=left) from e
+                raise PartlyDone(f"{e}; {left}") from e
+            raise
         return Removed(list(chosen.values()), len(cat))
+
+
+def _index_files(index_path: str | os.PathLike) -> list[Path]:
+    """The files of an index, replaced together when it changes: ``NAME.index``, its mapping and metadata."""
+    return [Path(index_path), index.mapping_path(index_path), index.meta_path(index_path)]
 
 
 def list_songs(catalogue: str | os.PathLike, index_path: str | os.PathLike | None = None) -> list[Song]:
@@ -190,6 +278,7 @@ def compact(catalogue: str | os.PathLike, dtype: str | None = None, progress: bo
     """Rewrite the vector store of ``catalogue`` without removed songs, as ``dtype`` (default: its own),
     and switch to it atomically (:meth:`Catalogue.compact`); also converts a catalogue of an older fplib."""
     with Catalogue(catalogue) as cat:
+        cat.require_writable()
         old = cat.store_path() if not cat.legacy else None
         before = os.path.getsize(old) if old is not None and os.path.exists(old) else None
         new = cat.compact(dtype, progress=progress)
@@ -199,31 +288,49 @@ def compact(catalogue: str | os.PathLike, dtype: str | None = None, progress: bo
 
 @dataclass
 class Merged:
-    """Songs ``added`` from the other catalogues; ``songs`` in the catalogue now."""
+    """Songs ``added`` from the other catalogues; ``songs`` in the catalogue now; ``replaced`` (``(new,
+    old)``, with ``replace``), ``unchanged`` (already there: a resumed merge), ``duplicates`` (``(song not
+    merged, song there)``: the same audio under another name) and the near-identical songs found
+    (``copies``)."""
 
     added: list[Song]
     songs: int
+    replaced: list[tuple[Song, Song]] = field(default_factory=list)
+    unchanged: int = 0
+    duplicates: list[tuple[Song, Song]] = field(default_factory=list)
+    copies: list[Copy] | None = field(default_factory=list)
 
 
-def merge(catalogue: str | os.PathLike, shards: list[str | os.PathLike], progress: bool = False) -> Merged:
+def merge(
+    catalogue: str | os.PathLike, shards: list[str | os.PathLike], progress: bool = False, replace: bool = False
+) -> Merged:
     """Add every song of the catalogues ``shards`` (made by one model, e.g. extracted on other machines) to
-    ``catalogue``, made if missing with the first shard's front end, model and store dtype; audio already
-    there is skipped, so an interrupted merge resumes (:func:`fplib.catalogue.merge`)."""
+    ``catalogue``, made if missing with the first shard's front end, model and store dtype
+    (:func:`fplib.catalogue.merge`). Audio already there under the same name is left, so an interrupted merge
+    resumes; under another name it is not added, and reported. A name already there (or in an earlier
+    shard) with other audio refuses the whole merge (:class:`~fplib.errors.Refused`, listing them), unless
+    ``replace``: then the song merged replaces it. Near-identical songs are then looked for
+    (:func:`fplib.copies.find_copies`; ``copies`` None: the catalogue is too large to compare them without
+    its index, which ``create_faiss_indexes`` builds, and compares them)."""
     with Catalogue(shards[0]) as first:
         fe, model, dtype = first.fe, first.model, first.store_dtype
     new = not os.path.lexists(os.path.join(catalogue, "catalogue.sqlite"))
     with Catalogue(catalogue, fe, model, store_dtype=dtype if new and dtype != "uint8" else None) as target:
-        added = store.merge(target, shards, progress=progress)
-        return Merged(added, len(target))
+        target.require_writable()
+        r = store.merge(target, shards, progress=progress, replace="always" if replace else "never")
+        copies = find_copies(target)
+        return Merged(r.added, len(target), r.replaced, r.unchanged, r.duplicates, copies)
 
 
 @dataclass
 class Built:
     """The index file written (``path``; its mapping is ``path.with_suffix(".json")``) and the ``songs``
-    it indexes."""
+    it indexes; ``copies``: near-identical songs found among songs not yet compared (a catalogue too large
+    to compare without its index, :func:`fplib.copies.find_copies`)."""
 
     path: Path
     songs: int
+    copies: list[Copy] = field(default_factory=list)
 
 
 def build_index(
@@ -240,9 +347,158 @@ def build_index(
     deleting what a killed earlier build left in ``out_dir``. An index faiss cannot make of these
     settings (a factory string it does not know, too few vectors to train it) is a ``ValueError``."""
     with Catalogue(catalogue) as cat:
+        storage.check_writable(out_dir, folder=True)  # before the work, not after it
         storage.clean_stale_temps(out_dir)  # what a killed build left behind
         try:
             path = index.build(cat, name, Path(out_dir), m=m, d=d, nlist=nlist, factory=factory, nprobe=nprobe)
         except RuntimeError as e:  # faiss's errors (and a compaction meanwhile): bad settings, nothing written
             raise ValueError(str(e)) from e
-        return Built(path, len(cat))
+        copies = []
+        if any(s.first_vector >= cat.copies_checked for s in cat.songs()) and _can_write(cat):
+            copies = find_copies(cat, index.load(path, cat)) or []  # what generate_fingerprints left
+        return Built(path, len(cat), copies)
+
+
+def _can_write(cat: Catalogue) -> bool:
+    """Whether the catalogue's database can be written (without trying: building an index needs only read it)."""
+    return os.access(cat.path, os.W_OK) and os.access(cat.folder, os.W_OK)
+
+
+class Check(NamedTuple):
+    """One line of :func:`verify`: what was checked (``name``), whether it is ``ok`` (True; False: damaged;
+    None: nothing was recorded to check it against) and ``detail``."""
+
+    name: str
+    ok: bool | None
+    detail: str
+
+    def line(self) -> str:
+        """``name: ok|damaged|not recorded: detail``, as ``fplib db verify`` prints it."""
+        return f"{self.name}: {'ok' if self.ok else 'not recorded' if self.ok is None else 'damaged'}: {self.detail}"
+
+
+def verify(
+    catalogue: str | os.PathLike, index_path: str | os.PathLike | None = None, samples: int = index.VERIFY_SAMPLES
+) -> list[Check]:
+    """Check everything stored of ``catalogue`` (and of the index ``index_path``) in depth, as ``fplib db
+    verify`` does, and say what was found, one :class:`Check` each:
+
+    * ``catalogue database``: SQLite's ``integrity_check`` of ``catalogue.sqlite`` (the whole database);
+    * ``vector store``: its size against the committed rows and their width;
+    * ``song fingerprints``: every song's rows against the SHA-256 recorded when they were stored (one pass
+      over the store: 1.4 s per GB here from the page cache, or as long as the disk takes to read it);
+    * ``index file``: the whole file's SHA-256 against the one recorded when it was written;
+    * ``index against the catalogue``: the model, the catalogue state, the vector count and the song mapping;
+    * ``index re-score``: ``samples`` windows of the catalogue, drawn at random, searched in the index
+      (:func:`fplib.index.rescore`; fewer than half found is damage).
+
+    Opening the catalogue does not stop at its first damaged song (its sampled check is left to the
+    ``song fingerprints`` line). A missing catalogue or index, or a path that is not one, raises as
+    everywhere (a usage error); what is damaged is reported, not raised."""
+    folder = Path(catalogue)
+    try:
+        cat = Catalogue(folder, check_rows=False)
+    except BadFileError as e:
+        if not Path(e.path).name.startswith(("catalogue.sqlite", "vectors")):
+            raise
+        if Path(e.path).name.startswith("catalogue.sqlite"):
+            return [Check(DATABASE, False, str(e))]
+        uri = f"{(folder / 'catalogue.sqlite').absolute().as_uri()}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as con:
+            problems = [r[0] for r in con.execute("PRAGMA integrity_check").fetchall()]
+        return [_integrity(problems, None), Check(STORE, False, str(e))]
+    with cat:
+        songs = cat.songs()
+        checks = [_integrity(cat.integrity_check(), len(songs))]
+        if cat.legacy:
+            checks.append(
+                Check(
+                    STORE,
+                    None,
+                    f"a catalogue of an older fplib (one file per song), without a vector store; convert it: "
+                    f"fplib db compact --catalogue {folder}",
+                )
+            )
+        else:
+            store = cat.store
+            size = os.path.getsize(cat.store_path(store)) if os.path.lexists(cat.store_path(store)) else 0
+            need = store["rows"] * (store["width"] or 0) * np.dtype(store["dtype"]).itemsize
+            past = f"; {size - need} bytes past them, a killed addition's, cut off by the next" if size > need else ""
+            what = f"{store['rows']} rows of {store['width']} {store['dtype']} in {store['file']}{past}"
+            checks.append(Check(STORE, True, what))
+        checks.append(_rows_check(cat.check_rows(songs), len(songs), folder))
+        if index_path is not None:
+            checks += _index_checks(Path(index_path), cat, songs, samples)
+    return checks
+
+
+DATABASE, STORE, ROWS = "catalogue database", "vector store", "song fingerprints"
+
+
+def _integrity(problems: list[str], n_songs: int | None) -> Check:
+    if problems == ["ok"]:
+        return Check(DATABASE, True, "SQLite integrity_check" + (f"; {n_songs} songs" if n_songs is not None else ""))
+    return Check(DATABASE, False, f"SQLite integrity_check: {'; '.join(problems[:3])}; restore it from a copy")
+
+
+def _rows_check(found: store.RowCheck, n: int, folder: Path) -> Check:
+    record = f"record them: fplib db compact --catalogue {folder}"
+    if found.damaged:
+        shown = ", ".join(
+            f"{s.id} {s.name!r} (rows {s.row} .. {s.row + s.n_vectors - 1})" for s, _ in found.damaged[:10]
+        )
+        more = f" and {len(found.damaged) - 10} more" if len(found.damaged) > 10 else ""
+        unrecorded = f"; no checksum for {len(found.unrecorded)} other(s)" if found.unrecorded else ""
+        return Check(
+            ROWS,
+            False,
+            f"{len(found.damaged)} of {n} songs {store.ROWS_DIFFER} (or cannot be read): {shown}{more}{unrecorded}; "
+            f"restore the store from a copy or extract the catalogue again",
+        )
+    if found.unrecorded:
+        others = f"; the other {len(found.ok)} match theirs" if found.ok else ""
+        return Check(
+            ROWS,
+            None,
+            f"no checksum for {len(found.unrecorded)} of {n} songs (stored by an older fplib{others}); {record}",
+        )
+    return Check(ROWS, True, f"{n} songs, each one's rows as recorded when they were stored")
+
+
+def _index_checks(path: Path, cat: Catalogue, songs: list[Song], samples: int) -> list[Check]:
+    """The ``index file``, ``index against the catalogue`` and ``index re-score`` lines of :func:`verify`."""
+    if not os.path.lexists(path):
+        raise FileNotFoundError(f"{path}: no index (notebook 05 or create_faiss_indexes builds it)")
+    rebuild = f"create_faiss_indexes -i {cat.folder} -n {path.stem} -o {path.parent}"
+    try:
+        check_file(path)
+        meta = index.read_meta(path)
+        recorded = index.check_index_file(path, meta, full=True, rebuild=f"rebuild it: {rebuild}")
+    except BadFileError as e:
+        return [Check(INDEX_FILE, False, str(e))]
+    if recorded:
+        checks = [Check(INDEX_FILE, True, f"{meta['file']['bytes']} bytes, SHA-256 as recorded when it was written")]
+    else:
+        checks = [Check(INDEX_FILE, None, f"rebuild it to record one: {rebuild}")]
+    try:
+        built = index.load(path, cat, checksum=False, samples=0)
+    except BadFileError as e:
+        return [*checks, Check(MATCH, False, str(e))]
+    checks.append(
+        Check(MATCH, True, f"{built.ntotal} vectors of {len(songs)} songs, built from them by the catalogue's model")
+    )
+    found, searched = index.rescore(built, cat, samples, songs)
+    if 2 * found < searched:
+        return [*checks, Check(RESCORE, False, index.rescore_failed(found, searched, cat, f"rebuild it: {rebuild}"))]
+    return [
+        *checks,
+        Check(
+            RESCORE,
+            True,
+            f"{found} of {searched} windows of the catalogue, drawn at random, found themselves among the "
+            f"{index.RESCORE_K} nearest",
+        ),
+    ]
+
+
+INDEX_FILE, MATCH, RESCORE = "index file", "index against the catalogue", "index re-score"

@@ -22,8 +22,9 @@ import torch
 from tqdm.auto import tqdm
 
 from fplib import audio, codes, engine, storage
-from fplib.catalogue import AlreadyInCatalogue, Catalogue, Song, merge
+from fplib.catalogue import AlreadyInCatalogue, Catalogue, Copy, Song, SongNames, merge
 from fplib.checkpoints import load_model, model_description
+from fplib.copies import find_copies
 from fplib.errors import Refused, file_problem
 from fplib.features import FrontEnd, logmel
 from fplib.models.registry import kind_of_model
@@ -67,9 +68,23 @@ def embed(feats: torch.Tensor, model: torch.nn.Module, batch: int = 256) -> np.n
 
 @dataclass
 class ExtractResult:
+    """What :func:`extract` did, by the rule of :class:`~fplib.catalogue.SongNames`: songs ``added``;
+    ``already``: files already there, same audio under the same name (unchanged); ``skipped``: ``(file,
+    reason)``, unusable, or named like a song of another file; ``replaced``: ``(new song, old song)``, a file's
+    new audio under its name; ``duplicates``: ``(file, song)``, audio already there under another name."""
+
     added: list[Song]
-    already: list[str]  # files whose audio was already in the catalogue
-    skipped: list[tuple[str, str]]  # (file, reason)
+    already: list[str]
+    skipped: list[tuple[str, str]]
+    replaced: list[tuple[Song, Song]] = field(default_factory=list)
+    duplicates: list[tuple[str, Song]] = field(default_factory=list)
+
+    def extend(self, other: ExtractResult) -> None:
+        self.added += other.added
+        self.already += other.already
+        self.skipped += other.skipped
+        self.replaced += other.replaced
+        self.duplicates += other.duplicates
 
 
 def song_name(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
@@ -134,11 +149,14 @@ def extract(
     workers: int | None = None,
     names: dict[str, str] | None = None,
     skip: set[str] | None = None,
+    replace: str = "same_file",
 ) -> ExtractResult:
-    """Fingerprint ``files`` into ``catalogue`` (already present audio is skipped, so an interrupted run
-    resumes). Unreadable or sub-window songs are skipped and reported. Names: :func:`song_name`, or
-    ``names[str(file)]`` where given (e.g. another catalogue's names for the same files, to compare
-    models on the same songs under the same names).
+    """Fingerprint ``files`` into ``catalogue`` (already present audio is skipped without being decoded, so an
+    interrupted run resumes). Unreadable or sub-window songs are skipped and reported. Names: :func:`song_name`,
+    or ``names[str(file)]`` where given (e.g. another catalogue's names for the same files, to compare
+    models on the same songs under the same names). A name already there with other audio is replaced, or
+    the file skipped, by the rule ``replace`` (:class:`~fplib.catalogue.SongNames`: by default replaced
+    when the song came from the same file); the same audio under another name is a duplicate, not added.
 
     Songs are read and decoded by ``workers`` DataLoader worker processes (default: 1 where the
     machine has more than one core and there is more than one file) while this process runs the
@@ -173,27 +191,48 @@ def extract(
     # the decoding workers take a core each: fewer threads here than the network would otherwise
     # use, so that no operator waits for a thread the decoder has preempted
     with engine.torch_threads(max(1, threads - workers) if workers and on_cpu else threads):
-        _extract_loop(loader, files, catalogue, model, fe, batch, device, root, result, progress, names or {})
+        _extract_loop(loader, files, catalogue, model, fe, batch, device, root, result, progress, names or {}, replace)
     return result
 
 
-def _extract_loop(loader, files, catalogue, model, fe, batch, device, root, result, progress, names) -> None:
+def _extract_loop(loader, files, catalogue, model, fe, batch, device, root, result, progress, names, replace) -> None:
+    there = SongNames(catalogue.songs())
     for i, status, payload in tqdm(loader, total=len(files), desc="fingerprints", unit="song", disable=not progress):
         f = files[i]
         if status == "skipped":
             result.skipped.append(payload)
             continue
         checksum = payload if status == "already" else payload[0]
-        if status == "already" or catalogue.find_checksum(checksum):
-            result.already.append(str(f))
+        name = names.get(str(f)) or song_name(f, root)
+        action, old = there.plan(name, f, checksum, replace)
+        if action == "duplicate":
+            result.duplicates.append((str(f), old))
+            continue
+        if action == "taken":
+            result.skipped.append((str(f), _taken(name, old)))
+            continue
+        if action == "unchanged" or status == "already" or catalogue.find_checksum(checksum):
+            result.already.append(str(f))  # (or in ``skip``: already merged into the final catalogue)
             continue
         _, seconds, x = payload
         vectors = fingerprint(x, model, fe, batch, device) if x.ndim == 1 else embed(x, model, batch)
         try:
-            name = names.get(str(f)) or song_name(f, root)
-            result.added.append(catalogue.add(f, vectors, seconds, checksum, name))
+            new = catalogue.add(f, vectors, seconds, checksum, name, old.id if old else None)
         except AlreadyInCatalogue:  # added meanwhile by another process
             result.already.append(str(f))
+            continue
+        there.took(new, old)
+        if old is None:
+            result.added.append(new)
+        else:
+            result.replaced.append((new, old))
+
+
+def _taken(name: str, song: Song) -> str:
+    return (
+        f"a song named {name!r} is already in the catalogue, from another file ({song.path}); to keep both, "
+        f"give their parent folder so that names include it; to replace it, remove it first (fplib db remove)"
+    )
 
 
 def shard_folder(folder: str | os.PathLike, rank: int, world: int) -> Path:
@@ -211,6 +250,7 @@ def fingerprint_files(
     progress: bool = True,
     workers: int | None = None,
     skip: set[str] | None = None,
+    replace: str = "same_file",
 ) -> ExtractResult:
     """:func:`extract` of ``files`` given as ``(audio file, root folder or None)`` (as
     :func:`fplib.audio.collect_audio` lists them), each song named by its path under its root folder (or
@@ -227,19 +267,21 @@ def fingerprint_files(
             root=root,
             workers=workers,
             skip=skip,
+            replace=replace,
         )
-        total.added += r.added
-        total.already += r.already
-        total.skipped += r.skipped
+        total.extend(r)
     return total
 
 
 @dataclass
 class FolderResult:
-    """What :func:`fingerprint_folders` did: songs ``added``, files ``already`` in the catalogue and
-    ``skipped`` (with the reason) on every rank, non-audio files ``ignored`` in the folders, and the
-    catalogue's ``songs`` and ``seconds`` of audio afterwards. Under ``torchrun`` only rank 0 (``rank``)
-    has the whole account; the other ranks' results are empty."""
+    """What :func:`fingerprint_folders` did: songs ``added``, files ``already`` in the catalogue (unchanged)
+    and ``skipped`` (with the reason) on every rank, ``replaced`` (``(new, old)``: a file's new audio under
+    its name) and ``duplicates`` (``(file, song)``: its audio is there under another name), non-audio files
+    ``ignored`` in the folders, the near-identical songs found (``copies``, :func:`fplib.copies.find_copies`;
+    None: the catalogue is too large to compare them without its index, which ``create_faiss_indexes``
+    builds, and compares them), and the catalogue's ``songs`` and ``seconds`` of audio afterwards. Under
+    ``torchrun`` only rank 0 (``rank``) has the whole account; the other ranks' results are empty."""
 
     added: list[Song] = field(default_factory=list)
     already: list[str] = field(default_factory=list)
@@ -248,6 +290,9 @@ class FolderResult:
     songs: int = 0
     seconds: float = 0.0
     rank: int = 0
+    replaced: list[tuple[Song, Song]] = field(default_factory=list)
+    duplicates: list[tuple[str, Song]] = field(default_factory=list)
+    copies: list[Copy] | None = field(default_factory=list)
 
 
 def fingerprint_folders(
@@ -302,6 +347,7 @@ def _fingerprint_folders(
     folder = catalogue if world == 1 else shard_folder(catalogue, rank, world)
     with Catalogue(folder, fe, desc, store_dtype=store_dtype) as cat:
         cat.require_store()
+        cat.require_writable()  # before the work, not at its first song
         storage.clean_stale_temps(cat.folder, cat.folder / "vectors")  # what a killed run left behind
         result = fingerprint_files(
             files[rank::world], cat, model, device, batch, progress and rank == 0, workers, skip=merged
@@ -311,9 +357,19 @@ def _fingerprint_folders(
         if rank:
             return FolderResult(rank=rank)
     with Catalogue(catalogue) as cat:
+        copies = find_copies(cat)  # the songs added (and any a killed run added) against all
         songs = cat.songs()
     return FolderResult(
-        result.added, result.already, result.skipped, [], len(songs), sum(s.duration for s in songs), rank
+        result.added,
+        result.already,
+        result.skipped,
+        [],
+        len(songs),
+        sum(s.duration for s in songs),
+        rank,
+        result.replaced,
+        result.duplicates,
+        copies,
     )
 
 
@@ -352,17 +408,24 @@ def merge_shards(
     rank 0's account of the whole run (songs added, already there, skipped on every rank)."""
     import torch.distributed as dist
 
-    mine = (result.already, result.skipped)
+    mine = (result.already, result.skipped, [(f, s.checksum) for f, s in result.duplicates])
     every = [None] * world
     dist.all_gather_object(every, mine)  # also waits for every rank's shard to be complete
     if rank:
         return result
     shards = [shard_folder(catalogue, r, world) for r in range(world)]
     with Catalogue(catalogue, fe, desc, store_dtype=store_dtype) as final:
-        added = merge(final, shards, order=order, progress=progress)
+        merged = merge(final, shards, order=order, progress=progress, replace="same_file")
+        found = [(f, final.find_checksum(c)) for _, _, d in every for f, c in d]  # duplicates within a shard
     # renamed aside first: a kill while deleting never leaves half a shard that the next run would open
     parent = shards[0].parent
     doomed = parent.with_name(f".{parent.name}.deleting-{os.getpid()}")
     os.replace(parent, doomed)
     shutil.rmtree(doomed)
-    return ExtractResult(added, [f for a, _ in every for f in a], [x for _, sk in every for x in sk])
+    return ExtractResult(
+        merged.added,
+        [f for a, _, _ in every for f in a],
+        [x for _, sk, _ in every for x in sk] + merged.taken,
+        merged.replaced,
+        [(f, song) for f, song in found if song is not None] + [(new.path, song) for new, song in merged.duplicates],
+    )

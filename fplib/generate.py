@@ -129,6 +129,10 @@ def generate_dataset(
         "augment": to_dict(aug),
         "frontend": fe.to_dict(),
     }
+    storage.check_writable(output_path, folder=True)  # before the work, not at its first file
+    storage.check_writable(out, folder=True)
+    if (out / "progress.jsonl").exists():  # appended to
+        storage.check_writable(out / "progress.jsonl")
     storage.clean_stale_temps(out, *(out / sub for sub in ("train_set", "val_set", "Samples")))
     _prepare_output(out, settings, overwrite)
 

@@ -11,6 +11,13 @@ SHA-256), and every file of the set is checked when loaded (:class:`~fplib.error
 the file and what is wrong: missing, truncated, corrupt, of another catalogue or model). Songs can be
 added and removed without rebuilding (``add_songs`` / ``remove_songs``).
 
+What the index holds is checked on loading, so that a damaged or replaced index does not answer with
+confidence: its file against the size and SHA-256 recorded in its metadata when it was written
+(:func:`check_index_file`: flipped bytes in a PQ codebook change answers without making the file
+unreadable), and a sampled re-score (:func:`rescore`): :data:`RESCORE_SAMPLES` of the catalogue's own
+windows, drawn at random, are searched in it, and most must find themselves. ``fplib db verify``
+(:func:`fplib.db.verify`) does both in depth.
+
 Binary fingerprints (models of ``binary`` kind, :mod:`fplib.codes`) go into faiss binary indexes from the same
 ``build``: ``IndexBinaryIVF`` (factory ``BIVF<nlist>``, the default) or ``IndexBinaryFlat`` (``BFlat``, exact
 Hamming search), each code ``D / 8`` bytes plus its 8-byte id; their metadata says ``"metric": "hamming"``.
@@ -21,6 +28,7 @@ and ``merge`` (IVF ``merge_from``) to combine indexes built separately with the 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -43,6 +51,27 @@ PQ_MIN_POINTS_PER_CENTROID = 1
 # An HNSW coarse quantiser (``IVF<nlist>_HNSW32,...``) searches with efSearch = this x nprobe: with faiss's
 # default of 16, nprobe 32 found fewer of the exact neighbours than a flat quantiser (bench_search.py).
 HNSW_EF_PER_PROBE = 2
+# Loading an index checks the SHA-256 of its whole file up to this size: about 0.08 s per 100 MB here (faiss
+# takes 0.03-0.08 s to read the same 100 MB), so 1 s for the largest index of a 5e7-window catalogue. A larger
+# file is checked by a sampled SHA-256 (its first SAMPLE_HEAD bytes, where the trained coarse quantiser and
+# the PQ codebooks lie, its last SAMPLE_BLOCK and SAMPLE_BLOCKS blocks of SAMPLE_BLOCK spread between: about
+# 80 MiB); ``fplib db verify`` always reads the whole file.
+FULL_CHECK_BYTES = 1 << 30
+SAMPLE_HEAD = 16 << 20
+SAMPLE_BLOCK = 1 << 20
+SAMPLE_BLOCKS = 64
+# The sampled re-score on loading: this many windows of the catalogue, drawn at random, searched in the index
+# (as built: its saved nprobe) for their RESCORE_K nearest. A window is found if its own id is among them, or
+# the first one is a window nearly identical to it (similarity >= RESCORE_NEAR: the same music twice, silence).
+# An undamaged index finds nearly all (measured: IVF-PQ, fast-scan PQ and Flat 100 % of 472 real fingerprints;
+# IVF1024,PQ32x4fs and IVF256,PQ32 100 %, IVF1024,PQ16 98.8 % of 512 drawn from 200,000 clustered vectors);
+# the index is refused if it finds fewer than half. 400 changed bytes in a PQ codebook left 0-4 % found; an
+# index of other fingerprints finds almost none. The 32 searches cost what 32 query windows cost a
+# recogniser (milliseconds); ``fplib db verify`` draws VERIFY_SAMPLES.
+RESCORE_SAMPLES = 32
+VERIFY_SAMPLES = 256
+RESCORE_K = 10
+RESCORE_NEAR = 0.9
 
 
 # Large catalogues (measured by benchmarks/bench_search.py, README "Choosing an index for a large catalogue"):
@@ -222,14 +251,112 @@ def _save(index: faiss.Index, path: Path, catalogue: Catalogue, extra: dict | No
             "nprobe": get_nprobe(index),
             "catalogue": str(catalogue.folder.resolve()),
             "catalogue_state": catalogue.state(),
+            "songs": len(catalogue.songs()),
             "model": catalogue.model or {},
             "bytes_per_vector": bytes_per_vector(index),
         }
     )
     with storage.atomic_path(path) as tmp:
         (faiss.write_index_binary if is_binary(index) else faiss.write_index)(index, str(tmp))
+        meta["file"] = file_record(tmp)  # what loading checks the file against (check_index_file)
     storage.write_json(mapping_path(path), {str(s.first_vector): s.name for s in catalogue.songs()})
     storage.write_json(mp, meta)
+
+
+def file_record(path: str | os.PathLike) -> dict:
+    """What identifies an index file's content: ``bytes``, ``sha256`` (of the whole file) and, for a file over
+    :data:`FULL_CHECK_BYTES`, ``sampled_sha256`` (:func:`sampled_sha256`); kept in ``NAME.meta.json``."""
+    size = os.path.getsize(path)
+    record = {"bytes": size, "sha256": storage.file_checksum(path)}
+    if size > FULL_CHECK_BYTES:
+        record["sampled_sha256"] = sampled_sha256(path)
+    return record
+
+
+def sampled_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of parts of a file: its first :data:`SAMPLE_HEAD` bytes, :data:`SAMPLE_BLOCKS` blocks of
+    :data:`SAMPLE_BLOCK` bytes evenly spread after them, and its last :data:`SAMPLE_BLOCK` bytes (with the
+    file's size)."""
+    size = os.path.getsize(path)
+    h = hashlib.sha256(str(size).encode())
+    spans = [(0, min(size, SAMPLE_HEAD))]
+    if size > SAMPLE_HEAD:
+        starts = np.linspace(SAMPLE_HEAD, max(SAMPLE_HEAD, size - SAMPLE_BLOCK), SAMPLE_BLOCKS + 1).astype(np.int64)
+        spans += [(int(a), SAMPLE_BLOCK) for a in starts]
+    with open(path, "rb") as f:
+        for start, n in spans:
+            h.update(os.pread(f.fileno(), n, start))
+    return h.hexdigest()
+
+
+def check_index_file(path: str | os.PathLike, meta: dict, full: bool = False, rebuild: str = "rebuild it") -> bool:
+    """Check the index file ``path`` against the size and checksum its metadata ``meta`` recorded when it was
+    written: the whole file's SHA-256 up to :data:`FULL_CHECK_BYTES` (or with ``full``), else the sampled
+    one. :class:`BadFileError` if they differ; False if nothing was recorded (an index of an older fplib)."""
+    record = meta.get("file")
+    if not isinstance(record, dict) or "sha256" not in record:
+        return False
+    size = os.path.getsize(path)
+    if size != record.get("bytes"):
+        raise BadFileError(
+            path,
+            f"its content differs from the checksum recorded when it was written: {size} bytes, not the "
+            f"{record.get('bytes')} written (damaged, truncated or replaced); {rebuild}",
+        )
+    sampled = not full and size > FULL_CHECK_BYTES and "sampled_sha256" in record
+    got = sampled_sha256(path) if sampled else storage.file_checksum(path)
+    if got != record["sampled_sha256" if sampled else "sha256"]:
+        raise BadFileError(
+            path,
+            f"its content differs from the checksum recorded when it was written ({'sampled ' if sampled else ''}"
+            f"SHA-256 {got[:12]}..., recorded {record['sampled_sha256' if sampled else 'sha256'][:12]}...): damaged "
+            f"or replaced, its answers cannot be trusted; {rebuild}",
+        )
+    return True
+
+
+def rescore(
+    index: faiss.Index, catalogue: Catalogue, samples: int, songs: list[Song] | None = None, seed: int | None = None
+) -> tuple[int, int]:
+    """Search ``samples`` windows of ``catalogue`` (``songs``: its songs, default all), drawn at random (all if
+    there are no more), in ``index`` for their :data:`RESCORE_K` nearest; returns ``(found, searched)``: how many
+    found their own id among them, or first a window nearly identical to them (:data:`RESCORE_NEAR`)."""
+    songs = catalogue.songs() if songs is None else songs
+    first = np.array([s.first_vector for s in songs], np.int64)
+    lengths = np.array([s.n_vectors for s in songs], np.int64)
+    total = int(lengths.sum())
+    if not total:
+        return 0, 0
+    rng = np.random.default_rng(seed)
+    pick = np.arange(total) if total <= samples else np.sort(rng.choice(total, samples, replace=False))
+    cum = np.concatenate([[0], np.cumsum(lengths)])
+    si = np.searchsorted(cum, pick, side="right") - 1
+    ids = first[si] + (pick - cum[si])
+    x = _fingerprints(catalogue, songs, si, pick - cum[si])
+    _, got = index.search(np.ascontiguousarray(x), RESCORE_K)
+    found = (got == ids[:, None]).any(axis=1)
+    top = got[:, 0]
+    j = np.searchsorted(first, top, side="right") - 1
+    inside = (top >= 0) & (j >= 0) & (top < first[np.maximum(j, 0)] + lengths[np.maximum(j, 0)])
+    if inside.any():
+        y = _fingerprints(catalogue, songs, j[inside], top[inside] - first[j[inside]])
+        near = np.zeros(len(ids), bool)
+        near[inside] = codes.similarity(x[inside], y, catalogue.kind) >= RESCORE_NEAR
+        found |= near
+    return int(found.sum()), len(ids)
+
+
+def _fingerprints(catalogue: Catalogue, songs: list[Song], si: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Window ``offsets[k]`` of song ``songs[si[k]]`` for each k, as :meth:`Catalogue.vectors` gives them."""
+    dtype = codes.stored_dtype(catalogue.kind)
+    if not catalogue.legacy:
+        return np.asarray(catalogue.matrix()[catalogue.rows_of(songs)[si] + offsets], dtype=dtype)
+    out = None
+    for i in np.unique(si):  # an older catalogue's per-song files: only the songs drawn are read
+        v = catalogue.vectors(songs[i])
+        out = np.zeros((len(si), v.shape[1]), dtype) if out is None else out
+        out[si == i] = v[offsets[si == i]]
+    return out
 
 
 def read_index(path: str | os.PathLike) -> faiss.Index:
@@ -300,12 +427,21 @@ def _rebuild(path: Path, catalogue: Catalogue) -> str:
     return f"rebuild it: create_faiss_indexes -i {catalogue.folder} -n {path.stem} -o {path.parent}"
 
 
-def load(path: str | os.PathLike, catalogue: Catalogue, nprobe: int | None = None) -> faiss.Index:
+def load(
+    path: str | os.PathLike,
+    catalogue: Catalogue,
+    nprobe: int | None = None,
+    checksum: bool = True,
+    samples: int = RESCORE_SAMPLES,
+) -> faiss.Index:
     """Read an index and check that it matches ``catalogue``; set ``nprobe`` (default: as saved).
 
     Every file of the index is checked: ``NAME.index`` (a readable faiss index of the catalogue's
-    vectors), ``NAME.meta.json`` (the catalogue state and the model the index was built from) and
-    ``NAME.json`` (the song mapping); a problem raises :class:`BadFileError` naming the file."""
+    vectors, whose content is the one written: :func:`check_index_file`, unless not ``checksum``),
+    ``NAME.meta.json`` (the catalogue state and the model the index was built from) and ``NAME.json`` (the
+    song mapping); a problem raises :class:`BadFileError` naming the file. Then ``samples`` windows of the
+    catalogue are searched in it (:func:`rescore`): if fewer than half find themselves, the index (or the
+    catalogue's store) is damaged, and :class:`BadFileError` says so."""
     path = Path(path)
     if not os.path.lexists(path):
         raise FileNotFoundError(f"{path}: no index (notebook 05 or create_faiss_indexes builds it)")
@@ -314,6 +450,8 @@ def load(path: str | os.PathLike, catalogue: Catalogue, nprobe: int | None = Non
     rebuild = _rebuild(path, catalogue)
     _check_model(path, meta, catalogue, rebuild)
     index = read_index(path)
+    if checksum:
+        check_index_file(path, meta, rebuild=rebuild)
     if is_binary(index) != (catalogue.kind == "binary"):
         raise BadFileError(
             path,
@@ -344,23 +482,44 @@ def load(path: str | os.PathLike, catalogue: Catalogue, nprobe: int | None = Non
             f"not the song mapping of the catalogue {catalogue.folder} (it holds {what}, "
             f"the catalogue {len(songs)} songs); {rebuild}",
         )
+    if samples:
+        set_nprobe(index, meta.get("nprobe") or 1)  # searched as it was built to be
+        found, searched = rescore(index, catalogue, samples, songs)
+        if 2 * found < searched:
+            raise BadFileError(path, rescore_failed(found, searched, catalogue, rebuild))
     set_nprobe(index, nprobe if nprobe is not None else (meta.get("nprobe") or 1))
     return index
 
 
-def add_songs(path: str | os.PathLike, catalogue: Catalogue, songs: list[Song]) -> faiss.Index:
-    """Add songs already in ``catalogue`` (e.g. by :func:`fplib.extraction.extract`) to the index at ``path``.
+def rescore_failed(found: int, searched: int, catalogue: Catalogue, rebuild: str) -> str:
+    """Why an index whose :func:`rescore` found fewer than half of ``searched`` windows is refused."""
+    return (
+        f"searching {searched} of the catalogue's own windows in it found only {found} of them (an undamaged "
+        f"index finds nearly all): the index is damaged or was not built from these fingerprints, or the "
+        f"catalogue's store is damaged (fplib db verify --catalogue {catalogue.folder} checks it); {rebuild}"
+    )
 
-    The index is checked against the catalogue without those songs, updated, and saved atomically
-    with its mapping and metadata."""
+
+def add_songs(
+    path: str | os.PathLike, catalogue: Catalogue, songs: list[Song], replaced: list[Song] = ()
+) -> faiss.Index:
+    """Add songs already in ``catalogue`` (e.g. by :func:`fplib.extraction.extract`) to the index at ``path``,
+    and take out the songs they ``replaced`` (no longer in the catalogue: :meth:`Catalogue.add`'s ``replace``).
+
+    The index is checked against the catalogue without those songs (and with those replaced), updated, and
+    saved atomically with its mapping and metadata."""
     path = Path(path)
     new_ids = {s.id for s in songs}
     meta = read_meta(path)
     _check_model(path, meta, catalogue, _rebuild(path, catalogue))
     index = read_index(path)
-    expected = sum(s.n_vectors for s in catalogue.songs() if s.id not in new_ids)
+    expected = sum(s.n_vectors for s in catalogue.songs() if s.id not in new_ids) + sum(s.n_vectors for s in replaced)
     if index.ntotal != expected:
         raise BadFileError(path, f"holds {index.ntotal} vectors, the catalogue without the new songs {expected}")
+    for s in replaced:
+        removed = index.remove_ids(faiss.IDSelectorRange(s.first_vector, s.first_vector + s.n_vectors))
+        if removed != s.n_vectors:
+            raise BadFileError(path, f"removed {removed} vectors of song {s.id}, expected {s.n_vectors}")
     ids, vectors = catalogue.all_vectors(songs)
     if len(ids):
         index.add_with_ids(vectors, ids)

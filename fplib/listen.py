@@ -88,7 +88,7 @@ class Decision:
     score: float
     threshold: float
     position_s: float = 0.0  # where the song is at the decision's time, not clamped at its start (can be < 0)
-    runner_up: float = 0.0  # the best other song's score (0 when there is none)
+    runner_up: float = 0.0  # the best other song's score, not a copy of this one's (0 when there is none)
 
 
 class _Phase:
@@ -360,7 +360,7 @@ class Matcher:
         if not ranking:
             return None
         score, si, off = ranking[0]
-        second = ranking[1][0] if len(ranking) > 1 else 0.0
+        second = self.rec.runner_up(si, ((sc, s) for sc, s, _ in ranking[1:]))  # never a copy of the best song
         conf = score - second if self.rec.decision == "margin" else score
         thr = self.rec.threshold_for(n_windows(len(seg), self.rec.fe))
         heard = len(seg) / self.sr

@@ -15,7 +15,10 @@ The decision "in the database" compares a confidence with a threshold calibrated
 not in the database (:func:`calibrate_threshold`, for a stated false-positive rate): the best
 candidate's score (``decision="score"``), or its margin over the best other song
 (``decision="margin"``, a ratio test: an unknown query tends to match several songs about equally
-well, a known one stands out). Silent queries are rejected before any search.
+well, a known one stands out). The "best other song" is never a recorded copy of the best one (the
+same recording twice in the catalogue, album and compilation: :mod:`fplib.copies`), which would tie
+with it: a song and its copies are one answer (:meth:`Recognizer.runner_up`), the copies named beside
+it. Silent queries are rejected before any search.
 
 Query phases: the database has a window every ``hop`` (0.5 s) from each song's start, but a query
 starts anywhere, so its windows fall up to hop / 2 (0.25 s) away from the nearest database windows,
@@ -76,6 +79,7 @@ class Result:
     threshold: float | None = None  # the threshold for this query's length (None: every query is accepted)
     query_s: float = 0.0  # the duration answered for (s): the query's, or the first MAX_QUERY_S of a longer file
     recording_s: float | None = None  # a file's whole duration, when it is longer than what was answered for
+    copies: tuple[str, ...] = ()  # the best song's recorded copies among the matches (the same recording)
 
     @property
     def best(self) -> Match | None:
@@ -130,6 +134,37 @@ class Recognizer:
         self.lengths = np.array([s.n_vectors for s in self.songs], dtype=np.int64)
         self.rows = catalogue.rows_of(self.songs)
         self.dtype = codes.stored_dtype(self.kind)  # what a float16 store is compared as
+        self.position = {s.id: i for i, s in enumerate(self.songs)}  # song id -> index into self.songs
+        self.group = self._copy_groups(catalogue.copies())
+
+    def _copy_groups(self, copies) -> np.ndarray:
+        """``int64 [songs]``: songs (indices) with the same value are copies of one recording, directly or
+        through others (:meth:`Catalogue.copies`)."""
+        group = np.arange(len(self.songs))
+
+        def root(i: int) -> int:
+            while group[i] != i:
+                i = group[i]
+            return i
+
+        for c in copies:
+            if c.song in self.position and c.original in self.position:
+                a, b = root(self.position[c.song]), root(self.position[c.original])
+                group[max(a, b)] = min(a, b)
+        return np.array([root(i) for i in range(len(group))], np.int64)
+
+    def runner_up(self, best: int, ranking) -> float:
+        """The margin decision's "next song": the best score in ``ranking`` (``(score, song index)``, best
+        first) of a song other than song index ``best`` and not a recorded copy of it; 0 if there is none.
+        Used by :meth:`recognize` and by live recognition (:class:`fplib.listen.Matcher`)."""
+        for score, si in ranking:
+            if self.group[si] != self.group[best]:
+                return float(score)
+        return 0.0
+
+    def copies_of(self, best: int, ranking) -> list[int]:
+        """The song indices in ``ranking`` (``(score, song index)``) that are recorded copies of song ``best``."""
+        return [si for _, si in ranking if si != best and self.group[si] == self.group[best]]
 
     def windows(self, si: int, lo: int, hi: int) -> np.ndarray:
         """Database windows ``lo .. hi - 1`` of song index ``si`` (within the song), as compared."""
@@ -221,11 +256,20 @@ class Recognizer:
         if not matches:
             return Result(False, [], "no candidate alignment", timings, threshold=thr, query_s=query_s)
         conf = matches[0].score
+        ranking = [(m.score, self.position[m.song_id]) for m in matches]
         if self.decision == "margin":
-            conf -= matches[1].score if len(matches) > 1 else 0.0
+            conf -= self.runner_up(ranking[0][1], ranking[1:])
         ok = thr is None or conf >= thr
+        copies = tuple(self.songs[si].name for si in self.copies_of(ranking[0][1], ranking[1:]))
         return Result(
-            ok, matches[:top], "" if ok else f"{self.decision} below the threshold", timings, conf, thr, query_s
+            ok,
+            matches[:top],
+            "" if ok else f"{self.decision} below the threshold",
+            timings,
+            conf,
+            thr,
+            query_s,
+            copies=copies,
         )
 
     def threshold_at(self, seconds: float) -> float:
@@ -371,12 +415,17 @@ def resolve_threshold(
     """The threshold settings (``NAME.threshold.json`` format) for an index, and where they come from:
     None with ``no_threshold`` (every query accepted); else the index's own ``NAME.threshold.json``;
     else, for a catalogue made by the shipped model, that model's default threshold
-    (:mod:`fplib.pretrained`); otherwise :class:`MissingThresholdError`, saying to run calibrate_threshold."""
+    (:mod:`fplib.pretrained`); otherwise :class:`MissingThresholdError`, saying to run calibrate_threshold.
+
+    A threshold file must have been calibrated for this index, this state of ``catalogue`` and its model
+    (:func:`check_calibrated_for`); one written by an older fplib, which does not record them, is used with
+    a warning in the source."""
     path = threshold_path(index_path)
     if no_threshold:
         return None, "none (--no-threshold): every query is accepted as in the database"
     if os.path.lexists(path):
-        return load_threshold(path), str(path)
+        saved = load_threshold(path)
+        return saved, check_calibrated_for(saved, path, index_path, catalogue)
     name = pretrained.shipped_name((catalogue.model or {}).get("sha256"), pretrained_dir)
     if name is not None:
         default = pretrained.default_threshold(pretrained_dir, name)
@@ -399,14 +448,107 @@ def load_threshold(path: str | os.PathLike) -> dict:
     return check_threshold(read_json(path, "threshold file"), path)
 
 
-def save_threshold(index_path: str | os.PathLike, settings: dict) -> Path:
+def save_threshold(index_path: str | os.PathLike, settings: dict, calibrated_for: dict | None = None) -> Path:
     """Write the threshold settings of ``NAME.index`` (``NAME.threshold.json`` format: ``threshold``, ``phases``,
     ``decision``, and whatever measurements come with them, e.g. :meth:`fplib.calibrate.Calibration.to_json`)
     to its :func:`threshold_path`, atomically, and return that path: the one writer of the file. Settings
-    that :func:`check_threshold` refuses are not written (:class:`BadFileError`)."""
+    that :func:`check_threshold` refuses are not written (:class:`BadFileError`).
+
+    The file records what it was calibrated for (``calibrated_for``: :func:`threshold_record`, taken when
+    the calibration started; default: the index's now), which :func:`resolve_threshold` checks."""
     path = threshold_path(index_path)
+    record = calibrated_for if calibrated_for is not None else threshold_record(index_path)
+    if record is not None and "calibrated_for" not in settings:
+        settings = {**settings, "calibrated_for": record}
     storage.write_json(path, check_threshold(settings, path))
     return path
+
+
+def threshold_record(index_path: str | os.PathLike) -> dict | None:
+    """What a threshold calibrated for the index ``index_path`` is calibrated for, from the index's metadata
+    (which loading the index checks against its catalogue): the index (``index_sha256``: its file's checksum,
+    recorded when it was written, or computed for an index of an older fplib), the catalogue
+    (``catalogue_state``: its songs, :meth:`Catalogue.state`; changes when songs are added or removed) and
+    the model (``model_sha256``); ``index`` and ``catalogue`` name them. None if the index has no readable
+    metadata."""
+    try:
+        meta = fpindex.read_meta(index_path)
+        recorded = meta.get("file") if isinstance(meta.get("file"), dict) else {}
+        sha = recorded.get("sha256") or storage.file_checksum(index_path)
+    except (BadFileError, OSError):
+        return None
+    return {
+        "index": str(Path(index_path).absolute()),
+        "index_sha256": sha,
+        "catalogue": meta.get("catalogue"),
+        "catalogue_state": meta.get("catalogue_state"),
+        "songs": meta.get("songs"),
+        "model_sha256": (meta.get("model") or {}).get("sha256") if isinstance(meta.get("model"), dict) else None,
+    }
+
+
+def check_calibrated_for(
+    saved: dict, path: str | os.PathLike, index_path: str | os.PathLike, catalogue: Catalogue
+) -> str:
+    """Where the threshold ``saved`` (read from ``path``) comes from, as :func:`resolve_threshold` says it, after
+    checking that it was calibrated for the index ``index_path``, this state of ``catalogue`` and its model:
+    :class:`BadFileError` naming what differs and the command that calibrates it again. A file without the
+    record (an older fplib's) is used: the source then says it could not be checked."""
+    hint = THRESHOLD_HINT.format(cat=catalogue.folder, index=index_path)
+    was = saved.get("calibrated_for")
+    if not isinstance(was, dict):
+        return (
+            f"{path} (warning: it does not record the index, catalogue and model it was calibrated for (an "
+            f"older fplib wrote it), so it cannot be checked against them; {hint} records them)"
+        )
+    now = threshold_record(index_path) or {}
+    index_differs = bool(was.get("index_sha256") and now.get("index_sha256")) and (
+        was["index_sha256"] != now["index_sha256"]
+    )
+    state_differs = was.get("catalogue_state") != catalogue.state()
+    model = (catalogue.model or {}).get("sha256")
+    same_model = not (was.get("model_sha256") and model and was["model_sha256"] != model)
+    if state_differs and same_model and _same_folder(was.get("catalogue"), catalogue.folder):
+        # the same catalogue, grown or shrunk since (db add / remove, generate_fingerprints): its songs' scores
+        # are those calibrated, only the number of songs a query is compared with moved; said, not refused
+        n_was, n_now = was.get("songs"), len(catalogue.songs())
+        counts = f" ({n_was} songs then, {n_now} now)" if isinstance(n_was, int) else ""
+        return (
+            f"{path} (warning: calibrated before songs were added to or removed from this catalogue{counts}, "
+            f"so its false-positive rate may have moved; {hint} calibrates it for the catalogue as it is)"
+        )
+    differs = []
+    if index_differs and state_differs:
+        differs.append(
+            f"another state of the catalogue and its index (songs were added or removed since, or it is "
+            f"another catalogue's: {was.get('catalogue')}, {was.get('index')})"
+        )
+    elif index_differs:
+        differs.append(
+            f"another index ({was.get('index')}, SHA-256 {str(was['index_sha256'])[:12]}...; {index_path} is "
+            f"{now['index_sha256'][:12]}...)"
+        )
+    elif state_differs:
+        differs.append(
+            f"another state of the catalogue (songs were added or removed since, or it is another "
+            f"catalogue's: {was.get('catalogue')})"
+        )
+    if not same_model:
+        differs.append(f"another model's fingerprints (SHA-256 {str(was['model_sha256'])[:12]}...)")
+    if differs:
+        raise BadFileError(
+            path,
+            f"calibrated for {' and '.join(differs)}, not for this one, so its false-positive rate does not hold "
+            f"here; calibrate again: {hint} (or pass --no-threshold)",
+        )
+    return str(path)
+
+
+def _same_folder(a: str | os.PathLike | None, b: str | os.PathLike) -> bool:
+    try:
+        return a is not None and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def check_threshold(saved, path: str | os.PathLike) -> dict:
@@ -529,7 +671,7 @@ class Answer:
     def to_json(self) -> dict:
         """One JSON object: ``file`` and ``error``, or ``file``, ``in_database``, ``song``, ``song_id``,
         ``offset_s``, ``score``, ``confidence``, ``threshold``, ``decision``, ``reason``, ``query_start_s``,
-        ``query_end_s``, ``timings_ms`` and ``matches``."""
+        ``query_end_s``, ``timings_ms``, ``matches`` and ``copies`` (the song's recorded copies among them)."""
         r = self.result
         if r is None:
             return {"file": self.query, "error": self.error}
@@ -548,6 +690,7 @@ class Answer:
             "query_start_s": 0.0,
             "query_end_s": round(r.query_s, 4),
             "recording_s": None if r.recording_s is None else round(r.recording_s, 3),
+            "copies": list(r.copies) if best else [],
             "timings_ms": {k: round(v, 3) for k, v in r.timings_ms.items()},
             "matches": [
                 {"song": m.name, "song_id": m.song_id, "offset_s": round(m.offset_s, 4), "score": m.score}
@@ -579,8 +722,9 @@ class Answer:
         if not r.in_database:
             best = f"; best guess {r.best.name} at {r.best.offset_s:.1f} s" if r.best else ""
             return [f"{q} {span}: not in the database ({r.reason}{', ' + conf if conf else ''}{best})", *note]
+        also = f" (also in the catalogue as {', '.join(map(repr, r.copies))}: the same recording)" if r.copies else ""
         return [
-            f"{q} {span}: {m.name} at {m.offset_s:.1f} s (score {m.score:.3f}, {conf})"
+            f"{q} {span}: {m.name} at {m.offset_s:.1f} s (score {m.score:.3f}, {conf}){also}"
             if rank == 0
             else f"{q}   {rank + 1}. {m.name} at {m.offset_s:.1f} s (score {m.score:.3f})"
             for rank, m in enumerate(r.matches)

@@ -232,6 +232,25 @@ def online_source(
     return OnlineSource(train, val, augmenter, cfg.seed)
 
 
+def shared_files(source: StaticSource | OnlineSource) -> list[str]:
+    """The files (songs, or pairs) that ``source`` validates on and also trains on (the same file, through
+    links or not): its validation then measures how well songs trained on are recognised, not new ones
+    (``dynamic_online`` with a single song shares it; so do two modes given the same folder twice)."""
+
+    def files(ds) -> list:
+        return list(getattr(ds, "songs", None) or getattr(ds, "files", None) or [])
+
+    def key(f) -> tuple:  # the file itself, through symbolic and hard links (dynamic_online's split links)
+        try:
+            st = os.stat(f)
+            return st.st_dev, st.st_ino
+        except OSError:
+            return (os.path.realpath(f),)
+
+    trained = {key(f) for f in files(source.train)}
+    return sorted(str(f) for f in files(source.val) if key(f) in trained)
+
+
 def split_online_data(
     songs: str | os.PathLike,
     irs: str | os.PathLike,

@@ -8,6 +8,8 @@ Temporary files are named ``.<stem>.<host>-<pid>.<random>.tmp<suffix>`` (host: a
 name, pid: the writing process), so that a later job can tell the leftovers of a killed writer
 (:func:`clean_stale_temps`) from the file of a writer still at work. A full disk raises
 :class:`DiskFullError`, which names the file; the previous version of the file is left untouched.
+Jobs call :func:`check_writable` on their destinations before their work, so that a read-only or
+unwritable one is one clear :class:`NotWritableError` at the start, not a traceback at the end.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -57,17 +60,74 @@ def run_dir(run_name: str) -> Path:
 
 
 class DiskFullError(OSError):
-    """A write failed because the disk (or the user's quota) is full; ``filename`` is the file."""
+    """A write failed because the disk (or the user's quota) is full; ``filename`` is the file. ``then``:
+    what to do once space is freed, where running the same command again is not the answer (the
+    commands say that otherwise)."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, then: str = ""):
         super().__init__(errno.ENOSPC, "no space left on device", str(path))
+        self.then = then
 
     def __str__(self) -> str:
         return f"{self.filename}: no space left on device (errno ENOSPC) while writing it"
 
 
+class NotWritableError(OSError):
+    """A destination that cannot be written (:func:`check_writable`): ``filename`` is the folder or file,
+    ``reason`` why (read-only file system, permission denied, not a folder), ``consequence`` what that
+    means (found before the work: nothing was done)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, err: int | None = None, consequence: str = ""):
+        super().__init__(err, reason, str(path))
+        self.reason, self.consequence = reason, consequence or "nothing was done"
+
+    def __str__(self) -> str:
+        return f"{self.filename}: cannot be written: {self.reason}"
+
+
+def _write_reason(e: OSError) -> str:
+    """Why a write failed, in words, with the errno's name: ``read-only file system (errno EROFS)``."""
+    words = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "not permitted"}
+    name = errno.errorcode.get(e.errno, str(e.errno))
+    return f"{words.get(e.errno) or (e.strerror or str(e)).lower()} (errno {name})"
+
+
+def check_writable(path: str | os.PathLike, folder: bool | None = None) -> Path:
+    """``path`` as a Path if fplib can write there, else :class:`NotWritableError` saying why; found
+    without changing anything (not even a folder's time), before a job's work. A folder must let files
+    be made in it (the kernel's own check, ``access(2)``, for this process: it knows read-only file
+    systems, which even root cannot write, and access control lists); an existing file must open for
+    writing (an SQLite database, a vector store appended to; replacing a file atomically needs its folder
+    instead); a path not there yet is made in its nearest existing folder, which must be one and
+    writable. With ``folder`` True, ``path`` must be (or become) a folder."""
+    path = Path(path)
+    place = path
+    while not os.path.lexists(place) and place.parent != place:
+        place = place.parent
+    if place != path and not place.is_dir():
+        raise NotWritableError(path, f"{place} is a file, not a folder", errno.ENOTDIR)
+    try:
+        if place.is_dir():
+            if not os.access(place, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+                read_only = bool(os.statvfs(place).f_flag & os.ST_RDONLY)
+                code = errno.EROFS if read_only else errno.EACCES
+                raise OSError(code, os.strerror(code), str(place))
+        elif folder:
+            raise NotWritableError(path, "a file, not a folder", errno.ENOTDIR)
+        else:
+            os.close(os.open(place, os.O_WRONLY | os.O_NONBLOCK))  # opened, not changed (a FIFO: ENXIO)
+    except NotWritableError:
+        raise
+    except OSError as e:
+        if is_disk_full(e):
+            raise DiskFullError(path) from e
+        raise NotWritableError(path, _write_reason(e), e.errno) from None
+    return path
+
+
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
-_DISK_FULL_TEXTS = ("no space left on device", "disk quota exceeded")
+# SQLite says "database or disk is full" (SQLITE_FULL) when it cannot grow the database or its journal
+_DISK_FULL_TEXTS = ("no space left on device", "disk quota exceeded", "database or disk is full")
 
 
 def is_disk_full(err: BaseException, folder: str | os.PathLike | None = None) -> bool:
@@ -216,6 +276,43 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         if not isinstance(e, DiskFullError) and isinstance(e, Exception) and is_disk_full(e, target.parent):
             raise DiskFullError(target) from e
         raise
+
+
+@contextlib.contextmanager
+def restored_on_failure(*paths: str | os.PathLike) -> Iterator[None]:
+    """Keep the present version of each of ``paths`` that exists and, if the block fails (a full disk
+    part-way through a set of files written one by one, such as an index's three), put every one back:
+    files that belong together are then all new or all as they were. For files replaced by name, as
+    :func:`atomic_path` does (not rewritten in place). The versions are kept as hard links
+    (no space needed; a copy where the file system has none) named like temporary files of this process, so
+    that a killed process's are cleaned up (:func:`clean_stale_temps`); removed when the block ends."""
+    kept: list[tuple[Path, Path]] = []
+    try:
+        for p in map(Path, paths):
+            if not p.is_file():
+                continue
+            prefix, suffix = temp_name(p)
+            backup = p.with_name(f"{prefix}{os.urandom(6).hex()[:8]}{suffix}")
+            try:
+                os.link(p, backup)
+            except OSError as e:
+                if is_disk_full(e):
+                    raise DiskFullError(p) from e
+                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                    raise
+                with atomic_path(backup) as tmp:  # a file system without hard links
+                    shutil.copyfile(p, tmp)
+            kept.append((p, backup))
+        yield
+    except BaseException:
+        for p, backup in kept:
+            with contextlib.suppress(OSError):
+                os.replace(backup, p)
+        raise
+    finally:
+        for _, backup in kept:
+            with contextlib.suppress(OSError):
+                backup.unlink(missing_ok=True)
 
 
 def write_at(path: str | os.PathLike, offset: int, data: bytes) -> None:

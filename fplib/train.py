@@ -41,6 +41,7 @@ from fplib import codes, runs, storage
 from fplib.checkpoints import load_checkpoint, save_checkpoint
 from fplib.config import to_dict
 from fplib.data import item_rng, worker_init_fn
+from fplib.errors import BadFileError
 from fplib.features import FrontEnd
 from fplib.losses import contrastive
 from fplib.models.registry import build_model, kind_of_model, variant
@@ -199,6 +200,21 @@ def _prepare(
     )
 
 
+# what resuming reads from last.pt (train._save_epoch writes these and more)
+_RESUME_KEYS = (
+    "model",
+    "model_name",
+    "frontend",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "rng_cpu",
+    "epoch",
+    "best_val_top1",
+    "stale_epochs",
+)
+
+
 def _start_or_resume(run: _Loop, resume: bool) -> None:
     """Continue from ``last.pt`` (refusing other settings), or start: write ``config.json`` (refusing a folder
     that holds a run unless resuming)."""
@@ -214,6 +230,13 @@ def _start_or_resume(run: _Loop, resume: bool) -> None:
                 f"use another folder to start a new run"
             )
         ck = load_checkpoint(run.last_path, run.dev)
+        missing = [k for k in _RESUME_KEYS if not isinstance(ck, dict) or k not in ck]
+        if missing:
+            raise BadFileError(
+                run.last_path,
+                f"not an fplib training checkpoint (no {', '.join(map(repr, missing))}): this run cannot be "
+                f"resumed from it; start it in another folder",
+            )
         if ck["model_name"] != cfg.model or ck["frontend"] != fe.to_dict():
             raise ValueError(
                 f"{run.last_path}: made for model {ck['model_name']} / front end {ck['frontend']}, "

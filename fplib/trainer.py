@@ -26,6 +26,7 @@ from fplib.sources import (
     PairFolders,
     UnsplitFolders,
     online_source,
+    shared_files,
     split_online_data,
     static_source,
 )
@@ -142,6 +143,10 @@ def run_trainer(
     aug = from_dict(AugmentConfig, augment or {})
     out = Path(out)
     run_dir = out / name
+    storage.check_writable(out, folder=True)  # before the work, not at the first checkpoint
+    storage.check_writable(run_dir, folder=True)
+    if (run_dir / "metrics.jsonl").exists():  # appended to
+        storage.check_writable(run_dir / "metrics.jsonl")
     try:
         setup_distributed(device)
         rank, _, _ = dist_info()
@@ -162,9 +167,10 @@ def run_trainer(
 
 
 def _trainer_source(data, cfg: TrainConfig, aug: AugmentConfig, fe: FrontEnd, out: Path, rank: int):
-    """The mode's source (the dynamic_online split made first, by rank 0); unusable files reported by rank 0."""
+    """The mode's source (the dynamic_online split made first, by rank 0); unusable files, and files both
+    trained and validated on, reported by rank 0."""
     if isinstance(data, PairFolders):
-        return static_source(data.train, data.val, fe)
+        return _say_shared(static_source(data.train, data.val, fe), rank)
     if isinstance(data, UnsplitFolders):
         if rank == 0:
             split_online_data(data.songs, data.irs, data.noises, out, data.train_ratio, cfg.seed)
@@ -183,4 +189,18 @@ def _trainer_source(data, cfg: TrainConfig, aug: AugmentConfig, fe: FrontEnd, ou
     source = online_source(data, cfg, aug, fe, skipped)
     if rank == 0 and skipped.items:
         print(skipped.report(), file=sys.stderr)
+    return _say_shared(source, rank)
+
+
+def _say_shared(source, rank: int):
+    """``source``, after a warning (rank 0) naming the files it validates on that it also trains on."""
+    shared = shared_files(source)
+    if rank == 0 and shared:
+        shown = ", ".join(shared[:5]) + (f" and {len(shared) - 5} more" if len(shared) > 5 else "")
+        print(
+            f"warning: {len(shared)} validation file(s) are also training files ({shown}): validation then "
+            f"measures recognising what was trained on, not new songs; give validation songs of its own "
+            f"(dynamic_online splits them off when it has 2 songs or more)",
+            file=sys.stderr,
+        )
     return source

@@ -2,14 +2,17 @@
 
 ``FPLIB_FAULT="ACTION:PATTERN[:N]"`` names the N-th (default: first) write whose file name matches
 PATTERN (fnmatch: ``best.pt``, ``*.npy``, ``*``) among the writes that go through
-:func:`fplib.storage.atomic_path` (every file fplib writes) and :func:`fplib.storage.append_jsonl`
-(progress and metrics logs). ACTION is one of
+:func:`fplib.storage.atomic_path` (every file fplib writes), :func:`fplib.storage.append_jsonl`
+(progress and metrics logs), :func:`fplib.storage.write_at` (appends to a catalogue's vector store) and
+the catalogue's write transactions (``catalogue.sqlite``: :meth:`fplib.catalogue.Catalogue._write`). ACTION
+is one of
 
 * ``kill-before``: SIGKILL itself just before the write starts;
 * ``kill-torn``: SIGKILL itself in the middle of the write: half the data are on disk, in the temporary
   file (or, for a log, half of the new line at the end of the log itself);
 * ``kill-after``: SIGKILL itself just after the write completed;
-* ``enospc``: the write fails with ``OSError(ENOSPC)`` half-way, as on a full disk;
+* ``enospc``: the write fails with ``OSError(ENOSPC)`` half-way, as on a full disk (a catalogue's
+  transaction: with SQLite's own ``database or disk is full`` as it commits);
 * ``interrupt``: ``KeyboardInterrupt`` (Ctrl-C) arrives just before the write;
 * ``count``: nothing fails; every matching write's file name is appended to ``$FPLIB_FAULT_LOG``.
 
@@ -137,9 +140,29 @@ def install(spec: str | None = None) -> None:
         if now and action == "kill-after":
             _kill()
 
+    from fplib.catalogue import Catalogue
+
+    original_write = Catalogue._write
+
+    @contextlib.contextmanager
+    def transaction(self):  # a write transaction of catalogue.sqlite
+        now = before(self.path)
+        with original_write(self):
+            yield
+            if now and action == "kill-torn":  # in the middle: SQLite's journal undoes it
+                _kill()
+            if now and action == "enospc":  # what SQLite says when its journal or the database cannot grow
+                import sqlite3
+
+                raise sqlite3.OperationalError("database or disk is full")
+        if now and action == "kill-after":
+            _kill()
+
     storage.atomic_path = atomic_path
     storage.append_jsonl = append_jsonl
     storage.write_at = write_at
+    if fnmatch.fnmatchcase("catalogue.sqlite", pattern):  # (else left alone: nothing to inject there)
+        Catalogue._write = transaction
     for name, module in list(sys.modules.items()):  # modules that imported the name itself (fplib.audio)
         if name.startswith("fplib.") and getattr(module, "atomic_path", None) is original_atomic:
             module.atomic_path = atomic_path

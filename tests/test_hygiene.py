@@ -46,6 +46,7 @@ LAYERS = [
     "trainer",
     "pretrained",
     "catalogue",
+    "copies",
     "extraction",
     "corpus_packages",
     "corpus_render",

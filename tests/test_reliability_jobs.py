@@ -25,7 +25,7 @@ from fplib import cli, storage
 from fplib.checkpoints import load_checkpoint
 from fplib.generate import GenerateConfig, generate_dataset
 from tests import faults
-from tests.helpers import make_folders, write
+from tests.helpers import make_folders, music_like, write
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLED = -signal.SIGKILL
@@ -335,7 +335,10 @@ def test_songs_with_nan_samples_are_skipped_in_dataloader_workers(tmp_path, caps
         (train if i < 4 else val).mkdir(exist_ok=True)
         shutil.copy(f, (train if i < 4 else val) / f.name)
     bad = np.full(8000 * 3, np.nan, np.float32)
-    write(train / "nan.wav", bad, 8000, subtype="FLOAT")  # a readable header: only decoding finds the NaNs
+    # a readable header and a first second of music (what the dataset's check for silent songs decodes when it
+    # is built): only decoding a training segment, all of which reach past that second, finds the NaNs
+    bad[:8000] = music_like(1.0, 8000, seed=5)
+    write(train / "nan.wav", bad, 8000, subtype="FLOAT")
     write(val / "nan_val.wav", bad, 8000, subtype="FLOAT")
     rc = cli.trainer_main(
         [
