@@ -39,8 +39,8 @@ block_s)`` bytes (the rolling buffer and the audio gathered before it is process
 fingerprints, ``phases x window_s / hop_s`` of them; the candidate alignments, at most ``k x phases x
 decide_s / hop_s`` (those proposed by the windows decided on), each with one similarity per buffer
 window; the open segment's support over the buffer's windows. At the defaults with the shipped model,
-about 1 MB (:meth:`Segmenter.nbytes`), beside the model and the index. Closed segments are yielded,
-never kept.
+about 1 MB (:meth:`Segmenter.nbytes`), beside the model, the index and the cache of catalogue rows
+(16 MiB at most, :class:`fplib.catalogue.StoreRows`). Closed segments are yielded, never kept.
 """
 
 from __future__ import annotations
@@ -145,8 +145,10 @@ class Segmenter:
     put the song and still be on it; ``forget_s``: seconds without an accepting decision that close a
     segment; ``min_unknown_s``: shorter gaps between two songs are split between them, not reported;
     ``block_s``: audio gathered before it is processed (fingerprinted and searched in one batch; 0 for
-    a live stream, to decide as soon as each hop arrives). The segments do not depend on it; 8 s (64
-    windows at 4 phases, one network call) segmented a 10-minute recording 1.2x faster than 4 s.
+    a live stream, to decide as soon as each hop arrives). The segments do not depend on it; at 4 query
+    phases, 16 s (128 windows a network call) segmented a 10-minute recording 1.09x faster than 4 s
+    (113x against 104x real time), 32 s no faster; the network's activations for 128 windows raise the
+    process's peak memory (the long-recordings benchmark: 690 MB at 16 s, 538 MB at 8 s, both lengths).
     """
 
     def __init__(
@@ -158,7 +160,7 @@ class Segmenter:
         jump_s: float = 1.5,
         forget_s: float = 6.0,
         min_unknown_s: float = 1.0,
-        block_s: float = 8.0,
+        block_s: float = 16.0,
     ):
         if confirm < 1:
             raise ValueError(f"confirm must be >= 1, got {confirm}")
