@@ -176,6 +176,9 @@ def silent_reason(path: str | os.PathLike, meta: AudioInfo | None = None, wav: n
     return silent_reason(path, meta, load(path, meta.sr, allow_silent=True))
 
 
+WRITE_BLOCK = 1 << 16  # frames handed to libsndfile at a time (see write)
+
+
 def write(path: str | os.PathLike, wav: np.ndarray, sr: int = SR, subtype: str | None = None) -> None:
     """Write mono ``float32 [T]`` (or ``[T, C]``) audio atomically; the format follows the extension
     (``.m4a``/``.mp4``/``.aac`` are AAC and ``.webm`` Opus, encoded by PyAV; ``subtype`` is then ignored)."""
@@ -190,8 +193,12 @@ def write(path: str | os.PathLike, wav: np.ndarray, sr: int = SR, subtype: str |
             _av_write(tmp, wav, sr, *_AV_WRITERS[suffix])
         return
     fmt = "OGG" if Path(path).suffix.lower() in (".opus", ".oga") else None  # extensions libsndfile does not map
-    with atomic_path(path) as tmp:
-        sf.write(str(tmp), wav, sr, subtype=subtype, format=fmt)
+    channels = 1 if wav.ndim == 1 else wav.shape[1]
+    with atomic_path(path) as tmp, sf.SoundFile(str(tmp), "w", sr, channels, subtype=subtype, format=fmt) as f:
+        # in blocks: libsndfile 1.2.2's Ogg Vorbis encoder crashes the process (SIGSEGV) when handed a minute or
+        # more of audio in one call
+        for i in range(0, len(wav), WRITE_BLOCK):
+            f.write(wav[i : i + WRITE_BLOCK])
 
 
 def list_audio(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -180,3 +183,16 @@ def test_bad_pyav_files_raise_clear_errors(tmp_path):
         assert info.value.path == str(tmp_path / name)
     with pytest.raises(ValueError, match="writes"):
         audio.write(tmp_path / "x.wma", tone(1.0))
+
+
+def test_a_long_ogg_vorbis_file_is_written_whole(tmp_path):
+    """libsndfile's Vorbis encoder crashed the process (SIGSEGV) on a minute of audio written in one call; the
+    write is made in blocks (in a child process, so that a crash fails this test instead of ending the run)."""
+    code = (
+        "import numpy as np; from fplib import audio; "
+        "x = (np.random.default_rng(0).standard_normal(44100 * 70) * 0.1).astype('float32'); "
+        f"audio.write({str(tmp_path / 'long.ogg')!r}, x, 44100)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert abs(audio.info(tmp_path / "long.ogg").duration - 70.0) < 0.1
