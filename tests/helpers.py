@@ -50,3 +50,13 @@ def make_folders(root: Path, n_songs: int = 5, seconds: float = 8.0, sr: int = 1
         ir[20] = 1.0
         write(root / "rir" / f"room_{i}.wav", (ir / np.abs(ir).max()).astype(np.float32), 8000, subtype="FLOAT")
     return {"songs": root / "songs", "noise": root / "noise", "rir": root / "rir"}
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """``fplib.cli.main(argv)`` in this process (arguments as strings): its exit code, standard output and error."""
+    from fplib import cli
+
+    capsys.readouterr()
+    rc = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err

@@ -28,7 +28,7 @@ from fplib.checkpoints import load_model, save_checkpoint
 from fplib.errors import BadFileError
 from fplib.features import FrontEnd
 from fplib.models.registry import build_model, model_names
-from tests.helpers import music_like
+from tests.helpers import music_like, run_cli
 
 FE = FrontEnd()
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,13 +49,6 @@ def _checkpoint(path: Path, seed: int = 0, **state) -> Path:
         },
     )
     return path
-
-
-def _main(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def _snapshot(*roots: Path) -> dict[str, tuple]:
@@ -122,7 +115,7 @@ def _index_copy(world, tmp_path: Path, which: str = "index") -> Path:
 
 
 def _recognize(capsys, world, *extra, index_path=None, cat=None, queries=None):
-    return _main(
+    return run_cli(
         capsys,
         "recognize",
         *(queries or [world["q"]]),
@@ -172,7 +165,7 @@ def test_an_index_of_another_models_catalogue_is_refused(world, tmp_path, capsys
     assert f"rebuild it: create_faiss_indexes -i {world['cat']} -n x -o {world['other_index'].parent}" in err
     new = tmp_path / "new"
     audio.write(new / "n.wav", music_like(5.0, 8000, seed=9), 8000)
-    rc, _, err = _main(
+    rc, _, err = run_cli(
         capsys, "db", "add", "--catalogue", world["cat"], "--index", world["other_index"], new, "--no_progress"
     )
     assert rc == 2 and err.startswith(f"error: {world['other_index']}: built from the fingerprints of another model")
@@ -304,14 +297,14 @@ def test_a_named_pipe_named_like_audio_is_skipped_not_read(world, tmp_path, caps
     pipe = _fifo(songs / "song.wav")
     cat = tmp_path / "cat"
     with _Unblock(pipe) as w:
-        rc, out, err = _main(
+        rc, out, err = run_cli(
             capsys, "generate_fingerprints", "-i", songs, "-o", cat, "--model", world["other"], "--no_progress"
         )
         assert not w.fired, "generate_fingerprints opened the named pipe"
     assert rc == 1 and "1 song(s) added" in out and "1 skipped" in out
     assert f"  {pipe}: {FIFO_REASON}\n" in err
     with _Unblock(pipe) as w:  # given by name, as a query, to db add
-        rc, _, err = _main(
+        rc, _, err = run_cli(
             capsys, "generate_fingerprints", "-i", pipe, "-o", cat, "--model", world["other"], "--no_progress"
         )
         assert rc == 1 and f"  {pipe}: {FIFO_REASON}\n" in err
@@ -319,7 +312,7 @@ def test_a_named_pipe_named_like_audio_is_skipped_not_read(world, tmp_path, caps
         assert rc == 1 and f"error: {pipe}: {FIFO_REASON}\n" in err and "1 identified" in out
         snap = _snapshot(cat)
         assert cli.main(["create_faiss_indexes", "-i", str(cat), "-n", "x", "-o", str(tmp_path / "idx")]) == 0
-        rc, _, err = _main(
+        rc, _, err = run_cli(
             capsys,
             "db",
             "add",
@@ -423,7 +416,7 @@ def test_a_bad_catalogue_is_named_and_never_modified(world, tmp_path, capsys, ca
         ["create_faiss_indexes", "-i", cat, "-n", "x", "-o", tmp_path / "idx"],
         ["db", "list", "--catalogue", cat],
     ):
-        rc, out, err = _main(capsys, *argv)
+        rc, out, err = run_cli(capsys, *argv)
         assert (rc, err) == (2, expected), argv
         assert _snapshot(cat) == snap, argv  # not created, not written, not "repaired"
     assert not (tmp_path / "idx").exists()
@@ -619,7 +612,7 @@ def test_every_bad_checkpoint_is_named_with_what_is_wrong(world, tmp_path, capsy
         ["recognize", world["q"], "--catalogue", world["cat"], "--index", world["index"], "--model", path],
         ["generate_fingerprints", "-i", world["songs"], "-o", tmp_path / "cat", "--model", path],
     ):
-        rc, out, err = _main(capsys, *argv)
+        rc, out, err = run_cli(capsys, *argv)
         assert (rc, out, err) == (2, "", f"error: {path}: {reason}\n")
     assert not (tmp_path / "cat").exists()
 
@@ -705,7 +698,7 @@ def test_every_bad_index_file_is_named_with_what_is_wrong(world, tmp_path, capsy
         snap = _snapshot(idx.parent, world["cat"])
         rc, out, err = _recognize(capsys, world, "--no-threshold", index_path=idx)
         assert rc == 2 and not out and err.startswith(f"error: {path}: {reason}"), (case, err)
-        rc, _, err2 = _main(capsys, "db", "list", "--catalogue", world["cat"], "--index", idx)
+        rc, _, err2 = run_cli(capsys, "db", "list", "--catalogue", world["cat"], "--index", idx)
         assert rc == 2 and err2 == err, case
         assert _snapshot(idx.parent, world["cat"]) == snap, case
     # an index of another state of the catalogue (a song added behind its back)
@@ -734,7 +727,7 @@ def test_db_add_on_a_full_disk_fails_clearly_and_changes_nothing(world, tmp_path
     monkeypatch.setattr(storage, "atomic_path", storage.atomic_path)  # restored after the test
     monkeypatch.setattr(storage, "append_jsonl", storage.append_jsonl)
     faults.install("enospc:x.index")
-    rc, _, err = _main(capsys, "db", "add", new, "--catalogue", tmp_path / "cat", "--index", idx)
+    rc, _, err = run_cli(capsys, "db", "add", new, "--catalogue", tmp_path / "cat", "--index", idx)
     assert rc == 1, err
     assert "x.index: no space left on device" in err and "Traceback" not in err
 

@@ -19,7 +19,7 @@ from fplib import audio, cli, db, index, search
 from fplib.catalogue import Catalogue
 from fplib.errors import BadFileError
 from fplib.features import FrontEnd
-from tests.helpers import music_like
+from tests.helpers import music_like, run_cli
 
 FE = FrontEnd()
 
@@ -50,13 +50,6 @@ def _swap(folder: Path, a: str = "s0", b: str = "s1") -> Path:
     data[ra], data[rb] = data[rb], data[ra]
     path.write_bytes(bytes(data))
     return path
-
-
-def _main(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def _pq_index(tmp_path: Path) -> tuple[Path, Path]:
@@ -102,7 +95,7 @@ def test_a_store_whose_rows_were_swapped_is_refused_on_open(tmp_path, capsys):
     with pytest.raises(BadFileError) as e:
         Catalogue(cat)
     assert e.value.path == str(store) and "song 1 's0'" in str(e.value) and "fplib db verify" in str(e.value)
-    rc, out, err = _main(capsys, "db", "list", "--catalogue", cat)
+    rc, out, err = run_cli(capsys, "db", "list", "--catalogue", cat)
     assert rc == 2 and not out and err.startswith(f"error: {store}: the fingerprints of song 1 's0' (rows 0 .. 19)")
 
 
@@ -138,7 +131,7 @@ def test_a_catalogue_without_the_records_opens_and_compact_records_them(tmp_path
     _drop_records(cat)
     store = _swap(cat)  # not detectable without the records: opens as before
     Catalogue(cat).close()
-    rc, out, _ = _main(capsys, "db", "verify", "--catalogue", cat)
+    rc, out, _ = run_cli(capsys, "db", "verify", "--catalogue", cat)
     assert (
         rc == 0
         and (
@@ -149,9 +142,9 @@ def test_a_catalogue_without_the_records_opens_and_compact_records_them(tmp_path
     )
     with Catalogue(cat) as c:
         c.add("new.wav", _unit(np.random.default_rng(9), 20), 10.0, "new", "new")  # recorded from now on
-    assert "no checksum for 3 of 4 songs" in _main(capsys, "db", "verify", "--catalogue", cat)[1]
+    assert "no checksum for 3 of 4 songs" in run_cli(capsys, "db", "verify", "--catalogue", cat)[1]
     db.compact(cat)
-    rc, out, _ = _main(capsys, "db", "verify", "--catalogue", cat)
+    rc, out, _ = run_cli(capsys, "db", "verify", "--catalogue", cat)
     assert rc == 0 and "song fingerprints: ok: 4 songs" in out
     assert store.exists() is False  # compaction wrote a new store (the swap is now the catalogue's content)
 
@@ -174,7 +167,7 @@ def test_flipped_bytes_in_a_pq_codebook_are_refused_on_load(tmp_path, capsys):
     with Catalogue(cat) as c, pytest.raises(BadFileError) as e:
         index.load(idx, c)
     assert e.value.path == str(idx) and "differs from the checksum recorded when it was written" in str(e.value)
-    rc, out, err = _main(capsys, "db", "list", "--catalogue", cat, "--index", idx)
+    rc, out, err = run_cli(capsys, "db", "list", "--catalogue", cat, "--index", idx)
     assert rc == 2 and "matches" not in out + err and err.startswith(f"error: {idx}: its content differs")
 
 
@@ -187,7 +180,7 @@ def test_the_sampled_rescore_catches_a_damaged_codebook_without_a_recorded_check
     _flip_codebook(idx)
     with Catalogue(cat) as c, pytest.raises(BadFileError, match=r"found only \d+ of them"):
         index.load(idx, c)
-    rc, out, err = _main(capsys, "db", "list", "--catalogue", cat, "--index", idx)
+    rc, out, err = run_cli(capsys, "db", "list", "--catalogue", cat, "--index", idx)
     assert rc == 2 and "matches" not in err
 
 
@@ -210,7 +203,7 @@ def test_a_large_index_is_checked_by_a_sampled_checksum_on_load(tmp_path, monkey
 
 def test_db_verify_checks_everything_and_says_ok(tmp_path, capsys):
     cat, idx = _pq_index(tmp_path)
-    rc, out, err = _main(capsys, "db", "verify", "--catalogue", cat, "--index", idx)
+    rc, out, err = run_cli(capsys, "db", "verify", "--catalogue", cat, "--index", idx)
     assert rc == 0 and not err
     lines = out.splitlines()
     assert [line.split(":")[0] for line in lines] == [
@@ -229,7 +222,7 @@ def test_db_verify_names_every_damage_and_exits_1(tmp_path, capsys):
     cat, idx = _pq_index(tmp_path)
     _swap(cat, "s3", "s7")
     _flip_codebook(idx)
-    rc, out, _ = _main(capsys, "db", "verify", "--catalogue", cat, "--index", idx)
+    rc, out, _ = run_cli(capsys, "db", "verify", "--catalogue", cat, "--index", idx)
     assert rc == 1
     got = {line.split(": ")[0]: line.split(": ")[1] for line in out.splitlines()}
     assert got["song fingerprints"] == "damaged" and got["index file"] == "damaged"
@@ -242,21 +235,21 @@ def test_db_verify_of_a_corrupt_database_or_a_truncated_store_exits_1(tmp_path, 
     with Catalogue(cat) as c:
         store = c.store_path()
     store.write_bytes(store.read_bytes()[:100])
-    rc, out, _ = _main(capsys, "db", "verify", "--catalogue", cat)
+    rc, out, _ = run_cli(capsys, "db", "verify", "--catalogue", cat)
     assert rc == 1 and out.startswith("catalogue database: ok") and f"vector store: damaged: {store}: truncated" in out
 
 
 def test_db_verify_usage_errors_exit_2(tmp_path, capsys):
-    rc, _, err = _main(capsys, "db", "verify", "--catalogue", tmp_path / "nothing")
+    rc, _, err = run_cli(capsys, "db", "verify", "--catalogue", tmp_path / "nothing")
     assert rc == 2 and "no catalogue here" in err
-    rc, _, err = _main(capsys, "db", "verify")
+    rc, _, err = run_cli(capsys, "db", "verify")
     assert rc == 2
 
 
 def test_db_verify_of_records_not_written_says_how_to_record_them(tmp_path, capsys):
     cat, idx = _pq_index(tmp_path)
     _drop_records(cat, idx)
-    rc, out, _ = _main(capsys, "db", "verify", "--catalogue", cat, "--index", idx)
+    rc, out, _ = run_cli(capsys, "db", "verify", "--catalogue", cat, "--index", idx)
     assert rc == 0
     assert f"fplib db compact --catalogue {cat}" in out
     assert f"index file: not recorded: rebuild it to record one: create_faiss_indexes -i {cat} -n x" in out
@@ -347,17 +340,17 @@ def world(tmp_path_factory):
 @pytest.mark.slow
 def test_recognize_refuses_a_store_whose_rows_were_swapped(world, tmp_path, capsys):
     argv = ["recognize", world["q"], "--catalogue", world["cat"], "--index", world["x"], "--json"]
-    rc, out, _ = _main(capsys, *argv)
+    rc, out, _ = run_cli(capsys, *argv)
     assert rc == 0 and json.loads(out)["song"] == "s1"
     cat = tmp_path / "cat"
     shutil.copytree(world["cat"], cat)
     store = _swap(cat)  # before: "s0", confidence 0.408 against a threshold of 0.099, exit 0
     argv[3] = cat
-    rc, out, err = _main(capsys, *argv)
+    rc, out, err = run_cli(capsys, *argv)
     assert (rc, out) == (2, "") and err.startswith(f"error: {store}: the fingerprints of song ")
-    rc, out, err = _main(capsys, "db", "list", "--catalogue", cat, "--index", world["x"])
+    rc, out, err = run_cli(capsys, "db", "list", "--catalogue", cat, "--index", world["x"])
     assert rc == 2 and not out and "matches" not in err
-    rc, out, _ = _main(capsys, "db", "verify", "--catalogue", cat, "--index", world["x"])
+    rc, out, _ = run_cli(capsys, "db", "verify", "--catalogue", cat, "--index", world["x"])
     assert rc == 1 and "song fingerprints: damaged: 2 of 3 songs" in out
 
 
@@ -368,9 +361,9 @@ def test_recognize_refuses_a_threshold_calibrated_for_another_index(world, tmp_p
     x, y = idx / "x.index", idx / "y.index"
     search.save_threshold(x, {"threshold": 0.5, "phases": 4, "decision": "margin"})
     shutil.copyfile(search.threshold_path(x), search.threshold_path(y))
-    rc, _, err = _main(capsys, "recognize", world["q"], "--catalogue", world["cat"], "--index", x)
+    rc, _, err = run_cli(capsys, "recognize", world["q"], "--catalogue", world["cat"], "--index", x)
     assert rc == 0, err
-    rc, out, err = _main(capsys, "recognize", world["q"], "--catalogue", world["cat"], "--index", y)
+    rc, out, err = run_cli(capsys, "recognize", world["q"], "--catalogue", world["cat"], "--index", y)
     assert (rc, out) == (2, "") and err.startswith(f"error: {search.threshold_path(y)}: calibrated for another index")
     assert err.count("\n") == 1 and f"calibrate_threshold --catalogue {world['cat']} --index {y}" in err
 
@@ -408,7 +401,7 @@ def test_a_binary_catalogue_and_index_are_checked_alike(tmp_path, capsys):
             c.add(f"s{i}.wav", rng.integers(0, 256, (60, 16), dtype=np.uint8), 30.0, f"b{i}", f"s{i}")
         idx = index.build(c, "b", tmp_path / "idx")
         index.load(idx, c)
-    rc, out, _ = _main(capsys, "db", "verify", "--catalogue", cat, "--index", idx)
+    rc, out, _ = run_cli(capsys, "db", "verify", "--catalogue", cat, "--index", idx)
     assert rc == 0 and "index re-score: ok: 256 of 256" in out, out
     _swap(cat, "s2", "s4")
     with pytest.raises(BadFileError, match="song 3 's2'"):
