@@ -1076,6 +1076,8 @@ def _db(args: argparse.Namespace) -> int | None:
             progress=not args.no_progress,
             replace=args.replace,
         )
+        if added.recovered:
+            print(added.recovered)
         for s in added.added:
             print(f"added {s.id}: {s.name} ({s.duration:.1f} s)")
         _print_changes([], added.replaced, [], added.copies)
@@ -1128,6 +1130,8 @@ def _db(args: argparse.Namespace) -> int | None:
         print(f"{len(songs)} songs, {total / 60:.1f} min{note}", file=sys.stderr)
     else:  # remove
         removed = db.remove(args.catalogue, args.index, args.songs)
+        if removed.recovered:
+            print(removed.recovered)
         for s in removed.removed:
             print(f"removed {s.id}: {s.name}")
         print(f"{len(removed.removed)} song(s) removed; {removed.songs} left")

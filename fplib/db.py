@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -47,6 +48,7 @@ class Added:
     ignored: list[str]
     replaced: list[tuple[Song, Song]] = field(default_factory=list)
     copies: list[Copy] = field(default_factory=list)
+    recovered: str | None = None  # what was done first to undo a killed earlier db add or remove
 
 
 def add(
@@ -83,6 +85,7 @@ def add(
                 f"{catalogue}: the catalogue was made by another model "
                 f"({cat.model.get('checkpoint')}); pass it with --model"
             )
+        recovered = _undo_interrupted(cat)  # a killed db add or remove: undone first
         index.load(index_path, cat)  # the index matches the catalogue before anything changes
         more, replacing = _addition_problems(cat, files, fe.win_s, replace)
         problems += more
@@ -93,30 +96,31 @@ def add(
         def added_now() -> list[int]:  # (ids are never reused)
             return [s.id for s in cat.songs() if s.id not in before and s.path in paths]
 
-        try:
-            rule = "always" if replace else "never"
-            result = fingerprint_files(files, cat, model, device, 256, progress, replace=rule)
-        except BaseException as e:
-            _undo_addition(cat, added_now(), e, index_path, replacing)
-            raise
-        if result.skipped or result.already or result.duplicates:
-            problem = PartlyDone(
-                "nothing was added",
-                result.skipped + [(str(f), "already in the catalogue") for f in result.already + result.duplicates],
-            )
-            _undo_addition(cat, added_now(), problem, index_path, replacing)
-            raise problem
-        new = result.added + [n for n, _ in result.replaced]
-        try:
-            with storage.restored_on_failure(*_index_files(index_path)):  # the index's files: all new or all old
-                searchable = index.add_songs(index_path, cat, new, [old for _, old in result.replaced])
-        except BaseException as e:
-            _undo_addition(cat, [s.id for s in new], e, index_path, replacing)
-            if isinstance(e, Exception) and not isinstance(e, storage.DiskFullError):
-                raise PartlyDone(f"{index_path}: {e}; nothing was added") from e
-            raise
-        copies = find_copies(cat, searchable)  # once added: new songs are compared with each other too
-        return Added(result.added, len(cat), ignored, result.replaced, copies)
+        with _undoable(cat, index_path, "add", {str(f) for f, _ in files}, replacing):
+            try:
+                rule = "always" if replace else "never"
+                result = fingerprint_files(files, cat, model, device, 256, progress, replace=rule)
+            except BaseException as e:
+                _undo_addition(cat, added_now(), e, index_path, replacing)
+                raise
+            if result.skipped or result.already or result.duplicates:
+                problem = PartlyDone(
+                    "nothing was added",
+                    result.skipped + [(str(f), "already in the catalogue") for f in result.already + result.duplicates],
+                )
+                _undo_addition(cat, added_now(), problem, index_path, replacing)
+                raise problem
+            new = result.added + [n for n, _ in result.replaced]
+            try:
+                with storage.restored_on_failure(*_index_files(index_path)):  # the index's files: all new or old
+                    searchable = index.add_songs(index_path, cat, new, [old for _, old in result.replaced])
+            except BaseException as e:
+                _undo_addition(cat, [s.id for s in new], e, index_path, replacing)
+                if isinstance(e, Exception) and not isinstance(e, storage.DiskFullError):
+                    raise PartlyDone(f"{index_path}: {e}; nothing was added") from e
+                raise
+            copies = find_copies(cat, searchable)  # once added: new songs are compared with each other too
+        return Added(result.added, len(cat), ignored, result.replaced, copies, recovered)
 
 
 def _require_writable(cat: Catalogue, index_path: str | os.PathLike | None = None) -> None:
@@ -191,6 +195,7 @@ class Removed:
 
     removed: list[Song]
     songs: int
+    recovered: str | None = None  # what was done first to undo a killed earlier db add or remove
 
 
 def remove(catalogue: str | os.PathLike, index_path: str | os.PathLike, songs: list[str]) -> Removed:
@@ -199,6 +204,9 @@ def remove(catalogue: str | os.PathLike, index_path: str | os.PathLike, songs: l
     (:class:`~fplib.errors.Refused`), as does an index that does not match the catalogue. A write that fails
     (a full disk) leaves both as they were: the index's files are put back, the songs restored."""
     with Catalogue(catalogue) as cat:
+        if (cat.folder / UNDO).exists():
+            _require_writable(cat, index_path)
+        recovered = _undo_interrupted(cat)  # a killed db add or remove: undone first
         every = cat.songs()
         by_name: dict[str, list[Song]] = {}
         for s in every:
@@ -225,24 +233,26 @@ def remove(catalogue: str | os.PathLike, index_path: str | os.PathLike, songs: l
             raise Refused(problems, "nothing was removed")
         _require_writable(cat, index_path)
         index.load(index_path, cat)  # the index matches the catalogue before anything changes
-        try:
-            with storage.restored_on_failure(*_index_files(index_path)):  # the index's files: all new or all old
-                index.remove_songs(index_path, cat, list(chosen))
-        except BaseException as e:  # the index is as it was: so are the catalogue's songs
-            live = {s.id for s in cat.songs()}
+        with _undoable(cat, index_path, "remove", set(), list(chosen.values())):
             try:
-                cat.restore([s for s in chosen.values() if s.id not in live])
-            except Exception as again:
-                path = Path(index_path)
-                left = (
-                    f"rebuild the index, which then leaves out the songs removed from the catalogue (putting them "
-                    f"back failed: {again}): create_faiss_indexes -i {cat.folder} -n {path.stem} -o {path.parent}"
-                )
-                if isinstance(e, storage.DiskFullError):
-                    raise storage.DiskFullError(e.filename, then=left) from e
-                raise PartlyDone(f"{e}; {left}") from e
-            raise
-        return Removed(list(chosen.values()), len(cat))
+                with storage.restored_on_failure(*_index_files(index_path)):  # the index's files: all new or old
+                    index.remove_songs(index_path, cat, list(chosen))
+            except BaseException as e:  # the index is as it was: so are the catalogue's songs
+                live = {s.id for s in cat.songs()}
+                try:
+                    cat.restore([s for s in chosen.values() if s.id not in live])
+                except Exception as again:
+                    path = Path(index_path)
+                    left = (
+                        f"rebuild the index, which then leaves out the songs removed from the catalogue (putting "
+                        f"them back failed: {again}): create_faiss_indexes -i {cat.folder} -n {path.stem} -o "
+                        f"{path.parent}"
+                    )
+                    if isinstance(e, storage.DiskFullError):
+                        raise storage.DiskFullError(e.filename, then=left) from e
+                    raise PartlyDone(f"{e}; {left}") from e
+                raise
+        return Removed(list(chosen.values()), len(cat), recovered)
 
 
 def _index_files(index_path: str | os.PathLike) -> list[Path]:
@@ -502,3 +512,95 @@ def _index_checks(path: Path, cat: Catalogue, songs: list[Song], samples: int) -
 
 
 INDEX_FILE, MATCH, RESCORE = "index file", "index against the catalogue", "index re-score"
+
+
+# -- an undo record for db add and db remove, so that a killed one is undone by running it again ----------
+UNDO = ".db-undo"  # a folder in the catalogue's: journal.json and the index's files as they were
+
+
+@contextlib.contextmanager
+def _undoable(cat: Catalogue, index_path: str | os.PathLike, what: str, paths: set[str], restore: list[Song]):
+    """Around a change of ``cat`` and its index by ``fplib db add`` / ``remove`` (``what``): first record what
+    undoes it (the index's files as they are, kept as hard links; the songs to take out again, those added
+    from ``paths``; the songs to put back, ``restore``), then run the change. It goes in several steps (songs
+    committed one by one, then the index's three files), and a process killed between two of them would leave
+    the catalogue and its index apart; running the command again first undoes what the record says
+    (:func:`_undo_interrupted`), then does the whole change. When the change fails with an error, the record
+    is played here too (after the change's own undo) and removed once catalogue and index are as they were;
+    if that fails as well (a disk still full), it stays for the next run. Removed when the change is done."""
+    folder = cat.folder / UNDO
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    files = {}
+    for i, p in enumerate(_index_files(index_path)):
+        if p.is_file():
+            kept = folder / f"index-file-{i}"
+            try:
+                os.link(p, kept)
+            except OSError as e:
+                if storage.is_disk_full(e):
+                    raise storage.DiskFullError(kept) from e
+                shutil.copyfile(p, kept)  # a file system without hard links
+            files[kept.name] = str(Path(p).absolute())
+    journal = {
+        "what": what,
+        "index_files": files,
+        "last_id": max((s.id for s in cat.songs()), default=0),
+        "paths": sorted(paths),
+        "restore": [asdict(s) for s in restore],
+        "state": cat.state(),
+    }
+    storage.write_json(folder / "journal.json", journal)  # written last: the record is whole once it exists
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            _play(cat, journal)
+            shutil.rmtree(folder)
+        raise
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _undo_interrupted(cat: Catalogue) -> str | None:
+    """If an earlier ``fplib db add`` / ``remove`` on ``cat`` was killed part-way (its undo record is there),
+    put the catalogue and its index back as they were before it; returns what was done (None: nothing)."""
+    folder = cat.folder / UNDO
+    journal_path = folder / "journal.json"
+    if not journal_path.is_file():
+        shutil.rmtree(folder, ignore_errors=True)  # killed while the record was being written: nothing changed
+        return None
+    try:
+        journal = storage.read_json(journal_path)
+    except (OSError, ValueError) as e:
+        reason = f"the undo record of an interrupted fplib db command is unreadable ({e})"
+        raise BadFileError(journal_path, reason) from e
+    _play(cat, journal)
+    shutil.rmtree(folder)
+    return (
+        f"an interrupted fplib db {journal['what']} was undone first: {cat.folder} and its index "
+        f"{Path(next(iter(journal['index_files'].values()), '?')).name} are as they were before it"
+    )
+
+
+def _play(cat: Catalogue, journal: dict) -> None:
+    """Undo what the record ``journal`` describes (again, if part of it was done already)."""
+    folder = cat.folder / UNDO
+    for kept, target in journal["index_files"].items():
+        prefix, suffix = storage.temp_name(target)
+        tmp = Path(target).with_name(f"{prefix}undo{suffix}")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(folder / kept, tmp)  # (no space needed: the index's files are replaced, never rewritten)
+        except OSError:
+            shutil.copyfile(folder / kept, tmp)
+        os.replace(tmp, target)
+    live = cat.songs()
+    paths = set(journal["paths"])
+    cat.remove_many([s.id for s in live if s.id > journal["last_id"] and s.path in paths])
+    live_ids = {s.id for s in cat.songs()}
+    cat.restore([Song(**d) for d in journal["restore"] if d["id"] not in live_ids])
+    if cat.state() != journal["state"]:
+        raise PartlyDone(
+            f"{cat.folder}: undoing an interrupted fplib db {journal['what']} left the catalogue in another state "
+            f"than before it (changed meanwhile?); rebuild its index: create_faiss_indexes -i {cat.folder} ..."
+        )
