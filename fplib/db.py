@@ -529,8 +529,13 @@ def _undoable(cat: Catalogue, index_path: str | os.PathLike, what: str, paths: s
     is played here too (after the change's own undo) and removed once catalogue and index are as they were;
     if that fails as well (a disk still full), it stays for the next run. Removed when the change is done."""
     folder = cat.folder / UNDO
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir()
+    try:
+        folder.mkdir()  # (what a killed one left was undone by _undo_interrupted; made at once: one at a time)
+    except FileExistsError:
+        raise Refused(
+            [(str(cat.folder), "another fplib db add or remove is changing this catalogue and its index now")],
+            "nothing was done; run it again when that one has finished",
+        ) from None
     files = {}
     for i, p in enumerate(_index_files(index_path)):
         if p.is_file():
@@ -544,6 +549,7 @@ def _undoable(cat: Catalogue, index_path: str | os.PathLike, what: str, paths: s
             files[kept.name] = str(Path(p).absolute())
     journal = {
         "what": what,
+        "by": storage.this_process(),
         "index_files": files,
         "last_id": max((s.id for s in cat.songs()), default=0),
         "paths": sorted(paths),
@@ -574,6 +580,11 @@ def _undo_interrupted(cat: Catalogue) -> str | None:
     except (OSError, ValueError) as e:
         reason = f"the undo record of an interrupted fplib db command is unreadable ({e})"
         raise BadFileError(journal_path, reason) from e
+    if storage.running_elsewhere(journal.get("by")):
+        raise Refused(
+            [(str(cat.folder), f"fplib db {journal['what']} (process {journal['by'][1]}) is changing it now")],
+            "nothing was done; run it again when that one has finished",
+        )
     _play(cat, journal)
     shutil.rmtree(folder)
     return (

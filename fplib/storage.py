@@ -172,6 +172,20 @@ def temp_name(target: str | os.PathLike) -> tuple[str, str]:
     return f".{target.stem}.{_HOST}-{os.getpid()}.", f".tmp{target.suffix}"
 
 
+def this_process() -> list:
+    """``[host tag, pid]`` of this process, as temporary files name their writer (for records of a job)."""
+    return [_HOST, os.getpid()]
+
+
+def running_elsewhere(writer) -> bool:
+    """``writer`` (:func:`this_process` of some process) is another process of this machine that still runs."""
+    try:
+        host, pid = writer
+    except (TypeError, ValueError):
+        return False
+    return host == _HOST and isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid)
+
+
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return True  # not ours to judge

@@ -589,3 +589,23 @@ def test_a_killed_db_add_or_remove_is_undone_by_running_it_again(world, tmp_path
     )
     assert v.returncode == 0, v.stdout
     assert not (ws / "cat" / ".db-undo").exists()
+
+
+@pytest.mark.slow
+def test_a_db_add_while_another_changes_the_catalogue_is_refused(world, tmp_path, capsys):
+    """The undo record of a db add or remove that still runs is not played by another one: that is refused."""
+    ws = _copy(world, tmp_path)
+    busy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (ws / "cat" / ".db-undo").mkdir()
+        storage.write_json(
+            ws / "cat" / ".db-undo" / "journal.json", {"what": "add", "by": [storage.this_process()[0], busy.pid]}
+        )
+        where = ["--catalogue", str(ws / "cat"), "--index", str(ws / "idx" / "x.index")]
+        assert cli.main(["db", "add", *where, str(world["extra"]), "--no_progress"]) == 2
+        assert f"fplib db add (process {busy.pid}) is changing it now" in capsys.readouterr().err
+    finally:
+        busy.kill()
+        busy.wait()
+    with Catalogue(ws / "cat") as c:
+        assert len(c) == 4
