@@ -597,9 +597,10 @@ def _play(cat: Catalogue, journal: dict) -> None:
     """Undo what the record ``journal`` describes (again, if part of it was done already)."""
     folder = cat.folder / UNDO
     for kept, target in journal["index_files"].items():
+        if os.path.exists(target) and os.path.samefile(folder / kept, target):
+            continue  # not replaced yet (and a rename between two links of one file would do nothing)
         prefix, suffix = storage.temp_name(target)
-        tmp = Path(target).with_name(f"{prefix}undo{suffix}")
-        tmp.unlink(missing_ok=True)
+        tmp = Path(target).with_name(f"{prefix}{os.urandom(4).hex()}{suffix}")  # (cleaned up like any temporary)
         try:
             os.link(folder / kept, tmp)  # (no space needed: the index's files are replaced, never rewritten)
         except OSError:

@@ -589,6 +589,7 @@ def test_a_killed_db_add_or_remove_is_undone_by_running_it_again(world, tmp_path
     )
     assert v.returncode == 0, v.stdout
     assert not (ws / "cat" / ".db-undo").exists()
+    assert not [f.name for d in (ws / "cat", ws / "idx") for f in d.glob(".*.tmp*")]  # no temporary file left
 
 
 @pytest.mark.slow
