@@ -142,15 +142,22 @@ def _undo_addition(
         live = {s.id for s in cat.songs()}
         cat.restore([s for s in replaced if s.id not in live])
     except Exception as e:
-        path = Path(index_path)
-        left = (
-            f"rebuild the index, which then holds the songs {', '.join(map(str, song_ids))} left in the "
-            f"catalogue (removing them again failed: {e}): create_faiss_indexes -i {cat.folder} -n "
-            f"{path.stem} -o {path.parent}"
+        held = ", ".join(map(str, song_ids))
+        _undo_failed(
+            first, cat, index_path, f"holds the songs {held} left in the catalogue (removing them again failed: {e})"
         )
-        if isinstance(first, storage.DiskFullError):
-            raise storage.DiskFullError(first.filename, then=left) from first
-        raise PartlyDone(f"{first}; {left}") from first
+
+
+def _undo_failed(first: BaseException, cat: Catalogue, index_path: str | os.PathLike, which: str) -> None:
+    """Raise ``first`` (the error that stopped a db change) once undoing the change failed in turn, saying what
+    is left to do: rebuild the index, which then ``which`` (what the catalogue holds now)."""
+    path = Path(index_path)
+    left = (
+        f"rebuild the index, which then {which}: create_faiss_indexes -i {cat.folder} -n {path.stem} -o {path.parent}"
+    )
+    if isinstance(first, storage.DiskFullError):
+        raise storage.DiskFullError(first.filename, then=left) from first
+    raise PartlyDone(f"{first}; {left}") from first
 
 
 def _addition_problems(
@@ -242,15 +249,8 @@ def remove(catalogue: str | os.PathLike, index_path: str | os.PathLike, songs: l
                 try:
                     cat.restore([s for s in chosen.values() if s.id not in live])
                 except Exception as again:
-                    path = Path(index_path)
-                    left = (
-                        f"rebuild the index, which then leaves out the songs removed from the catalogue (putting "
-                        f"them back failed: {again}): create_faiss_indexes -i {cat.folder} -n {path.stem} -o "
-                        f"{path.parent}"
-                    )
-                    if isinstance(e, storage.DiskFullError):
-                        raise storage.DiskFullError(e.filename, then=left) from e
-                    raise PartlyDone(f"{e}; {left}") from e
+                    what = f"leaves out the songs removed from the catalogue (putting them back failed: {again})"
+                    _undo_failed(e, cat, index_path, what)
                 raise
         return Removed(list(chosen.values()), len(cat), recovered)
 
